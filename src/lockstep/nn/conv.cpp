@@ -1,0 +1,275 @@
+// Conv2d by im2col + GEMM, and the pooling layers.
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include "lockstep/core/error.h"
+#include "lockstep/nn/blas.h"
+#include "lockstep/nn/layers.h"
+
+namespace lockstep::nn {
+namespace {
+
+struct Geometry {
+  int64_t n, c, h, w, ho, wo;
+};
+
+Geometry geometry(const Tensor& x, int64_t c, int64_t k, int64_t stride, int64_t pad, const std::string& who) {
+  if (x.rank() != 4 || (c > 0 && x.dim(1) != c))
+    LOCKSTEP_THROW(InvalidArgument, who, ": input ", x.shape().str(), " must be [N, ", c > 0 ? str_cat(c) : "C",
+                   ", H, W]");
+  Geometry g{x.dim(0), x.dim(1), x.dim(2), x.dim(3), 0, 0};
+  g.ho = (g.h + 2 * pad - k) / stride + 1;
+  g.wo = (g.w + 2 * pad - k) / stride + 1;
+  if (g.h + 2 * pad < k || g.w + 2 * pad < k)
+    LOCKSTEP_THROW(InvalidArgument, who, ": input ", x.shape().str(), " is smaller than the kernel ", k);
+  return g;
+}
+
+// Valid output range [lo, hi) along one axis for kernel offset kk: lo*s - p + kk >= 0 and < size.
+void valid_range(int64_t size, int64_t out, int64_t kk, int64_t s, int64_t p, int64_t& lo, int64_t& hi) {
+  lo = 0;
+  while (lo < out && lo * s - p + kk < 0) ++lo;
+  hi = out;
+  while (hi > lo && (hi - 1) * s - p + kk >= size) --hi;
+}
+
+// col[(c*K + kh)*K + kw][n*Ho*Wo + oh*Wo + ow] = x[n][c][oh*s - p + kh][ow*s - p + kw] (0 outside).
+void im2col(const float* x, const Geometry& g, int64_t k, int64_t s, int64_t p, float* col) {
+  const int64_t plane = g.ho * g.wo, ld = g.n * plane;
+  for (int64_t c = 0; c < g.c; ++c)
+    for (int64_t kh = 0; kh < k; ++kh)
+      for (int64_t kw = 0; kw < k; ++kw) {
+        float* row = col + ((c * k + kh) * k + kw) * ld;
+        int64_t oh0, oh1, ow0, ow1;
+        valid_range(g.h, g.ho, kh, s, p, oh0, oh1);
+        valid_range(g.w, g.wo, kw, s, p, ow0, ow1);
+        for (int64_t n = 0; n < g.n; ++n) {
+          const float* src = x + (n * g.c + c) * g.h * g.w;
+          float* dst = row + n * plane;
+          std::fill(dst, dst + oh0 * g.wo, 0.0f);
+          for (int64_t oh = oh0; oh < oh1; ++oh) {
+            float* d = dst + oh * g.wo;
+            const float* srow = src + (oh * s - p + kh) * g.w - p + kw;
+            std::fill(d, d + ow0, 0.0f);
+            if (s == 1) {
+              std::memcpy(d + ow0, srow + ow0, size_t(ow1 - ow0) * sizeof(float));
+            } else {
+              for (int64_t ow = ow0; ow < ow1; ++ow) d[ow] = srow[ow * s];
+            }
+            std::fill(d + ow1, d + g.wo, 0.0f);
+          }
+          std::fill(dst + oh1 * g.wo, dst + plane, 0.0f);
+        }
+      }
+}
+
+// The adjoint of im2col: dx (zeroed by the caller) += scattered columns.
+void col2im(const float* col, const Geometry& g, int64_t k, int64_t s, int64_t p, float* dx) {
+  const int64_t plane = g.ho * g.wo, ld = g.n * plane;
+  for (int64_t c = 0; c < g.c; ++c)
+    for (int64_t kh = 0; kh < k; ++kh)
+      for (int64_t kw = 0; kw < k; ++kw) {
+        const float* row = col + ((c * k + kh) * k + kw) * ld;
+        int64_t oh0, oh1, ow0, ow1;
+        valid_range(g.h, g.ho, kh, s, p, oh0, oh1);
+        valid_range(g.w, g.wo, kw, s, p, ow0, ow1);
+        for (int64_t n = 0; n < g.n; ++n) {
+          float* dst = dx + (n * g.c + c) * g.h * g.w;
+          const float* src = row + n * plane;
+          for (int64_t oh = oh0; oh < oh1; ++oh) {
+            const float* sr = src + oh * g.wo;
+            float* drow = dst + (oh * s - p + kh) * g.w - p + kw;
+            if (s == 1) {
+              for (int64_t ow = ow0; ow < ow1; ++ow) drow[ow] += sr[ow];
+            } else {
+              for (int64_t ow = ow0; ow < ow1; ++ow) drow[ow * s] += sr[ow];
+            }
+          }
+        }
+      }
+}
+
+}  // namespace
+
+Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride, int64_t padding, bool bias)
+    : c_(in_channels), oc_(out_channels), k_(kernel), stride_(stride), pad_(padding) {
+  if (c_ <= 0 || oc_ <= 0 || k_ <= 0 || stride_ <= 0 || pad_ < 0)
+    LOCKSTEP_THROW(InvalidArgument, describe(), ": channels, kernel and stride must be positive, padding >= 0");
+  const int64_t fan_in = c_ * k_ * k_;
+  w_ = &add_parameter("weight", {oc_, c_, k_, k_}, Init::torch_default(fan_in));
+  if (bias) b_ = &add_parameter("bias", {oc_}, Init::torch_default(fan_in));
+}
+
+std::string Conv2d::describe() const {
+  return str_cat("Conv2d(", c_, ", ", oc_, ", k=", k_, ", stride=", stride_, ", pad=", pad_, ")");
+}
+
+const Tensor& Conv2d::forward(const Tensor& x) {
+  const Geometry g = geometry(x, c_, k_, stride_, pad_, describe());
+  const int64_t plane = g.ho * g.wo, cols = g.n * plane, ckk = c_ * k_ * k_;
+  in_shape_ = x.shape();
+  col_.resize({ckk, cols});
+  tmp_.resize({oc_, cols});
+  y_.resize({g.n, oc_, g.ho, g.wo});
+  im2col(x.data(), g, k_, stride_, pad_, col_.data());
+  gemm(false, false, oc_, cols, ckk, 1.0f, w_->value_data(), ckk, col_.data(), cols, 0.0f, tmp_.data(), cols);
+  // [OC, N*HW] -> [N, OC, HW], adding the bias on the way.
+  const float* bias = b_ ? b_->value_data() : nullptr;
+  for (int64_t n = 0; n < g.n; ++n)
+    for (int64_t o = 0; o < oc_; ++o) {
+      const float* src = tmp_.data() + o * cols + n * plane;
+      float* dst = y_.data() + (n * oc_ + o) * plane;
+      const float b = bias ? bias[o] : 0.0f;
+      for (int64_t i = 0; i < plane; ++i) dst[i] = src[i] + b;
+    }
+  return y_;
+}
+
+const Tensor& Conv2d::backward(const Tensor& dy) {
+  const Geometry g = {in_shape_[0], in_shape_[1], in_shape_[2], in_shape_[3], y_.dim(2), y_.dim(3)};
+  const int64_t plane = g.ho * g.wo, cols = g.n * plane, ckk = c_ * k_ * k_;
+  LOCKSTEP_CHECK_EQ(dy.numel(), g.n * oc_ * plane, describe(), ": gradient ", dy.shape().str(),
+                    " does not match output ", y_.shape().str());
+  // dy [N, OC, HW] -> [OC, N*HW], summing the bias gradient on the way.
+  float* db = b_ ? b_->grad_data() : nullptr;
+  for (int64_t o = 0; o < oc_; ++o) {
+    float acc = 0.0f;
+    for (int64_t n = 0; n < g.n; ++n) {
+      const float* src = dy.data() + (n * oc_ + o) * plane;
+      float* dst = tmp_.data() + o * cols + n * plane;
+      for (int64_t i = 0; i < plane; ++i) {
+        dst[i] = src[i];
+        acc += src[i];
+      }
+    }
+    if (db) db[o] += acc;
+  }
+  gemm(false, true, oc_, ckk, cols, 1.0f, tmp_.data(), cols, col_.data(), cols, 1.0f, w_->grad_data(), ckk);
+  grad_ready(*w_);
+  if (b_) grad_ready(*b_);
+  if (!needs_input_grad()) return dx_;
+  // dcol = W^T dy reuses col_: the columns are not needed once dW is done.
+  gemm(true, false, ckk, cols, oc_, 1.0f, w_->value_data(), ckk, tmp_.data(), cols, 0.0f, col_.data(), cols);
+  dx_.resize(in_shape_);
+  dx_.zero();
+  col2im(col_.data(), g, k_, stride_, pad_, dx_.data());
+  return dx_;
+}
+
+MaxPool2d::MaxPool2d(int64_t kernel, int64_t stride, int64_t padding)
+    : k_(kernel), stride_(stride == 0 ? kernel : stride), pad_(padding) {
+  if (k_ <= 0 || stride_ <= 0 || pad_ < 0 || 2 * pad_ > k_)
+    LOCKSTEP_THROW(InvalidArgument, describe(), ": need kernel, stride > 0 and 0 <= padding <= kernel/2");
+}
+
+std::string MaxPool2d::describe() const { return str_cat("MaxPool2d(", k_, ", stride=", stride_, ", pad=", pad_, ")"); }
+
+const Tensor& MaxPool2d::forward(const Tensor& x) {
+  const Geometry g = geometry(x, 0, k_, stride_, pad_, describe());
+  in_shape_ = x.shape();
+  y_.resize({g.n, g.c, g.ho, g.wo});
+  argmax_.resize(size_t(y_.numel()));
+  const int64_t planes = g.n * g.c;
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    const float* src = x.data() + pl * g.h * g.w;
+    float* dst = y_.data() + pl * g.ho * g.wo;
+    int32_t* arg = argmax_.data() + pl * g.ho * g.wo;
+    for (int64_t oh = 0; oh < g.ho; ++oh)
+      for (int64_t ow = 0; ow < g.wo; ++ow) {
+        float best = -std::numeric_limits<float>::infinity();
+        int32_t besti = -1;
+        for (int64_t kh = 0; kh < k_; ++kh) {
+          const int64_t ih = oh * stride_ - pad_ + kh;
+          if (ih < 0 || ih >= g.h) continue;
+          for (int64_t kw = 0; kw < k_; ++kw) {
+            const int64_t iw = ow * stride_ - pad_ + kw;
+            if (iw < 0 || iw >= g.w) continue;
+            const float v = src[ih * g.w + iw];
+            if (v > best || besti < 0 || v != v) {  // NaN propagates, as in PyTorch
+              best = v;
+              besti = int32_t(ih * g.w + iw);
+            }
+          }
+        }
+        dst[oh * g.wo + ow] = best;
+        arg[oh * g.wo + ow] = besti;
+      }
+  }
+  return y_;
+}
+
+const Tensor& MaxPool2d::backward(const Tensor& dy) {
+  LOCKSTEP_CHECK_EQ(dy.numel(), y_.numel(), describe(), ": gradient does not match output");
+  dx_.resize(in_shape_);
+  dx_.zero();
+  const int64_t in_plane = in_shape_[2] * in_shape_[3], out_plane = y_.dim(2) * y_.dim(3);
+  const int64_t planes = in_shape_[0] * in_shape_[1];
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    float* dst = dx_.data() + pl * in_plane;
+    const float* src = dy.data() + pl * out_plane;
+    const int32_t* arg = argmax_.data() + pl * out_plane;
+    for (int64_t i = 0; i < out_plane; ++i) dst[arg[i]] += src[i];
+  }
+  return dx_;
+}
+
+AvgPool2d::AvgPool2d(int64_t kernel, int64_t stride, int64_t padding)
+    : k_(kernel), stride_(stride == 0 ? kernel : stride), pad_(padding) {
+  if (k_ <= 0 || stride_ <= 0 || pad_ < 0 || 2 * pad_ > k_)
+    LOCKSTEP_THROW(InvalidArgument, describe(), ": need kernel, stride > 0 and 0 <= padding <= kernel/2");
+}
+
+std::string AvgPool2d::describe() const { return str_cat("AvgPool2d(", k_, ", stride=", stride_, ", pad=", pad_, ")"); }
+
+const Tensor& AvgPool2d::forward(const Tensor& x) {
+  const Geometry g = geometry(x, 0, k_, stride_, pad_, describe());
+  in_shape_ = x.shape();
+  y_.resize({g.n, g.c, g.ho, g.wo});
+  const float inv = 1.0f / float(k_ * k_);
+  for (int64_t pl = 0; pl < g.n * g.c; ++pl) {
+    const float* src = x.data() + pl * g.h * g.w;
+    float* dst = y_.data() + pl * g.ho * g.wo;
+    for (int64_t oh = 0; oh < g.ho; ++oh)
+      for (int64_t ow = 0; ow < g.wo; ++ow) {
+        float acc = 0.0f;
+        for (int64_t kh = 0; kh < k_; ++kh) {
+          const int64_t ih = oh * stride_ - pad_ + kh;
+          if (ih < 0 || ih >= g.h) continue;
+          for (int64_t kw = 0; kw < k_; ++kw) {
+            const int64_t iw = ow * stride_ - pad_ + kw;
+            if (iw >= 0 && iw < g.w) acc += src[ih * g.w + iw];
+          }
+        }
+        dst[oh * g.wo + ow] = acc * inv;
+      }
+  }
+  return y_;
+}
+
+const Tensor& AvgPool2d::backward(const Tensor& dy) {
+  LOCKSTEP_CHECK_EQ(dy.numel(), y_.numel(), describe(), ": gradient does not match output");
+  dx_.resize(in_shape_);
+  dx_.zero();
+  const int64_t h = in_shape_[2], w = in_shape_[3], ho = y_.dim(2), wo = y_.dim(3);
+  const float inv = 1.0f / float(k_ * k_);
+  for (int64_t pl = 0; pl < in_shape_[0] * in_shape_[1]; ++pl) {
+    float* dst = dx_.data() + pl * h * w;
+    const float* src = dy.data() + pl * ho * wo;
+    for (int64_t oh = 0; oh < ho; ++oh)
+      for (int64_t ow = 0; ow < wo; ++ow) {
+        const float gv = src[oh * wo + ow] * inv;
+        for (int64_t kh = 0; kh < k_; ++kh) {
+          const int64_t ih = oh * stride_ - pad_ + kh;
+          if (ih < 0 || ih >= h) continue;
+          for (int64_t kw = 0; kw < k_; ++kw) {
+            const int64_t iw = ow * stride_ - pad_ + kw;
+            if (iw >= 0 && iw < w) dst[ih * w + iw] += gv;
+          }
+        }
+      }
+  }
+  return dx_;
+}
+
+}  // namespace lockstep::nn
