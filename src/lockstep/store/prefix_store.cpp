@@ -1,0 +1,53 @@
+#include "lockstep/store/prefix_store.h"
+
+#include "lockstep/core/error.h"
+
+namespace lockstep::store {
+
+PrefixStore::PrefixStore(std::string prefix, Store& base)
+    : prefix_(std::move(prefix)), base_(base) {
+  if (prefix_.empty()) LOCKSTEP_THROW(InvalidArgument, "PrefixStore prefix must not be empty");
+  timeout_ = base.timeout();
+}
+
+std::string PrefixStore::full(const std::string& key) const {
+  // Validate the caller's key first, so "" is rejected instead of turning into "prefix/".
+  check_key(key);
+  return prefix_ + "/" + key;
+}
+
+std::vector<std::string> PrefixStore::full(const std::vector<std::string>& keys) const {
+  std::vector<std::string> out;
+  out.reserve(keys.size());
+  for (auto& k : keys) out.push_back(full(k));
+  return out;
+}
+
+void PrefixStore::set(const std::string& key, std::span<const uint8_t> value) {
+  base_.set(full(key), value);
+}
+
+Bytes PrefixStore::get(const std::string& key, Millis timeout) {
+  return base_.get(full(key), timeout);
+}
+
+int64_t PrefixStore::add(const std::string& key, int64_t delta) {
+  return base_.add(full(key), delta);
+}
+
+Bytes PrefixStore::compare_set(const std::string& key, std::span<const uint8_t> expected,
+                               std::span<const uint8_t> desired) {
+  return base_.compare_set(full(key), expected, desired);
+}
+
+bool PrefixStore::check(const std::vector<std::string>& keys) { return base_.check(full(keys)); }
+
+void PrefixStore::wait(const std::vector<std::string>& keys, Millis timeout) {
+  base_.wait(full(keys), timeout);
+}
+
+bool PrefixStore::delete_key(const std::string& key) { return base_.delete_key(full(key)); }
+
+int64_t PrefixStore::num_keys() { return base_.num_keys(); }
+
+}  // namespace lockstep::store

@@ -1,0 +1,46 @@
+// PrefixStore: a namespace inside another Store. Every key becomes "<prefix>/<key>", so
+// several groups or restarts can share one store without clashing:
+//
+//   PrefixStore group(str_cat("pg/", group_id), store);
+//   group.set("addr/0", addr);          // stored as "pg/<id>/addr/0"
+//
+// num_keys() reports the base store's total (the Store interface cannot list keys).
+#pragma once
+
+#include <string>
+
+#include "lockstep/store/store.h"
+
+namespace lockstep::store {
+
+class PrefixStore final : public Store {
+ public:
+  using Store::get;
+  using Store::set;
+  using Store::wait;
+
+  // `base` must outlive this object. The default timeout starts as the base store's.
+  PrefixStore(std::string prefix, Store& base);
+
+  void set(const std::string& key, std::span<const uint8_t> value) override;
+  Bytes get(const std::string& key, Millis timeout) override;
+  int64_t add(const std::string& key, int64_t delta) override;
+  Bytes compare_set(const std::string& key, std::span<const uint8_t> expected,
+                    std::span<const uint8_t> desired) override;
+  bool check(const std::vector<std::string>& keys) override;
+  void wait(const std::vector<std::string>& keys, Millis timeout) override;
+  bool delete_key(const std::string& key) override;
+  int64_t num_keys() override;
+
+  const std::string& prefix() const { return prefix_; }
+  Store& base() { return base_; }
+
+ private:
+  std::string full(const std::string& key) const;
+  std::vector<std::string> full(const std::vector<std::string>& keys) const;
+
+  std::string prefix_;
+  Store& base_;
+};
+
+}  // namespace lockstep::store
