@@ -99,6 +99,18 @@ TEST(Idx, TruncatedHeaderAndData) {
   expect_error<DataError>([&] { parse_idx(b, "long"); }, {"1 unexpected bytes", "offset 10"});
 }
 
+TEST(Idx, ZeroSizedDimensions) {
+  // An empty file is valid IDX; a zero image side is not a usable dataset.
+  IdxArray a = parse_idx(idx_u8({0, 28, 28}, {}), "empty");
+  EXPECT_EQ(a.count(), 0u);
+  EXPECT_TRUE(a.data.empty());
+  Dataset d = idx_to_dataset(a, "empty", parse_idx(idx_u8({0}, {}), "labels"), "labels", 10);
+  EXPECT_EQ(d.size(), 0);
+  IdxArray flat = parse_idx(idx_u8({2, 0, 3}, {}), "flat");
+  expect_error<DataError>([&] { idx_to_dataset(flat, "flat", parse_idx(idx_u8({2}, {0, 1}), "l"), "l", 10); },
+                          {"flat", "zero dimension"});
+}
+
 TEST(Idx, WrongDimsAndCountMismatch) {
   TempDir dir;
   auto img = idx_u8({5, 4, 3}, image_payload(5, 4, 3));

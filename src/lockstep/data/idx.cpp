@@ -1,5 +1,6 @@
 #include "lockstep/data/idx.h"
 
+#include <algorithm>
 #include <bit>
 #include <cstdio>
 #include <cstring>
@@ -45,6 +46,7 @@ std::string dims_text(const std::vector<uint32_t>& dims) {
 
 // Copies big-endian elements into host order.
 void copy_elements(const uint8_t* src, size_t count, size_t elem, uint8_t* dst) {
+  if (count == 0) return;  // dst may be null (found by idx_fuzz)
   if (elem == 1 || std::endian::native == std::endian::big) {
     std::memcpy(dst, src, count * elem);
     return;
@@ -82,13 +84,14 @@ IdxArray parse_idx(std::span<const uint8_t> b, const std::string& name) {
   for (size_t i = 0; i < ndims; ++i) a.dims.push_back(read_be32(b.data() + 4 + 4 * i));
   const size_t elem = idx_type_size(a.type);
   const uint64_t payload = b.size() - header;
-  // Count the elements while they still fit in the payload, so a huge header cannot overflow.
-  uint64_t count = 1;
+  // Count the elements only while they still fit in the payload, so that a huge header
+  // cannot overflow; a zero dimension makes an empty (valid) array whatever the others say.
+  const bool empty = std::find(a.dims.begin(), a.dims.end(), 0u) != a.dims.end();
+  uint64_t count = empty ? 0 : 1;
   bool too_big = false;
-  for (uint32_t d : a.dims) {
-    if (d != 0 && count > payload / elem / d) too_big = true;
-    count = too_big ? count : count * d;
-    if (d == 0) count = 0;
+  for (size_t i = 0; i < ndims && !empty && !too_big; ++i) {
+    too_big = count > payload / elem / a.dims[i];
+    if (!too_big) count *= a.dims[i];
   }
   if (too_big || count * elem > payload)
     LOCKSTEP_THROW(DataError, name, ": truncated IDX data: the header says ", dims_text(a.dims),
