@@ -1,0 +1,234 @@
+#include "lockstep/train/checkpoint.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <cstdio>
+
+#include "lockstep/core/error.h"
+#include "lockstep/core/log.h"
+
+namespace lockstep::train {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kModelFile = "model.safetensors";
+constexpr const char* kOptimFile = "optimizer.safetensors";
+constexpr const char* kManifestFile = "state.json";
+constexpr const char* kFormat = "lockstep-checkpoint";
+
+// The step of a "step-<digits>" name, or -1 for anything else (temporaries, strays).
+int64_t step_of(const std::string& name) {
+  if (name.size() < 6 || name.rfind("step-", 0) != 0) return -1;
+  int64_t v = -1;
+  const char* b = name.data() + 5;
+  const char* e = name.data() + name.size();
+  auto [p, ec] = std::from_chars(b, e, v);
+  return (ec == std::errc() && p == e && v >= 0) ? v : -1;
+}
+
+FileRecord write_tensor_file(const fs::path& path, const std::vector<TensorView>& tensors,
+                             const Metadata& meta, const WriteHook& hook) {
+  AtomicFile f(path, hook);
+  f.write(safetensors_header(tensors, meta));
+  for (const auto& t : tensors) f.write(t.bytes);
+  f.commit();
+  return {f.size(), f.crc32()};
+}
+
+json manifest_json(const CheckpointSave& c, const FileRecord& model, const FileRecord& optim) {
+  return {{"format", kFormat},
+          {"version", kCheckpointVersion},
+          {"model", c.model},
+          {"step", c.step},
+          {"epoch", c.epoch},
+          {"world_size", c.world_size},
+          {"files",
+           {{kModelFile, {{"size", model.size}, {"crc32", model.crc32}}},
+            {kOptimFile, {{"size", optim.size}, {"crc32", optim.crc32}}}}},
+          {"state", c.state}};
+}
+
+// Removes temporaries that a crashed writer left behind (only hidden ".step-" names).
+void remove_stale_temporaries(const fs::path& dir) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(".step-", 0) == 0) fs::remove_all(e.path(), ec);
+  }
+}
+
+// Puts the finished temporary directory in place of `final_dir` (replacing one of the same
+// step, e.g. after a resume) and makes the rename durable.
+void install(const fs::path& tmp, const fs::path& final_dir) {
+  std::error_code ec;
+  fs::path old;
+  if (fs::exists(final_dir, ec)) {
+    old = tmp.string() + ".old";
+    fs::rename(final_dir, old);
+  }
+  fs::rename(tmp, final_dir);
+  fsync_dir(final_dir.parent_path());
+  if (!old.empty()) fs::remove_all(old, ec);
+}
+
+void prune(const fs::path& dir, int keep_last) {
+  if (keep_last <= 0) return;
+  auto all = list_checkpoints(dir);
+  std::error_code ec;
+  for (size_t i = 0; i + size_t(keep_last) < all.size(); ++i) {
+    fs::remove_all(all[i], ec);
+    if (ec) LOCKSTEP_LOG(warn, "cannot remove old checkpoint ", all[i].string(), ": ", ec.message());
+  }
+}
+
+template <class T>
+T get_field(const json& j, const char* key, const std::string& origin) {
+  if (!j.contains(key)) LOCKSTEP_THROW(DataError, origin, ": missing field '", key, "'");
+  const json& v = j[key];
+  if constexpr (std::is_same_v<T, std::string>) {
+    if (!v.is_string()) LOCKSTEP_THROW(DataError, origin, ": field '", key, "' is not a string");
+  } else {
+    if (!v.is_number_integer())
+      LOCKSTEP_THROW(DataError, origin, ": field '", key, "' is not an integer");
+    if (v.is_number_unsigned() ? v.get<uint64_t>() > uint64_t(std::numeric_limits<T>::max())
+                               : (v.get<int64_t>() < 0 ||
+                                  v.get<int64_t>() > int64_t(std::numeric_limits<T>::max())))
+      LOCKSTEP_THROW(DataError, origin, ": field '", key, "' is out of range");
+  }
+  return v.get<T>();
+}
+
+SafetensorsData load_tensor_file(const fs::path& dir, const Manifest& m, const char* name) {
+  const fs::path path = dir / name;
+  const auto it = m.files.find(name);
+  if (it == m.files.end())
+    LOCKSTEP_THROW(DataError, (dir / kManifestFile).string(), ": no record of ", name);
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0)
+    LOCKSTEP_THROW(DataError, path.string(), ": missing (checkpoint incomplete or moved)");
+  if (uint64_t(st.st_size) != it->second.size)
+    LOCKSTEP_THROW(DataError, path.string(), ": size is ", st.st_size, " bytes but state.json records ",
+                   it->second.size, " (truncated or replaced file)");
+  const auto bytes = read_file_bounded(path, std::min(it->second.size, kMaxTensorFileBytes));
+  const uint32_t crc = crc32_of(bytes);
+  if (crc != it->second.crc32)
+    LOCKSTEP_THROW(DataError, path.string(), ": CRC-32 is ", crc, " but state.json records ",
+                   it->second.crc32, " (the file is corrupt; resume from an older checkpoint)");
+  return decode_safetensors(bytes, path.string());
+}
+
+}  // namespace
+
+std::string checkpoint_dir_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step-%09lld", static_cast<long long>(step));
+  return buf;
+}
+
+fs::path save_checkpoint(const fs::path& dir, const CheckpointSave& c, const CheckpointOptions& opts) {
+  if (c.step < 0) LOCKSTEP_THROW(InvalidArgument, "save_checkpoint: negative step ", c.step);
+  fs::create_directories(dir);
+  remove_stale_temporaries(dir);
+  static std::atomic<uint64_t> counter{0};
+  const fs::path final_dir = dir / checkpoint_dir_name(c.step);
+  const fs::path tmp =
+      dir / str_cat(".", checkpoint_dir_name(c.step), ".tmp-", ::getpid(), "-", counter++);
+  try {
+    fs::create_directory(tmp);
+    const Metadata meta = {{"format", "pt"}, {"lockstep.model", c.model},
+                           {"lockstep.step", std::to_string(c.step)}};
+    const FileRecord model = write_tensor_file(tmp / kModelFile, c.weights, meta, opts.hook);
+    const FileRecord optim = write_tensor_file(tmp / kOptimFile, c.optimizer, meta, opts.hook);
+    AtomicFile mf(tmp / kManifestFile, opts.hook);
+    mf.write(manifest_json(c, model, optim).dump(2) + "\n");
+    mf.commit();
+    install(tmp, final_dir);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  prune(dir, opts.keep_last);
+  return final_dir;
+}
+
+Manifest parse_manifest(std::string_view text, const std::string& origin) {
+  if (!json_nesting_within(text, 64))
+    LOCKSTEP_THROW(DataError, origin, ": JSON is nested too deeply");
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object())
+    LOCKSTEP_THROW(DataError, origin, ": not a valid JSON object (truncated or corrupt)");
+  if (!j.contains("format") || j["format"] != kFormat)
+    LOCKSTEP_THROW(DataError, origin, ": 'format' is not \"", kFormat, "\"");
+  const int version = get_field<int>(j, "version", origin);
+  if (version != kCheckpointVersion)
+    LOCKSTEP_THROW(DataError, origin, ": checkpoint version ", version, " is not supported (this build reads ",
+                   kCheckpointVersion, ")");
+  Manifest m;
+  m.model = get_field<std::string>(j, "model", origin);
+  m.step = get_field<int64_t>(j, "step", origin);
+  m.epoch = get_field<int64_t>(j, "epoch", origin);
+  m.world_size = get_field<int>(j, "world_size", origin);
+  if (m.world_size < 1) LOCKSTEP_THROW(DataError, origin, ": world_size must be >= 1");
+  if (!j.contains("files") || !j["files"].is_object())
+    LOCKSTEP_THROW(DataError, origin, ": missing object 'files'");
+  for (const auto& [name, rec] : j["files"].items()) {
+    if (!rec.is_object()) LOCKSTEP_THROW(DataError, origin, ": files.", name, " is not an object");
+    m.files[name] = {get_field<uint64_t>(rec, "size", origin), get_field<uint32_t>(rec, "crc32", origin)};
+  }
+  if (j.contains("state")) {
+    if (!j["state"].is_object()) LOCKSTEP_THROW(DataError, origin, ": 'state' is not an object");
+    m.state = j["state"];
+  }
+  return m;
+}
+
+Checkpoint load_checkpoint(const fs::path& checkpoint_dir) {
+  Checkpoint c;
+  c.path = checkpoint_dir;
+  const fs::path mpath = checkpoint_dir / kManifestFile;
+  const auto text = read_file_bounded(mpath, kMaxManifestBytes);
+  c.manifest = parse_manifest({reinterpret_cast<const char*>(text.data()), text.size()}, mpath.string());
+  c.weights = load_tensor_file(checkpoint_dir, c.manifest, kModelFile);
+  c.optimizer = load_tensor_file(checkpoint_dir, c.manifest, kOptimFile);
+  return c;
+}
+
+std::vector<fs::path> list_checkpoints(const fs::path& dir) {
+  std::vector<std::pair<int64_t, fs::path>> found;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const int64_t step = step_of(e.path().filename().string());
+    if (step >= 0 && e.is_directory(ec)) found.emplace_back(step, e.path());
+  }
+  std::sort(found.begin(), found.end());
+  std::vector<fs::path> out;
+  for (auto& [_, p] : found) out.push_back(std::move(p));
+  return out;
+}
+
+std::optional<fs::path> latest_checkpoint(const fs::path& dir) {
+  auto all = list_checkpoints(dir);
+  if (all.empty()) return std::nullopt;
+  return all.back();
+}
+
+fs::path resolve_checkpoint(const fs::path& path) {
+  std::error_code ec;
+  if (fs::exists(path / kManifestFile, ec)) return path;
+  for (const fs::path& dir : {path / "checkpoints", path}) {
+    if (auto p = latest_checkpoint(dir)) return *p;
+  }
+  LOCKSTEP_THROW(DataError, path.string(),
+                 ": no checkpoint found (expected a step-N directory with state.json, a "
+                 "directory of them, or a run directory with checkpoints/)");
+}
+
+}  // namespace lockstep::train

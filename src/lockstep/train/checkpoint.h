@@ -1,0 +1,98 @@
+// Checkpoints: one directory per saved step, written so that a crash at any moment never
+// damages the last good one.
+//
+//   RUN_DIR/checkpoints/step-000000120/
+//     model.safetensors      weights and buffers (opens in Python's safetensors / torch)
+//     optimizer.safetensors  optimizer state tensors ("<param>.momentum_buffer", "step", ...)
+//     state.json             model name, step, epoch, world size, the trainer's state
+//                            (sampler position, RNG seeds, ...) and the size + CRC-32 of
+//                            both tensor files, verified on load
+//
+// The directory is assembled under a hidden temporary name, every file and the directory are
+// fsynced, then it is renamed into place; older checkpoints beyond keep_last are removed
+// afterwards. Weights are replicated, so a checkpoint loads at any world size.
+//
+//   save_checkpoint(run_dir / "checkpoints", {.model = "fmnist-cnn", .step = s, ...}, {.keep_last = 3});
+//   if (auto p = latest_checkpoint(run_dir / "checkpoints")) Checkpoint c = load_checkpoint(*p);
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "lockstep/train/file_io.h"
+#include "lockstep/train/safetensors.h"
+
+namespace lockstep::train {
+
+inline constexpr int kCheckpointVersion = 1;
+inline constexpr uint64_t kMaxManifestBytes = uint64_t(64) << 20;
+inline constexpr uint64_t kMaxTensorFileBytes = uint64_t(64) << 30;
+
+// What to save; the tensor views point into live memory that must stay unchanged until
+// save_checkpoint returns.
+struct CheckpointSave {
+  std::string model;
+  int64_t step = 0;
+  int64_t epoch = 0;
+  int world_size = 1;
+  std::vector<TensorView> weights;
+  std::vector<TensorView> optimizer;
+  nlohmann::json state = nlohmann::json::object();
+};
+
+struct CheckpointOptions {
+  int keep_last = 3;  // <= 0 keeps all
+  WriteHook hook;     // fault injection for tests
+};
+
+struct FileRecord {
+  uint64_t size = 0;
+  uint32_t crc32 = 0;
+};
+
+// The parsed state.json.
+struct Manifest {
+  std::string model;
+  int64_t step = 0;
+  int64_t epoch = 0;
+  int world_size = 1;
+  std::map<std::string, FileRecord> files;
+  nlohmann::json state = nlohmann::json::object();
+};
+
+struct Checkpoint {
+  std::filesystem::path path;
+  Manifest manifest;
+  SafetensorsData weights;
+  SafetensorsData optimizer;
+};
+
+// Writes `dir`/step-<step>/ and prunes; returns the new checkpoint's path. On any failure
+// (SystemError, or whatever the hook throws) the temporary is removed and every checkpoint
+// saved before is left as it was.
+std::filesystem::path save_checkpoint(const std::filesystem::path& dir, const CheckpointSave& ckpt,
+                                      const CheckpointOptions& opts = {});
+
+// Loads one checkpoint directory; DataError naming the file and the problem when anything is
+// missing, truncated, fails its checksum or is malformed.
+Checkpoint load_checkpoint(const std::filesystem::path& checkpoint_dir);
+
+// Complete checkpoint directories under `dir` (step-N names only), oldest first.
+std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path& dir);
+std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::path& dir);
+
+// What --resume names: a checkpoint directory (has state.json), a directory of checkpoints,
+// or a run directory (uses its checkpoints/). DataError when there is none.
+std::filesystem::path resolve_checkpoint(const std::filesystem::path& path);
+
+// Parses and validates a state.json text (hostile input); `origin` prefixes errors.
+Manifest parse_manifest(std::string_view text, const std::string& origin);
+std::string checkpoint_dir_name(int64_t step);
+
+}  // namespace lockstep::train
