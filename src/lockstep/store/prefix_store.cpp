@@ -10,6 +10,11 @@ PrefixStore::PrefixStore(std::string prefix, Store& base)
   timeout_ = base.timeout();
 }
 
+PrefixStore::PrefixStore(std::string prefix, std::unique_ptr<Store> base)
+    : PrefixStore(std::move(prefix), *base) {
+  owned_ = std::move(base);
+}
+
 std::string PrefixStore::full(const std::string& key) const {
   // Validate the caller's key first, so "" is rejected instead of turning into "prefix/".
   check_key(key);

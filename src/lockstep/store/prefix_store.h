@@ -7,6 +7,7 @@
 // num_keys() reports the base store's total (the Store interface cannot list keys).
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "lockstep/store/store.h"
@@ -21,6 +22,8 @@ class PrefixStore final : public Store {
 
   // `base` must outlive this object. The default timeout starts as the base store's.
   PrefixStore(std::string prefix, Store& base);
+  // Owns `base` (e.g. the job store returned by connect_store()).
+  PrefixStore(std::string prefix, std::unique_ptr<Store> base);
 
   void set(const std::string& key, std::span<const uint8_t> value) override;
   Bytes get(const std::string& key, Millis timeout) override;
@@ -39,6 +42,7 @@ class PrefixStore final : public Store {
   std::string full(const std::string& key) const;
   std::vector<std::string> full(const std::vector<std::string>& keys) const;
 
+  std::unique_ptr<Store> owned_;  // set by the owning constructor
   std::string prefix_;
   Store& base_;
 };
