@@ -1,0 +1,192 @@
+// The collectives of NativeProcessGroup: argument checks and the world-size-1 shortcut on the
+// caller's thread, then a queued body that picks the shared-memory fast path or an algorithm
+// over the transport.
+#include <algorithm>
+#include <cstring>
+
+#include "lockstep/comm/algorithms.h"
+#include "lockstep/comm/native_process_group.h"
+#include "lockstep/comm/reduce_kernels.h"
+#include "lockstep/comm/shm/shm_group.h"
+#include "lockstep/core/error.h"
+
+namespace lockstep::comm {
+namespace {
+
+constexpr uint64_t kP2PTagBit = uint64_t(1) << 63;
+
+std::string sig(OpKind k, DType dt, size_t count, const std::string& extra = {}) {
+  return str_cat(op_kind_name(k), " ", dtype_name(dt), " count=", count,
+                 extra.empty() ? "" : " ", extra);
+}
+std::string op_s(ReduceOp op) { return str_cat("op=", reduce_op_name(op)); }
+std::string root_s(int root) { return str_cat("root=", root); }
+
+void copy(void* out, const void* in, size_t bytes) {
+  if (bytes && out != in) std::memmove(out, in, bytes);
+}
+
+}  // namespace
+
+#define LOCKSTEP_CTX algo::Ctx c{*transport_, info, dl, info.seq, scratch_}
+
+Work NativeProcessGroup::allreduce(void* data, size_t count, DType dt, ReduceOp op) {
+  if (world_ == 1 || count == 0) return Work::completed({OpKind::allreduce, 0, rank_, opt_.group_name});
+  return enqueue(OpKind::allreduce, sig(OpKind::allreduce, dt, count, op_s(op)),
+                 [=, this](const OpInfo& info, Deadline dl) {
+    if (shm_) return shm_->allreduce(data, count, dt, op, info, dl);
+    widened(data, count, dt, [&](void* d, DType t) {
+      LOCKSTEP_CTX;
+      if (algo::choose_allreduce(count * dtype_size(t), world_, opt_.algorithm) ==
+          algo::AllreduceAlgo::ring)
+        algo::allreduce_ring(c, d, count, t, op);
+      else
+        algo::allreduce_doubling(c, d, count, t, op);
+    });
+  });
+}
+
+Work NativeProcessGroup::broadcast(void* data, size_t count, DType dt, int root) {
+  check_root(root, OpKind::broadcast);
+  if (world_ == 1 || count == 0) return Work::completed({OpKind::broadcast, 0, rank_, opt_.group_name});
+  return enqueue(OpKind::broadcast, sig(OpKind::broadcast, dt, count, root_s(root)),
+                 [=, this](const OpInfo& info, Deadline dl) {
+    const size_t bytes = count * dtype_size(dt);
+    if (shm_) return shm_->broadcast(data, bytes, root, info, dl);
+    LOCKSTEP_CTX;
+    algo::broadcast_tree(c, data, bytes, root);
+  });
+}
+
+Work NativeProcessGroup::reduce(void* data, size_t count, DType dt, ReduceOp op, int root) {
+  check_root(root, OpKind::reduce);
+  if (world_ == 1 || count == 0) return Work::completed({OpKind::reduce, 0, rank_, opt_.group_name});
+  return enqueue(OpKind::reduce, sig(OpKind::reduce, dt, count, op_s(op) + " " + root_s(root)),
+                 [=, this](const OpInfo& info, Deadline dl) {
+    if (shm_) return shm_->reduce(data, count, dt, op, root, info, dl);
+    widened(data, count, dt, [&](void* d, DType t) {
+      LOCKSTEP_CTX;
+      algo::reduce_tree(c, d, count, t, op, root);
+    });
+  });
+}
+
+Work NativeProcessGroup::allgather(const void* in, void* out, size_t count, DType dt) {
+  const size_t bytes = count * dtype_size(dt);
+  if (world_ == 1 || count == 0) {
+    copy(out, in, bytes);
+    return Work::completed({OpKind::allgather, 0, rank_, opt_.group_name});
+  }
+  return enqueue(OpKind::allgather, sig(OpKind::allgather, dt, count),
+                 [=, this](const OpInfo& info, Deadline dl) {
+    if (shm_) return shm_->allgather(in, out, bytes, info, dl);
+    LOCKSTEP_CTX;
+    algo::allgather_ring(c, in, out, bytes);
+  });
+}
+
+Work NativeProcessGroup::reduce_scatter(const void* in, void* out, size_t count, DType dt,
+                                        ReduceOp op) {
+  if (world_ == 1 || count == 0) {
+    copy(out, in, count * dtype_size(dt));
+    return Work::completed({OpKind::reduce_scatter, 0, rank_, opt_.group_name});
+  }
+  return enqueue(OpKind::reduce_scatter, sig(OpKind::reduce_scatter, dt, count, op_s(op)),
+                 [=, this](const OpInfo& info, Deadline dl) {
+    if (shm_) return shm_->reduce_scatter(in, out, count, dt, op, info, dl);
+    LOCKSTEP_CTX;
+    if (!is_half(dt)) return algo::reduce_scatter_ring(c, in, out, count, dt, op);
+    // 16-bit floats: widen the whole input, reduce in f32, round once.
+    const size_t total = size_t(world_) * count;
+    wide_.reserve((total + count) * sizeof(float));
+    auto* f = reinterpret_cast<float*>(wide_.data());
+    widen_to_f32(in, f, total, dt);
+    algo::reduce_scatter_ring(c, f, f + total, count, DType::f32, op);
+    narrow_from_f32(f + total, out, count, dt);
+  });
+}
+
+Work NativeProcessGroup::gather(const void* in, void* out, size_t count, DType dt, int root) {
+  check_root(root, OpKind::gather);
+  const size_t bytes = count * dtype_size(dt);
+  if (world_ == 1 || count == 0) {
+    copy(out, in, bytes);
+    return Work::completed({OpKind::gather, 0, rank_, opt_.group_name});
+  }
+  return enqueue(OpKind::gather, sig(OpKind::gather, dt, count, root_s(root)),
+                 [=, this](const OpInfo& info, Deadline dl) {
+    LOCKSTEP_CTX;
+    algo::gather_linear(c, in, out, bytes, root);
+  });
+}
+
+Work NativeProcessGroup::scatter(const void* in, void* out, size_t count, DType dt, int root) {
+  check_root(root, OpKind::scatter);
+  const size_t bytes = count * dtype_size(dt);
+  if (world_ == 1 || count == 0) {
+    copy(out, in, bytes);
+    return Work::completed({OpKind::scatter, 0, rank_, opt_.group_name});
+  }
+  return enqueue(OpKind::scatter, sig(OpKind::scatter, dt, count, root_s(root)),
+                 [=, this](const OpInfo& info, Deadline dl) {
+    LOCKSTEP_CTX;
+    algo::scatter_linear(c, in, out, bytes, root);
+  });
+}
+
+Work NativeProcessGroup::alltoall(const void* in, void* out, size_t count, DType dt) {
+  const size_t bytes = count * dtype_size(dt);
+  if (world_ == 1 || count == 0) {
+    copy(out, in, bytes);
+    return Work::completed({OpKind::alltoall, 0, rank_, opt_.group_name});
+  }
+  return enqueue(OpKind::alltoall, sig(OpKind::alltoall, dt, count),
+                 [=, this](const OpInfo& info, Deadline dl) {
+    LOCKSTEP_CTX;
+    algo::alltoall_pairwise(c, in, out, bytes);
+  });
+}
+
+Work NativeProcessGroup::barrier() {
+  if (world_ == 1) return Work::completed({OpKind::barrier, 0, rank_, opt_.group_name});
+  return enqueue(OpKind::barrier, "barrier", [=, this](const OpInfo& info, Deadline dl) {
+    if (shm_) return shm_->barrier(info, dl);
+    LOCKSTEP_CTX;
+    algo::barrier_dissemination(c);
+  });
+}
+
+Work NativeProcessGroup::send(const void* data, size_t count, DType dt, int dst, uint32_t tag) {
+  check_peer(dst, OpKind::send);
+  return enqueue(OpKind::send, {}, [=, this](const OpInfo& info, Deadline dl) {
+    transport_->post_send(dst, kP2PTagBit | tag, data, count * dtype_size(dt));
+    transport_->wait_all(dl, info);
+  });
+}
+
+Work NativeProcessGroup::recv(void* data, size_t count, DType dt, int src, uint32_t tag) {
+  check_peer(src, OpKind::recv);
+  return enqueue(OpKind::recv, {}, [=, this](const OpInfo& info, Deadline dl) {
+    transport_->post_recv(src, kP2PTagBit | tag, data, count * dtype_size(dt));
+    transport_->wait_all(dl, info);
+  });
+}
+
+#undef LOCKSTEP_CTX
+
+std::unique_ptr<ProcessGroup> NativeProcessGroup::new_group(const std::vector<int>& ranks) {
+  std::vector<int> sorted = ranks;
+  std::sort(sorted.begin(), sorted.end());
+  if (sorted.empty() || sorted.front() < 0 || sorted.back() >= world_ ||
+      std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
+    LOCKSTEP_THROW(InvalidArgument, "new_group: ranks must be distinct members of [0, ", world_,
+                   "), got ", ranks.size(), " ranks");
+  Options sub = opt_;
+  sub.group_name = str_cat(opt_.group_name, "/sub", subgroups_++);
+  auto it = std::find(ranks.begin(), ranks.end(), rank_);
+  if (it == ranks.end()) return nullptr;
+  return std::make_unique<NativeProcessGroup>(store_, int(it - ranks.begin()), int(ranks.size()),
+                                              sub);
+}
+
+}  // namespace lockstep::comm

@@ -1,0 +1,204 @@
+#include "lockstep/comm/native_process_group.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "lockstep/comm/algorithms.h"
+#include "lockstep/comm/reduce_kernels.h"
+#include "lockstep/comm/shm/shm_group.h"
+#include "lockstep/comm/tcp/tcp_transport.h"
+#include "lockstep/core/error.h"
+#include "lockstep/core/log.h"
+
+namespace lockstep::comm {
+namespace {
+
+std::string env_or(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::string(v) : fallback;
+}
+
+// The same string on every rank of one host (hostname + boot id), to decide shm vs tcp.
+std::string host_identity() {
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  std::string boot;
+  if (FILE* f = std::fopen("/proc/sys/kernel/random/boot_id", "r")) {
+    char buf[64] = {};
+    if (std::fgets(buf, sizeof buf, f)) boot = buf;
+    std::fclose(f);
+  }
+  return str_cat(host, "/", boot);
+}
+
+}  // namespace
+
+NativeProcessGroup::NativeProcessGroup(store::Store& store, int rank, int world, Options options)
+    : store_(store), rank_(rank), world_(world), opt_(std::move(options)) {
+  if (world < 1 || rank < 0 || rank >= world)
+    LOCKSTEP_THROW(InvalidArgument, "native process group: rank ", rank, " not in world of ", world);
+  if (opt_.transport == "auto") opt_.transport = env_or("LOCKSTEP_TRANSPORT", "auto");
+  if (opt_.algorithm == "auto") opt_.algorithm = env_or("LOCKSTEP_ALGO", "auto");
+  if (env_or("LOCKSTEP_DEBUG", "") == "detail") opt_.debug_checks = true;
+  prefix_ = str_cat("lockstep/pg/", opt_.group_name, "/");
+  if (world_ > 1) rendezvous();
+  worker_ = std::thread([this] { worker_loop(); });
+}
+
+// Picks the transport (shm when every rank shares this host, unless told otherwise) and
+// connects it; the store carries the host identities, addresses and segment names.
+void NativeProcessGroup::rendezvous() {
+  std::string kind = opt_.transport;
+  if (kind == "auto") {
+    store_.set(str_cat(prefix_, "host/", rank_), host_identity());
+    kind = "shm";
+    std::string mine = host_identity();
+    for (int p = 0; p < world_ && kind == "shm"; ++p)
+      if (store::to_string(store_.get(str_cat(prefix_, "host/", p), opt_.timeout)) != mine)
+        kind = "tcp";
+  }
+  if (kind == "shm") {
+    shm_ = std::make_unique<shm::ShmGroup>(store_, prefix_, rank_, world_, opt_.shm_chunk_bytes,
+                                           opt_.timeout);
+    transport_ = &shm_->transport();
+  } else if (kind == "tcp") {
+    tcp_ = std::make_unique<tcp::TcpTransport>(store_, prefix_, rank_, world_, opt_.timeout);
+    transport_ = tcp_.get();
+  } else {
+    LOCKSTEP_THROW(ConfigError, "unknown transport '", kind, "' (LOCKSTEP_TRANSPORT / "
+                   "Options::transport): use auto, shm or tcp");
+  }
+}
+
+NativeProcessGroup::~NativeProcessGroup() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = true;
+    if (!queue_.empty()) aborted_ = true;  // nobody waits for them: do not block exit on peers
+  }
+  if (aborted_ && transport_) transport_->abort();
+  if (aborted_ && shm_) shm_->abort();
+  cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+}
+
+bool NativeProcessGroup::supports(Capability c) const {
+  switch (c) {
+    case Capability::send_recv:
+    case Capability::sub_groups:
+    case Capability::abort:
+    case Capability::debug_checks: return true;
+    case Capability::shared_memory: return shm_ != nullptr;
+  }
+  return false;
+}
+
+std::string NativeProcessGroup::transport_name() const {
+  return transport_ ? transport_->name() : "none";
+}
+
+void NativeProcessGroup::abort() {
+  aborted_ = true;
+  if (transport_) transport_->abort();
+  if (shm_) shm_->abort();
+  cv_.notify_all();
+}
+
+Work NativeProcessGroup::enqueue(OpKind kind, std::string signature, Body body) {
+  const bool collective = kind != OpKind::send && kind != OpKind::recv;
+  std::lock_guard<std::mutex> lk(mu_);
+  OpInfo info{kind, collective ? next_seq_++ : next_p2p_++, rank_, opt_.group_name};
+  auto state = std::make_shared<WorkState>(info);
+  Work w(state);
+  w.set_default_timeout(opt_.timeout);
+  if (aborted_) {
+    state->complete(std::make_exception_ptr(
+        AbortedError(str_cat(info.describe(), ": process group was aborted"))));
+    return w;
+  }
+  queue_.push_back(Task{std::move(state), collective ? std::move(signature) : std::string(),
+                        std::move(body)});
+  cv_.notify_one();
+  return w;
+}
+
+void NativeProcessGroup::worker_loop() {
+  for (;;) {
+    Task task;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return stop_ || aborted_ || !queue_.empty(); });
+      if (queue_.empty()) {
+        if (stop_) return;
+        continue;
+      }
+      task = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    run_task(task);
+  }
+}
+
+void NativeProcessGroup::run_task(Task& task) {
+  const OpInfo& info = task.state->info();
+  try {
+    if (aborted_) LOCKSTEP_THROW(AbortedError, info.describe(), ": process group was aborted");
+    auto deadline = Deadline::after(opt_.timeout);
+    if (opt_.debug_checks && !task.signature.empty()) check_signature(info, task.signature);
+    task.body(info, deadline);
+    task.state->complete();
+  } catch (...) {
+    task.state->complete(std::current_exception());
+  }
+}
+
+// Debug mode: every rank publishes "seq -> signature" and compares with every other rank's,
+// so a mismatch is reported (with both views) instead of hanging or corrupting data.
+void NativeProcessGroup::check_signature(const OpInfo& info, const std::string& signature) {
+  auto key = [&](uint64_t seq, int r) { return str_cat(prefix_, "debug/", seq, "/", r); };
+  store_.set(key(info.seq, rank_), signature);
+  for (int p = 0; p < world_; ++p) {
+    if (p == rank_) continue;
+    std::string theirs;
+    try {
+      theirs = store::to_string(store_.get(key(info.seq, p), opt_.timeout));
+    } catch (const TimeoutError&) {
+      throw PeerError(p, std::string(op_kind_name(info.kind)),
+                      str_cat(info.describe(), " [debug]: rank ", p, " never reached collective #",
+                              info.seq, " (this rank calls '", signature, "'); it is stalled, "
+                              "dead, or issued fewer collectives"));
+    }
+    if (theirs != signature)
+      LOCKSTEP_THROW(InvalidArgument, "collective mismatch at #", info.seq, " in group '",
+                     opt_.group_name, "': rank ", rank_, " calls '", signature, "' but rank ", p,
+                     " calls '", theirs, "'; every rank must issue the same collectives in the "
+                     "same order");
+  }
+  // Keys two collectives back are no longer read by anyone: passing #seq-1 needed them all.
+  if (info.seq >= 2) store_.delete_key(key(info.seq - 2, rank_));
+}
+
+void NativeProcessGroup::check_root(int root, OpKind kind) const {
+  if (root < 0 || root >= world_)
+    LOCKSTEP_THROW(InvalidArgument, op_kind_name(kind), ": root ", root, " outside [0, ", world_, ")");
+}
+
+void NativeProcessGroup::check_peer(int peer, OpKind kind) const {
+  if (peer < 0 || peer >= world_ || peer == rank_)
+    LOCKSTEP_THROW(InvalidArgument, op_kind_name(kind), ": peer ", peer, " invalid for rank ",
+                   rank_, " of ", world_);
+}
+
+void NativeProcessGroup::widened(void* data, size_t count, DType dt,
+                                 const std::function<void(void*, DType)>& fn) {
+  if (!is_half(dt)) return fn(data, dt);
+  wide_.reserve(count * sizeof(float));
+  auto* f = reinterpret_cast<float*>(wide_.data());
+  widen_to_f32(data, f, count, dt);
+  fn(f, DType::f32);
+  narrow_from_f32(f, data, count, dt);
+}
+
+}  // namespace lockstep::comm

@@ -1,0 +1,89 @@
+// NativeProcessGroup: lockstep's own backend. Collectives are queued and run in issue order
+// on one worker thread per group, over a Transport (tcp, or shm pairs on one host) with the
+// algorithms of algorithms.h, and over the shared-memory fast path for the collectives it
+// covers. Created through ProcessGroup::create("native", ...).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "lockstep/comm/process_group.h"
+#include "lockstep/comm/transport.h"
+#include "lockstep/core/buffer.h"
+
+namespace lockstep::comm {
+
+namespace shm {
+class ShmGroup;
+}
+
+class NativeProcessGroup final : public ProcessGroup {
+ public:
+  NativeProcessGroup(store::Store& store, int rank, int world, Options options);
+  ~NativeProcessGroup() override;
+
+  int rank() const override { return rank_; }
+  int size() const override { return world_; }
+  std::string backend_name() const override { return "native"; }
+  bool supports(Capability c) const override;
+  // "shm", "tcp" or "none" (world size 1).
+  std::string transport_name() const;
+
+  Work allreduce(void* data, size_t count, DType dtype, ReduceOp op) override;
+  Work broadcast(void* data, size_t count, DType dtype, int root) override;
+  Work reduce(void* data, size_t count, DType dtype, ReduceOp op, int root) override;
+  Work allgather(const void* in, void* out, size_t count, DType dtype) override;
+  Work reduce_scatter(const void* in, void* out, size_t count, DType dtype, ReduceOp op) override;
+  Work gather(const void* in, void* out, size_t count, DType dtype, int root) override;
+  Work scatter(const void* in, void* out, size_t count, DType dtype, int root) override;
+  Work alltoall(const void* in, void* out, size_t count, DType dtype) override;
+  Work barrier() override;
+  Work send(const void* data, size_t count, DType dtype, int dst, uint32_t tag) override;
+  Work recv(void* data, size_t count, DType dtype, int src, uint32_t tag) override;
+  std::unique_ptr<ProcessGroup> new_group(const std::vector<int>& ranks) override;
+  void abort() override;
+
+ private:
+  using Body = std::function<void(const OpInfo&, Deadline)>;
+  struct Task {
+    std::shared_ptr<WorkState> state;
+    std::string signature;  // for debug checks; empty for point-to-point
+    Body body;
+  };
+
+  void rendezvous();
+  Work enqueue(OpKind kind, std::string signature, Body body);
+  void worker_loop();
+  void run_task(Task& task);
+  void check_signature(const OpInfo& info, const std::string& signature);
+  void check_root(int root, OpKind kind) const;
+  void check_peer(int peer, OpKind kind) const;
+  // Reductions over the transport widen f16/bf16 to f32 around `fn(buffer, dtype)`.
+  void widened(void* data, size_t count, DType dt, const std::function<void(void*, DType)>& fn);
+
+  store::Store& store_;
+  const int rank_, world_;
+  Options opt_;
+  std::string prefix_;
+  std::unique_ptr<Transport> tcp_;
+  Transport* transport_ = nullptr;  // tcp_ or the shm group's pair transport
+  std::unique_ptr<shm::ShmGroup> shm_;
+  AlignedBuffer scratch_, wide_;  // pooled: grown, never shrunk, used by the worker only
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Task> queue_;
+  bool stop_ = false;
+  std::atomic<bool> aborted_{false};
+  uint64_t next_seq_ = 0;    // collectives (identical on all ranks)
+  uint64_t next_p2p_ = 0;    // point-to-point operations
+  int subgroups_ = 0;
+  std::thread worker_;
+};
+
+}  // namespace lockstep::comm

@@ -1,0 +1,71 @@
+#include "lockstep/comm/process_group.h"
+
+#include <map>
+#include <mutex>
+
+#include "lockstep/comm/native_process_group.h"
+#include "lockstep/core/error.h"
+
+namespace lockstep::comm {
+namespace {
+
+// The backend registry: immutable names -> factories, filled with the built-in backends on
+// first use. (A registry is the one process-wide table; groups themselves share nothing.)
+struct Registry {
+  std::mutex mu;
+  std::map<std::string, ProcessGroup::Factory> factories;
+};
+
+Registry& registry() {
+  static Registry* r = [] {
+    auto* reg = new Registry;  // never destroyed: usable from static destructors
+    reg->factories["native"] = [](store::Store& s, int rank, int world, const Options& o) {
+      return std::unique_ptr<ProcessGroup>(std::make_unique<NativeProcessGroup>(s, rank, world, o));
+    };
+    return reg;
+  }();
+  return *r;
+}
+
+}  // namespace
+
+std::optional<ReduceOp> parse_reduce_op(std::string_view name) {
+  for (ReduceOp op : kAllReduceOps)
+    if (reduce_op_name(op) == name) return op;
+  return std::nullopt;
+}
+
+std::unique_ptr<ProcessGroup> ProcessGroup::create(const std::string& backend, store::Store& store,
+                                                   int rank, int world, const Options& options) {
+  Factory f;
+  {
+    auto& r = registry();
+    std::lock_guard<std::mutex> lk(r.mu);
+    auto it = r.factories.find(backend);
+    if (it == r.factories.end()) {
+      std::string known;
+      for (auto& [name, _] : r.factories) known += " " + name;
+      LOCKSTEP_THROW(ConfigError, "unknown process group backend '", backend,
+                     "'; built-in backends:", known);
+    }
+    f = it->second;
+  }
+  return f(store, rank, world, options);
+}
+
+void ProcessGroup::register_backend(const std::string& name, Factory factory) {
+  auto& r = registry();
+  std::lock_guard<std::mutex> lk(r.mu);
+  if (!r.factories.emplace(name, std::move(factory)).second)
+    LOCKSTEP_THROW(InvalidArgument, "process group backend '", name, "' is already registered");
+}
+
+std::vector<std::string> ProcessGroup::backends() {
+  auto& r = registry();
+  std::lock_guard<std::mutex> lk(r.mu);
+  std::vector<std::string> names;
+  for (auto& [name, _] : r.factories) names.push_back(name);
+  return names;
+}
+
+}  // namespace lockstep::comm

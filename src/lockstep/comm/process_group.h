@@ -1,0 +1,107 @@
+// ProcessGroup: a set of ranks that run collectives together. Create one per job (and more
+// for sub-groups) from a Store, a rank and a world size; every collective returns a Work at
+// once and runs, in issue order, on the backend's own thread.
+//
+//   auto pg = comm::ProcessGroup::create("native", store, rank, world, {});
+//   pg->allreduce(grads.data(), grads.size(), DType::f32, ReduceOp::avg).wait();
+//
+// Buffers must stay alive and untouched until the Work completes. Every rank must issue the
+// same collectives in the same order with the same dtype/count (LOCKSTEP_DEBUG=detail checks).
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "lockstep/comm/types.h"
+#include "lockstep/comm/work.h"
+#include "lockstep/core/dtype.h"
+#include "lockstep/store/store.h"
+
+namespace lockstep::comm {
+
+struct Options {
+  // Bound on every blocking step (connect, each wait on a peer) and Work::wait() default.
+  Millis timeout{std::chrono::seconds(300)};
+  // Names the group's keys in the store; groups sharing a store need distinct names.
+  std::string group_name = "default";
+  // "auto" (shm when all ranks share a host, else tcp), "shm" or "tcp". Env:
+  // LOCKSTEP_TRANSPORT overrides "auto".
+  std::string transport = "auto";
+  // All-reduce algorithm over transports: "auto", "ring", "doubling". Env: LOCKSTEP_ALGO.
+  std::string algorithm = "auto";
+  // Verify each collective's signature across ranks through the store (slow; for debugging).
+  // Also enabled by LOCKSTEP_DEBUG=detail.
+  bool debug_checks = false;
+  // Bytes per rank staged per step in the shared-memory path (0 = default).
+  size_t shm_chunk_bytes = 0;
+};
+
+class ProcessGroup {
+ public:
+  using Factory = std::function<std::unique_ptr<ProcessGroup>(
+      store::Store& store, int rank, int world, const Options& options)>;
+
+  // Creates a group through the backend registry ("native" is always there).
+  static std::unique_ptr<ProcessGroup> create(const std::string& backend, store::Store& store,
+                                              int rank, int world, const Options& options = {});
+  // Makes another backend available to create(); throws if the name is taken.
+  static void register_backend(const std::string& name, Factory factory);
+  static std::vector<std::string> backends();
+
+  virtual ~ProcessGroup() = default;
+  ProcessGroup() = default;
+  ProcessGroup(const ProcessGroup&) = delete;
+  ProcessGroup& operator=(const ProcessGroup&) = delete;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual std::string backend_name() const = 0;
+  virtual bool supports(Capability c) const = 0;
+
+  // In place: every rank ends with op(all ranks' data). avg divides the sum by size()
+  // (integer division for integer dtypes). f16/bf16 accumulate in f32.
+  virtual Work allreduce(void* data, size_t count, DType dtype, ReduceOp op) = 0;
+  // In place: root's data is copied to every rank.
+  virtual Work broadcast(void* data, size_t count, DType dtype, int root) = 0;
+  // In place: root ends with op(all ranks' data); other ranks' buffers are left unspecified.
+  virtual Work reduce(void* data, size_t count, DType dtype, ReduceOp op, int root) = 0;
+  // out holds size()*count elements: rank r's `in` lands at out[r*count].
+  virtual Work allgather(const void* in, void* out, size_t count, DType dtype) = 0;
+  // in holds size()*count elements; out (count) gets op over ranks of in[rank*count ..].
+  virtual Work reduce_scatter(const void* in, void* out, size_t count, DType dtype,
+                              ReduceOp op) = 0;
+  // out (size()*count, root only; may be null elsewhere) gets every rank's `in` in rank order.
+  virtual Work gather(const void* in, void* out, size_t count, DType dtype, int root) = 0;
+  // in (size()*count, root only) is cut in size() pieces; rank r gets piece r in `out`.
+  virtual Work scatter(const void* in, void* out, size_t count, DType dtype, int root) = 0;
+  // in and out hold size()*count elements; piece j of rank i's in lands at piece i of rank j's out.
+  virtual Work alltoall(const void* in, void* out, size_t count, DType dtype) = 0;
+  virtual Work barrier() = 0;
+  // Point to point; the receiver must post the matching recv (same tag and count).
+  virtual Work send(const void* data, size_t count, DType dtype, int dst, uint32_t tag) = 0;
+  virtual Work recv(void* data, size_t count, DType dtype, int src, uint32_t tag) = 0;
+
+  // A group of the listed ranks (group ranks follow the order of `ranks`). Every rank of this
+  // group must call it, in the same order; ranks not listed get nullptr.
+  virtual std::unique_ptr<ProcessGroup> new_group(const std::vector<int>& ranks) = 0;
+
+  // Fails every pending and running operation with AbortedError and unblocks waiters. The
+  // group is unusable afterwards.
+  virtual void abort() = 0;
+
+  // Typed conveniences.
+  template <class T>
+  Work allreduce(std::span<T> data, ReduceOp op) {
+    return allreduce(data.data(), data.size(), dtype_of_v<T>, op);
+  }
+  template <class T>
+  Work broadcast(std::span<T> data, int root) {
+    return broadcast(data.data(), data.size(), dtype_of_v<T>, root);
+  }
+};
+
+}  // namespace lockstep::comm

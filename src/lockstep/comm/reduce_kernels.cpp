@@ -1,0 +1,207 @@
+#include "lockstep/comm/reduce_kernels.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "lockstep/core/error.h"
+
+namespace lockstep::comm {
+namespace {
+
+// Integer sum/prod wrap around (two's complement), as in MPI and NCCL; done in unsigned
+// arithmetic so that overflow is defined.
+template <class T, bool = std::is_integral_v<T>>
+struct Arith {
+  static T add(T a, T b) { return a + b; }
+  static T mul(T a, T b) { return a * b; }
+};
+template <class T>
+struct Arith<T, true> {
+  using U = std::make_unsigned_t<T>;
+  static T add(T a, T b) { return T(U(a) + U(b)); }
+  static T mul(T a, T b) { return T(U(a) * U(b)); }
+};
+
+template <class T, ReduceOp Op>
+inline T apply(T a, T b) {
+  if constexpr (Op == ReduceOp::sum || Op == ReduceOp::avg) return Arith<T>::add(a, b);
+  if constexpr (Op == ReduceOp::prod) return Arith<T>::mul(a, b);
+  if constexpr (Op == ReduceOp::min) return b < a ? b : a;
+  if constexpr (Op == ReduceOp::max) return a < b ? b : a;
+  return a;
+}
+
+template <class T, ReduceOp Op>
+void fold(T* __restrict dst, const T* __restrict src, size_t n) {
+  for (size_t i = 0; i < n; ++i) dst[i] = apply<T, Op>(dst[i], src[i]);
+}
+
+template <class T, ReduceOp Op>
+void fold2(T* __restrict dst, const T* __restrict a, const T* __restrict b, size_t n) {
+  for (size_t i = 0; i < n; ++i) dst[i] = apply<T, Op>(a[i], b[i]);
+}
+
+template <class H>
+float to_f(H h) {
+  if constexpr (std::is_same_v<H, f16>) return f16_to_float(h);
+  else return bf16_to_float(h);
+}
+template <class H>
+H from_f(float f) {
+  if constexpr (std::is_same_v<H, f16>) return float_to_f16(f);
+  else return float_to_bf16(f);
+}
+
+constexpr size_t kBlockBytes = 8192;  // output block kept in L1 while sources are folded in
+
+// Native types: dst = s0 op s1 for the first pair, then dst op= sk, one L1 block at a time.
+// Writing the first pair into dst avoids a copy and keeps aliasing (dst == srcs[k]) safe
+// because each element is read from every source before the block moves on.
+template <class T, ReduceOp Op>
+void many_native(T* dst, const void* const* srcs, int nsrc, size_t count) {
+  constexpr size_t kBlock = kBlockBytes / sizeof(T);
+  T tmp[kBlock];
+  for (size_t lo = 0; lo < count; lo += kBlock) {
+    size_t n = std::min(kBlock, count - lo);
+    const T* s0 = static_cast<const T*>(srcs[0]) + lo;
+    if (nsrc == 1) {
+      std::memmove(tmp, s0, n * sizeof(T));
+    } else {
+      fold2<T, Op>(tmp, s0, static_cast<const T*>(srcs[1]) + lo, n);
+      for (int k = 2; k < nsrc; ++k) fold<T, Op>(tmp, static_cast<const T*>(srcs[k]) + lo, n);
+    }
+    std::memcpy(dst + lo, tmp, n * sizeof(T));
+  }
+}
+
+// 16-bit floats: widen each source block to f32, accumulate in f32, round once at the end.
+template <class H, ReduceOp Op>
+void many_half(H* dst, const void* const* srcs, int nsrc, size_t count) {
+  constexpr size_t kBlock = kBlockBytes / sizeof(float);
+  float acc[kBlock];
+  for (size_t lo = 0; lo < count; lo += kBlock) {
+    size_t n = std::min(kBlock, count - lo);
+    const H* s0 = static_cast<const H*>(srcs[0]) + lo;
+    for (size_t i = 0; i < n; ++i) acc[i] = to_f(s0[i]);
+    for (int k = 1; k < nsrc; ++k) {
+      const H* s = static_cast<const H*>(srcs[k]) + lo;
+      for (size_t i = 0; i < n; ++i) acc[i] = apply<float, Op>(acc[i], to_f(s[i]));
+    }
+    for (size_t i = 0; i < n; ++i) dst[lo + i] = from_f<H>(acc[i]);
+  }
+}
+
+template <class T, ReduceOp Op>
+void into_one(void* dst, const void* src, size_t count) {
+  if constexpr (std::is_same_v<T, f16> || std::is_same_v<T, bf16>) {
+    auto* d = static_cast<T*>(dst);
+    auto* s = static_cast<const T*>(src);
+    for (size_t i = 0; i < count; ++i) d[i] = from_f<T>(apply<float, Op>(to_f(d[i]), to_f(s[i])));
+  } else {
+    fold<T, Op>(static_cast<T*>(dst), static_cast<const T*>(src), count);
+  }
+}
+
+template <class T, ReduceOp Op>
+void many_one(void* dst, const void* const* srcs, int nsrc, size_t count) {
+  if constexpr (std::is_same_v<T, f16> || std::is_same_v<T, bf16>)
+    many_half<T, Op>(static_cast<T*>(dst), srcs, nsrc, count);
+  else
+    many_native<T, Op>(static_cast<T*>(dst), srcs, nsrc, count);
+}
+
+// Calls F<T, Op> for the runtime dtype and op.
+template <template <class, ReduceOp> class F, class... Args>
+void dispatch(DType dt, ReduceOp op, Args&&... args) {
+  auto by_op = [&]<class T>() {
+    switch (op) {
+      case ReduceOp::sum: return F<T, ReduceOp::sum>::run(args...);
+      case ReduceOp::avg: return F<T, ReduceOp::avg>::run(args...);
+      case ReduceOp::min: return F<T, ReduceOp::min>::run(args...);
+      case ReduceOp::max: return F<T, ReduceOp::max>::run(args...);
+      case ReduceOp::prod: return F<T, ReduceOp::prod>::run(args...);
+    }
+  };
+  switch (dt) {
+    case DType::f32: return by_op.template operator()<float>();
+    case DType::f64: return by_op.template operator()<double>();
+    case DType::f16: return by_op.template operator()<f16>();
+    case DType::bf16: return by_op.template operator()<bf16>();
+    case DType::i32: return by_op.template operator()<int32_t>();
+    case DType::i64: return by_op.template operator()<int64_t>();
+    case DType::u8: return by_op.template operator()<uint8_t>();
+  }
+  LOCKSTEP_THROW(InvalidArgument, "unknown dtype ", int(dt));
+}
+
+template <class T, ReduceOp Op>
+struct IntoOne {
+  static void run(void* d, const void* s, size_t n) { into_one<T, Op>(d, s, n); }
+};
+template <class T, ReduceOp Op>
+struct ManyOne {
+  static void run(void* d, const void* const* s, int k, size_t n) { many_one<T, Op>(d, s, k, n); }
+};
+
+template <class T>
+void divide(void* data, size_t count, int world) {
+  auto* p = static_cast<T*>(data);
+  if constexpr (std::is_same_v<T, f16> || std::is_same_v<T, bf16>) {
+    for (size_t i = 0; i < count; ++i) p[i] = from_f<T>(to_f(p[i]) / float(world));
+  } else {
+    for (size_t i = 0; i < count; ++i) p[i] = T(p[i] / T(world));
+  }
+}
+
+}  // namespace
+
+void reduce_into(void* dst, const void* src, size_t count, DType dtype, ReduceOp op) {
+  if (count == 0) return;
+  dispatch<IntoOne>(dtype, op, dst, src, count);
+}
+
+void reduce_many(void* dst, const void* const* srcs, int nsrc, size_t count, DType dtype,
+                 ReduceOp op) {
+  LOCKSTEP_CHECK(nsrc >= 1, "reduce_many needs a source");
+  if (count == 0) return;
+  dispatch<ManyOne>(dtype, op, dst, srcs, nsrc, count);
+}
+
+void finish_avg(void* data, size_t count, DType dtype, ReduceOp op, int world) {
+  if (op != ReduceOp::avg || count == 0) return;
+  switch (dtype) {
+    case DType::f32: return divide<float>(data, count, world);
+    case DType::f64: return divide<double>(data, count, world);
+    case DType::f16: return divide<f16>(data, count, world);
+    case DType::bf16: return divide<bf16>(data, count, world);
+    case DType::i32: return divide<int32_t>(data, count, world);
+    case DType::i64: return divide<int64_t>(data, count, world);
+    case DType::u8: return divide<uint8_t>(data, count, world);
+  }
+}
+
+void widen_to_f32(const void* src, float* dst, size_t count, DType dtype) {
+  if (dtype == DType::f16) {
+    auto* s = static_cast<const f16*>(src);
+    for (size_t i = 0; i < count; ++i) dst[i] = f16_to_float(s[i]);
+  } else {
+    LOCKSTEP_CHECK(dtype == DType::bf16, "widen_to_f32 on ", dtype_name(dtype));
+    auto* s = static_cast<const bf16*>(src);
+    for (size_t i = 0; i < count; ++i) dst[i] = bf16_to_float(s[i]);
+  }
+}
+
+void narrow_from_f32(const float* src, void* dst, size_t count, DType dtype) {
+  if (dtype == DType::f16) {
+    auto* d = static_cast<f16*>(dst);
+    for (size_t i = 0; i < count; ++i) d[i] = float_to_f16(src[i]);
+  } else {
+    LOCKSTEP_CHECK(dtype == DType::bf16, "narrow_from_f32 on ", dtype_name(dtype));
+    auto* d = static_cast<bf16*>(dst);
+    for (size_t i = 0; i < count; ++i) d[i] = float_to_bf16(src[i]);
+  }
+}
+
+}  // namespace lockstep::comm

@@ -1,0 +1,31 @@
+// Element-wise reduction kernels used by every algorithm: dst = dst op src over `count`
+// elements of a dtype, a many-source variant (shared memory reads all peers at once), and the
+// final division of avg. Inner loops are plain typed loops the compiler vectorises.
+#pragma once
+
+#include <cstddef>
+
+#include "lockstep/comm/types.h"
+#include "lockstep/core/dtype.h"
+
+namespace lockstep::comm {
+
+// dst[i] = dst[i] op src[i]. avg accumulates like sum (call finish_avg at the end).
+// f16/bf16 round after each step; algorithms that chain many steps reduce in f32 instead.
+void reduce_into(void* dst, const void* src, size_t count, DType dtype, ReduceOp op);
+
+// dst[i] = op over k of srcs[k][i], accumulated in f32 for f16/bf16. dst may alias srcs[k].
+// Cache-blocked: a block of the output stays in L1 while every source is folded in.
+void reduce_many(void* dst, const void* const* srcs, int nsrc, size_t count, DType dtype,
+                 ReduceOp op);
+
+// data[i] /= world (integer division for integer dtypes); no-op unless op is avg.
+void finish_avg(void* data, size_t count, DType dtype, ReduceOp op, int world);
+
+// Converts between a 16-bit float buffer and f32 (for algorithms that accumulate in f32).
+void widen_to_f32(const void* src, float* dst, size_t count, DType dtype);
+void narrow_from_f32(const float* src, void* dst, size_t count, DType dtype);
+
+inline bool is_half(DType t) { return t == DType::f16 || t == DType::bf16; }
+
+}  // namespace lockstep::comm

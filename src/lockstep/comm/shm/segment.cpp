@@ -1,0 +1,75 @@
+#include "lockstep/comm/shm/segment.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+
+#include "lockstep/core/error.h"
+
+namespace lockstep::comm::shm {
+namespace {
+
+struct FdCloser {
+  int fd;
+  ~FdCloser() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+std::string unique_name() {
+  std::random_device rd;
+  return str_cat("/lockstep-", ::getpid(), "-", std::hex, rd(), rd());
+}
+
+}  // namespace
+
+ShmSegment::ShmSegment(store::Store& store, const std::string& prefix, int rank, int world,
+                       size_t bytes, Millis timeout)
+    : bytes_(bytes) {
+  FdCloser fd{-1};
+  if (rank == 0) {
+    name_ = unique_name();
+    fd.fd = ::shm_open(name_.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+    LOCKSTEP_CHECK_ERRNO(fd.fd, "shm_open ", name_, " (is /dev/shm mounted and writable?)");
+    owner_unlink_ = true;
+    if (::ftruncate(fd.fd, off_t(bytes)) != 0) {
+      int err = errno;
+      ::shm_unlink(name_.c_str());
+      throw SystemError(err, str_cat("ftruncate ", name_, " to ", bytes, " bytes: ",
+                                     std::strerror(err), " (is /dev/shm large enough?)"));
+    }
+    store.set(prefix + "shm/name", name_);
+  } else {
+    name_ = store::to_string(store.get(prefix + "shm/name", timeout));
+    fd.fd = ::shm_open(name_.c_str(), O_RDWR | O_CLOEXEC, 0600);
+    LOCKSTEP_CHECK_ERRNO(fd.fd, "shm_open ", name_, " created by rank 0 (are all ranks on one "
+                         "host? use LOCKSTEP_TRANSPORT=tcp otherwise)");
+    struct stat st{};
+    LOCKSTEP_CHECK_ERRNO(::fstat(fd.fd, &st), "fstat ", name_);
+    LOCKSTEP_CHECK_EQ(size_t(st.st_size), bytes, "shm segment ", name_, " has the wrong size");
+  }
+  // MAP_POPULATE pre-faults every page of this mapping: no page fault inside a collective.
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd.fd, 0);
+  if (p == MAP_FAILED) {
+    int err = errno;
+    if (owner_unlink_) ::shm_unlink(name_.c_str());
+    throw SystemError(err, str_cat("mmap ", name_, ": ", std::strerror(err)));
+  }
+  base_ = static_cast<std::byte*>(p);
+  // The last rank to map removes the name: from now on the memory lives only in mappings.
+  if (store.add(prefix + "shm/mapped", 1) == world) {
+    ::shm_unlink(name_.c_str());
+  }
+}
+
+ShmSegment::~ShmSegment() {
+  if (base_) ::munmap(base_, bytes_);
+  if (owner_unlink_) ::shm_unlink(name_.c_str());  // ENOENT when already unlinked: harmless
+}
+
+}  // namespace lockstep::comm::shm

@@ -1,0 +1,253 @@
+#include "lockstep/comm/shm/shm_group.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "lockstep/comm/reduce_kernels.h"
+#include "lockstep/comm/shm/shm_transport.h"
+#include "lockstep/core/error.h"
+
+namespace lockstep::comm::shm {
+namespace {
+
+constexpr size_t kDefaultHalfBytes = 1 << 20;
+constexpr size_t kRingBytes = 256 << 10;
+constexpr size_t kPage = 4096;
+constexpr long kMaxSleepNs = 20'000'000;        // re-check liveness and abort this often
+constexpr long kLivenessPeriodNs = 100'000'000;
+
+size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+uint8_t* u8(void* p) { return static_cast<uint8_t*>(p); }
+const uint8_t* u8(const void* p) { return static_cast<const uint8_t*>(p); }
+
+// A process is gone when kill() says so or /proc shows it dead or a zombie (a killed child
+// stays a zombie until its parent reaps it).
+bool process_dead(int pid) {
+  if (pid <= 0 || pid == ::getpid()) return false;
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  FILE* f = std::fopen(path, "r");
+  if (!f) return true;
+  char buf[512] = {};
+  size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  const char* close = std::strrchr(buf, ')');
+  if (!close || close + 2 >= buf + n) return false;
+  return close[2] == 'Z' || close[2] == 'X';
+}
+
+}  // namespace
+
+ShmGroup::ShmGroup(store::Store& store, const std::string& prefix, int rank, int world,
+                   size_t chunk_bytes, Millis timeout)
+    : rank_(rank), world_(world),
+      half_bytes_(round_up(std::max<size_t>(chunk_bytes ? chunk_bytes : kDefaultHalfBytes,
+                                            size_t(world) * 64), 64)),
+      ring_bytes_(kRingBytes) {
+  // Layout: [bell][RankCtl x P][RingCtl x P^2][ring data x P^2][slots: P x 2 halves].
+  const size_t P = size_t(world);
+  const size_t ctl_off = 64, rings_off = ctl_off + P * sizeof(RankCtl);
+  const size_t ring_data_off = round_up(rings_off + P * P * sizeof(RingCtl), kPage);
+  const size_t slots_off = round_up(ring_data_off + P * P * ring_bytes_, kPage);
+  const size_t total = slots_off + P * 2 * half_bytes_;
+  seg_ = std::make_unique<ShmSegment>(store, prefix, rank, world, total, timeout);
+  std::byte* b = seg_->data();
+  bell_ = reinterpret_cast<FutexWord*>(b);
+  ctl_ = reinterpret_cast<RankCtl*>(b + ctl_off);
+  rings_ = reinterpret_cast<RingCtl*>(b + rings_off);
+  ring_data_ = b + ring_data_off;
+  slots_ = b + slots_off;
+  ctl_[rank].pid.store(::getpid());
+  // Spinning only pays when every rank has a core; oversubscribed ranks go to sleep at once.
+  spin_ns_ = int(std::thread::hardware_concurrency()) >= world ? 30'000 : 0;
+  srcs_.resize(P);
+  transport_ = std::make_unique<ShmTransport>(*this);
+}
+
+ShmGroup::~ShmGroup() = default;
+
+Transport& ShmGroup::transport() { return *transport_; }
+
+std::byte* ShmGroup::ring_data(int from, int to) const {
+  return ring_data_ + size_t(from * world_ + to) * ring_bytes_;
+}
+
+std::byte* ShmGroup::slot(int r, int half) const {
+  return slots_ + (size_t(r) * 2 + size_t(half)) * half_bytes_;
+}
+
+void ShmGroup::abort() {
+  aborted_ = true;
+  bell_->wake_all();
+  ctl_[rank_].doorbell.wake_all();
+}
+
+bool ShmGroup::peer_dead(int r) const { return process_dead(ctl_[r].pid.load()); }
+
+void ShmGroup::check_usable(const OpInfo& info) const {
+  if (aborted_) LOCKSTEP_THROW(AbortedError, info.describe(), ": process group aborted");
+  if (!broken_.empty())
+    LOCKSTEP_THROW(PeerError, info.describe(), ": shared memory group unusable after an earlier "
+                   "error: ", broken_, "; recreate the process group");
+}
+
+void ShmGroup::wait_until(FutexWord& word, const std::function<bool()>& ready,
+                          const std::function<bool(int)>& waiting_on, const OpInfo& info,
+                          Deadline dl, const char* what) {
+  if (ready()) return;
+  // Phase 1: spin (only when ranks have a core each) — the peer is usually microseconds away.
+  if (spin_ns_ > 0) {
+    auto until = Clock::now() + std::chrono::nanoseconds(spin_ns_);
+    do {
+      for (int i = 0; i < 32; ++i) {
+        cpu_relax();
+        if (ready()) return;
+      }
+    } while (Clock::now() < until);
+  }
+  // Phase 2: sleep on the futex, waking periodically to check abort, deadline and liveness.
+  auto next_liveness = Clock::now();
+  for (;;) {
+    uint32_t seen = word.seq.load(std::memory_order_seq_cst);
+    if (ready()) return;
+    if (aborted_) LOCKSTEP_THROW(AbortedError, info.describe(), ": process group aborted");
+    if (Clock::now() >= next_liveness) {
+      for (int r = 0; r < world_; ++r) {
+        if (r == rank_ || !waiting_on(r) || !peer_dead(r)) continue;
+        broken_ = str_cat(info.describe(), ": peer rank ", r, " (pid ", ctl_[r].pid.load(),
+                          ") died while this rank waited for it (", what, ")");
+        throw PeerError(r, std::string(op_kind_name(info.kind)), broken_);
+      }
+      next_liveness = Clock::now() + std::chrono::nanoseconds(kLivenessPeriodNs);
+    }
+    if (dl.expired()) {
+      std::string who;
+      int first = -1;
+      for (int r = 0; r < world_; ++r)
+        if (r != rank_ && waiting_on(r)) {
+          who += str_cat(" ", r);
+          if (first < 0) first = r;
+        }
+      broken_ = str_cat(info.describe(), ": timed out in ", what, " waiting for rank(s)", who,
+                        "; that peer is stalled, stopped or calling another collective");
+      throw TimeoutError(broken_);
+    }
+    auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(dl.remaining()).count();
+    word.sleep(seen, std::max<long>(1000, std::min<long>(kMaxSleepNs, left)));
+  }
+}
+
+// Barrier over the control lines: publish my epoch, and whoever sees everyone arrived rings
+// the bell (with sequentially consistent stores and loads at least one arriver sees it).
+void ShmGroup::sync(const OpInfo& info, Deadline dl) {
+  const uint64_t e = ++epoch_;
+  ctl_[rank_].arrive.store(e, std::memory_order_seq_cst);
+  auto arrived = [&](int r) { return ctl_[r].arrive.load(std::memory_order_seq_cst) >= e; };
+  auto all = [&] {
+    for (int r = 0; r < world_; ++r)
+      if (!arrived(r)) return false;
+    return true;
+  };
+  if (all()) return bell_->notify();
+  wait_until(*bell_, all, [&](int r) { return !arrived(r); }, info, dl, "a staging barrier");
+}
+
+void ShmGroup::barrier(const OpInfo& info, Deadline dl) {
+  check_usable(info);
+  sync(info, dl);
+}
+
+// All-reduce in rounds of up to half_bytes_ per rank; round k uses half-slot k%2, so a rank
+// may publish round k+1 while slower peers still read round k.
+//  1. publish: copy my chunk into my slot (all but my own slice, which I read in place);
+//  2. reduce-scatter: after a barrier each rank folds ITS slice from every rank's slot at
+//     once (cache-blocked reduce_many), writes it to its own buffer and back into its slot;
+//  3. all-gather: after a second barrier each rank copies every other slice from its owner.
+void ShmGroup::allreduce(void* data, size_t count, DType dt, ReduceOp op, const OpInfo& info,
+                         Deadline dl) {
+  check_usable(info);
+  const size_t es = dtype_size(dt), per_round = std::max<size_t>(1, half_bytes_ / es);
+  const size_t P = size_t(world_), me = size_t(rank_);
+  for (size_t lo = 0; lo < count; lo += per_round) {
+    const size_t n = std::min(per_round, count - lo);
+    const int half = int(chunk_++ & 1);
+    uint8_t* mine = u8(data) + lo * es;
+    uint8_t* my_slot = u8(slot(rank_, half));
+    auto cut = [&](size_t r) { return n * r / P * es; };  // slice r = [cut(r), cut(r+1)) bytes
+    const size_t a = cut(me), b = cut(me + 1);
+    std::memcpy(my_slot, mine, a);
+    std::memcpy(my_slot + b, mine + b, n * es - b);
+    sync(info, dl);
+    for (size_t r = 0; r < P; ++r) srcs_[r] = r == me ? mine + a : u8(slot(int(r), half)) + a;
+    reduce_many(mine + a, srcs_.data(), world_, (b - a) / es, dt, op);
+    finish_avg(mine + a, (b - a) / es, dt, op, world_);
+    std::memcpy(my_slot + a, mine + a, b - a);
+    sync(info, dl);
+    for (size_t r = 0; r < P; ++r)
+      if (r != me) std::memcpy(mine + cut(r), u8(slot(int(r), half)) + cut(r), cut(r + 1) - cut(r));
+  }
+}
+
+// Reduce = all-reduce (every rank gets the result; non-roots' buffers are unspecified anyway).
+void ShmGroup::reduce(void* data, size_t count, DType dt, ReduceOp op, int root,
+                      const OpInfo& info, Deadline dl) {
+  allreduce(data, count, dt, op, info, dl);
+}
+
+// Broadcast: per round the root publishes a chunk in its slot; after one barrier everyone
+// copies it out (the next round's barrier proves the reads of this half are done).
+void ShmGroup::broadcast(void* data, size_t bytes, int root, const OpInfo& info, Deadline dl) {
+  check_usable(info);
+  for (size_t lo = 0; lo < bytes; lo += half_bytes_) {
+    const size_t n = std::min(half_bytes_, bytes - lo);
+    const int half = int(chunk_++ & 1);
+    if (rank_ == root) std::memcpy(slot(root, half), u8(data) + lo, n);
+    sync(info, dl);
+    if (rank_ != root) std::memcpy(u8(data) + lo, slot(root, half), n);
+  }
+}
+
+// All-gather: per round every rank publishes a chunk of its input; after a barrier each
+// copies every peer's chunk into place.
+void ShmGroup::allgather(const void* in, void* out, size_t bpr, const OpInfo& info, Deadline dl) {
+  check_usable(info);
+  for (size_t lo = 0; lo < bpr; lo += half_bytes_) {
+    const size_t n = std::min(half_bytes_, bpr - lo);
+    const int half = int(chunk_++ & 1);
+    std::memcpy(slot(rank_, half), u8(in) + lo, n);
+    sync(info, dl);
+    for (int r = 0; r < world_; ++r) {
+      const uint8_t* src = r == rank_ ? u8(in) + lo : u8(slot(r, half));
+      std::memcpy(u8(out) + size_t(r) * bpr + lo, src, n);
+    }
+  }
+}
+
+// Reduce-scatter: per round every rank publishes, for each peer j, the chunk of its input
+// that j owns; after a barrier each rank folds its own piece from all slots at once.
+void ShmGroup::reduce_scatter(const void* in, void* out, size_t count, DType dt, ReduceOp op,
+                              const OpInfo& info, Deadline dl) {
+  check_usable(info);
+  const size_t es = dtype_size(dt), P = size_t(world_), me = size_t(rank_);
+  const size_t per_round = std::max<size_t>(1, half_bytes_ / (P * es));
+  for (size_t lo = 0; lo < count; lo += per_round) {
+    const size_t n = std::min(per_round, count - lo);
+    const int half = int(chunk_++ & 1);
+    uint8_t* my_slot = u8(slot(rank_, half));
+    for (size_t j = 0; j < P; ++j)
+      if (j != me) std::memcpy(my_slot + j * n * es, u8(in) + (j * count + lo) * es, n * es);
+    sync(info, dl);
+    for (size_t r = 0; r < P; ++r)
+      srcs_[r] = r == me ? u8(in) + (me * count + lo) * es : u8(slot(int(r), half)) + me * n * es;
+    reduce_many(u8(out) + lo * es, srcs_.data(), world_, n, dt, op);
+    finish_avg(u8(out) + lo * es, n, dt, op, world_);
+  }
+}
+
+}  // namespace lockstep::comm::shm

@@ -1,0 +1,96 @@
+// ShmGroup: the shared-memory data path for ranks on one host. One segment holds, per rank,
+// a control line (barrier epoch, pid, doorbell) and a double-buffered staging slot; and per
+// ordered pair of ranks a byte ring (the pair transport used by the generic algorithms).
+//
+// The fast collectives stage data in the slots and let every rank work at once on its own
+// slice, reading peers' slots directly (no message passing). Waits spin briefly, then sleep
+// on a futex; while asleep they check that the awaited peers' processes are still alive.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lockstep/comm/shm/futex.h"
+#include "lockstep/comm/shm/segment.h"
+#include "lockstep/comm/transport.h"
+#include "lockstep/comm/types.h"
+#include "lockstep/core/dtype.h"
+
+namespace lockstep::comm::shm {
+
+struct alignas(64) RankCtl {
+  std::atomic<uint64_t> arrive;  // last barrier epoch this rank reached
+  std::atomic<int32_t> pid;
+  FutexWord doorbell;            // rung when a ring toward or from this rank moves
+};
+
+struct alignas(64) RingCtl {
+  std::atomic<uint64_t> head;    // bytes ever written (producer)
+  char pad_[56];
+  std::atomic<uint64_t> tail;    // bytes ever read (consumer)
+  char pad2_[56];
+};
+
+class ShmTransport;
+
+class ShmGroup {
+ public:
+  // chunk_bytes: staging bytes per rank per half-slot (0 = default).
+  ShmGroup(store::Store& store, const std::string& prefix, int rank, int world, size_t chunk_bytes,
+           Millis timeout);
+  ~ShmGroup();
+
+  Transport& transport();
+
+  void allreduce(void* data, size_t count, DType dt, ReduceOp op, const OpInfo& info, Deadline dl);
+  void reduce(void* data, size_t count, DType dt, ReduceOp op, int root, const OpInfo& info,
+              Deadline dl);
+  void broadcast(void* data, size_t bytes, int root, const OpInfo& info, Deadline dl);
+  void allgather(const void* in, void* out, size_t bytes_per_rank, const OpInfo& info, Deadline dl);
+  void reduce_scatter(const void* in, void* out, size_t count, DType dt, ReduceOp op,
+                      const OpInfo& info, Deadline dl);
+  void barrier(const OpInfo& info, Deadline dl);
+  void abort();
+
+  // --- used by ShmTransport ---
+  int rank() const { return rank_; }
+  int world() const { return world_; }
+  RankCtl& ctl(int r) const { return ctl_[r]; }
+  RingCtl& ring_ctl(int from, int to) const { return rings_[from * world_ + to]; }
+  std::byte* ring_data(int from, int to) const;
+  size_t ring_bytes() const { return ring_bytes_; }
+  // Spins, then sleeps on `word` until ready(); `waiting_on(r)` says which ranks hold us up
+  // (checked for death while asleep and named on timeout).
+  void wait_until(FutexWord& word, const std::function<bool()>& ready,
+                  const std::function<bool(int)>& waiting_on, const OpInfo& info, Deadline dl,
+                  const char* what);
+  void check_usable(const OpInfo& info) const;
+
+ private:
+  std::byte* slot(int r, int half) const;
+  void sync(const OpInfo& info, Deadline dl);  // barrier without the usable check
+  [[noreturn]] void fail(std::exception_ptr e, const std::string& msg);
+  bool peer_dead(int r) const;
+
+  const int rank_, world_;
+  size_t half_bytes_, ring_bytes_;
+  std::unique_ptr<ShmSegment> seg_;
+  FutexWord* bell_ = nullptr;   // barrier futex (in the segment)
+  RankCtl* ctl_ = nullptr;
+  RingCtl* rings_ = nullptr;
+  std::byte* ring_data_ = nullptr;
+  std::byte* slots_ = nullptr;
+  uint64_t epoch_ = 0;           // barriers passed
+  uint64_t chunk_ = 0;           // staging rounds done (selects the half-slot)
+  long spin_ns_;
+  std::atomic<bool> aborted_{false};
+  std::string broken_;
+  std::vector<const void*> srcs_;  // per-round source pointers (no allocation per call)
+  std::unique_ptr<ShmTransport> transport_;
+};
+
+}  // namespace lockstep::comm::shm

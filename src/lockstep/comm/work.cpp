@@ -1,0 +1,65 @@
+#include "lockstep/comm/work.h"
+
+#include <chrono>
+
+#include "lockstep/core/error.h"
+
+namespace lockstep::comm {
+
+std::string OpInfo::describe() const {
+  return str_cat(op_kind_name(kind), " #", seq, " (rank ", rank, ", group '", group, "')");
+}
+
+void WorkState::complete(std::exception_ptr error) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    done_ = true;
+    error_ = std::move(error);
+  }
+  cv_.notify_all();
+}
+
+bool WorkState::is_completed() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return done_;
+}
+
+bool WorkState::wait_for(Clock::duration timeout) const {
+  std::unique_lock<std::mutex> lk(mu_);
+  return cv_.wait_for(lk, timeout, [&] { return done_; });
+}
+
+std::exception_ptr WorkState::error() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return error_;
+}
+
+void Work::wait(Clock::duration timeout) const {
+  LOCKSTEP_CHECK(state_ != nullptr, "wait() on an empty Work handle");
+  if (!state_->wait_for(timeout)) {
+    LOCKSTEP_THROW(TimeoutError, state_->info().describe(), " did not complete within ",
+                   std::chrono::duration_cast<Millis>(timeout).count(),
+                   " ms; a peer may be slow, stopped or calling a different collective "
+                   "(set LOCKSTEP_DEBUG=detail to check)");
+  }
+  if (auto e = state_->error()) std::rethrow_exception(e);
+}
+
+void Work::wait() const { wait(default_timeout_); }
+
+bool Work::is_completed() const { return state_ && state_->is_completed(); }
+
+std::exception_ptr Work::error() const { return state_ ? state_->error() : nullptr; }
+
+const OpInfo& Work::info() const {
+  LOCKSTEP_CHECK(state_ != nullptr, "info() on an empty Work handle");
+  return state_->info();
+}
+
+Work Work::completed(OpInfo info) {
+  auto s = std::make_shared<WorkState>(info);
+  s->complete();
+  return Work(std::move(s));
+}
+
+}  // namespace lockstep::comm

@@ -1,0 +1,65 @@
+// Work: the handle every collective returns at once. The backend thread completes it later;
+// wait() blocks (bounded) until then and rethrows the operation's error, if any.
+//
+//   auto w = pg->allreduce(grad.data(), n, DType::f32, ReduceOp::sum);
+//   ... compute ...
+//   w.wait(std::chrono::seconds(60));     // throws PeerError / TimeoutError / AbortedError
+#pragma once
+
+#include <condition_variable>
+#include <exception>
+#include <memory>
+#include <mutex>
+
+#include "lockstep/comm/types.h"
+#include "lockstep/core/clock.h"
+
+namespace lockstep::comm {
+
+// Shared between the Work handle(s) and the backend thread that completes it.
+class WorkState {
+ public:
+  explicit WorkState(OpInfo info) : info_(info) {}
+  void complete(std::exception_ptr error = nullptr);
+  bool is_completed() const;
+  // Blocks until completion or timeout; true when completed.
+  bool wait_for(Clock::duration timeout) const;
+  std::exception_ptr error() const;
+  const OpInfo& info() const { return info_; }
+
+ private:
+  OpInfo info_;
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  bool done_ = false;
+  std::exception_ptr error_;
+};
+
+class Work {
+ public:
+  Work() = default;
+  explicit Work(std::shared_ptr<WorkState> state) : state_(std::move(state)) {}
+
+  // Waits until the operation finished; rethrows its error. Throws TimeoutError (naming the
+  // operation and its sequence number) if it has not finished within `timeout`.
+  void wait(Clock::duration timeout) const;
+  // Waits with the group's default timeout (the one given at creation).
+  void wait() const;
+  bool is_completed() const;
+  // The stored error (null while running or on success).
+  std::exception_ptr error() const;
+  // True if the operation completed with an error.
+  bool failed() const { return is_completed() && error() != nullptr; }
+  const OpInfo& info() const;
+  bool valid() const { return state_ != nullptr; }
+
+  // A Work that is already complete (world size 1, empty buffers).
+  static Work completed(OpInfo info);
+  void set_default_timeout(Clock::duration t) { default_timeout_ = t; }
+
+ private:
+  std::shared_ptr<WorkState> state_;
+  Clock::duration default_timeout_ = std::chrono::seconds(300);
+};
+
+}  // namespace lockstep::comm
