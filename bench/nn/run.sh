@@ -19,7 +19,9 @@ echo "# command: STEPS=$steps BATCH=$batch bench/nn/run.sh $build"
 echo "# machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)," \
      "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# date: $(date -u +%Y-%m-%dT%H:%M:%SZ), git $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-declare -A ours theirs
+# Wall-clock figures follow the machine's load; the cpu figures (process CPU time, one
+# compute thread on both sides) are the fairer comparison on a shared machine.
+declare -A ours theirs ours_cpu theirs_cpu
 for model in fmnist-mlp fmnist-cnn; do
   out_l=$("$bin" --model "$model" --batch "$batch" --steps "$steps")
   out_t=$(/usr/bin/python3 bench/nn/torch_peer.py --model "$model" --batch "$batch" --steps "$steps" 2>/dev/null)
@@ -27,10 +29,14 @@ for model in fmnist-mlp fmnist-cnn; do
   echo "$out_t"
   ours[$model]=$(sed -n 's/.*: \([0-9.]*\) samples\/s.*/\1/p' <<<"$out_l" | head -1)
   theirs[$model]=$(sed -n 's/.*: \([0-9.]*\) samples\/s.*/\1/p' <<<"$out_t" | head -1)
+  ours_cpu[$model]=$(sed -n 's/.*cpu: \([0-9.]*\) samples\/s.*/\1/p' <<<"$out_l" | head -1)
+  theirs_cpu[$model]=$(sed -n 's/.*cpu: \([0-9.]*\) samples\/s.*/\1/p' <<<"$out_t" | head -1)
 done
 echo
-printf "%-12s %14s %14s %8s\n" model lockstep torch ratio
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2fx", a/b}'; }
+printf "%-12s %12s %12s %7s   %12s %12s %7s\n" "samples/s" lockstep torch ratio "lockstep cpu" "torch cpu" ratio
 for model in fmnist-mlp fmnist-cnn; do
-  printf "%-12s %14.1f %14.1f %7.2fx\n" "$model" "${ours[$model]}" "${theirs[$model]}" \
-    "$(awk -v a="${ours[$model]}" -v b="${theirs[$model]}" 'BEGIN{print a/b}')"
+  printf "%-12s %12.1f %12.1f %7s   %12.1f %12.1f %7s\n" "$model" "${ours[$model]}" "${theirs[$model]}" \
+    "$(ratio "${ours[$model]}" "${theirs[$model]}")" "${ours_cpu[$model]}" "${theirs_cpu[$model]}" \
+    "$(ratio "${ours_cpu[$model]}" "${theirs_cpu[$model]}")"
 done

@@ -17,8 +17,8 @@ constexpr float kGeluC = 0.044715f;
 
 const Tensor& ReLU::forward(const Tensor& x) {
   y_.resize(x.shape());
-  const float* s = x.data();
-  float* d = y_.data();
+  const float* __restrict s = x.data();
+  float* __restrict d = y_.data();
   const int64_t n = x.numel();
   for (int64_t i = 0; i < n; ++i) d[i] = s[i] > 0.0f ? s[i] : 0.0f;
   return y_;
@@ -27,9 +27,9 @@ const Tensor& ReLU::forward(const Tensor& x) {
 const Tensor& ReLU::backward(const Tensor& dy) {
   check_same(dy, y_, "ReLU");
   dx_.resize(y_.shape());
-  const float* y = y_.data();
-  const float* g = dy.data();
-  float* d = dx_.data();
+  const float* __restrict y = y_.data();
+  const float* __restrict g = dy.data();
+  float* __restrict d = dx_.data();
   const int64_t n = y_.numel();
   for (int64_t i = 0; i < n; ++i) d[i] = y[i] > 0.0f ? g[i] : 0.0f;
   return dx_;

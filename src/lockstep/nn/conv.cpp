@@ -165,36 +165,66 @@ MaxPool2d::MaxPool2d(int64_t kernel, int64_t stride, int64_t padding)
 
 std::string MaxPool2d::describe() const { return str_cat("MaxPool2d(", k_, ", stride=", stride_, ", pad=", pad_, ")"); }
 
+namespace {
+// The common 2x2/stride-2 case without bounds checks: one pass, four loads per output.
+// `!(v <= best)` also picks NaN, so NaN propagates as in PyTorch.
+void maxpool2x2(const float* src, int64_t h, int64_t w, int64_t ho, int64_t wo, float* dst, int32_t* arg) {
+  for (int64_t oh = 0; oh < ho; ++oh) {
+    const float* r0 = src + 2 * oh * w;
+    const float* r1 = r0 + w;
+    for (int64_t ow = 0; ow < wo; ++ow) {
+      const int64_t c = 2 * ow;
+      float best = r0[c];
+      int32_t bi = int32_t(2 * oh * w + c);
+      if (!(r0[c + 1] <= best)) best = r0[c + 1], bi = int32_t(2 * oh * w + c + 1);
+      if (!(r1[c] <= best)) best = r1[c], bi = int32_t((2 * oh + 1) * w + c);
+      if (!(r1[c + 1] <= best)) best = r1[c + 1], bi = int32_t((2 * oh + 1) * w + c + 1);
+      dst[oh * wo + ow] = best;
+      arg[oh * wo + ow] = bi;
+    }
+  }
+  (void)h;
+}
+
+void maxpool_generic(const float* src, const Geometry& g, int64_t k, int64_t s, int64_t p, float* dst, int32_t* arg) {
+  for (int64_t oh = 0; oh < g.ho; ++oh)
+    for (int64_t ow = 0; ow < g.wo; ++ow) {
+      float best = -std::numeric_limits<float>::infinity();
+      int32_t besti = -1;
+      for (int64_t kh = 0; kh < k; ++kh) {
+        const int64_t ih = oh * s - p + kh;
+        if (ih < 0 || ih >= g.h) continue;
+        for (int64_t kw = 0; kw < k; ++kw) {
+          const int64_t iw = ow * s - p + kw;
+          if (iw < 0 || iw >= g.w) continue;
+          const float v = src[ih * g.w + iw];
+          if (besti < 0 || !(v <= best)) {
+            best = v;
+            besti = int32_t(ih * g.w + iw);
+          }
+        }
+      }
+      dst[oh * g.wo + ow] = best;
+      arg[oh * g.wo + ow] = besti;
+    }
+}
+}  // namespace
+
 const Tensor& MaxPool2d::forward(const Tensor& x) {
   const Geometry g = geometry(x, 0, k_, stride_, pad_, describe());
   in_shape_ = x.shape();
   y_.resize({g.n, g.c, g.ho, g.wo});
   argmax_.resize(size_t(y_.numel()));
-  const int64_t planes = g.n * g.c;
-  for (int64_t pl = 0; pl < planes; ++pl) {
+  const bool fast = k_ == 2 && stride_ == 2 && pad_ == 0;
+  for (int64_t pl = 0; pl < g.n * g.c; ++pl) {
     const float* src = x.data() + pl * g.h * g.w;
     float* dst = y_.data() + pl * g.ho * g.wo;
     int32_t* arg = argmax_.data() + pl * g.ho * g.wo;
-    for (int64_t oh = 0; oh < g.ho; ++oh)
-      for (int64_t ow = 0; ow < g.wo; ++ow) {
-        float best = -std::numeric_limits<float>::infinity();
-        int32_t besti = -1;
-        for (int64_t kh = 0; kh < k_; ++kh) {
-          const int64_t ih = oh * stride_ - pad_ + kh;
-          if (ih < 0 || ih >= g.h) continue;
-          for (int64_t kw = 0; kw < k_; ++kw) {
-            const int64_t iw = ow * stride_ - pad_ + kw;
-            if (iw < 0 || iw >= g.w) continue;
-            const float v = src[ih * g.w + iw];
-            if (v > best || besti < 0 || v != v) {  // NaN propagates, as in PyTorch
-              best = v;
-              besti = int32_t(ih * g.w + iw);
-            }
-          }
-        }
-        dst[oh * g.wo + ow] = best;
-        arg[oh * g.wo + ow] = besti;
-      }
+    if (fast) {
+      maxpool2x2(src, g.h, g.w, g.ho, g.wo, dst, arg);
+    } else {
+      maxpool_generic(src, g, k_, stride_, pad_, dst, arg);
+    }
   }
   return y_;
 }
@@ -202,14 +232,25 @@ const Tensor& MaxPool2d::forward(const Tensor& x) {
 const Tensor& MaxPool2d::backward(const Tensor& dy) {
   LOCKSTEP_CHECK_EQ(dy.numel(), y_.numel(), describe(), ": gradient does not match output");
   dx_.resize(in_shape_);
-  dx_.zero();
-  const int64_t in_plane = in_shape_[2] * in_shape_[3], out_plane = y_.dim(2) * y_.dim(3);
-  const int64_t planes = in_shape_[0] * in_shape_[1];
+  const int64_t h = in_shape_[2], w = in_shape_[3], ho = y_.dim(2), wo = y_.dim(3);
+  const int64_t in_plane = h * w, out_plane = ho * wo, planes = in_shape_[0] * in_shape_[1];
+  // Windows that tile the input exactly cover every dx element once: write, do not zero first.
+  const bool tiles = k_ == 2 && stride_ == 2 && pad_ == 0 && h == 2 * ho && w == 2 * wo;
+  if (!tiles) dx_.zero();
   for (int64_t pl = 0; pl < planes; ++pl) {
     float* dst = dx_.data() + pl * in_plane;
     const float* src = dy.data() + pl * out_plane;
     const int32_t* arg = argmax_.data() + pl * out_plane;
-    for (int64_t i = 0; i < out_plane; ++i) dst[arg[i]] += src[i];
+    if (tiles) {
+      for (int64_t oh = 0; oh < ho; ++oh)
+        for (int64_t ow = 0; ow < wo; ++ow) {
+          float* d = dst + 2 * oh * w + 2 * ow;
+          d[0] = d[1] = d[w] = d[w + 1] = 0.0f;
+          dst[arg[oh * wo + ow]] = src[oh * wo + ow];
+        }
+    } else {
+      for (int64_t i = 0; i < out_plane; ++i) dst[arg[i]] += src[i];
+    }
   }
   return dx_;
 }
