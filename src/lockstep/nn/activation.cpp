@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "lockstep/core/error.h"
+#include "lockstep/nn/kernels.h"
 #include "lockstep/nn/layers.h"
 #include "lockstep/nn/rng.h"
 
@@ -17,21 +18,14 @@ constexpr float kGeluC = 0.044715f;
 
 const Tensor& ReLU::forward(const Tensor& x) {
   y_.resize(x.shape());
-  const float* __restrict s = x.data();
-  float* __restrict d = y_.data();
-  const int64_t n = x.numel();
-  for (int64_t i = 0; i < n; ++i) d[i] = s[i] > 0.0f ? s[i] : 0.0f;
+  kernels::relu_forward(x.data(), y_.data(), x.numel());
   return y_;
 }
 
 const Tensor& ReLU::backward(const Tensor& dy) {
   check_same(dy, y_, "ReLU");
   dx_.resize(y_.shape());
-  const float* __restrict y = y_.data();
-  const float* __restrict g = dy.data();
-  float* __restrict d = dx_.data();
-  const int64_t n = y_.numel();
-  for (int64_t i = 0; i < n; ++i) d[i] = y[i] > 0.0f ? g[i] : 0.0f;
+  kernels::relu_backward(y_.data(), dy.data(), dx_.data(), y_.numel());
   return dx_;
 }
 

@@ -5,6 +5,7 @@
 
 #include "lockstep/core/error.h"
 #include "lockstep/nn/blas.h"
+#include "lockstep/nn/kernels.h"
 #include "lockstep/nn/layers.h"
 
 namespace lockstep::nn {
@@ -81,7 +82,7 @@ void col2im(const float* col, const Geometry& g, int64_t k, int64_t s, int64_t p
             const float* sr = src + oh * g.wo;
             float* drow = dst + (oh * s - p + kh) * g.w - p + kw;
             if (s == 1) {
-              for (int64_t ow = ow0; ow < ow1; ++ow) drow[ow] += sr[ow];
+              kernels::accumulate(sr + ow0, drow + ow0, ow1 - ow0);
             } else {
               for (int64_t ow = ow0; ow < ow1; ++ow) drow[ow * s] += sr[ow];
             }
@@ -120,8 +121,7 @@ const Tensor& Conv2d::forward(const Tensor& x) {
     for (int64_t o = 0; o < oc_; ++o) {
       const float* src = tmp_.data() + o * cols + n * plane;
       float* dst = y_.data() + (n * oc_ + o) * plane;
-      const float b = bias ? bias[o] : 0.0f;
-      for (int64_t i = 0; i < plane; ++i) dst[i] = src[i] + b;
+      kernels::add_scalar(src, bias ? bias[o] : 0.0f, dst, plane);
     }
   return y_;
 }
@@ -137,11 +137,7 @@ const Tensor& Conv2d::backward(const Tensor& dy) {
     float acc = 0.0f;
     for (int64_t n = 0; n < g.n; ++n) {
       const float* src = dy.data() + (n * oc_ + o) * plane;
-      float* dst = tmp_.data() + o * cols + n * plane;
-      for (int64_t i = 0; i < plane; ++i) {
-        dst[i] = src[i];
-        acc += src[i];
-      }
+      acc += kernels::copy_and_sum(src, tmp_.data() + o * cols + n * plane, plane);
     }
     if (db) db[o] += acc;
   }

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "lockstep/core/error.h"
+#include "lockstep/nn/kernels.h"
 
 namespace lockstep::nn {
 
@@ -45,20 +46,12 @@ Sgd::Sgd(Model& model, const SgdOptions& opt) : Optimizer(model, opt.lr), opt_(o
 }
 
 void Sgd::step() {
-  const float mu = opt_.momentum, wd = opt_.weight_decay, lr = lr_;
   for (Parameter* p : model_.parameters()) {
-    float* w = p->value_data();
-    const float* g = p->grad_data();
-    const int64_t n = p->numel();
-    if (mu == 0.0f) {
-      for (int64_t i = 0; i < n; ++i) w[i] -= lr * (g[i] + wd * w[i]);
-      continue;
-    }
-    float* b = buf_.data() + p->value_offset();
-    for (int64_t i = 0; i < n; ++i) {
-      const float d = g[i] + wd * w[i];
-      b[i] = mu * b[i] + d;
-      w[i] -= lr * (opt_.nesterov ? d + mu * b[i] : b[i]);
+    if (opt_.momentum == 0.0f) {
+      kernels::sgd_plain(p->value_data(), p->grad_data(), p->numel(), lr_, opt_.weight_decay);
+    } else {
+      kernels::sgd_momentum(p->value_data(), p->grad_data(), buf_.data() + p->value_offset(), p->numel(), lr_,
+                            opt_.momentum, opt_.weight_decay, opt_.nesterov);
     }
   }
   step_[0] += 1.0f;
