@@ -49,16 +49,17 @@ struct Trainer {
   Sgd opt;
   CrossEntropyLoss ce;
   Tensor x;
-  const testing::FashionMnist& data;
+  testing::FashionMnist& data;
   int64_t batch, cursor = 0;
 
-  Trainer(const Args& a, const testing::FashionMnist& d)
+  Trainer(const Args& a, testing::FashionMnist& d)
       : model(make_model(a.model, 0)), opt(*model, {.lr = 0.01f, .momentum = 0.9f}), x({a.batch, 1, 28, 28}),
         data(d), batch(a.batch) {}
 
   std::span<const int32_t> next_batch() {
     if ((cursor + 1) * batch > data.count) cursor = 0;
-    std::memcpy(x.data(), data.images.data() + cursor * batch * 784, size_t(batch * 784) * sizeof(float));
+    // A view of the batch, no copy (the peer slices its tensor the same way).
+    x = Tensor::wrap({data.images.data() + cursor * batch * 784, size_t(batch * 784)}, {batch, 1, 28, 28});
     return {data.labels.data() + cursor++ * batch, size_t(batch)};
   }
   float step() {
@@ -132,7 +133,7 @@ Args parse(int argc, char** argv) {
 
 int main(int argc, char** argv) try {
   const Args a = parse(argc, argv);
-  const auto data = testing::load_fashion_mnist(a.data, "train", 160 * a.batch);
+  auto data = testing::load_fashion_mnist(a.data, "train", 160 * a.batch);
   Trainer t(a, data);
   for (int64_t s = 0; s < a.warmup; ++s) t.step();
   float loss = 0.0f;

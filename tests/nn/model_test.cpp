@@ -9,6 +9,7 @@
 #include "lockstep/nn/layers.h"
 #include "lockstep/nn/loss.h"
 #include "lockstep/nn/models.h"
+#include "lockstep/nn/optim.h"
 
 namespace lockstep::nn {
 namespace {
@@ -116,6 +117,30 @@ TEST(Model, CharGptRunsForwardAndBackward) {
   m->on_grad_ready([&](size_t) { ++reported; });
   m->backward(ce.backward());
   EXPECT_EQ(reported, m->parameters().size());
+}
+
+TEST(Model, CharGptLearnsARepeatingSequence) {
+  auto m = make_char_gpt({.vocab = 7, .block = 12, .dim = 16, .heads = 2, .layers = 2}, 4);
+  AdamW opt(*m, {.lr = 1e-2f, .weight_decay = 0.0f});
+  // Input "0123456012..." (period 7); the target is the next character.
+  Tensor ids({2, 12});
+  std::vector<int32_t> next(24);
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t t = 0; t < 12; ++t) {
+      ids[b * 12 + t] = float((t + 3 * b) % 7);
+      next[size_t(b * 12 + t)] = int32_t((t + 3 * b + 1) % 7);
+    }
+  CrossEntropyLoss ce;
+  float loss = 0.0f;
+  for (int step = 0; step < 150; ++step) {
+    m->zero_grad();
+    loss = ce.forward(m->forward(ids), next);
+    m->backward(ce.backward());
+    clip_grad_norm(*m, 1.0f);
+    opt.step();
+  }
+  EXPECT_LT(loss, 0.05f);
+  EXPECT_EQ(ce.correct(), 24);
 }
 
 TEST(Tensor, ViewsResizeAndDtypes) {

@@ -5,11 +5,13 @@
 #include <sstream>
 
 #include "lockstep/core/error.h"
+#include "lockstep/nn/blas.h"
 
 namespace lockstep::nn {
 
 Model::Model(std::unique_ptr<Module> root, uint64_t seed) : root_(std::move(root)) {
   if (!root_) LOCKSTEP_THROW(InvalidArgument, "Model: the root module is null");
+  init_threads_from_env();  // before the first GEMM: OpenBLAS would otherwise use every core
   collect(*root_, "");
   for (size_t i = 0; i < params_.size(); ++i) {
     params_[i]->index_ = i;

@@ -62,7 +62,7 @@ void Tensor::resize(const Shape& shape) {
     if (data_ != nullptr && !storage_)
       LOCKSTEP_THROW(InvalidArgument, "Tensor::resize: a view of ", capacity_,
                      " floats cannot grow to ", shape.str(), "; resize an owning tensor instead");
-    // Grow with headroom so that alternating batch sizes do not reallocate each time.
+    // Storage only grows: after the largest batch has been seen, resizing is free.
     auto buf = std::make_shared<AlignedBuffer>(std::max<size_t>(need, 1) * sizeof(float));
     storage_ = std::move(buf);
     data_ = storage_->as<float>().data();
