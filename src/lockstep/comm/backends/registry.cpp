@@ -1,0 +1,41 @@
+#include "lockstep/comm/backends/registry.h"
+
+#include <mutex>
+
+#include "lockstep/comm/backends/config.h"
+#include "lockstep/comm/backends/factories.h"
+#include "lockstep/comm/process_group.h"
+
+namespace lockstep::comm {
+
+void register_builtin_backends() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    // The factories of backends not built are declared but never defined: a discarded
+    // `if constexpr` branch does not odr-use them.
+    if constexpr (LOCKSTEP_HAVE_MPI) ProcessGroup::register_backend("mpi", make_mpi_group);
+    if constexpr (LOCKSTEP_HAVE_GLOO) ProcessGroup::register_backend("gloo", make_gloo_group);
+    if constexpr (LOCKSTEP_HAVE_NCCL) ProcessGroup::register_backend("nccl", make_nccl_group);
+  });
+}
+
+std::vector<std::string> built_backends() {
+  std::vector<std::string> names{"native"};
+  if constexpr (LOCKSTEP_HAVE_MPI) names.push_back("mpi");
+  if constexpr (LOCKSTEP_HAVE_GLOO) names.push_back("gloo");
+  if constexpr (LOCKSTEP_HAVE_NCCL) names.push_back("nccl");
+  return names;
+}
+
+std::string backends_summary() {
+  std::string s = "backends:", missing;
+  for (const auto& b : built_backends()) s += " " + b;
+  const std::pair<const char*, bool> all[] = {
+      {"mpi", LOCKSTEP_HAVE_MPI}, {"gloo", LOCKSTEP_HAVE_GLOO}, {"nccl", LOCKSTEP_HAVE_NCCL}};
+  for (auto [name, built] : all)
+    if (!built) missing += missing.empty() ? name : std::string(" ") + name;
+  if (!missing.empty()) s += " (not built: " + missing + ")";
+  return s;
+}
+
+}  // namespace lockstep::comm
