@@ -33,7 +33,9 @@ class TcpStoreServer {
   // Binds and listens immediately (so port() is valid and clients may connect); requests
   // are served once start() or run() is called. Throws SystemError if the bind fails.
   explicit TcpStoreServer(TcpStoreServerOptions opts = {});
-  ~TcpStoreServer();  // stops and joins; every client then sees the store as closed
+  // Stops and joins the start() thread; every client then sees the store as closed. With
+  // run() on a thread of your own, call stop() and let run() return before destroying.
+  ~TcpStoreServer();
   TcpStoreServer(const TcpStoreServer&) = delete;
   TcpStoreServer& operator=(const TcpStoreServer&) = delete;
 
