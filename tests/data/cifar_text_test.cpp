@@ -37,7 +37,8 @@ TEST(Cifar, LoadsTrainAndTestDirectoryLayout) {
   for (int i = 1; i <= 5; ++i) {
     auto recs = cifar_records(2, static_cast<size_t>(2 * (i - 1)));
     // One batch gzipped, to show that compression is detected by content.
-    write_bytes(dir.file("data_batch_" + std::to_string(i) + ".bin"), i == 3 ? gzip_bytes(recs) : recs);
+    write_bytes(dir.file("data_batch_" + std::to_string(i) + ".bin"),
+                i == 3 ? gzip_bytes(recs) : recs);
   }
   write_bytes(dir.file("test_batch.bin"), cifar_records(3));
   Dataset train = load_cifar10(dir.path(), Split::train);
@@ -57,8 +58,9 @@ TEST(Cifar, CorruptFiles) {
                           {"cut.bin", "truncated", "record 2 at offset 6146", "2973 bytes"});
   b = cifar_records(3);
   b[3073 * 2] = 10;
-  expect_error<DataError>([&] { parse_cifar10(b, "lab.bin"); },
-                          {"lab.bin", "label 10 of record 2", "byte offset 6146", "outside [0, 10)"});
+  expect_error<DataError>(
+      [&] { parse_cifar10(b, "lab.bin"); },
+      {"lab.bin", "label 10 of record 2", "byte offset 6146", "outside [0, 10)"});
 }
 
 TEST(Text, VocabAndNextCharTargets) {
@@ -91,7 +93,8 @@ TEST(Text, FileErrors) {
   write_bytes(dir.file("t.txt.gz"), gzip_bytes(std::vector<uint8_t>(100, 'x')));
   EXPECT_EQ(load_text(dir.file("t.txt.gz"), 9).data.size(), 11);
   EXPECT_THROW(load_text(dir.file("t.txt.gz"), 0), InvalidArgument);
-  expect_error<DataError>([&] { load_text(dir.file("missing.txt"), 4); }, {"missing.txt", "cannot open"});
+  expect_error<DataError>([&] { load_text(dir.file("missing.txt"), 4); },
+                          {"missing.txt", "cannot open"});
 }
 
 }  // namespace

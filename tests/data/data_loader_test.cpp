@@ -4,8 +4,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <functional>
 #include <chrono>
+#include <functional>
 #include <set>
 #include <thread>
 
@@ -61,7 +61,8 @@ TEST(DataLoader, OrderEqualsSamplerOrderAndLabelsMatch) {
     EXPECT_EQ(c.sizes, (std::vector<int64_t>{5, 5, 2}));
     for (size_t k = 0; k < c.indices.size(); ++k) {
       EXPECT_EQ(c.labels[k], c.indices[k] % 10);
-      EXPECT_FLOAT_EQ(c.features[k * 40 + 7], static_cast<float>((c.indices[k] * 3 + 7) & 255) / 255.f);
+      EXPECT_FLOAT_EQ(c.features[k * 40 + 7],
+                      static_cast<float>((c.indices[k] * 3 + 7) & 255) / 255.f);
     }
     EXPECT_EQ(l.next(), nullptr);  // stays at the end
   }
@@ -97,7 +98,8 @@ TEST(DataLoader, NormalisationPerChannel) {
 
 TEST(DataLoader, AugmentationIsDeterministicAndIndependentOfThreads) {
   Dataset d = make_images(40);
-  DataLoaderOptions o{.batch_size = 7, .transform = {.crop_padding = 2, .horizontal_flip = true, .seed = 9}};
+  DataLoaderOptions o{.batch_size = 7,
+                      .transform = {.crop_padding = 2, .horizontal_flip = true, .seed = 9}};
   Collected runs[3];
   int k = 0;
   for (int prefetch : {0, 1, 4}) {
@@ -173,9 +175,10 @@ TEST(DataLoader, ResumeGivesTheSameBatchesAsAnUninterruptedRun) {
 
 TEST(DataLoader, WorkerExceptionReachesTheConsumerInOrder) {
   Dataset d = make_images(30);
-  DataLoaderOptions o{.batch_size = 4, .prefetch = 3, .sample_hook = [](int64_t index, std::span<float>) {
-                        if (index == 13) throw DataError("sample 13 is broken");
-                      }};
+  DataLoaderOptions o{
+      .batch_size = 4, .prefetch = 3, .sample_hook = [](int64_t index, std::span<float>) {
+        if (index == 13) throw DataError("sample 13 is broken");
+      }};
   DataLoader l(d, DistributedSampler({.dataset_size = 30, .shuffle = false}), o);
   // Batches 0..2 (indices 0..11) come out; the one holding 13 throws.
   for (int i = 0; i < 3; ++i) ASSERT_NE(l.next(), nullptr);
@@ -189,8 +192,8 @@ TEST(DataLoader, WorkerExceptionReachesTheConsumerInOrder) {
 TEST(DataLoader, PrefetchRunsAheadAndShutsDownCleanly) {
   Dataset d = make_images(100);
   std::atomic<int64_t> built{0};
-  DataLoaderOptions o{.batch_size = 2, .prefetch = 4,
-                      .sample_hook = [&](int64_t, std::span<float>) { ++built; }};
+  DataLoaderOptions o{
+      .batch_size = 2, .prefetch = 4, .sample_hook = [&](int64_t, std::span<float>) { ++built; }};
   {
     DataLoader l(d, DistributedSampler(sopts(100)), o);
     ASSERT_NE(l.next(), nullptr);
@@ -204,10 +207,12 @@ TEST(DataLoader, PrefetchRunsAheadAndShutsDownCleanly) {
 
 TEST(DataLoader, SlowHookTimesOut) {
   Dataset d = make_images(4);
-  DataLoaderOptions o{.batch_size = 1, .prefetch = 1,
-                      .sample_hook = [](int64_t, std::span<float>) {
-                        std::this_thread::sleep_for(std::chrono::milliseconds(300));
-                      },
+  DataLoaderOptions o{.batch_size = 1,
+                      .prefetch = 1,
+                      .sample_hook =
+                          [](int64_t, std::span<float>) {
+                            std::this_thread::sleep_for(std::chrono::milliseconds(300));
+                          },
                       .timeout = std::chrono::milliseconds(20)};
   DataLoader l(d, DistributedSampler(sopts(4)), o);
   EXPECT_THROW(l.next(), TimeoutError);

@@ -32,8 +32,12 @@ TEST(FashionMnist, LoadsBothSplitsWhenInstalled) {
   // Exact evaluation over 3 ranks reads each test image once.
   int64_t seen = 0;
   for (int r = 0; r < 3; ++r) {
-    DataLoader l(test, DistributedSampler({.dataset_size = test.size(), .rank = r, .world_size = 3,
-                                           .shuffle = false, .remainder = Remainder::exact}),
+    DataLoader l(test,
+                 DistributedSampler({.dataset_size = test.size(),
+                                     .rank = r,
+                                     .world_size = 3,
+                                     .shuffle = false,
+                                     .remainder = Remainder::exact}),
                  {.batch_size = 256, .transform = {.mean = {0.2860f}, .std = {0.3530f}}});
     while (const Batch* b = l.next()) seen += b->size();
   }

@@ -84,8 +84,11 @@ TEST(Idx, BadMagicNamesFileAndValue) {
 }
 
 TEST(Idx, TruncatedHeaderAndData) {
-  expect_error<DataError>([&] { parse_idx(std::vector<uint8_t>{0, 0}, "t"); },
-                          {"t: truncated IDX header", "2 bytes"});
+  expect_error<DataError>(
+      [&] {
+        parse_idx(std::vector<uint8_t>{0, 0}, "t");
+      },
+      {"t: truncated IDX header", "2 bytes"});
   std::vector<uint8_t> b = idx_u8({3, 28, 28}, {});
   b.resize(10);
   expect_error<DataError>([&] { parse_idx(b, "t"); }, {"truncated IDX header", "16 header bytes"});
@@ -107,8 +110,11 @@ TEST(Idx, ZeroSizedDimensions) {
   Dataset d = idx_to_dataset(a, "empty", parse_idx(idx_u8({0}, {}), "labels"), "labels", 10);
   EXPECT_EQ(d.size(), 0);
   IdxArray flat = parse_idx(idx_u8({2, 0, 3}, {}), "flat");
-  expect_error<DataError>([&] { idx_to_dataset(flat, "flat", parse_idx(idx_u8({2}, {0, 1}), "l"), "l", 10); },
-                          {"flat", "zero dimension"});
+  expect_error<DataError>(
+      [&] {
+        idx_to_dataset(flat, "flat", parse_idx(idx_u8({2}, {0, 1}), "l"), "l", 10);
+      },
+      {"flat", "zero dimension"});
 }
 
 TEST(Idx, WrongDimsAndCountMismatch) {
@@ -176,7 +182,8 @@ TEST(Idx, MissingFilesSayWhatToDo) {
 
 TEST(Idx, LoadMnistDirectoryLayout) {
   TempDir dir;
-  write_bytes(dir.file("t10k-images-idx3-ubyte.gz"), gzip_bytes(idx_u8({2, 2, 2}, image_payload(2, 2, 2))));
+  write_bytes(dir.file("t10k-images-idx3-ubyte.gz"),
+              gzip_bytes(idx_u8({2, 2, 2}, image_payload(2, 2, 2))));
   write_bytes(dir.file("t10k-labels-idx1-ubyte"), idx_u8({2}, {9, 1}));
   Dataset d = load_mnist(dir.path(), Split::test);
   EXPECT_EQ(d.size(), 2);

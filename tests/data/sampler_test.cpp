@@ -16,8 +16,12 @@ std::vector<std::vector<int64_t>> shards(int64_t n, int w, Remainder rem, bool s
                                          uint64_t seed, int64_t epoch) {
   std::vector<std::vector<int64_t>> out;
   for (int r = 0; r < w; ++r) {
-    DistributedSampler s({.dataset_size = n, .rank = r, .world_size = w, .shuffle = shuffle,
-                          .seed = seed, .remainder = rem});
+    DistributedSampler s({.dataset_size = n,
+                          .rank = r,
+                          .world_size = w,
+                          .shuffle = shuffle,
+                          .seed = seed,
+                          .remainder = rem});
     s.set_epoch(epoch);
     out.push_back(s.shard());
   }
@@ -74,7 +78,8 @@ TEST(Sampler, PadRepeatsTheFirstIndicesLikePyTorch) {
   EXPECT_EQ(sh[3], (std::vector<int64_t>{3, 7, 1}));
   // N < W wraps around several times.
   auto tiny = shards(2, 5, Remainder::pad, false, 0, 0);
-  for (int r = 0; r < 5; ++r) EXPECT_EQ(tiny[static_cast<size_t>(r)], (std::vector<int64_t>{r % 2}));
+  for (int r = 0; r < 5; ++r)
+    EXPECT_EQ(tiny[static_cast<size_t>(r)], (std::vector<int64_t>{r % 2}));
 }
 
 TEST(Sampler, DropGivesEqualDisjointShards) {
@@ -144,7 +149,8 @@ TEST(Sampler, ResumesFromEveryPosition) {
   for (Remainder rem : {Remainder::pad, Remainder::drop}) {
     for (int w : {1, 2, 3, 5}) {
       for (int r = 0; r < w; ++r) {
-        SamplerOptions o{.dataset_size = 37, .rank = r, .world_size = w, .seed = 11, .remainder = rem};
+        SamplerOptions o{
+            .dataset_size = 37, .rank = r, .world_size = w, .seed = 11, .remainder = rem};
         DistributedSampler ref(o);
         ref.set_epoch(2);
         const auto full = ref.shard();
@@ -180,8 +186,8 @@ TEST(Sampler, ResumeWithAnotherWorldSizeCoversWhatIsLeft) {
   }
   EXPECT_EQ(st.offset, 10);
   for (int r = 0; r < 3; ++r) {
-    DistributedSampler s({.dataset_size = n, .rank = r, .world_size = 3, .seed = 8,
-                          .remainder = Remainder::exact});
+    DistributedSampler s(
+        {.dataset_size = n, .rank = r, .world_size = 3, .seed = 8, .remainder = Remainder::exact});
     s.load_state(st);
     auto rest = s.shard();
     seen.insert(rest.begin(), rest.end());
@@ -200,8 +206,10 @@ TEST(Sampler, RejectsStateFromAnotherDatasetOrSeed) {
     EXPECT_NE(std::string(e.what()).find("dataset_size=11"), std::string::npos) << e.what();
   }
   EXPECT_THROW(SamplerState::parse("epoch=1 offset=x"), DataError);
-  EXPECT_THROW(SamplerState::parse("epoch=1 offset=2 dataset_size=3 seed=4 shuffle=1 junk"), DataError);
-  EXPECT_THROW(DistributedSampler({.dataset_size = 10, .rank = 2, .world_size = 2}), InvalidArgument);
+  EXPECT_THROW(SamplerState::parse("epoch=1 offset=2 dataset_size=3 seed=4 shuffle=1 junk"),
+               DataError);
+  EXPECT_THROW(DistributedSampler({.dataset_size = 10, .rank = 2, .world_size = 2}),
+               InvalidArgument);
   EXPECT_THROW(s.seek(11), InvalidArgument);
 }
 

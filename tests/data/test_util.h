@@ -75,7 +75,8 @@ void expect_error(F&& fn, const std::vector<std::string>& parts) {
     ADD_FAILURE() << "expected an exception";
   } catch (const E& e) {
     const std::string m = e.what();
-    for (const auto& p : parts) EXPECT_NE(m.find(p), std::string::npos) << "'" << p << "' not in: " << m;
+    for (const auto& p : parts)
+      EXPECT_NE(m.find(p), std::string::npos) << "'" << p << "' not in: " << m;
   }
 }
 

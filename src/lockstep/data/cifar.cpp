@@ -6,8 +6,7 @@
 namespace lockstep::data {
 
 Dataset parse_cifar10(std::span<const uint8_t> b, const std::string& name) {
-  if (b.empty())
-    LOCKSTEP_THROW(DataError, name, ": empty CIFAR-10 batch file; re-download it");
+  if (b.empty()) LOCKSTEP_THROW(DataError, name, ": empty CIFAR-10 batch file; re-download it");
   if (b.size() % kCifarRecordBytes != 0) {
     const size_t whole = b.size() / kCifarRecordBytes;
     LOCKSTEP_THROW(DataError, name, ": truncated CIFAR-10 batch: ", b.size(),
@@ -24,8 +23,9 @@ Dataset parse_cifar10(std::span<const uint8_t> b, const std::string& name) {
   for (size_t i = 0; i < n; ++i) {
     const uint8_t* rec = b.data() + i * kCifarRecordBytes;
     if (rec[0] > 9)
-      LOCKSTEP_THROW(DataError, name, ": label ", int(rec[0]), " of record ", i,
-                     " (byte offset ", i * kCifarRecordBytes, ") is outside [0, 10); the file "
+      LOCKSTEP_THROW(DataError, name, ": label ", int(rec[0]), " of record ", i, " (byte offset ",
+                     i * kCifarRecordBytes,
+                     ") is outside [0, 10); the file "
                      "is corrupt or not a CIFAR-10 binary batch, re-download it");
     labels[i] = rec[0];
     std::copy(rec + 1, rec + kCifarRecordBytes, features.begin() + i * pixels);

@@ -7,7 +7,9 @@
 namespace lockstep::data {
 
 DataLoader::DataLoader(const Dataset& data, DistributedSampler sampler, DataLoaderOptions opts)
-    : data_(data), sampler_(std::move(sampler)), opts_(std::move(opts)),
+    : data_(data),
+      sampler_(std::move(sampler)),
+      opts_(std::move(opts)),
       transform_(data, opts_.transform) {
   if (opts_.batch_size < 1)
     LOCKSTEP_THROW(InvalidArgument, "DataLoader: batch_size must be >= 1, got ", opts_.batch_size);
@@ -15,8 +17,8 @@ DataLoader::DataLoader(const Dataset& data, DistributedSampler sampler, DataLoad
     LOCKSTEP_THROW(InvalidArgument, "DataLoader: prefetch must be >= 0, got ", opts_.prefetch);
   if (sampler_.options().dataset_size != data.size())
     LOCKSTEP_THROW(InvalidArgument, "DataLoader: the sampler was made for ",
-                   sampler_.options().dataset_size, " samples but dataset '", data.name(),
-                   "' has ", data.size());
+                   sampler_.options().dataset_size, " samples but dataset '", data.name(), "' has ",
+                   data.size());
   // prefetch batches in flight plus the one the caller holds.
   slots_.resize(static_cast<size_t>(std::max(opts_.prefetch, 1) + 1));
   for (Batch& b : slots_) {
@@ -30,7 +32,9 @@ DataLoader::DataLoader(const Dataset& data, DistributedSampler sampler, DataLoad
   }
 }
 
-DataLoader::~DataLoader() { stop_worker(); }
+DataLoader::~DataLoader() {
+  stop_worker();
+}
 
 void DataLoader::set_epoch(int64_t epoch) {
   stop_worker();
@@ -47,8 +51,8 @@ void DataLoader::load_state(const SamplerState& state) {
 void DataLoader::begin_epoch() {
   first_position_ = sampler_.position();
   const int64_t left = sampler_.remaining();
-  total_batches_ = opts_.drop_last ? left / opts_.batch_size
-                                   : (left + opts_.batch_size - 1) / opts_.batch_size;
+  total_batches_ =
+      opts_.drop_last ? left / opts_.batch_size : (left + opts_.batch_size - 1) / opts_.batch_size;
   delivered_ = 0;
   handed_ = -1;
   free_.reset(slots_.size());
@@ -121,7 +125,8 @@ void DataLoader::worker_main() {
 const Batch* DataLoader::hand_out(int slot) {
   handed_ = slot;
   ++delivered_;
-  const int64_t end = std::min(first_position_ + delivered_ * opts_.batch_size, sampler_.shard_size());
+  const int64_t end =
+      std::min(first_position_ + delivered_ * opts_.batch_size, sampler_.shard_size());
   // Only position_ changes here, which the worker never reads.
   sampler_.seek(end);
   return &slots_[static_cast<size_t>(slot)];
@@ -146,7 +151,8 @@ const Batch* DataLoader::next() {
   if (error_) std::rethrow_exception(error_);
   if (!ok)
     LOCKSTEP_THROW(TimeoutError, "DataLoader: batch ", delivered_, " of epoch ", sampler_.epoch(),
-                   " not ready after ", opts_.timeout.count(), " ms; the sample hook or the "
+                   " not ready after ", opts_.timeout.count(),
+                   " ms; the sample hook or the "
                    "machine is too slow, raise DataLoaderOptions::timeout");
   return nullptr;
 }

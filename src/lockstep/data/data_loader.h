@@ -47,9 +47,13 @@ class Batch {
   int64_t size() const { return size_; }
   // [B, sample shape...], e.g. [B, C, H, W] for images or [B, T] for text.
   const std::vector<int64_t>& shape() const { return shape_; }
-  std::span<const float> features() const { return {features_.data(), static_cast<size_t>(size_ * numel_)}; }
+  std::span<const float> features() const {
+    return {features_.data(), static_cast<size_t>(size_ * numel_)};
+  }
   // B * targets_per_sample targets ([B] class labels, [B, T] next-token targets).
-  std::span<const int32_t> labels() const { return {labels_.data(), static_cast<size_t>(size_ * targets_)}; }
+  std::span<const int32_t> labels() const {
+    return {labels_.data(), static_cast<size_t>(size_ * targets_)};
+  }
   std::span<const int64_t> indices() const { return {indices_.data(), static_cast<size_t>(size_)}; }
   int64_t epoch() const { return epoch_; }
 
@@ -89,9 +93,17 @@ class DataLoader {
   struct SlotQueue {
     std::vector<int> ring;
     size_t head = 0, count = 0;
-    void reset(size_t cap) { ring.assign(cap, -1); head = count = 0; }
+    void reset(size_t cap) {
+      ring.assign(cap, -1);
+      head = count = 0;
+    }
     void push(int s) { ring[(head + count++) % ring.size()] = s; }
-    int pop() { int s = ring[head]; head = (head + 1) % ring.size(); --count; return s; }
+    int pop() {
+      int s = ring[head];
+      head = (head + 1) % ring.size();
+      --count;
+      return s;
+    }
   };
 
   void begin_epoch();

@@ -12,7 +12,9 @@ Split parse_split(const std::string& name) {
   LOCKSTEP_THROW(InvalidArgument, "unknown data split '", name, "' (use 'train' or 'test')");
 }
 
-const char* split_name(Split s) { return s == Split::train ? "train" : "test"; }
+const char* split_name(Split s) {
+  return s == Split::train ? "train" : "test";
+}
 
 static int64_t shape_numel(const std::vector<int64_t>& shape) {
   int64_t n = 1;

@@ -34,9 +34,9 @@ class Dataset {
   static Dataset from_u8(std::string name, FeatureKind kind, std::vector<int64_t> shape,
                          std::vector<uint8_t> features, std::vector<int32_t> targets,
                          int64_t targets_per_sample, int num_classes);
-  static Dataset from_f32(std::string name, std::vector<int64_t> shape,
-                          std::vector<float> features, std::vector<int32_t> targets,
-                          int64_t targets_per_sample, int num_classes);
+  static Dataset from_f32(std::string name, std::vector<int64_t> shape, std::vector<float> features,
+                          std::vector<int32_t> targets, int64_t targets_per_sample,
+                          int num_classes);
 
   const std::string& name() const { return name_; }
   int64_t size() const { return size_; }

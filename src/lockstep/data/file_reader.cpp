@@ -60,7 +60,9 @@ std::vector<uint8_t> read_file(const std::string& path, size_t max_bytes) {
   return out;
 }
 
-bool is_gzip(std::span<const uint8_t> b) { return b.size() >= 2 && b[0] == 0x1f && b[1] == 0x8b; }
+bool is_gzip(std::span<const uint8_t> b) {
+  return b.size() >= 2 && b[0] == 0x1f && b[1] == 0x8b;
+}
 
 namespace {
 
@@ -74,14 +76,31 @@ struct Inflater {
   }
 };
 
+// The gzip trailer's ISIZE (size mod 2^32 of the last member) is only a hint: it is
+// clamped by the limit and by deflate's maximum ratio (~1032:1), so a lying trailer costs
+// at most one bounded allocation, and an honest one saves the regrowth copies.
+size_t initial_size(std::span<const uint8_t> in, size_t max_bytes) {
+  constexpr size_t kMaxDeflateRatio = 1032;
+  size_t hint = 4096;
+  if (in.size() >= 18) {
+    const uint8_t* t = in.data() + in.size() - 4;
+    hint = std::max<size_t>(hint, uint32_t(t[0]) | (uint32_t(t[1]) << 8) | (uint32_t(t[2]) << 16) |
+                                      (uint32_t(t[3]) << 24));
+  }
+  const size_t ceiling =
+      in.size() > max_bytes / kMaxDeflateRatio ? max_bytes : in.size() * kMaxDeflateRatio;
+  return std::min({hint, ceiling, max_bytes});
+}
+
 }  // namespace
 
 // Inflates member after member; output grows geometrically but never past max_bytes, so
 // the allocation follows the data actually decoded, not the (untrusted) ISIZE trailer.
-std::vector<uint8_t> gunzip(std::span<const uint8_t> in, const std::string& name, size_t max_bytes) {
+std::vector<uint8_t> gunzip(std::span<const uint8_t> in, const std::string& name,
+                            size_t max_bytes) {
   Inflater inf;
   if (!inf.ok) LOCKSTEP_THROW(DataError, name, ": zlib inflateInit failed (out of memory?)");
-  std::vector<uint8_t> out(std::min<size_t>(std::max<size_t>(in.size() * 4, 4096), max_bytes));
+  std::vector<uint8_t> out(initial_size(in, max_bytes));
   size_t produced = 0;
   size_t consumed = 0;
   z_stream& z = inf.z;
@@ -117,8 +136,8 @@ std::vector<uint8_t> gunzip(std::span<const uint8_t> in, const std::string& name
       LOCKSTEP_THROW(DataError, name, ": gzip data is truncated at offset ", consumed,
                      " (the stream ends before its end marker); the download was cut short, "
                      "re-download the file");
-    LOCKSTEP_THROW(DataError, name, ": corrupt gzip data near offset ", consumed, " (zlib: ",
-                   z.msg ? z.msg : "error", "); re-download the file");
+    LOCKSTEP_THROW(DataError, name, ": corrupt gzip data near offset ", consumed,
+                   " (zlib: ", z.msg ? z.msg : "error", "); re-download the file");
   }
   out.resize(produced);
   return out;

@@ -13,11 +13,15 @@ namespace lockstep::data {
 size_t idx_type_size(IdxType t) {
   switch (t) {
     case IdxType::u8:
-    case IdxType::i8: return 1;
-    case IdxType::i16: return 2;
+    case IdxType::i8:
+      return 1;
+    case IdxType::i16:
+      return 2;
     case IdxType::i32:
-    case IdxType::f32: return 4;
-    case IdxType::f64: return 8;
+    case IdxType::f32:
+      return 4;
+    case IdxType::f64:
+      return 8;
   }
   return 0;
 }
@@ -79,8 +83,8 @@ IdxArray parse_idx(std::span<const uint8_t> b, const std::string& name) {
   const size_t ndims = b[3];
   const size_t header = 4 + 4 * ndims;
   if (b.size() < header)
-    LOCKSTEP_THROW(DataError, name, ": truncated IDX header: ", ndims, " dimensions need ",
-                   header, " header bytes but the file has ", b.size(), kRedownload);
+    LOCKSTEP_THROW(DataError, name, ": truncated IDX header: ", ndims, " dimensions need ", header,
+                   " header bytes but the file has ", b.size(), kRedownload);
   for (size_t i = 0; i < ndims; ++i) a.dims.push_back(read_be32(b.data() + 4 + 4 * i));
   const size_t elem = idx_type_size(a.type);
   const uint64_t payload = b.size() - header;
@@ -95,8 +99,8 @@ IdxArray parse_idx(std::span<const uint8_t> b, const std::string& name) {
   }
   if (too_big || count * elem > payload)
     LOCKSTEP_THROW(DataError, name, ": truncated IDX data: the header says ", dims_text(a.dims),
-                   " elements of ", elem, " bytes but only ", payload, " bytes follow the ",
-                   header, "-byte header (file is ", b.size(), " bytes)", kRedownload);
+                   " elements of ", elem, " bytes but only ", payload, " bytes follow the ", header,
+                   "-byte header (file is ", b.size(), " bytes)", kRedownload);
   if (count * elem < payload)
     LOCKSTEP_THROW(DataError, name, ": ", payload - count * elem,
                    " unexpected bytes after the IDX data at offset ", header + count * elem,
@@ -106,25 +110,31 @@ IdxArray parse_idx(std::span<const uint8_t> b, const std::string& name) {
   return a;
 }
 
-IdxArray load_idx(const std::string& path) { return parse_idx(read_data_file(path), path); }
+IdxArray load_idx(const std::string& path) {
+  return parse_idx(read_data_file(path), path);
+}
 
 namespace {
 
 void expect_u8(const IdxArray& a, const std::string& name, const char* what) {
   if (a.type != IdxType::u8)
-    LOCKSTEP_THROW(DataError, name, ": ", what, " must have element type 0x08 (unsigned byte), "
-                   "got type byte ", int(a.type), "; is this the right file?");
+    LOCKSTEP_THROW(DataError, name, ": ", what,
+                   " must have element type 0x08 (unsigned byte), "
+                   "got type byte ",
+                   int(a.type), "; is this the right file?");
 }
 
 }  // namespace
 
-Dataset idx_to_dataset(const IdxArray& images, const std::string& images_name,
-                       const IdxArray& labels, const std::string& labels_name, int num_classes) {
+Dataset idx_to_dataset(IdxArray images, const std::string& images_name, const IdxArray& labels,
+                       const std::string& labels_name, int num_classes) {
   expect_u8(images, images_name, "images");
   expect_u8(labels, labels_name, "labels");
   if (images.dims.size() != 3 && images.dims.size() != 4)
-    LOCKSTEP_THROW(DataError, images_name, ": images must have 3 dimensions (N x H x W) or 4 "
-                   "(N x C x H x W), got ", images.dims.size(), " (", dims_text(images.dims),
+    LOCKSTEP_THROW(DataError, images_name,
+                   ": images must have 3 dimensions (N x H x W) or 4 "
+                   "(N x C x H x W), got ",
+                   images.dims.size(), " (", dims_text(images.dims),
                    "); is this a labels file? (images are '*-images-idx3-ubyte')");
   if (labels.dims.size() != 1)
     LOCKSTEP_THROW(DataError, labels_name, ": labels must have 1 dimension (N), got ",
@@ -132,21 +142,23 @@ Dataset idx_to_dataset(const IdxArray& images, const std::string& images_name,
                    "); is this an images file? (labels are '*-labels-idx1-ubyte')");
   if (images.dims[0] != labels.dims[0])
     LOCKSTEP_THROW(DataError, images_name, " has ", images.dims[0], " images but ", labels_name,
-                   " has ", labels.dims[0], " labels; the two files come from different "
+                   " has ", labels.dims[0],
+                   " labels; the two files come from different "
                    "datasets or splits (train vs t10k), use a matching pair");
   std::vector<int64_t> shape(images.dims.begin() + 1, images.dims.end());
   if (shape.size() == 2) shape.insert(shape.begin(), 1);
   for (int64_t d : shape)
-    if (d == 0) LOCKSTEP_THROW(DataError, images_name, ": image size ", dims_text(images.dims),
-                               " has a zero dimension", kRedownload);
+    if (d == 0)
+      LOCKSTEP_THROW(DataError, images_name, ": image size ", dims_text(images.dims),
+                     " has a zero dimension", kRedownload);
   std::vector<int32_t> targets(labels.data.begin(), labels.data.end());
   for (size_t i = 0; i < targets.size(); ++i)
     if (targets[i] >= num_classes)
       LOCKSTEP_THROW(DataError, labels_name, ": label ", targets[i], " of sample ", i,
                      " (byte offset ", 8 + i, ") is outside [0, ", num_classes,
                      "); the file is corrupt or has another number of classes");
-  return Dataset::from_u8(images_name, FeatureKind::image_u8, std::move(shape), images.data,
-                          std::move(targets), 1, num_classes);
+  return Dataset::from_u8(images_name, FeatureKind::image_u8, std::move(shape),
+                          std::move(images.data), std::move(targets), 1, num_classes);
 }
 
 Dataset load_idx_dataset(const std::string& images_path, const std::string& labels_path,
@@ -180,7 +192,8 @@ Dataset load_mnist(const std::string& dir, Split split, int num_classes) {
   auto labels = find_file(dir, prefix, "labels", tried);
   if (!images || !labels)
     LOCKSTEP_THROW(DataError, "no MNIST-format ", split_name(split), " split in '", dir,
-                   "' (looked for ", tried, "); pass the directory holding the IDX files, or "
+                   "' (looked for ", tried,
+                   "); pass the directory holding the IDX files, or "
                    "install Fashion-MNIST with 'apt-get install dataset-fashion-mnist'");
   return load_idx_dataset(*images, *labels, num_classes);
 }

@@ -16,7 +16,14 @@
 
 namespace lockstep::data {
 
-enum class IdxType : uint8_t { u8 = 0x08, i8 = 0x09, i16 = 0x0B, i32 = 0x0C, f32 = 0x0D, f64 = 0x0E };
+enum class IdxType : uint8_t {
+  u8 = 0x08,
+  i8 = 0x09,
+  i16 = 0x0B,
+  i32 = 0x0C,
+  f32 = 0x0D,
+  f64 = 0x0E
+};
 size_t idx_type_size(IdxType t);
 
 struct IdxArray {
@@ -36,8 +43,8 @@ IdxArray load_idx(const std::string& path);
 
 // Builds an image dataset from in-memory u8 IDX images (N x H x W, or N x C x H x W) and
 // labels (N), each label in [0, num_classes).
-Dataset idx_to_dataset(const IdxArray& images, const std::string& images_name,
-                       const IdxArray& labels, const std::string& labels_name, int num_classes);
+Dataset idx_to_dataset(IdxArray images, const std::string& images_name, const IdxArray& labels,
+                       const std::string& labels_name, int num_classes);
 Dataset load_idx_dataset(const std::string& images_path, const std::string& labels_path,
                          int num_classes = 10);
 

@@ -21,7 +21,9 @@ constexpr uint64_t mix64(uint64_t x) {
 }
 
 // One seed from several values (e.g. seed, epoch, sample index); order matters.
-constexpr uint64_t mix_seed(uint64_t a, uint64_t b) { return mix64(mix64(a) ^ b); }
+constexpr uint64_t mix_seed(uint64_t a, uint64_t b) {
+  return mix64(mix64(a) ^ b);
+}
 constexpr uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c) {
   return mix_seed(mix_seed(a, b), c);
 }

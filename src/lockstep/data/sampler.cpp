@@ -20,8 +20,9 @@ SamplerState SamplerState::parse(const std::string& text) {
   long long epoch = 0, offset = 0, size = 0;
   unsigned long long seed = 0;
   int shuffle = 0, used = 0;
-  const int got = std::sscanf(text.c_str(), "epoch=%lld offset=%lld dataset_size=%lld seed=%llu shuffle=%d%n",
-                              &epoch, &offset, &size, &seed, &shuffle, &used);
+  const int got =
+      std::sscanf(text.c_str(), "epoch=%lld offset=%lld dataset_size=%lld seed=%llu shuffle=%d%n",
+                  &epoch, &offset, &size, &seed, &shuffle, &used);
   if (got != 5 || static_cast<size_t>(used) != text.size() || epoch < 0 || offset < 0 || size < 0 ||
       (shuffle != 0 && shuffle != 1)) {
     LOCKSTEP_THROW(DataError, "sampler state '", text,
@@ -42,8 +43,9 @@ DistributedSampler::DistributedSampler(const SamplerOptions& opts) : opts_(opts)
     LOCKSTEP_THROW(InvalidArgument, "DistributedSampler: dataset_size must be >= 0, got ",
                    opts.dataset_size);
   if (opts.world_size < 1 || opts.rank < 0 || opts.rank >= opts.world_size)
-    LOCKSTEP_THROW(InvalidArgument, "DistributedSampler: need 0 <= rank < world_size, got rank=",
-                   opts.rank, " world_size=", opts.world_size);
+    LOCKSTEP_THROW(InvalidArgument,
+                   "DistributedSampler: need 0 <= rank < world_size, got rank=", opts.rank,
+                   " world_size=", opts.world_size);
   permute();
   compute_shard();
 }
@@ -67,15 +69,22 @@ void DistributedSampler::compute_shard() {
   const int64_t w = opts_.world_size;
   const int64_t left = std::max<int64_t>(0, n - start_);
   switch (opts_.remainder) {
-    case Remainder::pad: shard_size_ = (left + w - 1) / w; break;
-    case Remainder::drop: shard_size_ = left / w; break;
-    case Remainder::exact: shard_size_ = std::max<int64_t>(0, (left - opts_.rank + w - 1) / w); break;
+    case Remainder::pad:
+      shard_size_ = (left + w - 1) / w;
+      break;
+    case Remainder::drop:
+      shard_size_ = left / w;
+      break;
+    case Remainder::exact:
+      shard_size_ = std::max<int64_t>(0, (left - opts_.rank + w - 1) / w);
+      break;
   }
   position_ = 0;
 }
 
 void DistributedSampler::set_epoch(int64_t epoch) {
-  if (epoch < 0) LOCKSTEP_THROW(InvalidArgument, "DistributedSampler: epoch must be >= 0, got ", epoch);
+  if (epoch < 0)
+    LOCKSTEP_THROW(InvalidArgument, "DistributedSampler: epoch must be >= 0, got ", epoch);
   if (epoch != epoch_) {
     epoch_ = epoch;
     permute();
@@ -94,15 +103,16 @@ void DistributedSampler::load_state(const SamplerState& st) {
                    "; resume with the same data and seed, or start a fresh run");
   }
   if (st.epoch < 0 || st.offset < 0)
-    LOCKSTEP_THROW(DataError, "cannot resume sampler: negative epoch or offset in ", st.to_string());
+    LOCKSTEP_THROW(DataError, "cannot resume sampler: negative epoch or offset in ",
+                   st.to_string());
   set_epoch(st.epoch);
   start_ = st.offset;
   compute_shard();
 }
 
 SamplerState DistributedSampler::state() const {
-  return SamplerState{epoch_, start_ + position_ * opts_.world_size, opts_.dataset_size,
-                      opts_.seed, opts_.shuffle};
+  return SamplerState{epoch_, start_ + position_ * opts_.world_size, opts_.dataset_size, opts_.seed,
+                      opts_.shuffle};
 }
 
 void DistributedSampler::seek(int64_t k) {

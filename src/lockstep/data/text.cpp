@@ -47,8 +47,11 @@ TextDataset parse_text(std::span<const uint8_t> text, const std::string& name, i
   if (seq_len < 1)
     LOCKSTEP_THROW(InvalidArgument, "text dataset: sequence length must be >= 1, got ", seq_len);
   if (static_cast<int64_t>(text.size()) < seq_len + 1)
-    LOCKSTEP_THROW(DataError, name, ": text is ", text.size(), " bytes, too short for one sequence "
-                   "of ", seq_len, " characters plus its next-character target; use a longer "
+    LOCKSTEP_THROW(DataError, name, ": text is ", text.size(),
+                   " bytes, too short for one sequence "
+                   "of ",
+                   seq_len,
+                   " characters plus its next-character target; use a longer "
                    "text or a shorter sequence length");
   TextDataset t;
   t.vocab = CharVocab::from_bytes(text);

@@ -13,7 +13,8 @@ SampleTransform::SampleTransform(const Dataset& data, const TransformOptions& op
   if (opts.crop_padding < 0)
     LOCKSTEP_THROW(InvalidArgument, "crop padding must be >= 0, got ", opts.crop_padding);
   if (augment && !image)
-    LOCKSTEP_THROW(InvalidArgument, "dataset '", data.name(), "': crop/flip augmentation needs "
+    LOCKSTEP_THROW(InvalidArgument, "dataset '", data.name(),
+                   "': crop/flip augmentation needs "
                    "image samples of shape C x H x W; turn augmentation off for this dataset");
   if (data.kind() == FeatureKind::token_u8 && (!opts.mean.empty() || !opts.std.empty()))
     LOCKSTEP_THROW(InvalidArgument, "dataset '", data.name(),

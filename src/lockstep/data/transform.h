@@ -18,7 +18,7 @@ struct TransformOptions {
   // scaled to [0, 1] first, so these are in that unit (Fashion-MNIST: 0.2860 / 0.3530).
   std::vector<float> mean;
   std::vector<float> std;
-  int crop_padding = 0;       // > 0: random crop of the image padded by this many zero pixels
+  int crop_padding = 0;  // > 0: random crop of the image padded by this many zero pixels
   bool horizontal_flip = false;
   uint64_t seed = 0;
 };

@@ -26,8 +26,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   try {
     Dataset d = parse_cifar10(in, "cifar");
-    SampleTransform t(d, {.mean = {0.5f, 0.5f, 0.5f}, .std = {0.25f}, .crop_padding = 4,
-                          .horizontal_flip = true});
+    SampleTransform t(
+        d,
+        {.mean = {0.5f, 0.5f, 0.5f}, .std = {0.25f}, .crop_padding = 4, .horizontal_flip = true});
     std::vector<float> out(static_cast<size_t>(d.sample_numel()));
     for (int64_t i = 0; i < d.size() && i < 16; ++i) t.apply(i, 0, out);
   } catch (const lockstep::DataError&) {

@@ -45,7 +45,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     IdxArray labels = parse_maybe_gzip(in.subspan(2, label_len), "labels");
     IdxArray images = parse_maybe_gzip(in.subspan(2 + label_len), "images");
     if (images.data.size() > (size_t{1} << 22)) return 0;  // keep each run fast
-    exercise(idx_to_dataset(images, "images", labels, "labels", 10));
+    exercise(idx_to_dataset(std::move(images), "images", labels, "labels", 10));
   } catch (const lockstep::DataError&) {
   }
   return 0;
