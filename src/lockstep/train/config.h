@@ -1,0 +1,67 @@
+// TrainConfig: everything `lockstep train` needs, loaded from a TOML file of flat keys
+// (`lr = 0.05`, `optimizer = "sgd"`, ...) and then overridden by command-line flags.
+// An unknown key, a value of the wrong type or out of range is a ConfigError that names
+// the file, the line and the key, and says what is accepted.
+//
+//   TrainConfig c = load_config("train.toml");   // or parse_config(text, "inline")
+//   c.lr = 0.1;                                   // a flag
+//   validate(c);                                  // cross-field checks
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lockstep::train {
+
+struct TrainConfig {
+  std::string model = "fmnist-cnn";
+  std::string data_dir;               // empty: the dataset's default location
+  int64_t epochs = 2;
+  int64_t max_steps = 0;              // stop after this many optimizer steps (0: epochs decide)
+  int64_t batch = 64;                 // per worker, per micro-batch
+  int64_t grad_accum = 1;             // micro-batches per optimizer step
+  double lr = 0.05;
+  std::string optimizer = "sgd";      // sgd | adamw
+  double momentum = 0.9;
+  double weight_decay = 0.0;
+  bool nesterov = false;
+  int64_t warmup_steps = 0;
+  std::string schedule = "constant";  // constant | cosine | step
+  int64_t step_size = 1000;           // schedule = "step": decay every step_size steps
+  double gamma = 0.1;                 // schedule = "step": factor per decay
+  double min_lr = 0.0;                // schedule = "cosine": final lr
+  std::string scaling_rule = "none";  // none | linear (lr * global_batch / base_batch)
+  int64_t base_batch = 64;            // the global batch `lr` was tuned for
+  double clip = 0.0;                  // max global gradient norm; 0: no clipping
+  std::string backend = "native";
+  int nproc = 1;                      // local workers `lockstep train` starts itself
+  uint64_t seed = 42;
+  std::string run_dir = "runs/latest";
+  int64_t checkpoint_every = 0;       // steps; 0: only at the end of training
+  int checkpoint_keep = 3;
+  std::string resume;                 // checkpoint, checkpoint dir or run dir; "" = fresh
+  int64_t eval_every = 0;             // steps; 0: only at the end of each epoch
+  int64_t log_every = 10;             // steps between metrics records
+  int threads = 0;                    // compute threads per worker; 0: cores / nproc
+  int prefetch = 2;                   // batches the loader assembles ahead
+  bool augment = false;               // random crop + flip (image datasets)
+  int64_t train_limit = 0;            // use only the first N training samples (0: all)
+  int64_t test_limit = 0;             // use only the first N test samples (0: all)
+
+  nlohmann::json to_json() const;
+};
+
+// Parses TOML text; `origin` (a path) prefixes errors as "origin:line: ...".
+TrainConfig parse_config(std::string_view toml_text, const std::string& origin);
+// Reads and parses a file; ConfigError when it cannot be read.
+TrainConfig load_config(const std::filesystem::path& path);
+// Cross-field and range checks (also after flags changed values).
+void validate(const TrainConfig& c);
+// The names of every accepted key (for help texts and suggestions).
+std::vector<std::string> config_keys();
+
+}  // namespace lockstep::train
