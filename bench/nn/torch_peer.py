@@ -3,7 +3,9 @@
 
 Prints samples/s over the timed steps (after the warm-up), a per-layer forward/backward split
 from a separate instrumented pass (forward: a clock around each layer; backward: time between
-successive full-backward hooks), and peak resident memory.
+successive full-backward hooks), and peak resident memory. The backward split is approximate:
+a layer whose input needs no gradient fires its hook before its weight gradient is computed,
+so the first layer's weight-gradient time shows up on the row before it (Flatten in the MLP).
 
     /usr/bin/python3 bench/nn/torch_peer.py --model fmnist-cnn [--batch 64] [--steps 200]
 """

@@ -1,5 +1,5 @@
 // Slow: trains fmnist-cnn on Fashion-MNIST, single process, and requires >= 90% test accuracy
-// within 3 epochs (stops early once reached). SGD momentum 0.9, batch 64, linear warm-up
+// after 3 epochs. SGD momentum 0.9, batch 64, linear warm-up
 // then cosine decay, a fresh shuffle per epoch from the seeded RNG.
 #include <gtest/gtest.h>
 
@@ -49,7 +49,7 @@ TEST(TrainFashionMnist, CnnReaches90PercentWithin3Epochs) {
   int64_t step = 0;
   double acc = 0.0;
   const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t epoch = 1; epoch <= kEpochs && acc < 0.90; ++epoch) {
+  for (int64_t epoch = 1; epoch <= kEpochs; ++epoch) {
     for (int64_t i = int64_t(order.size()) - 1; i > 0; --i)  // Fisher-Yates
       std::swap(order[size_t(i)], order[rng.next_u32() % uint32_t(i + 1)]);
     double loss_sum = 0.0;
