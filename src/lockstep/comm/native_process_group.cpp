@@ -118,6 +118,11 @@ Work NativeProcessGroup::enqueue(OpKind kind, std::string signature, Body body) 
         AbortedError(str_cat(info.describe(), ": process group was aborted"))));
     return w;
   }
+  std::weak_ptr<int> alive = alive_;
+  WorkState* raw = state.get();
+  state->set_helper([this, alive, raw] {
+    if (auto keep = alive.lock()) help_until(raw);
+  });
   queue_.push_back(Task{std::move(state), collective ? std::move(signature) : std::string(),
                         std::move(body)});
   cv_.notify_one();
@@ -129,15 +134,37 @@ void NativeProcessGroup::worker_loop() {
     Task task;
     {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [&] { return stop_ || aborted_ || !queue_.empty(); });
-      if (queue_.empty()) {
-        if (stop_) return;
-        continue;
-      }
+      // Sleep while there is nothing to run or a helping waiter runs the front task.
+      cv_.wait(lk, [&] { return !running_ && (stop_ || !queue_.empty()); });
+      if (queue_.empty()) return;  // stopping and drained
       task = std::move(queue_.front());
       queue_.pop_front();
+      running_ = true;
     }
     run_task(task);
+    std::lock_guard<std::mutex> lk(mu_);
+    running_ = false;
+  }
+}
+
+void NativeProcessGroup::help_until(const WorkState* target) {
+  for (;;) {
+    Task task;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (running_ || queue_.empty() || target->is_completed()) return;
+      task = std::move(queue_.front());
+      queue_.pop_front();
+      running_ = true;
+    }
+    bool mine = task.state.get() == target;
+    run_task(task);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      running_ = false;
+    }
+    cv_.notify_all();  // the worker may be waiting for running_ to clear
+    if (mine) return;
   }
 }
 

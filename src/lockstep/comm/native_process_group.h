@@ -59,6 +59,9 @@ class NativeProcessGroup final : public ProcessGroup {
   void rendezvous();
   Work enqueue(OpKind kind, std::string signature, Body body);
   void worker_loop();
+  // Runs queued tasks on the calling thread, in order, while the worker is idle, until
+  // `target` is done or another thread holds the queue front.
+  void help_until(const WorkState* target);
   void run_task(Task& task);
   void check_signature(const OpInfo& info, const std::string& signature);
   void check_root(int root, OpKind kind) const;
@@ -79,6 +82,8 @@ class NativeProcessGroup final : public ProcessGroup {
   std::condition_variable cv_;
   std::deque<Task> queue_;
   bool stop_ = false;
+  bool running_ = false;     // a task is being run (by the worker or a helping waiter)
+  std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // helpers check the group exists
   std::atomic<bool> aborted_{false};
   uint64_t next_seq_ = 0;    // collectives (identical on all ranks)
   uint64_t next_p2p_ = 0;    // point-to-point operations

@@ -8,6 +8,7 @@
 
 #include <condition_variable>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 
@@ -26,6 +27,12 @@ class WorkState {
   bool wait_for(Clock::duration timeout) const;
   std::exception_ptr error() const;
   const OpInfo& info() const { return info_; }
+  // A backend may let the waiting thread run the operation itself when its own thread is
+  // idle (saves two thread hand-offs on small messages); wait() calls help() first.
+  void set_helper(std::function<void()> helper) { helper_ = std::move(helper); }
+  void help() const {
+    if (helper_) helper_();
+  }
 
  private:
   OpInfo info_;
@@ -33,6 +40,7 @@ class WorkState {
   mutable std::condition_variable cv_;
   bool done_ = false;
   std::exception_ptr error_;
+  std::function<void()> helper_;  // set before the state is shared; never changed after
 };
 
 class Work {

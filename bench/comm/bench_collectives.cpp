@@ -1,0 +1,246 @@
+// bench_collectives: nccl-tests style table for lockstep's collectives, with N local rank
+// processes it spawns itself (rendezvous through a TcpStore served by the parent).
+//
+//   bench_collectives --backend native --transport shm --op allreduce --nproc 2
+//       --min-bytes 8 --max-bytes 256M --dtype float32 --iters 20
+//
+// Columns: size(B) count type redop time(us) algbw(GB/s) busbw(GB/s) #wrong, then the
+// single-core memcpy bandwidth of a buffer of the same size (the shared-memory ceiling).
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "local_ranks.h"
+#include "lockstep/comm/process_group.h"
+#include "lockstep/core/buffer.h"
+#include "lockstep/core/error.h"
+
+namespace lockstep::comm {
+namespace {
+
+struct Flags {
+  std::string backend = "native", transport = "shm", op = "allreduce", redop = "sum";
+  int nproc = 2, iters = 20, warmup = 3, factor = 2, reps = 5;
+  size_t min_bytes = 8, max_bytes = 256u << 20;
+  DType dtype = DType::f32;
+  int timeout_s = 300;
+};
+
+size_t parse_size(const std::string& s) {
+  char* end = nullptr;
+  double v = std::strtod(s.c_str(), &end);
+  switch (end && *end ? std::toupper(*end) : 0) {
+    case 'K': v *= 1024; break;
+    case 'M': v *= 1024 * 1024; break;
+    case 'G': v *= 1024.0 * 1024 * 1024; break;
+    case 0: break;
+    default: LOCKSTEP_THROW(ConfigError, "bad size '", s, "' (use e.g. 8, 64K, 256M, 1G)");
+  }
+  return size_t(v);
+}
+
+[[noreturn]] void usage() {
+  std::fprintf(stderr,
+               "usage: bench_collectives [--backend native] [--transport shm|tcp|auto]\n"
+               "  [--op allreduce|broadcast|reduce|allgather|reduce_scatter|alltoall|barrier]\n"
+               "  [--nproc N] [--min-bytes 8] [--max-bytes 256M] [--step-factor 2]\n"
+               "  [--dtype float32] [--redop sum] [--iters 20] [--warmup 3] [--reps 5] [--timeout 300]\n");
+  std::exit(2);
+}
+
+Flags parse(int argc, char** argv) {
+  Flags f;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto val = [&]() -> std::string {
+      if (i + 1 >= argc) usage();
+      return argv[++i];
+    };
+    if (a == "--backend") f.backend = val();
+    else if (a == "--transport") f.transport = val();
+    else if (a == "--op") f.op = val();
+    else if (a == "--redop") f.redop = val();
+    else if (a == "--nproc") f.nproc = std::stoi(val());
+    else if (a == "--iters") f.iters = std::stoi(val());
+    else if (a == "--warmup") f.warmup = std::stoi(val());
+    else if (a == "--reps") f.reps = std::max(1, std::stoi(val()));
+    else if (a == "--step-factor") f.factor = std::stoi(val());
+    else if (a == "--min-bytes") f.min_bytes = parse_size(val());
+    else if (a == "--max-bytes") f.max_bytes = parse_size(val());
+    else if (a == "--timeout") f.timeout_s = std::stoi(val());
+    else if (a == "--dtype") {
+      auto d = parse_dtype(val());
+      if (!d) usage();
+      f.dtype = *d;
+    } else usage();
+  }
+  if (f.nproc < 1 || f.factor < 2 || f.min_bytes > f.max_bytes) usage();
+  return f;
+}
+
+// nccl-tests bus bandwidth factors (BENCHMARKS.md).
+double bus_factor(const std::string& op, int n) {
+  if (op == "allreduce") return 2.0 * (n - 1) / n;
+  if (op == "allgather" || op == "reduce_scatter" || op == "alltoall") return double(n - 1) / n;
+  return 1.0;
+}
+
+// Elements per rank of the op's input/output for a "size" in nccl-tests terms (total bytes
+// of the largest buffer: allgather/reduce_scatter/alltoall count size as the whole array).
+size_t count_for(const Flags& f, size_t bytes, int n) {
+  size_t c = bytes / dtype_size(f.dtype);
+  if (f.op == "allgather" || f.op == "reduce_scatter" || f.op == "alltoall") c /= size_t(n);
+  return c;
+}
+
+double memcpy_gbps(AlignedBuffer& a, AlignedBuffer& b, size_t bytes) {
+  if (bytes == 0) return 0;
+  int reps = int(std::clamp<size_t>((64u << 20) / bytes, 3, 2000));
+  std::memcpy(b.data(), a.data(), bytes);
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < reps; ++i) {
+    std::memcpy(b.data(), a.data(), bytes);
+    asm volatile("" ::: "memory");
+  }
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
+  return double(bytes) / s / 1e9;
+}
+
+struct Bufs {
+  AlignedBuffer in, out, a, b;
+};
+
+Work issue(ProcessGroup& pg, const Flags& f, Bufs& bufs, size_t count, ReduceOp op) {
+  void* in = bufs.in.data();
+  void* out = bufs.out.data();
+  if (f.op == "allreduce") return pg.allreduce(in, count, f.dtype, op);
+  if (f.op == "broadcast") return pg.broadcast(in, count, f.dtype, 0);
+  if (f.op == "reduce") return pg.reduce(in, count, f.dtype, op, 0);
+  if (f.op == "allgather") return pg.allgather(in, out, count, f.dtype);
+  if (f.op == "reduce_scatter") return pg.reduce_scatter(in, out, count, f.dtype, op);
+  if (f.op == "alltoall") return pg.alltoall(in, out, count, f.dtype);
+  if (f.op == "barrier") return pg.barrier();
+  LOCKSTEP_THROW(ConfigError, "unknown --op ", f.op);
+}
+
+// Fills inputs with rank-dependent small integers, runs the op once and counts elements that
+// differ from the expected result (summed over ranks).
+int64_t check(ProcessGroup& pg, const Flags& f, Bufs& bufs, size_t count, ReduceOp op) {
+  const int P = pg.size(), me = pg.rank();
+  const size_t in_count = f.op == "reduce_scatter" || f.op == "alltoall" ? count * P : count;
+  for (size_t i = 0; i < in_count; ++i) store_from_double(bufs.in.data(), f.dtype, i, double((me + i) % 4));
+  issue(pg, f, bufs, count, op).wait();
+  int64_t wrong = 0;
+  auto expect_sum = [&](size_t i) {  // sum over ranks of (r + i) % 4
+    double s = 0;
+    for (int r = 0; r < P; ++r) s += double((r + i) % 4);
+    return op == ReduceOp::avg ? s / P : s;
+  };
+  auto bad = [&](const void* buf, size_t i, double want) {
+    double got = load_as_double(buf, f.dtype, i);
+    return std::abs(got - want) > 1e-2 * std::max(1.0, std::abs(want));
+  };
+  if (f.op == "allreduce" || (f.op == "reduce" && me == 0)) {
+    if (op == ReduceOp::sum || op == ReduceOp::avg)
+      for (size_t i = 0; i < count; ++i) wrong += bad(bufs.in.data(), i, expect_sum(i));
+  } else if (f.op == "broadcast") {
+    for (size_t i = 0; i < count; ++i) wrong += bad(bufs.in.data(), i, double(i % 4));
+  } else if (f.op == "allgather") {
+    for (int r = 0; r < P; ++r)
+      for (size_t i = 0; i < count; ++i) wrong += bad(bufs.out.data(), r * count + i, double((r + i) % 4));
+  } else if (f.op == "reduce_scatter" && op == ReduceOp::sum) {
+    for (size_t i = 0; i < count; ++i) wrong += bad(bufs.out.data(), i, expect_sum(me * count + i));
+  } else if (f.op == "alltoall") {
+    for (int r = 0; r < P; ++r)
+      for (size_t i = 0; i < count; ++i)
+        wrong += bad(bufs.out.data(), r * count + i, double((r + me * count + i) % 4));
+  }
+  pg.allreduce(&wrong, 1, DType::i64, ReduceOp::sum).wait();
+  return wrong;
+}
+
+int rank_main(const Flags& f, int rank, int world, store::Store& store) {
+  Options o;
+  o.transport = f.transport;
+  o.timeout = std::chrono::seconds(f.timeout_s);
+  auto pg = ProcessGroup::create(f.backend, store, rank, world, o);
+  auto op = parse_reduce_op(f.redop);
+  if (!op) LOCKSTEP_THROW(ConfigError, "unknown --redop ", f.redop);
+  Bufs bufs;
+  const size_t maxb = f.max_bytes + 4096;
+  bufs.in.reserve(maxb, true);
+  bufs.out.reserve(maxb, true);
+  if (rank == 0) {
+    bufs.a.reserve(maxb, true);
+    bufs.b.reserve(maxb, true);
+    std::printf("# %-10s %12s %8s %6s %12s %12s %12s %8s %12s\n", "", "", "", "", "", "", "", "",
+                "ceiling");
+    std::printf("%12s %12s %8s %6s %12s %12s %12s %8s %12s\n", "size(B)", "count", "type", "redop",
+                "time(us)", "algbw(GB/s)", "busbw(GB/s)", "#wrong", "memcpy(GB/s)");
+  }
+  for (size_t bytes = f.min_bytes; bytes <= f.max_bytes; bytes *= size_t(f.factor)) {
+    const size_t count = count_for(f, bytes, world);
+    const size_t sz = count * dtype_size(f.dtype) *
+                      (f.op == "allgather" || f.op == "reduce_scatter" || f.op == "alltoall" ? world : 1);
+    // Fewer iterations for big sizes: keep each point around a second at most.
+    const int iters = int(std::clamp<size_t>((size_t(1) << 30) / std::max<size_t>(bytes, 1) / 8 /
+                                                 size_t(f.reps), 2, size_t(f.iters) * 50));
+    for (int i = 0; i < f.warmup; ++i) issue(*pg, f, bufs, count, *op).wait();
+    // The machine is shared and noisy: time `reps` batches and keep the best batch average
+    // (the same rule as peers.sh applies to its peers).
+    double us = 1e300;
+    for (int rep = 0; rep < f.reps; ++rep) {
+      pg->barrier().wait();
+      auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < iters; ++i) issue(*pg, f, bufs, count, *op).wait();
+      double t = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / iters;
+      pg->allreduce(&t, 1, DType::f64, ReduceOp::max).wait();  // the slowest rank counts
+      us = std::min(us, t);
+    }
+    int64_t wrong = check(*pg, f, bufs, count, *op);
+    pg->barrier().wait();
+    double mc = rank == 0 ? memcpy_gbps(bufs.a, bufs.b, sz) : 0;
+    pg->barrier().wait();
+    if (rank == 0) {
+      double algbw = double(sz) / us / 1e3;
+      std::printf("%12zu %12zu %8s %6s %12.2f %12.3f %12.3f %8lld %12.3f\n", sz, count,
+                  std::string(dtype_name(f.dtype)).c_str(), f.redop.c_str(), us, algbw,
+                  algbw * bus_factor(f.op, world), (long long)wrong, mc);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace lockstep::comm
+
+int main(int argc, char** argv) {
+  using namespace lockstep::comm;
+  Flags f = parse(argc, argv);
+  std::string cmd;
+  for (int i = 0; i < argc; ++i) cmd += std::string(i ? " " : "") + argv[i];
+  utsname u{};
+  ::uname(&u);
+  std::printf("# %s\n# machine: %s, %ld cores, %.1f GiB; backend %s, transport %s, op %s, nproc %d\n",
+              cmd.c_str(), u.nodename, ::sysconf(_SC_NPROCESSORS_ONLN),
+              double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE)) / (1 << 30),
+              f.backend.c_str(), f.transport.c_str(), f.op.c_str(), f.nproc);
+  auto codes = local::run_local_ranks(
+      f.nproc, std::chrono::seconds(f.timeout_s),
+      [&](int rank, int world, lockstep::store::Store& s) { return rank_main(f, rank, world, s); });
+  int rc = 0;
+  for (size_t r = 0; r < codes.size(); ++r)
+    if (codes[r] != 0) {
+      std::fprintf(stderr, "bench_collectives: rank %zu exited with %d\n", r, codes[r]);
+      rc = 1;
+    }
+  return rc;
+}
