@@ -6,6 +6,7 @@
 
 #include "grad_check.h"
 #include "lockstep/core/error.h"
+#include "lockstep/nn/blas.h"
 #include "lockstep/nn/layers.h"
 #include "lockstep/nn/loss.h"
 #include "lockstep/nn/models.h"
@@ -161,6 +162,13 @@ TEST(Determinism, SameSeedGivesBitwiseSameWeights) {
     auto a = train(name, 4), b = train(name, 4);
     EXPECT_TRUE(a == b) << name;
   }
+}
+
+TEST(Determinism, FixedThreadCountAboveOneIsAlsoReproducible) {
+  set_num_threads(2);
+  auto a = train("fmnist-cnn", 3), b = train("fmnist-cnn", 3);
+  set_num_threads(1);
+  EXPECT_TRUE(a == b);
 }
 
 TEST(Training, LossGoesDownOnAFixedBatch) {
