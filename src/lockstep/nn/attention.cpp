@@ -1,5 +1,6 @@
 // Embeddings and causal self-attention: the pieces of the char-level GPT.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -19,9 +20,10 @@ std::string Embedding::describe() const { return str_cat("Embedding(", vocab_, "
 const Tensor& Embedding::forward(const Tensor& x) {
   if (x.rank() < 1 || x.rank() >= Shape::kMaxRank)
     LOCKSTEP_THROW(InvalidArgument, describe(), ": input ", x.shape().str(), " must be token ids of rank 1..5");
-  std::vector<int64_t> dims(x.shape().dims().begin(), x.shape().dims().end());
-  dims.push_back(dim_);
-  y_.resize(Shape(std::span<const int64_t>(dims)));
+  std::array<int64_t, Shape::kMaxRank> dims{};
+  std::copy(x.shape().dims().begin(), x.shape().dims().end(), dims.begin());
+  dims[size_t(x.rank())] = dim_;
+  y_.resize(Shape(std::span<const int64_t>(dims.data(), size_t(x.rank() + 1))));
   ids_.resize(size_t(x.numel()));
   for (int64_t i = 0; i < x.numel(); ++i) {
     const float v = x[i];

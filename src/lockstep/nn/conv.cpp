@@ -15,15 +15,16 @@ struct Geometry {
   int64_t n, c, h, w, ho, wo;
 };
 
-Geometry geometry(const Tensor& x, int64_t c, int64_t k, int64_t stride, int64_t pad, const std::string& who) {
+// `who` is only described on error: building the string every step would allocate.
+Geometry geometry(const Tensor& x, int64_t c, int64_t k, int64_t stride, int64_t pad, const Module& m) {
   if (x.rank() != 4 || (c > 0 && x.dim(1) != c))
-    LOCKSTEP_THROW(InvalidArgument, who, ": input ", x.shape().str(), " must be [N, ", c > 0 ? str_cat(c) : "C",
+    LOCKSTEP_THROW(InvalidArgument, m.describe(), ": input ", x.shape().str(), " must be [N, ", c > 0 ? str_cat(c) : "C",
                    ", H, W]");
   Geometry g{x.dim(0), x.dim(1), x.dim(2), x.dim(3), 0, 0};
   g.ho = (g.h + 2 * pad - k) / stride + 1;
   g.wo = (g.w + 2 * pad - k) / stride + 1;
   if (g.h + 2 * pad < k || g.w + 2 * pad < k)
-    LOCKSTEP_THROW(InvalidArgument, who, ": input ", x.shape().str(), " is smaller than the kernel ", k);
+    LOCKSTEP_THROW(InvalidArgument, m.describe(), ": input ", x.shape().str(), " is smaller than the kernel ", k);
   return g;
 }
 
@@ -107,7 +108,7 @@ std::string Conv2d::describe() const {
 }
 
 const Tensor& Conv2d::forward(const Tensor& x) {
-  const Geometry g = geometry(x, c_, k_, stride_, pad_, describe());
+  const Geometry g = geometry(x, c_, k_, stride_, pad_, *this);
   const int64_t plane = g.ho * g.wo, cols = g.n * plane, ckk = c_ * k_ * k_;
   in_shape_ = x.shape();
   col_.resize({ckk, cols});
@@ -207,7 +208,7 @@ void maxpool_generic(const float* src, const Geometry& g, int64_t k, int64_t s, 
 }  // namespace
 
 const Tensor& MaxPool2d::forward(const Tensor& x) {
-  const Geometry g = geometry(x, 0, k_, stride_, pad_, describe());
+  const Geometry g = geometry(x, 0, k_, stride_, pad_, *this);
   in_shape_ = x.shape();
   y_.resize({g.n, g.c, g.ho, g.wo});
   argmax_.resize(size_t(y_.numel()));
@@ -260,7 +261,7 @@ AvgPool2d::AvgPool2d(int64_t kernel, int64_t stride, int64_t padding)
 std::string AvgPool2d::describe() const { return str_cat("AvgPool2d(", k_, ", stride=", stride_, ", pad=", pad_, ")"); }
 
 const Tensor& AvgPool2d::forward(const Tensor& x) {
-  const Geometry g = geometry(x, 0, k_, stride_, pad_, describe());
+  const Geometry g = geometry(x, 0, k_, stride_, pad_, *this);
   in_shape_ = x.shape();
   y_.resize({g.n, g.c, g.ho, g.wo});
   const float inv = 1.0f / float(k_ * k_);
