@@ -1,6 +1,8 @@
 // Every layer's backward against central finite differences.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "grad_check.h"
 #include "lockstep/nn/layers.h"
 
@@ -61,6 +63,18 @@ TEST(GradCheck, ReluGeluFlatten) {
   auto flat = wrap<Flatten>();
   Tensor x3 = testing::random_tensor({2, 3, 2, 2}, 10);
   check_gradients(*flat, x3);
+}
+
+TEST(Relu, PropagatesNan) {
+  auto relu = wrap<ReLU>();
+  Tensor x({3});
+  x[0] = -1.0f;
+  x[1] = std::nanf("");
+  x[2] = 2.0f;
+  const Tensor& y = relu->forward(x);
+  EXPECT_EQ(y[0], 0.0f);
+  EXPECT_TRUE(std::isnan(y[1]));
+  EXPECT_EQ(y[2], 2.0f);
 }
 
 TEST(GradCheck, DropoutTrainAndEval) {

@@ -5,7 +5,8 @@
 namespace lockstep::nn::kernels {
 
 LOCKSTEP_NN_CLONES void relu_forward(const float* __restrict x, float* __restrict y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+  // !(x <= 0) keeps NaN (as torch.relu does), so a NaN guard downstream still sees it.
+  for (int64_t i = 0; i < n; ++i) y[i] = !(x[i] <= 0.0f) ? x[i] : 0.0f;
 }
 
 LOCKSTEP_NN_CLONES void relu_backward(const float* __restrict y, const float* __restrict dy, float* __restrict dx,
