@@ -1,0 +1,107 @@
+#include "lockstep/ddp/bucket.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "lockstep/core/error.h"
+
+namespace lockstep::ddp {
+
+std::string BucketPlan::describe(size_t b, const ParamSource& params) const {
+  const auto& ids = buckets.at(b);
+  std::string s = str_cat("bucket ", b, " (", ids.size(), " params: ");
+  for (size_t k = 0; k < ids.size() && k < 4; ++k)
+    s += (k ? ", " : "") + params.param_info(ids[k]).name;
+  if (ids.size() > 4) s += ", ...";
+  return s + ")";
+}
+
+BucketPlan plan_buckets(std::span<const size_t> order, std::span<const size_t> numel,
+                        const BucketOptions& opt, size_t elem_bytes) {
+  if (order.size() != numel.size())
+    LOCKSTEP_THROW(InvalidArgument, "plan_buckets: order lists ", order.size(), " parameters but there are ",
+                   numel.size());
+  BucketPlan plan;
+  plan.bucket_of.assign(numel.size(), size_t(-1));
+  size_t open_bytes = 0;
+  for (size_t i : order) {
+    if (i >= numel.size() || plan.bucket_of[i] != size_t(-1))
+      LOCKSTEP_THROW(InvalidArgument, "plan_buckets: parameter index ", i, " is out of range or repeated");
+    if (plan.buckets.empty() || open_bytes == size_t(-1)) {
+      plan.buckets.emplace_back();
+      open_bytes = 0;
+    }
+    plan.buckets.back().push_back(i);
+    plan.bucket_of[i] = plan.buckets.size() - 1;
+    open_bytes += numel[i] * elem_bytes;
+    const size_t cap = plan.buckets.size() == 1 ? opt.first_bucket_bytes : opt.bucket_cap_bytes;
+    if (open_bytes >= cap) open_bytes = size_t(-1);  // closed: the next parameter opens a bucket
+  }
+  return plan;
+}
+
+namespace {
+
+// If the gradients of `ids` tile one contiguous range, returns it with each one's offset.
+bool contiguous_range(const std::vector<size_t>& ids, ParamSource& params, BucketView& v) {
+  std::vector<std::pair<float*, size_t>> spans;  // (start, param position in ids)
+  for (size_t k = 0; k < ids.size(); ++k) spans.push_back({params.grad(ids[k]).data(), k});
+  std::sort(spans.begin(), spans.end());
+  float* base = spans.front().first;
+  float* end = base;
+  v.offsets.assign(ids.size(), 0);
+  for (auto [start, k] : spans) {
+    if (start != end) return false;
+    v.offsets[k] = size_t(start - base);
+    end = start + params.grad(ids[k]).size();
+  }
+  v.data = {base, size_t(end - base)};
+  return true;
+}
+
+}  // namespace
+
+void BucketStorage::bind(const BucketPlan& plan, ParamSource& params) {
+  views_.assign(plan.size(), {});
+  staging_.clear();
+  staging_.resize(plan.size());
+  for (size_t b = 0; b < plan.size(); ++b) {
+    BucketView& v = views_[b];
+    v.params = plan.buckets[b];
+    if (v.params.empty()) continue;
+    if (contiguous_range(v.params, params, v)) continue;
+    // Staged: gradients packed in plan order into an owned buffer.
+    v.zero_copy = false;
+    size_t total = 0;
+    for (size_t k = 0; k < v.params.size(); ++k) {
+      v.offsets[k] = total;
+      total += params.grad(v.params[k]).size();
+    }
+    staging_[b] = AlignedBuffer((total + 1) * sizeof(float));
+    v.data = staging_[b].as<float>().first(total);
+  }
+}
+
+size_t BucketStorage::copied_buckets() const {
+  return size_t(std::count_if(views_.begin(), views_.end(), [](const BucketView& v) { return !v.zero_copy; }));
+}
+
+void BucketStorage::copy_in(size_t b, ParamSource& params) {
+  BucketView& v = views_[b];
+  if (v.zero_copy) return;
+  for (size_t k = 0; k < v.params.size(); ++k) {
+    auto g = params.grad(v.params[k]);
+    std::memcpy(v.data.data() + v.offsets[k], g.data(), g.size_bytes());
+  }
+}
+
+void BucketStorage::copy_out(size_t b, ParamSource& params) {
+  BucketView& v = views_[b];
+  if (v.zero_copy) return;
+  for (size_t k = 0; k < v.params.size(); ++k) {
+    auto g = params.grad(v.params[k]);
+    std::memcpy(g.data(), v.data.data() + v.offsets[k], g.size_bytes());
+  }
+}
+
+}  // namespace lockstep::ddp

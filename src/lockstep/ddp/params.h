@@ -1,0 +1,51 @@
+// ParamSource: everything DDP sees of a model — parameters (name, shape, dtype, value and
+// gradient spans), buffers, and an optional way to re-lay gradients out. It is the seam
+// between lockstep::ddp and a training framework: nn_adapter.h implements it for
+// nn::Model; a LibTorch adapter would implement the same few methods.
+//
+// Index i is the parameter's position in the order the forward pass uses them. The source
+// calls Reducer::mark_ready(i) (or DistributedDataParallel does, through its hook) when
+// gradient i is final for the current backward pass.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "lockstep/core/dtype.h"
+
+namespace lockstep::ddp {
+
+struct TensorInfo {
+  std::string name;
+  std::vector<int64_t> shape;
+  DType dtype = DType::f32;
+  size_t numel() const;
+  std::string describe() const;  // "2.weight [512, 784] float32"
+};
+
+class ParamSource {
+ public:
+  virtual ~ParamSource() = default;
+
+  virtual size_t num_params() const = 0;
+  virtual const TensorInfo& param_info(size_t i) const = 0;
+  virtual std::span<float> value(size_t i) = 0;
+  virtual std::span<float> grad(size_t i) = 0;
+
+  // Places gradients contiguously in `order` (a permutation of all indices), keeping their
+  // contents, so that buckets stay zero-copy views. Returns false when the framework
+  // cannot; the reducer then stages non-contiguous buckets through a copy.
+  virtual bool set_grad_order(std::span<const size_t> order) { return false; }
+
+  // Non-learnable state replicas must agree on (BatchNorm running statistics).
+  virtual size_t num_buffers() const { return 0; }
+  virtual const TensorInfo& buffer_info(size_t i) const;
+  virtual std::span<float> buffer(size_t i);
+
+  void zero_grads();
+};
+
+}  // namespace lockstep::ddp

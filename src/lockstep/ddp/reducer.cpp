@@ -1,0 +1,231 @@
+#include "lockstep/ddp/reducer.h"
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+
+#include "lockstep/core/error.h"
+#include "lockstep/core/log.h"
+
+namespace lockstep::ddp {
+namespace {
+
+std::vector<size_t> numels(const ParamSource& params) {
+  std::vector<size_t> n(params.num_params());
+  for (size_t i = 0; i < n.size(); ++i) n[i] = params.param_info(i).numel();
+  return n;
+}
+
+// Index of the first NaN/Inf in `x`, or x.size(). The common all-finite case is one
+// branch-free pass the compiler vectorises.
+size_t first_nonfinite(std::span<const float> x) {
+  uint32_t any = 0;
+  for (float v : x) any |= uint32_t((std::bit_cast<uint32_t>(v) & 0x7f800000u) == 0x7f800000u);
+  if (!any) return x.size();
+  for (size_t i = 0; i < x.size(); ++i)
+    if ((std::bit_cast<uint32_t>(x[i]) & 0x7f800000u) == 0x7f800000u) return i;
+  return x.size();
+}
+
+std::string names_of(const ParamSource& params, const std::vector<size_t>& ids, size_t max = 10) {
+  std::string s;
+  for (size_t k = 0; k < ids.size() && k < max; ++k) s += (k ? ", " : "") + params.param_info(ids[k]).name;
+  if (ids.size() > max) s += str_cat(" and ", ids.size() - max, " more");
+  return s;
+}
+
+}  // namespace
+
+Reducer::Reducer(comm::ProcessGroup& pg, ParamSource& params, ReducerOptions opt)
+    : pg_(pg), params_(params), opt_(opt), hook_(std::make_unique<AllreduceHook>()) {
+  // The first plan follows the layout frameworks are expected to use: reverse order of use.
+  std::vector<size_t> order(params.num_params());
+  for (size_t k = 0; k < order.size(); ++k) order[k] = order.size() - 1 - k;
+  install(plan_buckets(order, numels(params), opt_.buckets));
+}
+
+Reducer::~Reducer() { drain(); }
+
+void Reducer::drain() noexcept {
+  for (size_t b = 0; b < pending_.size(); ++b) {
+    if (!pending_[b].work.valid()) continue;
+    try {
+      pending_[b].work.wait(std::min<Clock::duration>(opt_.timeout, std::chrono::seconds(10)));
+    } catch (const std::exception& e) {
+      LOCKSTEP_LOG(warn, "ddp reducer: rank ", pg_.rank(), " ", where(b), " left unfinished: ", e.what());
+    }
+    pending_[b] = {};
+  }
+}
+
+void Reducer::install(BucketPlan plan) {
+  plan_ = std::move(plan);
+  storage_.bind(plan_, params_);
+  tracker_.reset(plan_);
+  pending_.assign(plan_.size(), {});
+  launch_us_.assign(plan_.size(), 0);
+  done_us_.assign(plan_.size(), 0);
+}
+
+void Reducer::set_comm_hook(std::unique_ptr<CommHook> hook) {
+  if (in_backward_)
+    LOCKSTEP_THROW(InvalidArgument, "Reducer::set_comm_hook: cannot change the hook in the middle of a backward pass");
+  hook_ = hook ? std::move(hook) : std::make_unique<AllreduceHook>();
+}
+
+std::string Reducer::where(size_t b) const {
+  return str_cat(plan_.describe(b, params_), " at step ", iteration_);
+}
+
+void Reducer::start_iteration() {
+  tracker_.start_iteration();
+  next_launch_ = 0;
+  in_backward_ = true;
+  for (size_t i : static_unused_) {
+    if (tracker_.mark(i) != ReadyTracker::kNone) launch_ready();
+  }
+}
+
+void Reducer::mark_ready(size_t i) {
+  if (pg_.size() == 1 || !sync_) return;
+  if (!in_backward_) start_iteration();
+  if (tracker_.mark(i) != ReadyTracker::kNone) launch_ready();
+  poll_in_flight();
+}
+
+void Reducer::mark_all_ready() {
+  if (pg_.size() == 1 || !sync_) return;
+  if (!in_backward_) start_iteration();
+  for (const auto& bucket : plan_.buckets)
+    for (size_t i : bucket)
+      if (!tracker_.is_marked(i)) mark_ready(i);
+}
+
+void Reducer::launch_ready() {
+  if (!opt_.overlap) return;
+  while (next_launch_ < plan_.size() && tracker_.bucket_ready(next_launch_)) launch(next_launch_++);
+}
+
+void Reducer::launch(size_t b) {
+  storage_.copy_in(b, params_);
+  BucketView& v = storage_.view(b);
+  GradBucket gb{b, v.data, v.params, v.offsets, &params_, iteration_};
+  launch_us_[b] = now_us();
+  done_us_[b] = 0;
+  pending_[b] = hook_->launch(gb, pg_);
+}
+
+void Reducer::poll_in_flight() {
+  for (size_t b = 0; b < next_launch_; ++b)
+    if (done_us_[b] == 0 && pending_[b].work.valid() && pending_[b].work.is_completed()) done_us_[b] = now_us();
+}
+
+StepResult Reducer::finalize() {
+  StepResult r;
+  if (pg_.size() == 1 || !sync_) {
+    in_backward_ = false;
+    return r;
+  }
+  r.reduced = true;
+  if (!in_backward_) start_iteration();  // a backward that marked nothing
+  const int64_t t0 = now_us();
+  try {
+    handle_unused(r);
+    if (!opt_.overlap)
+      while (next_launch_ < plan_.size()) launch(next_launch_++);
+    launch_ready();
+    LOCKSTEP_CHECK_EQ(next_launch_, plan_.size(), "every bucket must be launched once all parameters are ready");
+    for (size_t b = 0; b < plan_.size(); ++b) wait_bucket(b, r);
+  } catch (...) {
+    in_backward_ = false;
+    drain();
+    throw;
+  }
+  r.wait_us = double(now_us() - t0);
+  if (timeline_) timeline_->add("finalize", "ddp", t0, now_us());
+  stats_.wait_us += r.wait_us;
+  ++stats_.steps;
+  in_backward_ = false;
+  if (iteration_ == 0 && opt_.static_graph) static_unused_ = r.unused;
+  if (iteration_ == 0 && opt_.rebuild_buckets) rebuild();
+  ++iteration_;
+  if (!r.finite) {
+    hook_->reset_state();
+    if (opt_.nonfinite == NonFinitePolicy::error)
+      LOCKSTEP_THROW(Error, "rank ", pg_.rank(), ": the averaged gradient of '", r.nonfinite_param,
+                     "' holds NaN or Inf at step ", iteration_ - 1,
+                     " (every rank stops here). Lower the learning rate, check the data, or use "
+                     "NonFinitePolicy::skip to skip such steps.");
+  }
+  return r;
+}
+
+void Reducer::handle_unused(StepResult& r) {
+  if (tracker_.all_ready()) return;
+  std::vector<size_t> unused = tracker_.unmarked();
+  if (!opt_.find_unused_parameters && !(opt_.static_graph && iteration_ == 0)) {
+    LOCKSTEP_THROW(InvalidArgument, "rank ", pg_.rank(), ": ", unused.size(), " parameter(s) received no gradient at step ",
+                   iteration_, ": ", names_of(params_, unused),
+                   ". Every parameter must take part in the loss, or construct DDP with find_unused_parameters "
+                   "(or static_graph when the unused set never changes). Other ranks will time out waiting.");
+  }
+  for (size_t i : unused)
+    if (tracker_.mark(i) != ReadyTracker::kNone) launch_ready();
+  r.unused = std::move(unused);
+}
+
+void Reducer::wait_bucket(size_t b, StepResult& r) {
+  Pending& p = pending_[b];
+  try {
+    if (p.work.valid()) p.work.wait(opt_.timeout);
+    if (done_us_[b] == 0) done_us_[b] = now_us();
+    if (p.finish) p.finish(opt_.timeout);
+  } catch (const TimeoutError& e) {
+    LOCKSTEP_THROW(TimeoutError, "rank ", pg_.rank(), ": DDP ", where(b), " was not reduced within ",
+                   opt_.timeout.count(), " ms: ", e.what(),
+                   ". A peer may have stopped, skipped this step, or have a different model.");
+  } catch (const PeerError& e) {
+    throw PeerError(e.peer_rank(), e.op(), str_cat("rank ", pg_.rank(), ": DDP ", where(b), ": ", e.what()));
+  }
+  p = {};
+  storage_.copy_out(b, params_);
+  stats_.comm_us += double(done_us_[b] - launch_us_[b]);
+  if (timeline_) timeline_->add(str_cat("allreduce b", b), "comm", launch_us_[b], done_us_[b], Timeline::kCommTrack);
+  if (opt_.nonfinite != NonFinitePolicy::ignore && r.finite) check_finite(b, r);
+}
+
+void Reducer::check_finite(size_t b, StepResult& r) {
+  const BucketView& v = storage_.view(b);
+  if (first_nonfinite(v.data) == v.data.size()) return;
+  r.finite = false;
+  for (size_t k = 0; k < v.params.size(); ++k) {
+    auto g = params_.grad(v.params[k]);
+    if (first_nonfinite(g) != g.size()) {
+      r.nonfinite_param = params_.param_info(v.params[k]).name;
+      return;
+    }
+  }
+}
+
+void Reducer::rebuild() {
+  // Rank 0's arrival order decides, so every rank builds identical buckets.
+  const size_t n = params_.num_params();
+  std::vector<int64_t> order(n);
+  auto seen = tracker_.arrival_order();
+  for (size_t k = 0; k < n; ++k) order[k] = int64_t(k < seen.size() ? seen[k] : k);
+  pg_.broadcast(order.data(), n, DType::i64, 0).wait(opt_.timeout);
+  std::vector<size_t> ord(order.begin(), order.end());
+  BucketPlan next = plan_buckets(ord, numels(params_), opt_.buckets);
+  ++stats_.rebuilds;
+  if (next.buckets == plan_.buckets) return;
+  // Zero copy needs each new bucket contiguous; re-lay gradients out when it is not.
+  BucketStorage probe;
+  probe.bind(next, params_);
+  if (probe.copied_buckets() > 0 && params_.set_grad_order(ord)) ++stats_.relayouts;
+  install(std::move(next));
+  if (storage_.copied_buckets() > 0)
+    LOCKSTEP_LOG(info, "ddp reducer: ", storage_.copied_buckets(), " of ", plan_.size(),
+                 " buckets are staged through a copy (the framework cannot re-lay gradients out)");
+}
+
+}  // namespace lockstep::ddp

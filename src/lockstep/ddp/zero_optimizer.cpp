@@ -1,0 +1,126 @@
+#include "lockstep/ddp/zero_optimizer.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "lockstep/core/error.h"
+
+namespace lockstep::ddp {
+
+std::string ZeroMemoryReport::str() const {
+  return str_cat("optimizer state per rank: ", state_bytes_local, " B (unsharded ", state_bytes_unsharded,
+                 " B, saved ", saved_bytes(), " B); scratch ", scratch_bytes, " B");
+}
+
+ZeroOptimizer::ZeroOptimizer(comm::ProcessGroup& pg, ParamSource& params, ZeroSgdOptions opt, Millis timeout)
+    : pg_(pg), params_(params), opt_(opt), timeout_(timeout) {
+  if (opt.momentum < 0.0f || opt.weight_decay < 0.0f || (opt.nesterov && opt.momentum <= 0.0f))
+    LOCKSTEP_THROW(InvalidArgument, "ZeroOptimizer: momentum and weight_decay must be >= 0; Nesterov needs momentum > 0");
+  bind_flat();
+  const size_t w = size_t(pg.size());
+  shard_ = total_ / w;
+  tail_ = total_ - shard_ * w;
+  if (opt.momentum > 0.0f) {
+    momentum_ = AlignedBuffer((shard_ + tail_ + 1) * sizeof(float));
+    std::memset(momentum_.data(), 0, momentum_.size());
+  }
+  grad_slice_ = AlignedBuffer((shard_ + 1) * sizeof(float));
+  value_slice_ = AlignedBuffer((shard_ + 1) * sizeof(float));
+}
+
+// Zero copy when values and gradients each tile one range with identical relative offsets.
+void ZeroOptimizer::bind_flat() {
+  const size_t n = params_.num_params();
+  offsets_.assign(n, 0);
+  if (n == 0) return;
+  float* v0 = params_.value(0).data();
+  float* g0 = params_.grad(0).data();
+  for (size_t i = 0; i < n; ++i) {
+    v0 = std::min(v0, params_.value(i).data());
+    g0 = std::min(g0, params_.grad(i).data());
+    total_ += params_.value(i).size();
+  }
+  zero_copy_ = true;
+  for (size_t i = 0; i < n && zero_copy_; ++i) {
+    const size_t off = size_t(params_.value(i).data() - v0);
+    zero_copy_ = params_.grad(i).data() - g0 == ptrdiff_t(off) && off + params_.value(i).size() <= total_;
+    offsets_[i] = off;
+  }
+  if (zero_copy_) {
+    values_ = {v0, total_};
+    grads_ = {g0, total_};
+    return;
+  }
+  size_t off = 0;  // staged: parameter index order
+  for (size_t i = 0; i < n; ++i) {
+    offsets_[i] = off;
+    off += params_.value(i).size();
+  }
+  stage_values_ = AlignedBuffer((total_ + 1) * sizeof(float));
+  stage_grads_ = AlignedBuffer((total_ + 1) * sizeof(float));
+  values_ = stage_values_.as<float>().first(total_);
+  grads_ = stage_grads_.as<float>().first(total_);
+}
+
+void ZeroOptimizer::stage_in() {
+  if (zero_copy_) return;
+  for (size_t i = 0; i < params_.num_params(); ++i) {
+    std::memcpy(values_.data() + offsets_[i], params_.value(i).data(), params_.value(i).size_bytes());
+    std::memcpy(grads_.data() + offsets_[i], params_.grad(i).data(), params_.grad(i).size_bytes());
+  }
+}
+
+void ZeroOptimizer::stage_out() {
+  if (zero_copy_) return;
+  for (size_t i = 0; i < params_.num_params(); ++i)
+    std::memcpy(params_.value(i).data(), values_.data() + offsets_[i], params_.value(i).size_bytes());
+}
+
+// Exactly nn::Sgd's arithmetic, element by element, so results match plain DDP + Sgd.
+void ZeroOptimizer::sgd(float* w, const float* g, float* b, size_t n) const {
+  const float mu = opt_.momentum, wd = opt_.weight_decay, lr = opt_.lr;
+  if (mu == 0.0f) {
+    for (size_t i = 0; i < n; ++i) w[i] -= lr * (g[i] + wd * w[i]);
+    return;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const float d = g[i] + wd * w[i];
+    b[i] = mu * b[i] + d;
+    w[i] -= lr * (opt_.nesterov ? d + mu * b[i] : b[i]);
+  }
+}
+
+void ZeroOptimizer::step() {
+  stage_in();
+  const size_t w = size_t(pg_.size()), r = size_t(pg_.rank());
+  float* mom = momentum_.size() ? momentum_.as<float>().data() : nullptr;
+  float* gs = grad_slice_.as<float>().data();
+  float* vs = value_slice_.as<float>().data();
+  float* tail_g = grads_.data() + shard_ * w;
+  comm::Work tail_work;
+  if (tail_ > 0) tail_work = pg_.allreduce(tail_g, tail_, DType::f32, comm::ReduceOp::avg);
+  if (shard_ > 0) {
+    pg_.reduce_scatter(grads_.data(), gs, shard_, DType::f32, comm::ReduceOp::avg).wait(timeout_);
+    std::memcpy(vs, values_.data() + r * shard_, shard_ * sizeof(float));
+    sgd(vs, gs, mom, shard_);
+  }
+  comm::Work gather;
+  if (shard_ > 0) gather = pg_.allgather(vs, values_.data(), shard_, DType::f32);
+  if (tail_ > 0) {
+    tail_work.wait(timeout_);
+    sgd(values_.data() + shard_ * w, tail_g, mom ? mom + shard_ : nullptr, tail_);
+  }
+  if (gather.valid()) gather.wait(timeout_);
+  stage_out();
+}
+
+ZeroMemoryReport ZeroOptimizer::memory() const {
+  ZeroMemoryReport m;
+  const size_t slots = opt_.momentum > 0.0f ? 1 : 0;
+  m.state_bytes_unsharded = slots * total_ * sizeof(float);
+  m.state_bytes_local = slots * (shard_ + tail_) * sizeof(float);
+  m.scratch_bytes = 2 * shard_ * sizeof(float) + (zero_copy_ ? 0 : 2 * total_ * sizeof(float));
+  return m;
+}
+
+}  // namespace lockstep::ddp

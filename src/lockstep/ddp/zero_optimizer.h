@@ -1,0 +1,69 @@
+// ZeroOptimizer: ZeRO stage 1 — optimizer state sharded across ranks. Each rank owns a
+// contiguous 1/W slice of the flattened parameters and keeps momentum only for it.
+//
+//   step():  reduce-scatter the gradients (average)  -> this rank's slice of the gradient
+//            SGD (torch.optim.SGD semantics) on the slice with its own momentum
+//            all-gather the updated slices             -> every rank has all parameters
+//
+// Use it with DistributedDataParallel constructed with gradient_sync = false (DDP then
+// only broadcasts the initial state and checks the architecture; gradients stay local
+// until step()). The flat order is the source's gradient layout when parameters and
+// gradients are each one contiguous range with the same offsets (nn::Model before any
+// re-layout): then nothing is copied. Otherwise values and gradients are staged.
+// The last N mod W elements are all-reduced and updated by every rank.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "lockstep/comm/process_group.h"
+#include "lockstep/core/buffer.h"
+#include "lockstep/ddp/params.h"
+
+namespace lockstep::ddp {
+
+struct ZeroSgdOptions {
+  float lr = 0.01f;
+  float momentum = 0.0f;
+  float weight_decay = 0.0f;
+  bool nesterov = false;
+};
+
+struct ZeroMemoryReport {
+  size_t state_bytes_unsharded = 0;  // what each rank would hold without ZeRO
+  size_t state_bytes_local = 0;      // what this rank holds
+  size_t scratch_bytes = 0;          // slice buffers (and staging when not zero copy)
+  size_t saved_bytes() const { return state_bytes_unsharded - state_bytes_local; }
+  std::string str() const;
+};
+
+class ZeroOptimizer {
+ public:
+  ZeroOptimizer(comm::ProcessGroup& pg, ParamSource& params, ZeroSgdOptions opt,
+                Millis timeout = std::chrono::seconds(300));
+  void step();
+  void set_lr(float lr) { opt_.lr = lr; }
+  ZeroMemoryReport memory() const;
+  bool zero_copy() const { return zero_copy_; }
+  size_t shard_size() const { return shard_; }
+
+ private:
+  void bind_flat();
+  void stage_in();
+  void stage_out();
+  void sgd(float* w, const float* g, float* b, size_t n) const;
+
+  comm::ProcessGroup& pg_;
+  ParamSource& params_;
+  ZeroSgdOptions opt_;
+  Millis timeout_;
+  size_t total_ = 0, shard_ = 0, tail_ = 0;  // N, N / W, N mod W
+  bool zero_copy_ = false;
+  std::span<float> values_, grads_;         // flat N
+  std::vector<size_t> offsets_;             // per parameter, into the flat order
+  AlignedBuffer stage_values_, stage_grads_;
+  AlignedBuffer momentum_;                  // shard_ + tail_
+  AlignedBuffer grad_slice_, value_slice_;  // shard_ each
+};
+
+}  // namespace lockstep::ddp
