@@ -6,7 +6,9 @@
 namespace lockstep::data {
 
 Dataset parse_cifar10(std::span<const uint8_t> b, const std::string& name) {
-  if (b.empty()) LOCKSTEP_THROW(DataError, name, ": empty CIFAR-10 batch file; re-download it");
+  if (b.empty()) {
+    LOCKSTEP_THROW(DataError, name, ": empty CIFAR-10 batch file; re-download it");
+  }
   if (b.size() % kCifarRecordBytes != 0) {
     const size_t whole = b.size() / kCifarRecordBytes;
     LOCKSTEP_THROW(DataError, name, ": truncated CIFAR-10 batch: ", b.size(),
@@ -22,11 +24,12 @@ Dataset parse_cifar10(std::span<const uint8_t> b, const std::string& name) {
   std::vector<uint8_t> features(n * pixels);
   for (size_t i = 0; i < n; ++i) {
     const uint8_t* rec = b.data() + i * kCifarRecordBytes;
-    if (rec[0] > 9)
+    if (rec[0] > 9) {
       LOCKSTEP_THROW(DataError, name, ": label ", int(rec[0]), " of record ", i, " (byte offset ",
                      i * kCifarRecordBytes,
                      ") is outside [0, 10); the file "
                      "is corrupt or not a CIFAR-10 binary batch, re-download it");
+    }
     labels[i] = rec[0];
     std::copy(rec + 1, rec + kCifarRecordBytes, features.begin() + i * pixels);
   }
@@ -35,14 +38,17 @@ Dataset parse_cifar10(std::span<const uint8_t> b, const std::string& name) {
 }
 
 Dataset load_cifar10_files(const std::vector<std::string>& paths) {
-  if (paths.empty()) LOCKSTEP_THROW(InvalidArgument, "load_cifar10_files: no files given");
+  if (paths.empty()) {
+    LOCKSTEP_THROW(InvalidArgument, "load_cifar10_files: no files given");
+  }
   Dataset all;
   for (size_t i = 0; i < paths.size(); ++i) {
     Dataset d = parse_cifar10(read_data_file(paths[i]), paths[i]);
-    if (i == 0)
+    if (i == 0) {
       all = std::move(d);
-    else
+    } else {
       all.append(d);
+    }
   }
   return all;
 }
@@ -50,15 +56,19 @@ Dataset load_cifar10_files(const std::vector<std::string>& paths) {
 Dataset load_cifar10(const std::string& dir, Split split) {
   std::vector<std::string> paths;
   if (split == Split::train) {
-    for (int i = 1; i <= 5; ++i) paths.push_back(dir + "/data_batch_" + std::to_string(i) + ".bin");
+    for (int i = 1; i <= 5; ++i) {
+      paths.push_back(dir + "/data_batch_" + std::to_string(i) + ".bin");
+    }
   } else {
     paths.push_back(dir + "/test_batch.bin");
   }
-  for (const auto& p : paths)
-    if (!file_exists(p))
+  for (const auto& p : paths) {
+    if (!file_exists(p)) {
       LOCKSTEP_THROW(DataError, "CIFAR-10 ", split_name(split), " split incomplete: '", p,
                      "' is missing; pass the 'cifar-10-batches-bin' directory of the binary "
                      "version (data_batch_1..5.bin, test_batch.bin)");
+    }
+  }
   return load_cifar10_files(paths);
 }
 

@@ -11,16 +11,20 @@ DataLoader::DataLoader(const Dataset& data, DistributedSampler sampler, DataLoad
       sampler_(std::move(sampler)),
       opts_(std::move(opts)),
       transform_(data, opts_.transform) {
-  if (opts_.batch_size < 1)
+  if (opts_.batch_size < 1) {
     LOCKSTEP_THROW(InvalidArgument, "DataLoader: batch_size must be >= 1, got ", opts_.batch_size);
-  if (opts_.prefetch < 0)
-    LOCKSTEP_THROW(InvalidArgument, "DataLoader: prefetch must be >= 0, got ", opts_.prefetch);
-  if (sampler_.options().dataset_size != data.size())
+  }
+  if (opts_.prefetch < 0 || opts_.prefetch > kMaxPrefetch) {
+    LOCKSTEP_THROW(InvalidArgument, "DataLoader: prefetch must be in [0, ", kMaxPrefetch, "], got ",
+                   opts_.prefetch);
+  }
+  if (sampler_.options().dataset_size != data.size()) {
     LOCKSTEP_THROW(InvalidArgument, "DataLoader: the sampler was made for ",
                    sampler_.options().dataset_size, " samples but dataset '", data.name(), "' has ",
                    data.size());
+  }
   // prefetch batches in flight plus the one the caller holds.
-  slots_.resize(static_cast<size_t>(std::max(opts_.prefetch, 1) + 1));
+  slots_.resize(static_cast<size_t>(std::max(opts_.prefetch, 1)) + 1);
   for (Batch& b : slots_) {
     b.numel_ = data.sample_numel();
     b.targets_ = data.targets_per_sample();
@@ -57,11 +61,15 @@ void DataLoader::begin_epoch() {
   handed_ = -1;
   free_.reset(slots_.size());
   ready_.reset(slots_.size());
-  for (size_t s = 0; s < slots_.size(); ++s) free_.push(static_cast<int>(s));
+  for (size_t s = 0; s < slots_.size(); ++s) {
+    free_.push(static_cast<int>(s));
+  }
   error_ = nullptr;
   stop_ = false;
   started_ = true;
-  if (opts_.prefetch > 0 && total_batches_ > 0) worker_ = std::thread([this] { worker_main(); });
+  if (opts_.prefetch > 0 && total_batches_ > 0) {
+    worker_ = std::thread([this] { worker_main(); });
+  }
 }
 
 void DataLoader::stop_worker() {
@@ -70,7 +78,9 @@ void DataLoader::stop_worker() {
     stop_ = true;
   }
   cv_.notify_all();
-  if (worker_.joinable()) worker_.join();
+  if (worker_.joinable()) {
+    worker_.join();
+  }
   started_ = false;
   handed_ = -1;
 }
@@ -89,7 +99,9 @@ void DataLoader::fill(Batch& b, int64_t batch_number) const {
     b.indices_[i] = index;
     std::span<float> out(b.features_.data() + i * numel, numel);
     transform_.apply(index, sampler_.epoch(), out);
-    if (opts_.sample_hook) opts_.sample_hook(index, out);
+    if (opts_.sample_hook) {
+      opts_.sample_hook(index, out);
+    }
     auto t = data_.targets(index);
     std::copy(t.begin(), t.end(), b.labels_.begin() + static_cast<std::ptrdiff_t>(i * targets));
   }
@@ -103,7 +115,9 @@ void DataLoader::worker_main() {
     {
       std::unique_lock lk(mu_);
       cv_.wait(lk, [&] { return stop_ || free_.count > 0; });
-      if (stop_) return;
+      if (stop_) {
+        return;
+      }
       slot = free_.pop();
     }
     try {
@@ -133,9 +147,13 @@ const Batch* DataLoader::hand_out(int slot) {
 }
 
 const Batch* DataLoader::next() {
-  if (!started_) begin_epoch();
+  if (!started_) {
+    begin_epoch();
+  }
   if (opts_.prefetch == 0) {
-    if (delivered_ == total_batches_) return nullptr;
+    if (delivered_ == total_batches_) {
+      return nullptr;
+    }
     fill(slots_[0], delivered_);
     return hand_out(0);
   }
@@ -145,15 +163,22 @@ const Batch* DataLoader::next() {
     handed_ = -1;
     cv_.notify_all();
   }
-  if (delivered_ == total_batches_) return nullptr;
+  if (delivered_ == total_batches_) {
+    return nullptr;
+  }
   const bool ok = cv_.wait_for(lk, opts_.timeout, [&] { return ready_.count > 0 || error_; });
-  if (ready_.count > 0) return hand_out(ready_.pop());
-  if (error_) std::rethrow_exception(error_);
-  if (!ok)
+  if (ready_.count > 0) {
+    return hand_out(ready_.pop());
+  }
+  if (error_) {
+    std::rethrow_exception(error_);
+  }
+  if (!ok) {
     LOCKSTEP_THROW(TimeoutError, "DataLoader: batch ", delivered_, " of epoch ", sampler_.epoch(),
                    " not ready after ", opts_.timeout.count(),
                    " ms; the sample hook or the "
                    "machine is too slow, raise DataLoaderOptions::timeout");
+  }
   return nullptr;
 }
 

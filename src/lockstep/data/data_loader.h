@@ -30,6 +30,8 @@
 
 namespace lockstep::data {
 
+inline constexpr int kMaxPrefetch = 256;
+
 struct DataLoaderOptions {
   int64_t batch_size = 32;
   int prefetch = 2;        // batches assembled ahead; 0 assembles in next() on the caller

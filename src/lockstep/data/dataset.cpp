@@ -7,8 +7,12 @@
 namespace lockstep::data {
 
 Split parse_split(const std::string& name) {
-  if (name == "train") return Split::train;
-  if (name == "test" || name == "t10k" || name == "eval") return Split::test;
+  if (name == "train") {
+    return Split::train;
+  }
+  if (name == "test" || name == "t10k" || name == "eval") {
+    return Split::test;
+  }
   LOCKSTEP_THROW(InvalidArgument, "unknown data split '", name, "' (use 'train' or 'test')");
 }
 
@@ -19,7 +23,9 @@ const char* split_name(Split s) {
 static int64_t shape_numel(const std::vector<int64_t>& shape) {
   int64_t n = 1;
   for (int64_t d : shape) {
-    if (d <= 0) LOCKSTEP_THROW(InvalidArgument, "Dataset: sample dimensions must be > 0, got ", d);
+    if (d <= 0) {
+      LOCKSTEP_THROW(InvalidArgument, "Dataset: sample dimensions must be > 0, got ", d);
+    }
     n *= d;
   }
   return n;
@@ -28,8 +34,9 @@ static int64_t shape_numel(const std::vector<int64_t>& shape) {
 Dataset Dataset::from_u8(std::string name, FeatureKind kind, std::vector<int64_t> shape,
                          std::vector<uint8_t> features, std::vector<int32_t> targets,
                          int64_t targets_per_sample, int num_classes) {
-  if (kind == FeatureKind::float32)
+  if (kind == FeatureKind::float32) {
     LOCKSTEP_THROW(InvalidArgument, "Dataset::from_u8 needs an u8 feature kind");
+  }
   Dataset d;
   d.name_ = std::move(name);
   d.kind_ = kind;
@@ -63,20 +70,24 @@ Dataset Dataset::from_f32(std::string name, std::vector<int64_t> shape, std::vec
 
 void Dataset::validate() const {
   const size_t feats = kind_ == FeatureKind::float32 ? f32_.size() : u8_.size();
-  if (feats != static_cast<size_t>(size_ * numel_))
+  if (feats != static_cast<size_t>(size_ * numel_)) {
     LOCKSTEP_THROW(InvalidArgument, "Dataset '", name_, "': ", feats,
                    " feature values is not a multiple of the sample size ", numel_);
-  if (targets_per_sample_ < 1 || num_classes_ < 1)
+  }
+  if (targets_per_sample_ < 1 || num_classes_ < 1) {
     LOCKSTEP_THROW(InvalidArgument, "Dataset '", name_,
                    "': targets_per_sample and num_classes must be >= 1");
-  if (targets_.size() != static_cast<size_t>(size_ * targets_per_sample_))
+  }
+  if (targets_.size() != static_cast<size_t>(size_ * targets_per_sample_)) {
     LOCKSTEP_THROW(InvalidArgument, "Dataset '", name_, "': ", targets_.size(), " targets for ",
                    size_, " samples of ", targets_per_sample_, " targets each");
+  }
   auto bad = std::find_if(targets_.begin(), targets_.end(),
                           [&](int32_t t) { return t < 0 || t >= num_classes_; });
-  if (bad != targets_.end())
+  if (bad != targets_.end()) {
     LOCKSTEP_THROW(InvalidArgument, "Dataset '", name_, "': target ", *bad, " at position ",
                    bad - targets_.begin(), " outside [0, ", num_classes_, ")");
+  }
 }
 
 std::span<const uint8_t> Dataset::u8_features(int64_t i) const {
@@ -103,7 +114,9 @@ void Dataset::copy_features(int64_t i, std::span<float> out) const {
   }
   auto src = u8_features(i);
   const float scale = kind_ == FeatureKind::image_u8 ? 1.0f / 255.0f : 1.0f;
-  for (size_t k = 0; k < src.size(); ++k) out[k] = static_cast<float>(src[k]) * scale;
+  for (size_t k = 0; k < src.size(); ++k) {
+    out[k] = static_cast<float>(src[k]) * scale;
+  }
 }
 
 void Dataset::append(const Dataset& o) {

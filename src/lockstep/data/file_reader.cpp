@@ -19,7 +19,9 @@ namespace {
 struct Fd {
   int fd;
   ~Fd() {
-    if (fd >= 0) ::close(fd);
+    if (fd >= 0) {
+      ::close(fd);
+    }
   }
 };
 
@@ -37,24 +39,35 @@ bool file_exists(const std::string& path) {
 
 std::vector<uint8_t> read_file(const std::string& path, size_t max_bytes) {
   Fd f{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
-  if (f.fd < 0) throw_os(path, "open", errno);
+  if (f.fd < 0) {
+    throw_os(path, "open", errno);
+  }
   struct stat st {};
-  if (::fstat(f.fd, &st) != 0) throw_os(path, "stat", errno);
-  if (!S_ISREG(st.st_mode))
+  if (::fstat(f.fd, &st) != 0) {
+    throw_os(path, "stat", errno);
+  }
+  if (!S_ISREG(st.st_mode)) {
     LOCKSTEP_THROW(DataError, path, ": not a regular file; pass the path of a data file");
+  }
   const auto size = static_cast<uint64_t>(st.st_size);
-  if (size > max_bytes)
+  if (size > max_bytes) {
     LOCKSTEP_THROW(DataError, path, ": file is ", size, " bytes, more than the limit of ",
                    max_bytes, " bytes; is this the right file?");
+  }
   std::vector<uint8_t> out(static_cast<size_t>(size));
   size_t got = 0;
   while (got < out.size()) {
     const ssize_t r = ::read(f.fd, out.data() + got, out.size() - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) throw_os(path, "read", errno);
-    if (r == 0)
+    if (r < 0 && errno == EINTR) {
+      continue;
+    }
+    if (r < 0) {
+      throw_os(path, "read", errno);
+    }
+    if (r == 0) {
       LOCKSTEP_THROW(DataError, path, ": file shrank while reading (got ", got, " of ", size,
                      " bytes); is another process writing it?");
+    }
     got += static_cast<size_t>(r);
   }
   return out;
@@ -72,7 +85,9 @@ struct Inflater {
   bool ok = false;
   Inflater() { ok = inflateInit2(&z, 16 + MAX_WBITS) == Z_OK; }  // 16: gzip wrapper only
   ~Inflater() {
-    if (ok) inflateEnd(&z);
+    if (ok) {
+      inflateEnd(&z);
+    }
   }
 };
 
@@ -99,16 +114,19 @@ size_t initial_size(std::span<const uint8_t> in, size_t max_bytes) {
 std::vector<uint8_t> gunzip(std::span<const uint8_t> in, const std::string& name,
                             size_t max_bytes) {
   Inflater inf;
-  if (!inf.ok) LOCKSTEP_THROW(DataError, name, ": zlib inflateInit failed (out of memory?)");
+  if (!inf.ok) {
+    LOCKSTEP_THROW(DataError, name, ": zlib inflateInit failed (out of memory?)");
+  }
   std::vector<uint8_t> out(initial_size(in, max_bytes));
   size_t produced = 0;
   size_t consumed = 0;
   z_stream& z = inf.z;
   for (;;) {
     if (produced == out.size()) {
-      if (out.size() >= max_bytes)
+      if (out.size() >= max_bytes) {
         LOCKSTEP_THROW(DataError, name, ": gzip data inflates to more than ", max_bytes,
                        " bytes (the limit); the file is not a dataset or is corrupt");
+      }
       out.resize(std::min(max_bytes, out.size() * 2));
     }
     // zlib counts in uInt; feed at most 1 GiB per call.
@@ -123,19 +141,27 @@ std::vector<uint8_t> gunzip(std::span<const uint8_t> in, const std::string& name
     produced += out_chunk - z.avail_out;
     if (rc == Z_STREAM_END) {
       // Another member may follow; anything else after the last member is garbage.
-      if (consumed == in.size()) break;
-      if (!is_gzip(in.subspan(consumed)))
+      if (consumed == in.size()) {
+        break;
+      }
+      if (!is_gzip(in.subspan(consumed))) {
         LOCKSTEP_THROW(DataError, name, ": unexpected bytes after the gzip data at offset ",
                        consumed, "; the file is damaged, re-download it");
+      }
       inflateReset(&z);
       continue;
     }
-    if (rc == Z_OK) continue;
-    if (rc == Z_BUF_ERROR && z.avail_out == 0) continue;  // output full: grow and go on
-    if (rc == Z_BUF_ERROR)
+    if (rc == Z_OK) {
+      continue;
+    }
+    if (rc == Z_BUF_ERROR && z.avail_out == 0) {
+      continue;  // output full: grow and go on
+    }
+    if (rc == Z_BUF_ERROR) {
       LOCKSTEP_THROW(DataError, name, ": gzip data is truncated at offset ", consumed,
                      " (the stream ends before its end marker); the download was cut short, "
                      "re-download the file");
+    }
     LOCKSTEP_THROW(DataError, name, ": corrupt gzip data near offset ", consumed,
                    " (zlib: ", z.msg ? z.msg : "error", "); re-download the file");
   }
@@ -145,7 +171,9 @@ std::vector<uint8_t> gunzip(std::span<const uint8_t> in, const std::string& name
 
 std::vector<uint8_t> read_data_file(const std::string& path, size_t max_bytes) {
   std::vector<uint8_t> raw = read_file(path, max_bytes);
-  if (!is_gzip(raw)) return raw;
+  if (!is_gzip(raw)) {
+    return raw;
+  }
   return gunzip(raw, path, max_bytes);
 }
 

@@ -28,7 +28,9 @@ size_t idx_type_size(IdxType t) {
 
 uint64_t IdxArray::count() const {
   uint64_t n = 1;
-  for (uint32_t d : dims) n *= d;
+  for (uint32_t d : dims) {
+    n *= d;
+  }
   return n;
 }
 
@@ -44,19 +46,26 @@ bool valid_type(uint8_t t) {
 
 std::string dims_text(const std::vector<uint32_t>& dims) {
   std::string s;
-  for (size_t i = 0; i < dims.size(); ++i) s += (i ? "x" : "") + std::to_string(dims[i]);
+  for (size_t i = 0; i < dims.size(); ++i) {
+    s += (i ? "x" : "") + std::to_string(dims[i]);
+  }
   return s;
 }
 
 // Copies big-endian elements into host order.
 void copy_elements(const uint8_t* src, size_t count, size_t elem, uint8_t* dst) {
-  if (count == 0) return;  // dst may be null (found by idx_fuzz)
+  if (count == 0) {
+    return;  // dst may be null (found by idx_fuzz)
+  }
   if (elem == 1 || std::endian::native == std::endian::big) {
     std::memcpy(dst, src, count * elem);
     return;
   }
-  for (size_t i = 0; i < count; ++i)
-    for (size_t b = 0; b < elem; ++b) dst[i * elem + b] = src[i * elem + (elem - 1 - b)];
+  for (size_t i = 0; i < count; ++i) {
+    for (size_t b = 0; b < elem; ++b) {
+      dst[i * elem + b] = src[i * elem + (elem - 1 - b)];
+    }
+  }
 }
 
 constexpr const char* kRedownload = "; the file is corrupt or not an IDX file, re-download it";
@@ -66,9 +75,10 @@ constexpr const char* kRedownload = "; the file is corrupt or not an IDX file, r
 // Phases: magic (4 bytes) -> dimension sizes -> payload length checked against the header
 // before anything is allocated, with overflow-safe arithmetic.
 IdxArray parse_idx(std::span<const uint8_t> b, const std::string& name) {
-  if (b.size() < 4)
+  if (b.size() < 4) {
     LOCKSTEP_THROW(DataError, name, ": truncated IDX header: file is ", b.size(),
                    " bytes, the magic number alone needs 4", kRedownload);
+  }
   const uint32_t magic = read_be32(b.data());
   if (b[0] != 0 || b[1] != 0 || !valid_type(b[2]) || b[3] == 0 || b[3] > kIdxMaxDims) {
     char hex[16];
@@ -82,10 +92,13 @@ IdxArray parse_idx(std::span<const uint8_t> b, const std::string& name) {
   a.type = static_cast<IdxType>(b[2]);
   const size_t ndims = b[3];
   const size_t header = 4 + 4 * ndims;
-  if (b.size() < header)
+  if (b.size() < header) {
     LOCKSTEP_THROW(DataError, name, ": truncated IDX header: ", ndims, " dimensions need ", header,
                    " header bytes but the file has ", b.size(), kRedownload);
-  for (size_t i = 0; i < ndims; ++i) a.dims.push_back(read_be32(b.data() + 4 + 4 * i));
+  }
+  for (size_t i = 0; i < ndims; ++i) {
+    a.dims.push_back(read_be32(b.data() + 4 + 4 * i));
+  }
   const size_t elem = idx_type_size(a.type);
   const uint64_t payload = b.size() - header;
   // Count the elements only while they still fit in the payload, so that a huge header
@@ -95,16 +108,20 @@ IdxArray parse_idx(std::span<const uint8_t> b, const std::string& name) {
   bool too_big = false;
   for (size_t i = 0; i < ndims && !empty && !too_big; ++i) {
     too_big = count > payload / elem / a.dims[i];
-    if (!too_big) count *= a.dims[i];
+    if (!too_big) {
+      count *= a.dims[i];
+    }
   }
-  if (too_big || count * elem > payload)
+  if (too_big || count * elem > payload) {
     LOCKSTEP_THROW(DataError, name, ": truncated IDX data: the header says ", dims_text(a.dims),
                    " elements of ", elem, " bytes but only ", payload, " bytes follow the ", header,
                    "-byte header (file is ", b.size(), " bytes)", kRedownload);
-  if (count * elem < payload)
+  }
+  if (count * elem < payload) {
     LOCKSTEP_THROW(DataError, name, ": ", payload - count * elem,
                    " unexpected bytes after the IDX data at offset ", header + count * elem,
                    " (header says ", dims_text(a.dims), ")", kRedownload);
+  }
   a.data.resize(static_cast<size_t>(count * elem));
   copy_elements(b.data() + header, static_cast<size_t>(count), elem, a.data.data());
   return a;
@@ -117,11 +134,12 @@ IdxArray load_idx(const std::string& path) {
 namespace {
 
 void expect_u8(const IdxArray& a, const std::string& name, const char* what) {
-  if (a.type != IdxType::u8)
+  if (a.type != IdxType::u8) {
     LOCKSTEP_THROW(DataError, name, ": ", what,
                    " must have element type 0x08 (unsigned byte), "
                    "got type byte ",
                    int(a.type), "; is this the right file?");
+  }
 }
 
 }  // namespace
@@ -130,33 +148,42 @@ Dataset idx_to_dataset(IdxArray images, const std::string& images_name, const Id
                        const std::string& labels_name, int num_classes) {
   expect_u8(images, images_name, "images");
   expect_u8(labels, labels_name, "labels");
-  if (images.dims.size() != 3 && images.dims.size() != 4)
+  if (images.dims.size() != 3 && images.dims.size() != 4) {
     LOCKSTEP_THROW(DataError, images_name,
                    ": images must have 3 dimensions (N x H x W) or 4 "
                    "(N x C x H x W), got ",
                    images.dims.size(), " (", dims_text(images.dims),
                    "); is this a labels file? (images are '*-images-idx3-ubyte')");
-  if (labels.dims.size() != 1)
+  }
+  if (labels.dims.size() != 1) {
     LOCKSTEP_THROW(DataError, labels_name, ": labels must have 1 dimension (N), got ",
                    labels.dims.size(), " (", dims_text(labels.dims),
                    "); is this an images file? (labels are '*-labels-idx1-ubyte')");
-  if (images.dims[0] != labels.dims[0])
+  }
+  if (images.dims[0] != labels.dims[0]) {
     LOCKSTEP_THROW(DataError, images_name, " has ", images.dims[0], " images but ", labels_name,
                    " has ", labels.dims[0],
                    " labels; the two files come from different "
                    "datasets or splits (train vs t10k), use a matching pair");
+  }
   std::vector<int64_t> shape(images.dims.begin() + 1, images.dims.end());
-  if (shape.size() == 2) shape.insert(shape.begin(), 1);
-  for (int64_t d : shape)
-    if (d == 0)
+  if (shape.size() == 2) {
+    shape.insert(shape.begin(), 1);
+  }
+  for (int64_t d : shape) {
+    if (d == 0) {
       LOCKSTEP_THROW(DataError, images_name, ": image size ", dims_text(images.dims),
                      " has a zero dimension", kRedownload);
+    }
+  }
   std::vector<int32_t> targets(labels.data.begin(), labels.data.end());
-  for (size_t i = 0; i < targets.size(); ++i)
-    if (targets[i] >= num_classes)
+  for (size_t i = 0; i < targets.size(); ++i) {
+    if (targets[i] >= num_classes) {
       LOCKSTEP_THROW(DataError, labels_name, ": label ", targets[i], " of sample ", i,
                      " (byte offset ", 8 + i, ") is outside [0, ", num_classes,
                      "); the file is corrupt or has another number of classes");
+    }
+  }
   return Dataset::from_u8(images_name, FeatureKind::image_u8, std::move(shape),
                           std::move(images.data), std::move(targets), 1, num_classes);
 }
@@ -174,9 +201,11 @@ std::optional<std::string> find_file(const std::string& dir, const std::string& 
                                      const std::string& kind, std::string& tried) {
   for (const char* sep : {"-", "."}) {
     for (const char* ext : {"", ".gz"}) {
-      std::string p = dir + "/" + prefix + "-" + kind + sep + (kind == "images" ? "idx3" : "idx1") +
-                      "-ubyte" + ext;
-      if (file_exists(p)) return p;
+      const std::string p = str_cat(dir, "/", prefix, "-", kind, sep,
+                                    kind == "images" ? "idx3" : "idx1", "-ubyte", ext);
+      if (file_exists(p)) {
+        return p;
+      }
       tried += (tried.empty() ? "" : ", ") + p;
     }
   }
@@ -190,11 +219,12 @@ Dataset load_mnist(const std::string& dir, Split split, int num_classes) {
   std::string tried;
   auto images = find_file(dir, prefix, "images", tried);
   auto labels = find_file(dir, prefix, "labels", tried);
-  if (!images || !labels)
+  if (!images || !labels) {
     LOCKSTEP_THROW(DataError, "no MNIST-format ", split_name(split), " split in '", dir,
                    "' (looked for ", tried,
                    "); pass the directory holding the IDX files, or "
                    "install Fashion-MNIST with 'apt-get install dataset-fashion-mnist'");
+  }
   return load_idx_dataset(*images, *labels, num_classes);
 }
 
@@ -203,7 +233,9 @@ std::optional<std::string> find_fashion_mnist_dir(const std::vector<std::string>
   all.push_back(kDebianFashionMnistDir);
   for (const auto& d : all) {
     std::string tried;
-    if (find_file(d, "train", "images", tried) && find_file(d, "train", "labels", tried)) return d;
+    if (find_file(d, "train", "images", tried) && find_file(d, "train", "labels", tried)) {
+      return d;
+    }
   }
   return std::nullopt;
 }

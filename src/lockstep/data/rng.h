@@ -45,7 +45,9 @@ class Rng {
     const uint64_t threshold = (0 - bound) % bound;
     for (;;) {
       const uint64_t r = next();
-      if (r >= threshold) return r % bound;
+      if (r >= threshold) {
+        return r % bound;
+      }
     }
   }
 

@@ -39,20 +39,24 @@ SamplerState SamplerState::parse(const std::string& text) {
 }
 
 DistributedSampler::DistributedSampler(const SamplerOptions& opts) : opts_(opts) {
-  if (opts.dataset_size < 0)
+  if (opts.dataset_size < 0) {
     LOCKSTEP_THROW(InvalidArgument, "DistributedSampler: dataset_size must be >= 0, got ",
                    opts.dataset_size);
-  if (opts.world_size < 1 || opts.rank < 0 || opts.rank >= opts.world_size)
+  }
+  if (opts.world_size < 1 || opts.rank < 0 || opts.rank >= opts.world_size) {
     LOCKSTEP_THROW(InvalidArgument,
                    "DistributedSampler: need 0 <= rank < world_size, got rank=", opts.rank,
                    " world_size=", opts.world_size);
+  }
   permute();
   compute_shard();
 }
 
 void DistributedSampler::permute() {
   perm_.clear();
-  if (!opts_.shuffle) return;
+  if (!opts_.shuffle) {
+    return;
+  }
   perm_.resize(static_cast<size_t>(opts_.dataset_size));
   std::iota(perm_.begin(), perm_.end(), int64_t{0});
   Rng rng(mix_seed(opts_.seed, static_cast<uint64_t>(epoch_)));
@@ -83,8 +87,9 @@ void DistributedSampler::compute_shard() {
 }
 
 void DistributedSampler::set_epoch(int64_t epoch) {
-  if (epoch < 0)
+  if (epoch < 0) {
     LOCKSTEP_THROW(InvalidArgument, "DistributedSampler: epoch must be >= 0, got ", epoch);
+  }
   if (epoch != epoch_) {
     epoch_ = epoch;
     permute();
@@ -102,9 +107,10 @@ void DistributedSampler::load_state(const SamplerState& st) {
                    " seed=", opts_.seed, " shuffle=", opts_.shuffle,
                    "; resume with the same data and seed, or start a fresh run");
   }
-  if (st.epoch < 0 || st.offset < 0)
+  if (st.epoch < 0 || st.offset < 0) {
     LOCKSTEP_THROW(DataError, "cannot resume sampler: negative epoch or offset in ",
                    st.to_string());
+  }
   set_epoch(st.epoch);
   start_ = st.offset;
   compute_shard();
@@ -116,9 +122,10 @@ SamplerState DistributedSampler::state() const {
 }
 
 void DistributedSampler::seek(int64_t k) {
-  if (k < 0 || k > shard_size_)
+  if (k < 0 || k > shard_size_) {
     LOCKSTEP_THROW(InvalidArgument, "DistributedSampler::seek(", k, "): position must be in [0, ",
                    shard_size_, "]");
+  }
   position_ = k;
 }
 
@@ -128,20 +135,26 @@ int64_t DistributedSampler::index_at(int64_t k) const {
   int64_t g = start_ + opts_.rank + k * opts_.world_size;
   // Padding repeats the permutation from its front, as PyTorch does (possibly several
   // times over when N < W).
-  if (g >= n) g = (g - n) % n;
+  if (g >= n) {
+    g = (g - n) % n;
+  }
   return opts_.shuffle ? perm_[static_cast<size_t>(g)] : g;
 }
 
 int64_t DistributedSampler::next(std::span<int64_t> out) {
   const int64_t k = std::min<int64_t>(static_cast<int64_t>(out.size()), remaining());
-  for (int64_t i = 0; i < k; ++i) out[static_cast<size_t>(i)] = index_at(position_ + i);
+  for (int64_t i = 0; i < k; ++i) {
+    out[static_cast<size_t>(i)] = index_at(position_ + i);
+  }
   position_ += k;
   return k;
 }
 
 std::vector<int64_t> DistributedSampler::shard() const {
   std::vector<int64_t> v(static_cast<size_t>(shard_size_));
-  for (int64_t k = 0; k < shard_size_; ++k) v[static_cast<size_t>(k)] = index_at(k);
+  for (int64_t k = 0; k < shard_size_; ++k) {
+    v[static_cast<size_t>(k)] = index_at(k);
+  }
   return v;
 }
 

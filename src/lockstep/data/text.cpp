@@ -7,11 +7,15 @@ namespace lockstep::data {
 
 CharVocab CharVocab::from_bytes(std::span<const uint8_t> text) {
   std::array<bool, 256> seen{};
-  for (uint8_t c : text) seen[c] = true;
+  for (uint8_t c : text) {
+    seen[c] = true;
+  }
   CharVocab v;
   v.ids_.fill(-1);
   for (int c = 0; c < 256; ++c) {
-    if (!seen[static_cast<size_t>(c)]) continue;
+    if (!seen[static_cast<size_t>(c)]) {
+      continue;
+    }
     v.ids_[static_cast<size_t>(c)] = static_cast<int16_t>(v.bytes_.size());
     v.bytes_.push_back(static_cast<uint8_t>(c));
   }
@@ -23,10 +27,11 @@ std::vector<int32_t> CharVocab::encode(std::string_view text) const {
   ids.reserve(text.size());
   for (size_t i = 0; i < text.size(); ++i) {
     const int id = ids_[static_cast<uint8_t>(text[i])];
-    if (id < 0)
+    if (id < 0) {
       LOCKSTEP_THROW(InvalidArgument, "character 0x", std::to_string(static_cast<uint8_t>(text[i])),
                      " at position ", i, " is not in the vocabulary of ", size(),
                      " characters; use characters that occur in the training text");
+    }
     ids.push_back(id);
   }
   return ids;
@@ -36,23 +41,26 @@ std::string CharVocab::decode(std::span<const int32_t> ids) const {
   std::string s;
   s.reserve(ids.size());
   for (int32_t id : ids) {
-    if (id < 0 || id >= size())
+    if (id < 0 || id >= size()) {
       LOCKSTEP_THROW(InvalidArgument, "token id ", id, " outside the vocabulary [0, ", size(), ")");
+    }
     s.push_back(static_cast<char>(bytes_[static_cast<size_t>(id)]));
   }
   return s;
 }
 
 TextDataset parse_text(std::span<const uint8_t> text, const std::string& name, int64_t seq_len) {
-  if (seq_len < 1)
+  if (seq_len < 1) {
     LOCKSTEP_THROW(InvalidArgument, "text dataset: sequence length must be >= 1, got ", seq_len);
-  if (static_cast<int64_t>(text.size()) < seq_len + 1)
+  }
+  if (static_cast<int64_t>(text.size()) < seq_len + 1) {
     LOCKSTEP_THROW(DataError, name, ": text is ", text.size(),
                    " bytes, too short for one sequence "
                    "of ",
                    seq_len,
                    " characters plus its next-character target; use a longer "
                    "text or a shorter sequence length");
+  }
   TextDataset t;
   t.vocab = CharVocab::from_bytes(text);
   const auto n = static_cast<size_t>((static_cast<int64_t>(text.size()) - 1) / seq_len);
