@@ -1,0 +1,350 @@
+// What users need around the reducer: start-up checks, unused parameters, comm hooks,
+// ZeRO-1, Join on uneven inputs, the NaN/Inf guard, the replica hash, the timeline.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "ddp_test_util.h"
+#include "lockstep/core/error.h"
+#include "lockstep/ddp/join.h"
+#include "lockstep/ddp/powersgd_hook.h"
+#include "lockstep/ddp/replica_check.h"
+#include "lockstep/ddp/zero_optimizer.h"
+#include "lockstep/nn/layers.h"
+
+namespace lockstep::ddp {
+namespace {
+using namespace testing;
+
+// Passes its input through and owns a parameter that never gets a gradient.
+class Unused : public nn::Module {
+ public:
+  Unused() { add_parameter("extra", {3}, nn::Init::ones()); }
+  const nn::Tensor& forward(const nn::Tensor& x) override { return x; }
+  const nn::Tensor& backward(const nn::Tensor& dy) override { return dy; }
+  std::string describe() const override { return "Unused"; }
+};
+
+std::unique_ptr<nn::Model> model_with_unused(uint64_t seed) {
+  auto s = std::make_unique<nn::Sequential>();
+  s->emplace<nn::Flatten>().emplace<nn::Linear>(784, 10).emplace<Unused>();
+  return std::make_unique<nn::Model>(std::move(s), seed);
+}
+
+TEST(Startup, DifferentArchitecturesAreRefusedNamingTheDifference) {
+  std::vector<std::string> errors(2);
+  run_ranks(2, [&](int r, comm::ProcessGroup& pg) {
+    auto m = r == 0 ? nn::make_model("fmnist-mlp", 1) : nn::make_model("fmnist-cnn", 1);
+    try {
+      DistributedDataParallel ddp(*m, pg, {});
+    } catch (const ConfigError& e) {
+      errors[size_t(r)] = e.what();
+    }
+  });
+  for (const auto& e : errors) {
+    EXPECT_NE(e.find("entry 0"), std::string::npos) << e;
+    EXPECT_NE(e.find("1.weight [512, 784]"), std::string::npos) << e;
+    EXPECT_NE(e.find("rank 1"), std::string::npos) << e;
+  }
+}
+
+TEST(Startup, RankZeroParametersAreBroadcast) {
+  std::vector<std::vector<float>> p(3);
+  run_ranks(3, [&](int r, comm::ProcessGroup& pg) {
+    auto m = nn::make_model("fmnist-mlp", 100 + uint64_t(r));
+    DistributedDataParallel ddp(*m, pg, {});
+    p[size_t(r)] = copy_params(*m);
+  });
+  auto ref = nn::make_model("fmnist-mlp", 100);
+  EXPECT_TRUE(bit_identical(p[1], ref->flat_params()));
+  EXPECT_TRUE(bit_identical(p[2], ref->flat_params()));
+}
+
+TEST(Unused, DefaultIsAnErrorNamingTheParameter) {
+  std::vector<std::string> errors(2);
+  run_ranks(2, [&](int r, comm::ProcessGroup& pg) {
+    auto m = model_with_unused(3);
+    DistributedDataParallel ddp(*m, pg, {});
+    nn::CrossEntropyLoss ce;
+    try {
+      ddp_forward_backward(ddp, ce, make_batch(r * 4, 4));
+    } catch (const InvalidArgument& e) {
+      errors[size_t(r)] = e.what();
+    }
+  });
+  for (const auto& e : errors) {
+    EXPECT_NE(e.find("2.extra"), std::string::npos) << e;
+    EXPECT_NE(e.find("find_unused_parameters"), std::string::npos) << e;
+  }
+}
+
+void train_with_unused(DdpOptions opt) {
+  run_ranks(2, [&](int r, comm::ProcessGroup& pg) {
+    auto m = model_with_unused(3);
+    DistributedDataParallel ddp(*m, pg, opt);
+    nn::Sgd sgd(*m, {.lr = 0.05f, .momentum = 0.9f});
+    nn::CrossEntropyLoss ce;
+    for (int step = 0; step < 4; ++step) {
+      m->zero_grad();
+      ddp_forward_backward(ddp, ce, make_batch(step * 8 + r * 4, 4));
+      if (step == 0 || opt.reducer.find_unused_parameters) {
+        ASSERT_EQ(ddp.last_result().unused, std::vector<size_t>{2});
+      } else {
+        EXPECT_TRUE(ddp.last_result().unused.empty());  // static graph: marked up front
+      }
+      ddp.step(sgd);
+    }
+    auto extra = m->parameter("2.extra").value();
+    EXPECT_EQ(std::vector<float>(extra.begin(), extra.end()), std::vector<float>(3, 1.0f));
+  });
+}
+
+TEST(Unused, FindUnusedParametersReducesThemAsZeros) {
+  DdpOptions o;
+  o.reducer.find_unused_parameters = true;
+  train_with_unused(o);
+}
+
+TEST(Unused, StaticGraphMarksTheFirstStepsUnusedSetUpFront) {
+  DdpOptions o;
+  o.reducer.static_graph = true;
+  train_with_unused(o);
+}
+
+// Trains fmnist-mlp with a hook; returns (first loss, mean of the last 5 losses) of rank 0.
+std::pair<double, double> train_with_hook(const std::function<std::unique_ptr<CommHook>()>& make, int steps = 40) {
+  std::vector<float> losses;
+  run_ranks(2, [&](int r, comm::ProcessGroup& pg) {
+    auto m = nn::make_model("fmnist-mlp", 11);
+    DistributedDataParallel ddp(*m, pg, {});
+    ddp.set_comm_hook(make());
+    nn::Sgd sgd(*m, {.lr = 0.05f, .momentum = 0.9f});
+    nn::CrossEntropyLoss ce;
+    for (int step = 0; step < steps; ++step) {
+      m->zero_grad();
+      const float loss = ddp_forward_backward(ddp, ce, make_batch(step * 16 + r * 8, 8));
+      ddp.step(sgd);
+      if (r == 0) losses.push_back(loss);
+    }
+    verify_replicas_identical(pg, ddp.params(), steps, std::chrono::seconds(10));
+  });
+  double tail = 0;
+  for (size_t k = losses.size() - 5; k < losses.size(); ++k) tail += losses[k] / 5;
+  return {losses.front(), tail};
+}
+
+class HookConverges : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(HookConverges, OnFmnistMlp) {
+  const std::string name = GetParam();
+  auto [first, last] = train_with_hook([&] {
+    if (name == "powersgd") return std::unique_ptr<CommHook>(new PowerSgdHook({.rank = 2, .start_iter = 5}));
+    return make_comm_hook(name);
+  });
+  EXPECT_LT(last, 0.25 * first) << name << ": loss " << first << " -> " << last;
+}
+
+INSTANTIATE_TEST_SUITE_P(Hooks, HookConverges, ::testing::Values("allreduce", "fp16", "bf16", "powersgd"));
+
+// A user-written hook: sum, then divide by the world size itself.
+class SumThenDivide : public CommHook {
+ public:
+  int launched = 0;
+  std::string name() const override { return "sum-then-divide"; }
+  Pending launch(GradBucket& b, comm::ProcessGroup& pg) override {
+    ++launched;
+    auto data = b.data;
+    const float inv = 1.0f / float(pg.size());
+    return {pg.allreduce(data.data(), data.size(), DType::f32, comm::ReduceOp::sum),
+            [data, inv](Millis) {
+              for (float& x : data) x *= inv;
+            }};
+  }
+};
+
+TEST(Hooks, UserWrittenHookIsUsed) {
+  int launched = 0;
+  auto [first, last] = train_with_hook([&] {
+    auto h = std::make_unique<SumThenDivide>();
+    launched = 1;
+    return h;
+  });
+  EXPECT_EQ(launched, 1);
+  EXPECT_LT(last, 0.25 * first);
+}
+
+TEST(Hooks, PowerSgdSendsFewerFloats) {
+  run_ranks(2, [&](int r, comm::ProcessGroup& pg) {
+    auto m = nn::make_model("fmnist-mlp", 11);
+    DistributedDataParallel ddp(*m, pg, {});
+    auto hook = std::make_unique<PowerSgdHook>(PowerSgdOptions{.rank = 1, .start_iter = 0});
+    PowerSgdHook* h = hook.get();
+    ddp.set_comm_hook(std::move(hook));
+    nn::CrossEntropyLoss ce;
+    ddp_forward_backward(ddp, ce, make_batch(r * 8, 8));
+    EXPECT_LT(h->wire_floats() * 50, h->plain_floats());
+  });
+}
+
+TEST(Zero, ZeroOneEqualsPlainDdp) {
+  for (int world : {2, 3}) {
+    std::vector<std::vector<float>> plain(static_cast<size_t>(world)), zero(static_cast<size_t>(world));
+    run_ranks(world, [&](int r, comm::ProcessGroup& pg) {
+      auto a = nn::make_model("fmnist-mlp", 5 + uint64_t(r));
+      auto b = nn::make_model("fmnist-mlp", 5 + 2 * uint64_t(r));  // rank 0: same start as a
+      DistributedDataParallel da(*a, pg, {});
+      DdpOptions zo;
+      zo.gradient_sync = false;
+      DistributedDataParallel db(*b, pg, zo);
+      nn::Sgd sgd(*a, {.lr = 0.05f, .momentum = 0.9f, .weight_decay = 1e-4f});
+      ModelParams bp(*b);
+      ZeroOptimizer zero_opt(pg, bp, {.lr = 0.05f, .momentum = 0.9f, .weight_decay = 1e-4f});
+      EXPECT_TRUE(zero_opt.zero_copy());
+      nn::CrossEntropyLoss ce;
+      for (int step = 0; step < 15; ++step) {
+        Batch batch = make_batch(step * 8 * world + r * 8, 8);
+        a->zero_grad();
+        ddp_forward_backward(da, ce, batch);
+        da.step(sgd);
+        b->zero_grad();
+        ddp_forward_backward(db, ce, batch);
+        zero_opt.step();
+      }
+      const ZeroMemoryReport mem = zero_opt.memory();
+      EXPECT_EQ(mem.state_bytes_unsharded, size_t(a->num_params()) * 4);
+      EXPECT_LE(mem.state_bytes_local, mem.state_bytes_unsharded / size_t(world) + 4 * size_t(world));
+      plain[size_t(r)] = copy_params(*a);
+      zero[size_t(r)] = copy_params(*b);
+    });
+    for (int r = 0; r < world; ++r) {
+      EXPECT_TRUE(bit_identical(zero[size_t(r)], zero[0])) << "ZeRO replicas differ, rank " << r;
+      double worst = 0;
+      for (size_t k = 0; k < plain[0].size(); ++k)
+        worst = std::max(worst, double(std::fabs(zero[size_t(r)][k] - plain[0][k])));
+      EXPECT_LE(worst, 1e-5) << "world " << world;
+    }
+  }
+}
+
+TEST(Join, UnevenInputsFinishWithIdenticalReplicas) {
+  const int world = 3;
+  std::vector<std::vector<float>> params(world);
+  std::vector<int64_t> shadowed(world), steps(world);
+  run_ranks(world, [&](int r, comm::ProcessGroup& pg) {
+    auto m = nn::make_model("fmnist-mlp", 21);
+    DistributedDataParallel ddp(*m, pg, {.check_replicas_every = 1});
+    nn::Sgd sgd(*m, {.lr = 0.05f, .momentum = 0.9f});
+    nn::CrossEntropyLoss ce;
+    Join join(ddp);
+    const int batches = 3 + 2 * r;  // 3, 5, 7
+    for (int step = 0; step < batches; ++step) {
+      const int active = join.begin_step();
+      EXPECT_EQ(active, step < 3 ? 3 : step < 5 ? 2 : 1);
+      m->zero_grad();
+      ddp_forward_backward(ddp, ce, make_batch(step * 100 + r * 4, 4));
+      ddp.step(sgd);
+    }
+    shadowed[size_t(r)] = join.finish();
+    steps[size_t(r)] = ddp.steps();
+    params[size_t(r)] = copy_params(*m);
+  }, std::chrono::seconds(20));
+  EXPECT_EQ(shadowed, (std::vector<int64_t>{4, 2, 0}));
+  EXPECT_TRUE(bit_identical(params[0], params[2]));
+  EXPECT_TRUE(bit_identical(params[1], params[2]));
+}
+
+TEST(Guard, NonFiniteGradientSkipsTheSameStepOnEveryRank) {
+  std::vector<int64_t> skipped(2);
+  std::vector<std::vector<float>> params(2);
+  run_ranks(2, [&](int r, comm::ProcessGroup& pg) {
+    auto m = nn::make_model("fmnist-mlp", 4);
+    DistributedDataParallel ddp(*m, pg, {});
+    nn::Sgd sgd(*m, {.lr = 0.05f, .momentum = 0.9f});
+    nn::CrossEntropyLoss ce;
+    for (int step = 0; step < 5; ++step) {
+      Batch b = make_batch(step * 8 + r * 4, 4);
+      if (step == 2 && r == 1) b.x[5] = std::numeric_limits<float>::quiet_NaN();  // only rank 1 sees it
+      m->zero_grad();
+      ddp_forward_backward(ddp, ce, b);
+      EXPECT_EQ(ddp.last_result().finite, step != 2) << "rank " << r << " step " << step;
+      ddp.step(sgd);
+    }
+    skipped[size_t(r)] = ddp.skipped_steps();
+    params[size_t(r)] = copy_params(*m);
+  });
+  EXPECT_EQ(skipped, (std::vector<int64_t>{1, 1}));
+  EXPECT_TRUE(bit_identical(params[0], params[1]));
+  for (float v : params[0]) ASSERT_TRUE(std::isfinite(v));
+}
+
+TEST(Guard, NonFiniteErrorPolicyStopsEveryRank) {
+  std::vector<std::string> errors(2);
+  run_ranks(2, [&](int r, comm::ProcessGroup& pg) {
+    auto m = nn::make_model("fmnist-mlp", 4);
+    DdpOptions o;
+    o.reducer.nonfinite = NonFinitePolicy::error;
+    DistributedDataParallel ddp(*m, pg, o);
+    nn::CrossEntropyLoss ce;
+    Batch b = make_batch(r * 4, 4);
+    if (r == 0) b.x[0] = std::numeric_limits<float>::infinity();
+    try {
+      ddp_forward_backward(ddp, ce, b);
+    } catch (const Error& e) {
+      errors[size_t(r)] = e.what();
+    }
+  });
+  for (const auto& e : errors) EXPECT_NE(e.find("NaN or Inf"), std::string::npos) << e;
+}
+
+TEST(Guard, ReplicaHashNamesTheFirstDifferingParameter) {
+  std::vector<std::string> errors(2);
+  run_ranks(2, [&](int r, comm::ProcessGroup& pg) {
+    auto m = nn::make_model("fmnist-mlp", 4);
+    DistributedDataParallel ddp(*m, pg, {});
+    if (r == 1) m->parameter("3.bias").value()[7] += 1e-6f;  // silent divergence
+    try {
+      verify_replicas_identical(pg, ddp.params(), 12, std::chrono::seconds(10));
+    } catch (const Error& e) {
+      errors[size_t(r)] = e.what();
+    }
+  });
+  for (const auto& e : errors) {
+    EXPECT_NE(e.find("'3.bias'"), std::string::npos) << e;
+    EXPECT_NE(e.find("step 12"), std::string::npos) << e;
+  }
+}
+
+TEST(Timeline, WritesChromeTraceWithBucketsPerRank) {
+  const std::string base = ::testing::TempDir() + "ddp_timeline_{rank}.json";
+  ::setenv("LOCKSTEP_TIMELINE", base.c_str(), 1);
+  run_ranks(2, [&](int r, comm::ProcessGroup& pg) {
+    auto m = nn::make_model("fmnist-cnn", 4);
+    DistributedDataParallel ddp(*m, pg, {});
+    nn::Sgd sgd(*m, {.lr = 0.01f});
+    nn::CrossEntropyLoss ce;
+    for (int step = 0; step < 2; ++step) {
+      m->zero_grad();
+      ddp_forward_backward(ddp, ce, make_batch(step * 4 + r * 2, 2));
+      ddp.step(sgd);
+    }
+  });
+  ::unsetenv("LOCKSTEP_TIMELINE");
+  for (int r = 0; r < 2; ++r) {
+    const std::string path = Timeline::rank_path(base, r, 2);
+    std::ifstream f(path);
+    ASSERT_TRUE(f.good()) << path;
+    std::stringstream ss;
+    ss << f.rdbuf();
+    const std::string json = ss.str();
+    for (const char* name : {"\"forward\"", "\"backward\"", "\"allreduce b0\"", "\"allreduce b1\"", "\"optimizer\"",
+                             "\"traceEvents\""})
+      EXPECT_NE(json.find(name), std::string::npos) << name << " missing in " << path;
+    std::remove(path.c_str());
+  }
+}
+
+}  // namespace
+}  // namespace lockstep::ddp
