@@ -145,6 +145,14 @@ TEST_F(TcpStoreTest, StartServerInsideTheStore) {
   EXPECT_EQ(rank1.get_string("hi"), "there");
 }
 
+TEST_F(TcpStoreTest, HugeTimeoutsDoNotOverflow) {
+  TcpStore s = client();
+  s.set_timeout(Millis::max());
+  s.set("k", std::string_view("v"));
+  EXPECT_EQ(s.get_string("k"), "v");
+  s.wait({"k"}, Millis::max());
+}
+
 TEST(TcpStoreConnect, RetriesUntilTheServerStarts) {
   uint16_t port;
   { port = TcpStoreServer(TcpStoreServerOptions{.token = "r"}).port(); }  // find a free port

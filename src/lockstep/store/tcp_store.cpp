@@ -20,8 +20,11 @@ constexpr Millis kMaxAttempt{5000};  // one connect attempt, so a lost SYN is re
 
 // Extra time the client allows beyond a server-side wait before it gives up on the socket.
 Millis reply_grace(Millis server_wait) {
-  return std::max(Millis(2000), server_wait / 10);
+  return std::clamp(server_wait / 10, Millis(2000), Millis(60000));
 }
+
+// Keeps Deadline::after() clear of overflow for "wait forever" style timeouts.
+constexpr Millis kMaxBudget{std::chrono::hours(24 * 365)};
 
 uint32_t clamp_ms(Millis t) {
   auto c = std::clamp<int64_t>(t.count(), 0, std::numeric_limits<uint32_t>::max());
@@ -130,6 +133,7 @@ void TcpStore::hello(const Deadline& dl) {
 
 Bytes TcpStore::call(const wire::Request& req, Millis budget) {
   std::lock_guard lk(mu_);
+  budget = std::clamp(budget, Millis(0), kMaxBudget);
   auto dl = Deadline::after(budget);
   if (!fd_) connect(Deadline(std::min(dl.at(), Clock::now() + opts_.connect_timeout)));
   Bytes msg;
@@ -187,7 +191,7 @@ Bytes TcpStore::get(const std::string& key, Millis timeout) {
   check_key(key);
   auto r = make(wire::Op::get, {key});
   r.timeout_ms = clamp_ms(timeout);
-  return call(r, Millis(r.timeout_ms) + reply_grace(timeout));
+  return call(r, Millis(r.timeout_ms) + reply_grace(Millis(r.timeout_ms)));
 }
 
 int64_t TcpStore::add(const std::string& key, int64_t delta) {
@@ -218,7 +222,7 @@ void TcpStore::wait(const std::vector<std::string>& keys, Millis timeout) {
   check_keys(keys);
   auto r = make(wire::Op::wait, keys);
   r.timeout_ms = clamp_ms(timeout);
-  call(r, Millis(r.timeout_ms) + reply_grace(timeout));
+  call(r, Millis(r.timeout_ms) + reply_grace(Millis(r.timeout_ms)));
 }
 
 bool TcpStore::delete_key(const std::string& key) {

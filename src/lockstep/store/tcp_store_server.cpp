@@ -82,6 +82,7 @@ struct TcpStoreServer::Impl {
   std::unordered_map<std::string, std::vector<std::pair<int, uint64_t>>> waiters;
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers;
   std::vector<int> runnable, dead;
+  Bytes scratch = Bytes(kReadChunk);
   uint64_t next_seq = 0;
   Clock::time_point last_sweep{}, accept_resume{};
   bool accept_paused = false;
@@ -211,11 +212,11 @@ struct TcpStoreServer::Impl {
     for (int i = 0; i < kMaxReadsPerEvent; ++i) {
       size_t pending = c.in.size() - c.in_off;
       if (pending >= kInCap) return;  // unreachable: frames are validated before they fill it
-      size_t old = c.in.size();
-      c.in.resize(old + std::min(kReadChunk, kInCap - pending));
-      ssize_t n = ::recv(c.fd.get(), c.in.data() + old, c.in.size() - old, 0);
-      c.in.resize(old + size_t(std::max<ssize_t>(n, 0)));
+      // Read into the loop's one scratch buffer, so an idle connection holds no big buffer
+      // (thousands of parked waiters must cost little memory).
+      ssize_t n = ::recv(c.fd.get(), scratch.data(), std::min(kReadChunk, kInCap - pending), 0);
       if (n > 0) {
+        c.in.insert(c.in.end(), scratch.begin(), scratch.begin() + n);
         // Reject an oversized length as soon as its header arrives, not after 128 MiB.
         wire::complete_frame_size(std::span<const uint8_t>(c.in).subspan(c.in_off),
                                   max_body(c));
@@ -247,7 +248,7 @@ struct TcpStoreServer::Impl {
     }
     c.out.clear();
     c.out_off = 0;
-    if (c.out.capacity() > kOutHighWater) c.out.shrink_to_fit();
+    if (c.out.capacity() > kReadChunk) c.out.shrink_to_fit();
     if (c.closing) drop(c, "");
   }
 
@@ -304,7 +305,7 @@ struct TcpStoreServer::Impl {
     if (c.in_off == c.in.size()) {
       c.in.clear();
       c.in_off = 0;
-      if (c.in.capacity() > 4 * kReadChunk) c.in.shrink_to_fit();
+      if (c.in.capacity() > kReadChunk) c.in.shrink_to_fit();
     } else if (c.in_off > kReadChunk) {
       c.in.erase(c.in.begin(), c.in.begin() + ptrdiff_t(c.in_off));
       c.in_off = 0;

@@ -44,7 +44,9 @@ class TcpStoreServer {
 
   void start();  // serve on an internal thread
   void run();    // serve on the calling thread until stop()
-  void stop();   // thread-safe and idempotent; wakes the loop, which closes all connections
+  // Thread-safe, idempotent and async-signal-safe (a launcher may call it from a SIGTERM
+  // handler); wakes the loop, which closes every connection and returns.
+  void stop();
 
   // Counters for tests and diagnostics (approximate while the loop runs).
   struct Stats {
