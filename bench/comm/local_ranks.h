@@ -30,8 +30,11 @@ using OnSpawn = std::function<void(const std::vector<pid_t>& pids)>;
 inline constexpr int kTimedOut = -1000;
 
 // Exit code of each rank (a negative signal number if killed; kTimedOut if we killed it).
+// Ranks for which `must_finish(rank)` is false (e.g. one a test stopped) are killed as soon
+// as every other rank has exited.
 inline std::vector<int> run_local_ranks(int world, std::chrono::milliseconds timeout,
-                                        const RankMain& fn, const OnSpawn& on_spawn = {}) {
+                                        const RankMain& fn, const OnSpawn& on_spawn = {},
+                                        const std::function<bool(int)>& must_finish = {}) {
   store::TcpStoreServerOptions so;
   so.token = "local-ranks";
   store::TcpStoreServer server(so);
@@ -67,7 +70,12 @@ inline std::vector<int> run_local_ranks(int world, std::chrono::milliseconds tim
   std::vector<bool> done(pids.size(), false);
   auto deadline = std::chrono::steady_clock::now() + timeout;
   size_t left = pids.size();
-  while (left > 0 && std::chrono::steady_clock::now() < deadline) {
+  auto essential_left = [&] {
+    for (size_t i = 0; i < pids.size(); ++i)
+      if (!done[i] && (!must_finish || must_finish(int(i)))) return true;
+    return false;
+  };
+  while (left > 0 && essential_left() && std::chrono::steady_clock::now() < deadline) {
     for (size_t i = 0; i < pids.size(); ++i) {
       if (done[i]) continue;
       int st = 0;

@@ -64,7 +64,11 @@ void NativeProcessGroup::rendezvous() {
                                            opt_.timeout);
     transport_ = &shm_->transport();
   } else if (kind == "tcp") {
-    tcp_ = std::make_unique<tcp::TcpTransport>(store_, prefix_, rank_, world_, opt_.timeout);
+    auto board = [this](const std::string& msg) {
+      auto v = store_.compare_set(prefix_ + "first_failure", {}, store::to_bytes(msg));
+      return store::to_string(v);
+    };
+    tcp_ = std::make_unique<tcp::TcpTransport>(store_, prefix_, rank_, world_, opt_.timeout, board);
     transport_ = tcp_.get();
   } else {
     LOCKSTEP_THROW(ConfigError, "unknown transport '", kind, "' (LOCKSTEP_TRANSPORT / "
@@ -112,7 +116,9 @@ Work NativeProcessGroup::enqueue(OpKind kind, std::string signature, Body body) 
   OpInfo info{kind, collective ? next_seq_++ : next_p2p_++, rank_, opt_.group_name};
   auto state = std::make_shared<WorkState>(info);
   Work w(state);
-  w.set_default_timeout(opt_.timeout);
+  // Waiting a little longer than the operation's own deadline lets its precise error (which
+  // peer, which step) arrive first.
+  w.set_default_timeout(opt_.timeout + opt_.timeout / 10 + std::chrono::seconds(1));
   if (aborted_) {
     state->complete(std::make_exception_ptr(
         AbortedError(str_cat(info.describe(), ": process group was aborted"))));
@@ -120,7 +126,10 @@ Work NativeProcessGroup::enqueue(OpKind kind, std::string signature, Body body) 
   }
   std::weak_ptr<int> alive = alive_;
   WorkState* raw = state.get();
-  state->set_helper([this, alive, raw] {
+  // Inline help only when the waiter accepts the operation's own timeout: a shorter wait
+  // must be able to give up without failing the operation.
+  state->set_helper([this, alive, raw](Clock::duration wait_timeout) {
+    if (wait_timeout <= opt_.timeout) return;
     if (auto keep = alive.lock()) help_until(raw);
   });
   queue_.push_back(Task{std::move(state), collective ? std::move(signature) : std::string(),

@@ -36,7 +36,7 @@ std::exception_ptr WorkState::error() const {
 
 void Work::wait(Clock::duration timeout) const {
   LOCKSTEP_CHECK(state_ != nullptr, "wait() on an empty Work handle");
-  if (!state_->is_completed()) state_->help();
+  if (!state_->is_completed()) state_->help(timeout);
   if (!state_->wait_for(timeout)) {
     LOCKSTEP_THROW(TimeoutError, state_->info().describe(), " did not complete within ",
                    std::chrono::duration_cast<Millis>(timeout).count(),

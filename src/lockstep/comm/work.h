@@ -29,9 +29,10 @@ class WorkState {
   const OpInfo& info() const { return info_; }
   // A backend may let the waiting thread run the operation itself when its own thread is
   // idle (saves two thread hand-offs on small messages); wait() calls help() first.
-  void set_helper(std::function<void()> helper) { helper_ = std::move(helper); }
-  void help() const {
-    if (helper_) helper_();
+  // The helper gets the waiter's timeout and declines when it could overrun it.
+  void set_helper(std::function<void(Clock::duration)> helper) { helper_ = std::move(helper); }
+  void help(Clock::duration timeout) const {
+    if (helper_) helper_(timeout);
   }
 
  private:
@@ -40,7 +41,7 @@ class WorkState {
   mutable std::condition_variable cv_;
   bool done_ = false;
   std::exception_ptr error_;
-  std::function<void()> helper_;  // set before the state is shared; never changed after
+  std::function<void(Clock::duration)> helper_;  // set before the state is shared; never changed after
 };
 
 class Work {

@@ -131,10 +131,10 @@ void ShmGroup::wait_until(FutexWord& word, const std::function<bool()>& ready,
       int first = -1;
       for (int r = 0; r < world_; ++r)
         if (r != rank_ && waiting_on(r)) {
-          who += str_cat(" ", r);
+          who += str_cat(who.empty() ? " rank " : ", rank ", r);
           if (first < 0) first = r;
         }
-      broken_ = str_cat(info.describe(), ": timed out in ", what, " waiting for rank(s)", who,
+      broken_ = str_cat(info.describe(), ": timed out in ", what, " waiting for", who,
                         "; that peer is stalled, stopped or calling another collective");
       throw TimeoutError(broken_);
     }

@@ -25,8 +25,8 @@ constexpr size_t kHeader = sizeof(Request::header);
 }  // namespace
 
 TcpTransport::TcpTransport(store::Store& store, const std::string& prefix, int rank, int size,
-                           Millis timeout)
-    : rank_(rank), size_(size), peers_(size), reqs_(size) {
+                           Millis timeout, FailureBoard on_failure)
+    : rank_(rank), size_(size), peers_(size), reqs_(size), on_failure_(std::move(on_failure)) {
   abort_fd_ = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   LOCKSTEP_CHECK_ERRNO(abort_fd_.get(), "eventfd");
   connect_mesh(store, prefix, Deadline::after(timeout));
@@ -89,10 +89,24 @@ void TcpTransport::break_all() {
     if (p != rank_ && peers_[p].valid()) ::shutdown(peers_[p].get(), SHUT_RDWR);
 }
 
+// Failures cascade (a rank that fails closes its sockets, so its neighbours fail next): the
+// group's first failure is recorded before closing and quoted by everyone after it.
+std::string TcpTransport::with_first_failure(const std::string& msg) {
+  if (!on_failure_) return msg;
+  std::string first;
+  try {
+    first = on_failure_(msg);
+  } catch (const std::exception&) {
+    return msg;  // the store is gone too: report what we saw
+  }
+  return first == msg || first.empty() ? msg : str_cat(msg, "; first failure in the group: ", first);
+}
+
 void TcpTransport::fail_peer(int peer, int err, const char* what, const OpInfo& info) {
   std::string msg = str_cat(info.describe(), ": peer rank ", peer, " ", what,
                             err ? str_cat(" (", std::strerror(err), ")") : std::string(),
                             "; the peer process probably died or was killed");
+  msg = with_first_failure(msg);
   broken_ = msg;
   break_all();
   throw PeerError(peer, std::string(op_kind_name(info.kind)), msg);
@@ -107,6 +121,7 @@ void TcpTransport::fail_timeout(const OpInfo& info) {
   }
   std::string msg = str_cat(info.describe(), ": timed out; still pending:", who,
                             " that peer is stalled, stopped or calling another collective");
+  msg = with_first_failure(msg);
   broken_ = msg;
   break_all();
   throw TimeoutError(msg);

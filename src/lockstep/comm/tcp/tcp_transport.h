@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -18,7 +19,11 @@ class TcpTransport final : public Transport {
  public:
   // Rendezvous: publishes this rank's listening address under `prefix`, connects to lower
   // ranks and accepts higher ones, all before `timeout`.
-  TcpTransport(store::Store& store, const std::string& prefix, int rank, int size, Millis timeout);
+  // on_failure(msg) records this rank's failure for the group and returns the group's first
+  // one; it runs before the sockets close, so peers that see the close find the cause.
+  using FailureBoard = std::function<std::string(const std::string&)>;
+  TcpTransport(store::Store& store, const std::string& prefix, int rank, int size, Millis timeout,
+               FailureBoard on_failure = {});
   ~TcpTransport() override;
 
   int rank() const override { return rank_; }
@@ -42,6 +47,7 @@ class TcpTransport final : public Transport {
   [[noreturn]] void fail_timeout(const OpInfo& info);
   void check_usable(const OpInfo& info) const;
   void break_all();  // close every socket so that peers notice at once
+  std::string with_first_failure(const std::string& msg);
 
   int rank_, size_;
   std::vector<Fd> peers_;  // peers_[rank_] is unused
@@ -49,6 +55,7 @@ class TcpTransport final : public Transport {
   std::atomic<bool> aborted_{false};
   std::string broken_;     // first error; non-empty once the transport is unusable
   RequestTable reqs_;
+  FailureBoard on_failure_;
 };
 
 }  // namespace lockstep::comm::tcp

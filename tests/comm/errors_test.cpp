@@ -1,0 +1,115 @@
+// Error paths with ranks as threads: the debug mode names mismatched collectives with both
+// ranks' views, Work::wait times out naming the operation, abort() unblocks, bad arguments
+// are refused, unknown backends are named.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+#include <unistd.h>
+
+#include "comm_test_util.h"
+#include "lockstep/core/error.h"
+
+namespace lockstep::comm {
+namespace {
+
+using testing::run_ranks;
+using testing::test_options;
+
+class ErrorsTest : public ::testing::TestWithParam<std::string> {};
+
+template <class E>
+std::string error_of(const Work& w, Clock::duration timeout = std::chrono::seconds(20)) {
+  try {
+    w.wait(timeout);
+  } catch (const E& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected an exception";
+  return {};
+}
+
+TEST_P(ErrorsTest, DebugModeNamesMismatchedCollectives) {
+  Options o = test_options(GetParam());
+  o.debug_checks = true;
+  o.timeout = std::chrono::seconds(10);
+  run_ranks(2, [&](int rank, store::Store& store) {
+    auto pg = ProcessGroup::create("native", store, rank, 2, o);
+    std::vector<float> v(12, 1.0f);
+    pg->allreduce(v.data(), 10, DType::f32, ReduceOp::sum).wait();  // matching: fine
+    Work w = rank == 0 ? pg->allreduce(v.data(), 10, DType::f32, ReduceOp::sum)
+                       : pg->broadcast(v.data(), 12, DType::f32, 0);
+    std::string msg = error_of<InvalidArgument>(w);
+    EXPECT_NE(msg.find("collective mismatch at #1"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("allreduce float32 count=10 op=sum"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("broadcast float32 count=12 root=0"), std::string::npos) << msg;
+  });
+}
+
+TEST_P(ErrorsTest, WaitTimesOutNamingTheOperationThenAbortUnblocks) {
+  Options o = test_options(GetParam());
+  std::atomic<bool> done{false};
+  run_ranks(2, [&](int rank, store::Store& store) {
+    auto pg = ProcessGroup::create("native", store, rank, 2, o);
+    if (rank == 1) {  // stays alive but never joins the collective
+      while (!done) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      return;
+    }
+    struct Done {
+      std::atomic<bool>& d;
+      ~Done() { d = true; }
+    } mark{done};
+    std::vector<float> v(1000, 1.0f);
+    Work w = pg->allreduce(v.data(), v.size(), DType::f32, ReduceOp::sum);
+    std::string msg = error_of<TimeoutError>(w, std::chrono::milliseconds(200));
+    EXPECT_NE(msg.find("allreduce #0"), std::string::npos) << msg;
+    auto t0 = Clock::now();
+    pg->abort();
+    error_of<AbortedError>(w);
+    EXPECT_LT(seconds_since(t0), 5.0);
+    // Later calls fail at once.
+    error_of<AbortedError>(pg->barrier());
+  });
+}
+
+TEST_P(ErrorsTest, BadArgumentsAreRefused) {
+  Options o = test_options(GetParam());
+  run_ranks(2, [&](int rank, store::Store& store) {
+    auto pg = ProcessGroup::create("native", store, rank, 2, o);
+    float x = 0;
+    EXPECT_THROW(pg->broadcast(&x, 1, DType::f32, 2), InvalidArgument);
+    EXPECT_THROW(pg->send(&x, 1, DType::f32, rank, 0), InvalidArgument);
+    EXPECT_THROW(pg->new_group({0, 0}), InvalidArgument);
+    EXPECT_TRUE(pg->supports(Capability::send_recv));
+    EXPECT_EQ(pg->supports(Capability::shared_memory), GetParam() == "shm");
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(Native, ErrorsTest, ::testing::Values("shm", "tcp"));
+
+TEST(RegistryTest, UnknownBackendIsNamed) {
+  store::HashStore store;
+  try {
+    ProcessGroup::create("nope", store, 0, 1);
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("native"), std::string::npos) << e.what();
+  }
+  auto pg = ProcessGroup::create("native", store, 0, 1);
+  float x = 3;
+  pg->allreduce(&x, 1, DType::f32, ReduceOp::avg).wait();
+  EXPECT_EQ(x, 3);
+}
+
+TEST(ShmTest, SegmentIsUnlinkedOnceEveryRankMappedIt) {
+  run_ranks(3, [&](int rank, store::Store& store) {
+    auto pg = ProcessGroup::create("native", store, rank, 3, test_options("shm"));
+    pg->barrier().wait();
+    std::string name = store::to_string(store.get("lockstep/pg/test/shm/name", std::chrono::seconds(5)));
+    EXPECT_NE(::access(("/dev/shm" + name).c_str(), F_OK), 0) << name << " still exists";
+  });
+}
+
+}  // namespace
+}  // namespace lockstep::comm

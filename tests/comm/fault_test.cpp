@@ -1,0 +1,114 @@
+// Faults with real processes (label multiproc): a rank killed with SIGKILL in the middle of
+// all-reduces, and a rank stopped with SIGSTOP. The survivors must fail with an error naming
+// the peer and the operation — the killed case well before the timeout, the stopped case
+// within it. Every child is killed and reaped by run_local_ranks.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "local_ranks.h"
+#include "lockstep/comm/process_group.h"
+#include "lockstep/core/error.h"
+
+namespace lockstep::comm {
+namespace {
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/lockstep-fault-XXXXXX";
+    path = ::mkdtemp(tmpl);
+  }
+  ~TempDir() { std::system(("rm -rf " + path).c_str()); }
+  std::string read(int rank) const {
+    std::ifstream f(path + "/rank" + std::to_string(rank));
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+  }
+};
+
+// Every rank all-reduces 1 MiB in a loop until an error; it writes the error to dir/rank<r>.
+int loop_until_error(const std::string& transport, const std::string& dir, int rank, int world,
+                     store::Store& store, Millis timeout) {
+  Options o;
+  o.transport = transport;
+  o.group_name = "fault";
+  o.timeout = timeout;
+  auto pg = ProcessGroup::create("native", store, rank, world, o);
+  std::vector<float> v(256 << 10, 1.0f);
+  std::ofstream out(dir + "/rank" + std::to_string(rank));
+  try {
+    for (int i = 0; i < 1000000; ++i) {
+      std::fill(v.begin(), v.end(), 1.0f);
+      pg->allreduce(v.data(), v.size(), DType::f32, ReduceOp::sum).wait();
+    }
+  } catch (const PeerError& e) {
+    out << "PeerError peer=" << e.peer_rank() << " " << e.what();
+    return 0;
+  } catch (const TimeoutError& e) {
+    out << "TimeoutError " << e.what();
+    return 0;
+  }
+  return 3;
+}
+
+class FaultTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(FaultTest, KilledRankIsNamedBeforeTheTimeout) {
+  TempDir dir;
+  const int world = 3, victim = 1;
+  const Millis timeout(std::chrono::seconds(20));
+  auto t0 = std::chrono::steady_clock::now();
+  auto codes = local::run_local_ranks(
+      world, std::chrono::seconds(60),
+      [&](int r, int w, store::Store& s) { return loop_until_error(GetParam(), dir.path, r, w, s, timeout); },
+      [&](const std::vector<pid_t>& pids) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+        ::kill(pids[victim], SIGKILL);
+      });
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(codes[victim], -SIGKILL);
+  EXPECT_LT(secs, 1.5 + 10.0) << "survivors took too long to notice";
+  for (int r : {0, 2}) {
+    EXPECT_EQ(codes[r], 0) << "rank " << r;
+    std::string msg = dir.read(r);
+    EXPECT_NE(msg.find("allreduce #"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("rank 1"), std::string::npos) << msg;
+  }
+}
+
+TEST_P(FaultTest, StoppedRankTimesOutNamingIt) {
+  TempDir dir;
+  const int world = 2, victim = 1;
+  const Millis timeout(std::chrono::seconds(3));
+  pid_t stopped = -1;
+  auto t0 = std::chrono::steady_clock::now();
+  auto codes = local::run_local_ranks(
+      world, std::chrono::seconds(60),
+      [&](int r, int w, store::Store& s) { return loop_until_error(GetParam(), dir.path, r, w, s, timeout); },
+      [&](const std::vector<pid_t>& pids) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+        stopped = pids[victim];
+        ::kill(stopped, SIGSTOP);
+      },
+      [&](int r) { return r != victim; });
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(secs, 1.5 + 3.0 + 5.0);
+  EXPECT_EQ(codes[0], 0);
+  std::string msg = dir.read(0);
+  EXPECT_NE(msg.find("TimeoutError"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("allreduce #"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("rank 1"), std::string::npos) << msg;
+}
+
+INSTANTIATE_TEST_SUITE_P(Native, FaultTest, ::testing::Values("shm", "tcp"));
+
+}  // namespace
+}  // namespace lockstep::comm
