@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <new>
 #include <chrono>
 #include <functional>
 #include <set>
@@ -11,6 +13,25 @@
 
 #include "lockstep/core/error.h"
 #include "test_util.h"
+
+// Counts heap allocations while g_count_allocs is set, to check that a loader in steady
+// state assembles batches without allocating (global operator new is replaced for the
+// whole test binary; it only counts, then defers to malloc).
+namespace {
+std::atomic<bool> g_count_allocs{false};
+std::atomic<int64_t> g_allocs{0};
+}  // namespace
+
+void* operator new(std::size_t n) {
+  if (g_count_allocs.load(std::memory_order_relaxed)) ++g_allocs;
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n) { return operator new(n); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
 
 namespace lockstep::data {
 namespace {
@@ -227,6 +248,28 @@ TEST(DataLoader, BuffersAreReused) {
     while (const Batch* b = l.next()) buffers.insert(b->features().data());
   }
   EXPECT_LE(buffers.size(), 3u);  // prefetch + 1 slots, whatever the number of batches
+}
+
+TEST(DataLoader, NoAllocationPerBatchInSteadyState) {
+  Dataset d = make_images(400);
+  for (int prefetch : {0, 2}) {
+    DataLoaderOptions o{.batch_size = 8, .prefetch = prefetch,
+                        .transform = {.mean = {0.5f}, .std = {0.25f}, .crop_padding = 2,
+                                      .horizontal_flip = true}};
+    DataLoader l(d, DistributedSampler(sopts(400)), o);
+    ASSERT_NE(l.next(), nullptr);  // starts the worker thread (one allocation per epoch)
+    g_allocs = 0;
+    g_count_allocs = true;
+    int batches = 0;
+    float sum = 0;
+    while (const Batch* b = l.next()) {
+      sum += b->features()[0];
+      ++batches;
+    }
+    g_count_allocs = false;
+    EXPECT_EQ(batches, 49);
+    EXPECT_EQ(g_allocs.load(), 0) << "prefetch=" << prefetch << " sum=" << sum;
+  }
 }
 
 }  // namespace
