@@ -1,5 +1,6 @@
 #include "lockstep/comm/backends/engine_group.h"
 
+#include <algorithm>
 #include <climits>
 #include <cstring>
 
@@ -48,6 +49,7 @@ void EngineGroup::abort() {
     aborted_.store(true, std::memory_order_release);
     left.swap(queue_);
   }
+  cv_.notify_all();
   interrupt();
   for (auto& t : left)
     t.state->complete(std::make_exception_ptr(
@@ -90,21 +92,83 @@ Work EngineGroup::submit(OpKind kind, Body body) {
 }
 
 Work EngineGroup::submit_op(const Op& op) {
-  return submit(op.kind, [this, op](const OpInfo& info, Deadline dl) { execute(op, info, dl); });
+  return submit(op.kind, [this, op](const OpInfo& info, Deadline dl) -> std::unique_ptr<Pending> {
+    if (op.kind == OpKind::send || op.kind == OpKind::recv)
+      if (auto p = post(op, info)) return p;
+    execute(op, info, dl);
+    return nullptr;
+  });
 }
 
 void EngineGroup::worker_loop() {
+  auto nap = std::chrono::microseconds(20);
   for (;;) {
     Task task;
+    bool have = false, stopping = false;
     {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stop_ and nothing left
-      task = std::move(queue_.front());
-      queue_.pop_front();
+      auto ready = [&] { return stop_ || !queue_.empty(); };
+      if (posted_.empty())
+        cv_.wait(lk, ready);
+      else
+        cv_.wait_for(lk, nap, ready);
+      if (!queue_.empty()) {
+        task = std::move(queue_.front());
+        queue_.pop_front();
+        have = true;
+      } else {
+        stopping = stop_;
+      }
     }
-    run_task(task);
+    if (have) run_task(task);
+    if (aborted()) fail_posted("aborted");
+    if (stopping) {
+      fail_posted("the group was destroyed with the transfer pending");
+      return;
+    }
+    // Poll posted transfers; back off (20 us .. 1 ms) while none completes.
+    if (poll_posted())
+      nap = std::chrono::microseconds(20);
+    else
+      nap = std::min<std::chrono::microseconds>(nap * 2, std::chrono::milliseconds(1));
   }
+}
+
+bool EngineGroup::poll_posted() {
+  bool any = false;
+  for (size_t i = 0; i < posted_.size();) {
+    Posted& p = posted_[i];
+    std::exception_ptr err;
+    bool finished = false;
+    try {
+      finished = p.pending->test();
+      if (!finished && p.deadline.expired())
+        LOCKSTEP_THROW(TimeoutError, p.state->info().describe(), " did not complete within ",
+                       opt_.timeout.count(), " ms; is the peer posting the matching ",
+                       p.state->info().kind == OpKind::send ? "recv" : "send", "?");
+    } catch (...) {
+      err = std::current_exception();
+      finished = true;
+    }
+    if (!finished) {
+      ++i;
+      continue;
+    }
+    p.pending.reset();  // cancels the transfer when it failed
+    p.state->complete(err);
+    posted_.erase(posted_.begin() + long(i));
+    any = true;
+  }
+  return any;
+}
+
+void EngineGroup::fail_posted(const char* why) {
+  for (auto& p : posted_) {
+    p.pending.reset();
+    p.state->complete(std::make_exception_ptr(AbortedError(
+        str_cat(p.state->info().describe(), ": ", why))));
+  }
+  posted_.clear();
 }
 
 void EngineGroup::run_task(Task& task) {
@@ -115,7 +179,11 @@ void EngineGroup::run_task(Task& task) {
   }
   std::exception_ptr err;
   try {
-    task.body(info, Deadline::after(opt_.timeout));
+    const Deadline dl = Deadline::after(opt_.timeout);
+    if (auto pending = task.body(info, dl)) {
+      posted_.push_back(Posted{task.state, std::move(pending), dl});
+      return;  // completed by poll_posted()
+    }
   } catch (const Error&) {
     err = std::current_exception();
   } catch (const std::exception& e) {
@@ -126,9 +194,10 @@ void EngineGroup::run_task(Task& task) {
   if (aborted() && err) {
     err = std::make_exception_ptr(AbortedError(str_cat(info.describe(), ": aborted")));
   }
-  // After a failure the engine's state is unknown (a collective may be half done on some
+  // After a failed collective the engine's state is unknown (it may be half done on some
   // peers), so every later operation fails at once instead of mismatching or hanging.
-  if (err) broken_ = err;
+  const bool p2p = info.kind == OpKind::send || info.kind == OpKind::recv;
+  if (err && !p2p) broken_ = err;
   task.state->complete(err);
 }
 
@@ -237,9 +306,11 @@ std::unique_ptr<ProcessGroup> EngineGroup::new_group(const std::vector<int>& ran
   }
   // Built on the worker, between this group's collectives in issue order.
   auto result = std::make_shared<std::unique_ptr<ProcessGroup>>();
-  Work w = submit(OpKind::barrier, [this, ranks, name, result](const OpInfo&, Deadline dl) {
-    *result = make_subgroup(ranks, name, dl);
-  });
+  Work w = submit(OpKind::barrier,
+                  [this, ranks, name, result](const OpInfo&, Deadline dl) -> std::unique_ptr<Pending> {
+                    *result = make_subgroup(ranks, name, dl);
+                    return nullptr;
+                  });
   w.wait(opt_.timeout + std::chrono::seconds(5));
   return std::move(*result);
 }

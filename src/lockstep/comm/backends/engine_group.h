@@ -31,6 +31,15 @@ struct Op {
   uint32_t tag = 0;
 };
 
+// A posted point-to-point transfer, polled by the worker between other operations (so that
+// a send and the matching receive queued behind it on another rank cannot deadlock).
+class Pending {
+ public:
+  virtual ~Pending() = default;  // cancels the transfer if it did not complete
+  // True once complete; throws on failure.
+  virtual bool test() = 0;
+};
+
 class EngineGroup : public ProcessGroup {
  public:
   ~EngineGroup() override;
@@ -74,6 +83,8 @@ class EngineGroup : public ProcessGroup {
   virtual std::unique_ptr<ProcessGroup> make_subgroup(const std::vector<int>& ranks,
                                                       const std::string& name,
                                                       Deadline deadline) = 0;
+  // Posts a send/recv and returns its handle, or nullptr to have execute() run it blocking.
+  virtual std::unique_ptr<Pending> post(const Op& op, const OpInfo& info) { return nullptr; }
   // Called by abort() from any thread: make a running execute() return (by throwing) soon.
   // (The worker also sees aborted() turn true; polling engines need nothing more.)
   virtual void interrupt() {}
@@ -81,10 +92,16 @@ class EngineGroup : public ProcessGroup {
   virtual void copy_local(void* dst, const void* src, size_t bytes);
 
  private:
-  using Body = std::function<void(const OpInfo&, Deadline)>;
+  // Runs an operation, or posts it and returns what to poll.
+  using Body = std::function<std::unique_ptr<Pending>(const OpInfo&, Deadline)>;
   struct Task {
     std::shared_ptr<WorkState> state;
     Body body;
+  };
+  struct Posted {
+    std::shared_ptr<WorkState> state;
+    std::unique_ptr<Pending> pending;
+    Deadline deadline;
   };
 
   Work submit(OpKind kind, Body body);
@@ -92,6 +109,9 @@ class EngineGroup : public ProcessGroup {
   Work done(OpKind kind);           // an already-completed operation (trivial cases)
   void worker_loop();
   void run_task(Task& task);
+  // Completes what finished, failed, timed out or was aborted; true if any completed.
+  bool poll_posted();
+  void fail_posted(const char* why);
   void check_root(int root, OpKind kind) const;
   void check_peer(int peer, OpKind kind) const;
   OpInfo next_info(OpKind kind);
@@ -105,6 +125,7 @@ class EngineGroup : public ProcessGroup {
   std::deque<Task> queue_;
   bool stop_ = false;
   std::atomic<bool> aborted_{false};
+  std::vector<Posted> posted_;  // worker thread only
   std::exception_ptr broken_;  // first failure: later operations fail at once with it
   uint64_t next_seq_ = 0;      // collectives (the same on every rank)
   uint64_t next_p2p_ = 0;      // point-to-point operations

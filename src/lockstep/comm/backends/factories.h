@@ -16,4 +16,8 @@ std::unique_ptr<ProcessGroup> make_gloo_group(store::Store& store, int rank, int
 std::unique_ptr<ProcessGroup> make_nccl_group(store::Store& store, int rank, int world,
                                               const Options& options);
 
+// Defined with their backend, for backend_unavailable_reason().
+bool mpi_launched();
+int nccl_visible_devices();
+
 }  // namespace lockstep::comm

@@ -1,5 +1,6 @@
 #include "lockstep/comm/backends/registry.h"
 
+#include <algorithm>
 #include <mutex>
 
 #include "lockstep/comm/backends/config.h"
@@ -36,6 +37,27 @@ std::string backends_summary() {
     if (!built) missing += missing.empty() ? name : std::string(" ") + name;
   if (!missing.empty()) s += " (not built: " + missing + ")";
   return s;
+}
+
+std::string backend_unavailable_reason(const std::string& backend, int world) {
+  const auto built = built_backends();
+  if (std::find(built.begin(), built.end(), backend) == built.end())
+    return "backend '" + backend + "' is not built in (" + backends_summary() + ")";
+  if (backend == "mpi") {
+    if constexpr (LOCKSTEP_HAVE_MPI)
+      if (world > 1 && !mpi_launched())
+        return "the mpi backend runs only under an MPI launcher (mpirun -n N, srun)";
+  }
+  if (backend == "nccl") {
+    if constexpr (LOCKSTEP_HAVE_NCCL) {
+      const int n = nccl_visible_devices();
+      if (n == 0) return "nccl: cudaGetDeviceCount reports no CUDA device on this machine";
+      if (world > n)
+        return "nccl: " + std::to_string(world) + " ranks need as many GPUs, this host has " +
+               std::to_string(n);
+    }
+  }
+  return "";
 }
 
 }  // namespace lockstep::comm

@@ -23,4 +23,9 @@ std::vector<std::string> built_backends();
 // One line for `lockstep --version`: "backends: native mpi gloo (not built: nccl)".
 std::string backends_summary();
 
+// Why `backend` cannot run a group of `world` ranks in this process's setting ("" when it
+// can): not built; nccl without a GPU, or with fewer devices than ranks on this host; mpi
+// with world > 1 outside an MPI launcher. For tests and benchmarks to skip with a reason.
+std::string backend_unavailable_reason(const std::string& backend, int world);
+
 }  // namespace lockstep::comm

@@ -9,7 +9,10 @@
 #include <gloo/reduce.h>
 #include <gloo/scatter.h>
 
+#include <atomic>
 #include <cstring>
+#include <thread>
+#include <string_view>
 
 #include "lockstep/comm/backends/gloo/gloo_errors.h"
 #include "lockstep/comm/backends/gloo/gloo_process_group.h"
@@ -55,8 +58,6 @@ void GlooProcessGroup::execute(const engine::Op& op, const OpInfo& info, Deadlin
       case OpKind::allreduce:
       case OpKind::reduce:
       case OpKind::reduce_scatter: return reduction(op, info, deadline);
-      case OpKind::send:
-      case OpKind::recv: return point_to_point(op, info, deadline);
       default: return data_movement(op, info, deadline);
     }
   });
@@ -187,21 +188,68 @@ void GlooProcessGroup::data_movement(const engine::Op& op, const OpInfo& info, D
   });
 }
 
+namespace {
+
+// A posted send/recv on a gloo unbound buffer. gloo's waits cannot be polled (a wait that
+// times out closes the pair), so one helper thread makes the single bounded wait; dropping
+// the handle early aborts that wait (abortWaitSend/Recv) and joins the thread.
+class GlooPending final : public engine::Pending {
+ public:
+  GlooPending(std::unique_ptr<::gloo::transport::UnboundBuffer> buf, bool is_send, std::string ctx,
+              Millis timeout)
+      : buf_(std::move(buf)), send_(is_send), ctx_(std::move(ctx)) {
+    waiter_ = std::thread([this, timeout] {
+      try {
+        completed_ = send_ ? buf_->waitSend(timeout) : buf_->waitRecv(timeout);
+      } catch (...) {
+        error_ = std::current_exception();
+      }
+      done_.store(true, std::memory_order_release);
+    });
+  }
+  ~GlooPending() override {
+    if (!done_.load(std::memory_order_acquire)) {
+      if (send_)
+        buf_->abortWaitSend();
+      else
+        buf_->abortWaitRecv();
+    }
+    waiter_.join();
+  }
+  bool test() override {
+    if (!done_.load(std::memory_order_acquire)) return false;
+    if (error_) guard_gloo(ctx_, [&] { std::rethrow_exception(error_); });
+    if (!completed_) LOCKSTEP_THROW(AbortedError, ctx_, ": aborted");
+    return true;
+  }
+
+ private:
+  std::unique_ptr<::gloo::transport::UnboundBuffer> buf_;
+  const bool send_;
+  const std::string ctx_;
+  bool completed_ = false;
+  std::exception_ptr error_;
+  std::atomic<bool> done_{false};
+  std::thread waiter_;
+};
+
+}  // namespace
+
 // send/recv on an unbound buffer; the user's tag is gloo's slot (collectives use slots with
 // a non-zero prefix byte, so the two never collide).
-void GlooProcessGroup::point_to_point(const engine::Op& op, const OpInfo& info, Deadline deadline) {
+std::unique_ptr<engine::Pending> GlooProcessGroup::post(const engine::Op& op, const OpInfo& info) {
   const size_t bytes = op.count * dtype_size(op.dtype);
-  void* ptr = op.kind == OpKind::send ? const_cast<void*>(op.in) : op.out;
-  auto buf = context_->createUnboundBuffer(ptr, bytes);
-  bool ok;
-  if (op.kind == OpKind::send) {
-    buf->send(op.peer, op.tag);
-    ok = buf->waitSend(time_left(deadline));
-  } else {
-    buf->recv(op.peer, op.tag);
-    ok = buf->waitRecv(time_left(deadline));
-  }
-  if (!ok) LOCKSTEP_THROW(AbortedError, info.describe(), ": aborted");
+  const bool is_send = op.kind == OpKind::send;
+  void* ptr = is_send ? const_cast<void*>(op.in) : op.out;
+  std::unique_ptr<::gloo::transport::UnboundBuffer> buf;
+  guard_gloo(info.describe(), [&] {
+    buf = context_->createUnboundBuffer(ptr, bytes);
+    if (is_send)
+      buf->send(op.peer, op.tag);
+    else
+      buf->recv(op.peer, op.tag);
+  });
+  return std::make_unique<GlooPending>(std::move(buf), is_send, info.describe(), options().timeout);
 }
 
 }  // namespace lockstep::comm::gloo_backend

@@ -4,6 +4,8 @@
 // time left before the operation's deadline. f16/bf16 reductions run in f32 (gloo's reduce
 // function is ours, lockstep's reduce kernels); reduce_scatter is an all-reduce of a staged
 // copy (gloo has no options-style reduce-scatter), so it moves `size()` times the data.
+// abort() fails queued operations at once but cannot cut short a running collective (libgloo
+// 0.5 has no way to), which ends at its timeout: supports(Capability::abort) is false.
 //
 // Interface selection: LOCKSTEP_SOCKET_IFNAME names the interface to bind; otherwise the
 // loopback address when MASTER_ADDR is local or unset, else this host's name.
@@ -32,11 +34,11 @@ class GlooProcessGroup final : public engine::EngineGroup {
                                               const std::string& name,
                                               Deadline deadline) override;
   void interrupt() override;
+  std::unique_ptr<engine::Pending> post(const engine::Op& op, const OpInfo& info) override;
 
  private:
   void reduction(const engine::Op& op, const OpInfo& info, Deadline deadline);
   void data_movement(const engine::Op& op, const OpInfo& info, Deadline deadline);
-  void point_to_point(const engine::Op& op, const OpInfo& info, Deadline deadline);
   // gloo allreduce/reduce of `count` elements of `dtype` in place at `data`.
   void gloo_reduce(OpKind kind, void* data, size_t count, DType dtype, ReduceOp op, int root,
                    uint32_t tag, Millis timeout);

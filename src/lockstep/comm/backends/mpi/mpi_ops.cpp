@@ -128,19 +128,48 @@ void MpiProcessGroup::data_movement(const engine::Op& op, const OpInfo& info, De
                             "MPI_Ialltoall", info, deadline);
     case OpKind::barrier:
       return start_and_wait(MPI_Ibarrier(c, &req), req, "MPI_Ibarrier", info, deadline);
-    case OpKind::send:
-    case OpKind::recv: {
-      if (op.tag > uint32_t(tag_ub_))
-        LOCKSTEP_THROW(InvalidArgument, info.describe(), ": tag ", op.tag,
-                       " exceeds this MPI's MPI_TAG_UB (", tag_ub_, ")");
-      if (op.kind == OpKind::send)
-        return start_and_wait(MPI_Isend(op.in, n, t, op.peer, int(op.tag), c, &req), req,
-                              "MPI_Isend", info, deadline);
-      return start_and_wait(MPI_Irecv(op.out, n, t, op.peer, int(op.tag), c, &req), req,
-                            "MPI_Irecv", info, deadline);
-    }
     default: LOCKSTEP_CHECK(false, "unexpected operation: ", info.describe());
   }
+}
+
+namespace {
+
+// A posted MPI_Isend/MPI_Irecv; cancelled and freed if dropped before completion.
+class MpiPending final : public engine::Pending {
+ public:
+  MpiPending(MPI_Request req, std::string ctx) : req_(req), ctx_(std::move(ctx)) {}
+  ~MpiPending() override {
+    if (req_ != MPI_REQUEST_NULL) {
+      MPI_Cancel(&req_);
+      MPI_Request_free(&req_);
+    }
+  }
+  bool test() override {
+    int flag = 0;
+    CHECK_MPI(MPI_Test(&req_, &flag, MPI_STATUS_IGNORE), ctx_);
+    return flag != 0;
+  }
+
+ private:
+  MPI_Request req_;
+  std::string ctx_;
+};
+
+}  // namespace
+
+std::unique_ptr<engine::Pending> MpiProcessGroup::post(const engine::Op& op, const OpInfo& info) {
+  engine::check_int_count(op.count, info);
+  if (op.tag > uint32_t(tag_ub_))
+    LOCKSTEP_THROW(InvalidArgument, info.describe(), ": tag ", op.tag,
+                   " exceeds this MPI's MPI_TAG_UB (", tag_ub_, ")");
+  const MPI_Datatype t = mpi_type(op.dtype);
+  const int n = int(op.count);
+  MPI_Request req = MPI_REQUEST_NULL;
+  if (op.kind == OpKind::send)
+    CHECK_MPI(MPI_Isend(op.in, n, t, op.peer, int(op.tag), comm_.get(), &req), info.describe());
+  else
+    CHECK_MPI(MPI_Irecv(op.out, n, t, op.peer, int(op.tag), comm_.get(), &req), info.describe());
+  return std::make_unique<MpiPending>(req, info.describe());
 }
 
 }  // namespace lockstep::comm::mpi

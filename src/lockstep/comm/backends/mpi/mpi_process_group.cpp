@@ -28,6 +28,8 @@ std::unique_ptr<ProcessGroup> make_mpi_group(store::Store& /*store*/, int rank, 
   return std::make_unique<mpi::MpiProcessGroup>(mpi::Communicator(dup), options);
 }
 
+bool mpi_launched() { return mpi::MpiRuntime::launched_by_mpi(); }
+
 namespace mpi {
 
 Communicator::~Communicator() {

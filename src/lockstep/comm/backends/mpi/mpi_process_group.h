@@ -45,6 +45,7 @@ class MpiProcessGroup final : public engine::EngineGroup {
   std::unique_ptr<ProcessGroup> make_subgroup(const std::vector<int>& ranks,
                                               const std::string& name,
                                               Deadline deadline) override;
+  std::unique_ptr<engine::Pending> post(const engine::Op& op, const OpInfo& info) override;
 
  private:
   // Issues one non-blocking call and waits for it (see wait_request).

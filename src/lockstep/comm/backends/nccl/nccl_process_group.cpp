@@ -14,6 +14,8 @@ std::unique_ptr<ProcessGroup> make_nccl_group(store::Store& store, int rank, int
   return std::make_unique<nccl::NcclProcessGroup>(store, rank, world, options);
 }
 
+int nccl_visible_devices() { return nccl::visible_device_count(); }
+
 namespace nccl {
 
 [[noreturn]] void throw_cuda_error(cudaError_t rc, const char* call, const std::string& context) {

@@ -1,0 +1,136 @@
+// Fault tests of the conformance suite, where the engine allows them: a collective that a
+// peer never joins times out with an error naming it; abort() unblocks a waiter at once; a
+// peer that left turns into an error, not a hang; a rendezvous nobody joins times out.
+// A second group ("sync") keeps the ranks in step around the group that is made to fail.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "harness.h"
+#include "lockstep/comm/backends/registry.h"
+#include "lockstep/core/error.h"
+#include "lockstep/store/hash_store.h"
+
+namespace lockstep::comm::conformance {
+namespace {
+
+using std::chrono::milliseconds;
+
+class Faults : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    if (GetParam().world < 2) GTEST_SKIP() << "fault tests need two ranks or more";
+    const std::string why = backend_unavailable_reason(GetParam().backend, GetParam().world);
+    if (!why.empty()) GTEST_SKIP() << why;
+  }
+  // fn(rank, group under test, sync group).
+  void with_groups(Millis timeout,
+                   const std::function<void(int, ProcessGroup&, ProcessGroup&)>& fn) {
+    const Case c = GetParam();
+    run_ranks_raw(c, [&](int rank, store::Store& store) {
+      auto sync = ProcessGroup::create(c.backend, store, rank, c.world, test_options("sync"));
+      auto pg = ProcessGroup::create(c.backend, store, rank, c.world, test_options("faulty", timeout));
+      fn(rank, *pg, *sync);
+      sync->barrier().wait();  // every rank is done with pg before any destroys it
+      pg.reset();
+    });
+  }
+};
+
+TEST_P(Faults, CollectiveNobodyJoinsTimesOutNamingIt) {
+  with_groups(milliseconds(700), [](int rank, ProcessGroup& pg, ProcessGroup& sync) {
+    if (rank == 0) {
+      std::vector<float> v(1000, 1.0f);
+      const auto start = Clock::now();
+      Work w = pg.allreduce(v.data(), v.size(), DType::f32, ReduceOp::sum);
+      try {
+        w.wait(std::chrono::seconds(30));
+        ADD_FAILURE() << "allreduce without peers completed";
+      } catch (const TimeoutError& e) {
+        EXPECT_NE(std::string(e.what()).find("allreduce"), std::string::npos) << e.what();
+      } catch (const Error& e) {
+        ADD_FAILURE() << "expected TimeoutError, got: " << e.what();
+      }
+      const double s = seconds_since(start);
+      EXPECT_GE(s, 0.6);
+      EXPECT_LT(s, 10.0) << "the timeout was not honoured";
+    }
+    sync.barrier().wait();
+  });
+}
+
+TEST_P(Faults, AbortUnblocksAWaiter) {
+  with_groups(std::chrono::seconds(60), [](int rank, ProcessGroup& pg, ProcessGroup& sync) {
+    if (!pg.supports(Capability::abort)) return;
+    if (rank == 0) {
+      std::vector<float> v(1000, 1.0f);
+      const auto start = Clock::now();
+      Work w = pg.allreduce(v.data(), v.size(), DType::f32, ReduceOp::sum);
+      std::thread aborter([&] {
+        std::this_thread::sleep_for(milliseconds(200));
+        pg.abort();
+      });
+      EXPECT_THROW(w.wait(std::chrono::seconds(30)), AbortedError);
+      aborter.join();
+      EXPECT_LT(seconds_since(start), 10.0) << "abort did not unblock the wait";
+      EXPECT_THROW(pg.barrier().wait(std::chrono::seconds(10)), AbortedError);
+    }
+    sync.barrier().wait();
+  });
+}
+
+TEST_P(Faults, AbortFailsQueuedOperationsAtOnce) {
+  with_groups(std::chrono::seconds(3), [](int rank, ProcessGroup& pg, ProcessGroup& sync) {
+    if (rank == 0) {
+      std::vector<float> v(1000, 1.0f);
+      Work running = pg.allreduce(v.data(), v.size(), DType::f32, ReduceOp::sum);
+      Work queued = pg.barrier();
+      std::this_thread::sleep_for(milliseconds(200));
+      const auto start = Clock::now();
+      pg.abort();
+      EXPECT_THROW(queued.wait(std::chrono::seconds(2)), AbortedError);
+      EXPECT_LT(seconds_since(start), 2.0);
+      // The running one ends at once where the engine can abort, else at its timeout.
+      EXPECT_THROW(running.wait(std::chrono::seconds(30)), Error);
+    }
+    sync.barrier().wait();
+  });
+}
+
+TEST_P(Faults, PeerThatLeftIsAnErrorNotAHang) {
+  const Case c = GetParam();
+  if (c.mpi_process) GTEST_SKIP() << "a rank leaving an MPI job ends the job (mpirun's policy)";
+  if (c.backend == "nccl") GTEST_SKIP() << "covered by the NCCL timeout test";
+  run_ranks_raw(c, [&](int rank, store::Store& store) {
+    auto sync = ProcessGroup::create(c.backend, store, rank, c.world, test_options("sync"));
+    auto pg = ProcessGroup::create(c.backend, store, rank, c.world,
+                                   test_options("leaving", std::chrono::seconds(5)));
+    if (rank != 0) pg.reset();  // every peer leaves
+    sync->barrier().wait();
+    if (rank == 0) {
+      float x = 1;
+      const auto start = Clock::now();
+      EXPECT_THROW(pg->allreduce(&x, 1, DType::f32, ReduceOp::sum).wait(std::chrono::seconds(30)),
+                   Error);
+      EXPECT_LT(seconds_since(start), 15.0);
+    }
+    sync->barrier().wait();
+  });
+}
+
+TEST_P(Faults, RendezvousNobodyJoinsTimesOut) {
+  const Case c = GetParam();
+  if (c.mpi_process || c.world != 2) GTEST_SKIP() << "store rendezvous, checked once (w2)";
+  store::HashStore store;
+  const auto start = Clock::now();
+  EXPECT_THROW(ProcessGroup::create(c.backend, store, 0, 2, test_options("alone", milliseconds(500))),
+               Error);
+  EXPECT_LT(seconds_since(start), 10.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, Faults, ::testing::ValuesIn(cases()),
+                         [](const auto& info) { return case_name(info.param); });
+
+}  // namespace
+}  // namespace lockstep::comm::conformance

@@ -1,0 +1,130 @@
+// The registry of built-in backends and the parts of the nccl backend that need no GPU:
+// settings parsing and the exchange of the unique id through the store.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <thread>
+
+#include "lockstep/comm/backends/config.h"
+#include "lockstep/comm/backends/nccl/nccl_options.h"
+#include "lockstep/comm/backends/registry.h"
+#include "lockstep/comm/process_group.h"
+#include "lockstep/core/error.h"
+#include "lockstep/store/hash_store.h"
+
+namespace lockstep::comm {
+namespace {
+
+TEST(Registry, BuiltBackendsMatchTheConfigAndRegisterOnce) {
+  register_builtin_backends();
+  register_builtin_backends();  // idempotent
+  auto built = built_backends();
+  ASSERT_FALSE(built.empty());
+  EXPECT_EQ(built.front(), "native");
+  auto has = [&](const char* n) { return std::find(built.begin(), built.end(), n) != built.end(); };
+  EXPECT_EQ(has("mpi"), bool(LOCKSTEP_HAVE_MPI));
+  EXPECT_EQ(has("gloo"), bool(LOCKSTEP_HAVE_GLOO));
+  EXPECT_EQ(has("nccl"), bool(LOCKSTEP_HAVE_NCCL));
+  auto registered = ProcessGroup::backends();
+  for (const auto& b : built)
+    EXPECT_NE(std::find(registered.begin(), registered.end(), b), registered.end()) << b;
+  EXPECT_NE(backends_summary().find("native"), std::string::npos);
+}
+
+TEST(Registry, UnavailableReasons) {
+  EXPECT_EQ(backend_unavailable_reason("native", 4), "");
+  EXPECT_NE(backend_unavailable_reason("nosuch", 2), "");
+  if (LOCKSTEP_HAVE_MPI && std::getenv("OMPI_COMM_WORLD_SIZE") == nullptr) {
+    EXPECT_NE(backend_unavailable_reason("mpi", 2).find("mpirun"), std::string::npos);
+  }
+}
+
+TEST(Registry, MpiOutsideALauncherIsAClearConfigError) {
+  if (!LOCKSTEP_HAVE_MPI || std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr)
+    GTEST_SKIP() << "needs the mpi backend, outside mpirun";
+  register_builtin_backends();
+  store::HashStore store;
+  try {
+    ProcessGroup::create("mpi", store, 0, 2);
+    ADD_FAILURE() << "created an mpi group of 2 outside mpirun";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("mpirun"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Registry, NcclWithoutAGpuIsAClearConfigError) {
+  if (!LOCKSTEP_HAVE_NCCL) GTEST_SKIP() << "nccl backend not built";
+  if (backend_unavailable_reason("nccl", 1).empty()) GTEST_SKIP() << "this machine has a GPU";
+  register_builtin_backends();
+  store::HashStore store;
+  EXPECT_THROW(ProcessGroup::create("nccl", store, 0, 2), ConfigError);
+}
+
+// --- nccl: settings and unique-id exchange (no GPU needed) ----------------------------------
+
+EnvLookup env(std::map<std::string, std::string> m) {
+  return [m](std::string_view k) -> std::optional<std::string> {
+    auto it = m.find(std::string(k));
+    if (it == m.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+TEST(NcclOptions, DefaultsAndOverrides) {
+  auto d = nccl::parse_nccl_config(env({}));
+  EXPECT_EQ(d.device, -1);
+  EXPECT_FALSE(d.blocking);
+  auto c = nccl::parse_nccl_config(env({{"LOCKSTEP_NCCL_DEVICE", "3"},
+                                        {"LOCKSTEP_NCCL_BLOCKING", "1"},
+                                        {"LOCKSTEP_NCCL_POLL_US", "0"}}));
+  EXPECT_EQ(c.device, 3);
+  EXPECT_TRUE(c.blocking);
+  EXPECT_EQ(c.poll_interval.count(), 0);
+  EXPECT_THROW(nccl::parse_nccl_config(env({{"LOCKSTEP_NCCL_DEVICE", "gpu0"}})), ConfigError);
+  EXPECT_THROW(nccl::parse_nccl_config(env({{"LOCKSTEP_NCCL_BLOCKING", "2"}})), ConfigError);
+}
+
+TEST(NcclOptions, DeviceChoice) {
+  nccl::NcclConfig c;
+  EXPECT_EQ(nccl::choose_device(c, 5, 4), 1);  // local rank modulo devices
+  c.device = 2;
+  EXPECT_EQ(nccl::choose_device(c, 5, 4), 2);
+  EXPECT_THROW(nccl::choose_device(c, 0, 2), ConfigError);
+  EXPECT_THROW(nccl::choose_device(nccl::NcclConfig{}, 0, 0), ConfigError);
+}
+
+TEST(NcclUniqueId, EveryRankGetsRootsBytes) {
+  store::HashStore store;
+  constexpr int kWorld = 4;
+  constexpr size_t kSize = 128;
+  std::vector<store::Bytes> got(kWorld);
+  std::vector<std::thread> ts;
+  for (int r = 0; r < kWorld; ++r)
+    ts.emplace_back([&, r] {
+      got[r] = nccl::exchange_unique_id(
+          store, "nccl/g/0/unique_id", r, 0,
+          [] {
+            store::Bytes id(kSize);
+            for (size_t i = 0; i < kSize; ++i) id[i] = uint8_t(i * 7 + 1);
+            return id;
+          },
+          kSize, std::chrono::seconds(10));
+    });
+  for (auto& t : ts) t.join();
+  for (int r = 0; r < kWorld; ++r) EXPECT_EQ(got[r], got[0]) << r;
+  EXPECT_EQ(got[0][1], 8);
+}
+
+TEST(NcclUniqueId, MissingRootTimesOutAndForeignBytesAreRejected) {
+  store::HashStore store;
+  auto never = []() -> store::Bytes { throw InternalError("rank 1 must not make the id"); };
+  EXPECT_THROW(nccl::exchange_unique_id(store, "k", 1, 0, never, 128, std::chrono::milliseconds(100)),
+               TimeoutError);
+  store.set("k", std::string_view("short"));
+  EXPECT_THROW(nccl::exchange_unique_id(store, "k", 1, 0, never, 128, std::chrono::seconds(1)),
+               ProtocolError);
+}
+
+}  // namespace
+}  // namespace lockstep::comm
