@@ -1,0 +1,97 @@
+#!/usr/bin/python3
+"""PyTorch DistributedDataParallel (gloo) twin of ddp_bench: the same model, batch, data,
+optimizer, warm-up and one compute thread per worker. Prints one JSON line per rank.
+
+    /usr/bin/python3 bench/ddp/torch_ddp_peer.py --model fmnist-cnn --rank 0 --world 2 --store /tmp/f
+"""
+import argparse
+import gzip
+import json
+import resource
+import struct
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+
+def load_shard(data_dir, rank, world, want):
+    if data_dir == "synthetic":
+        i = np.arange(want * 784, dtype=np.uint64)
+        x = ((i * 2654435761) % 255).astype(np.float32).reshape(want, 1, 28, 28) / 255.0
+        return torch.from_numpy(x), torch.from_numpy(np.arange(want) % 10)
+    with gzip.open(f"{data_dir}/train-images-idx3-ubyte.gz", "rb") as f:
+        magic, n, rows, cols = struct.unpack(">IIII", f.read(16))
+        assert magic == 0x803 and rows == 28 and cols == 28, "not an IDX3 file of 28x28 images"
+        images = np.frombuffer(f.read(n * 784), dtype=np.uint8).reshape(n, 1, 28, 28)
+    with gzip.open(f"{data_dir}/train-labels-idx1-ubyte.gz", "rb") as f:
+        f.read(8)
+        labels = np.frombuffer(f.read(n), dtype=np.uint8)
+    per = n // world
+    idx = rank * per + np.arange(want) % per
+    return (torch.from_numpy(images[idx].astype(np.float32) / 255.0),
+            torch.from_numpy(labels[idx].astype(np.int64)))
+
+
+def make_model(name):
+    if name == "fmnist-mlp":
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(),
+                             nn.Linear(256, 10))
+    if name == "fmnist-cnn":
+        return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                             nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10))
+    raise SystemExit(f"unknown model {name!r}; known: fmnist-mlp, fmnist-cnn")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="fmnist-cnn")
+    p.add_argument("--rank", type=int, default=0)
+    p.add_argument("--world", type=int, default=1)
+    p.add_argument("--store", required=True)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(1)
+    dist.init_process_group("gloo", init_method=f"file://{a.store}", rank=a.rank, world_size=a.world)
+    x, y = load_shard(a.data, a.rank, a.world, 160 * a.batch)
+    model = DDP(make_model(a.model))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    cursor = [0]
+
+    def step():
+        if (cursor[0] + 1) * a.batch > x.shape[0]:
+            cursor[0] = 0
+        s = cursor[0] * a.batch
+        cursor[0] += 1
+        opt.zero_grad(set_to_none=False)
+        loss = loss_fn(model(x[s:s + a.batch]), y[s:s + a.batch])
+        loss.backward()
+        opt.step()
+        return loss
+
+    for _ in range(a.warmup):
+        step()
+    dist.barrier()
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(a.steps):
+        loss = step()
+    el, cpu = time.perf_counter() - t0, time.process_time() - c0
+    dist.barrier()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(json.dumps({"impl": "torch", "model": a.model, "world": a.world, "rank": a.rank, "batch": a.batch,
+                      "steps": a.steps, "elapsed_s": el, "cpu_s": cpu, "samples_per_s": a.steps * a.batch / el,
+                      "loss": float(loss.item()), "peak_rss_mib": rss}), flush=True)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
