@@ -1,5 +1,7 @@
 #include "lockstep/nn/kernels.h"
 
+#include <cmath>
+
 #define LOCKSTEP_NN_CLONES __attribute__((target_clones("avx2", "default")))
 
 namespace lockstep::nn::kernels {
@@ -39,6 +41,16 @@ LOCKSTEP_NN_CLONES void sgd_momentum(float* __restrict w, const float* __restric
 
 LOCKSTEP_NN_CLONES void sgd_plain(float* __restrict w, const float* __restrict g, int64_t n, float lr, float wd) {
   for (int64_t i = 0; i < n; ++i) w[i] -= lr * (g[i] + wd * w[i]);
+}
+
+LOCKSTEP_NN_CLONES void adamw(float* __restrict w, const float* __restrict g, float* __restrict m, float* __restrict v,
+                              int64_t n, float b1, float b2, float eps, float step_size, float bc2_sqrt, float decay) {
+  for (int64_t i = 0; i < n; ++i) {
+    w[i] *= decay;
+    m[i] = b1 * m[i] + (1.0f - b1) * g[i];
+    v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+    w[i] -= step_size * m[i] / (std::sqrt(v[i]) / bc2_sqrt + eps);
+  }
 }
 
 LOCKSTEP_NN_CLONES void add_scalar(const float* __restrict src, float bias, float* __restrict dst, int64_t n) {

@@ -77,18 +77,9 @@ void AdamW::step() {
   const float bc2_sqrt = float(std::sqrt(1.0 - std::pow(double(opt_.beta2), t)));
   const float step_size = lr_ / bc1, b1 = opt_.beta1, b2 = opt_.beta2;
   const float decay = 1.0f - lr_ * opt_.weight_decay;
-  for (Parameter* p : model_.parameters()) {
-    float* w = p->value_data();
-    const float* g = p->grad_data();
-    float* m = m_.data() + p->value_offset();
-    float* v = v_.data() + p->value_offset();
-    for (int64_t i = 0; i < p->numel(); ++i) {
-      w[i] *= decay;
-      m[i] = b1 * m[i] + (1.0f - b1) * g[i];
-      v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
-      w[i] -= step_size * m[i] / (std::sqrt(v[i]) / bc2_sqrt + opt_.eps);
-    }
-  }
+  for (Parameter* p : model_.parameters())
+    kernels::adamw(p->value_data(), p->grad_data(), m_.data() + p->value_offset(), v_.data() + p->value_offset(),
+                   p->numel(), b1, b2, opt_.eps, step_size, bc2_sqrt, decay);
 }
 
 std::vector<NamedSpan> AdamW::state() {
