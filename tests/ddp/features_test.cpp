@@ -12,6 +12,7 @@
 #include "lockstep/ddp/join.h"
 #include "lockstep/ddp/powersgd_hook.h"
 #include "lockstep/ddp/replica_check.h"
+#include "lockstep/ddp/sync_batch_norm.h"
 #include "lockstep/ddp/zero_optimizer.h"
 #include "lockstep/nn/layers.h"
 
@@ -344,6 +345,43 @@ TEST(Timeline, WritesChromeTraceWithBucketsPerRank) {
       EXPECT_NE(json.find(name), std::string::npos) << name << " missing in " << path;
     std::remove(path.c_str());
   }
+}
+
+// Conv -> norm -> ReLU -> pool -> Linear, with the norm layer given.
+std::unique_ptr<nn::Model> bn_model(std::unique_ptr<nn::Module> norm) {
+  auto s = std::make_unique<nn::Sequential>();
+  s->emplace<nn::Conv2d>(1, 4, 3, 1, 1).add(std::move(norm));
+  s->emplace<nn::ReLU>().emplace<nn::MaxPool2d>(2).emplace<nn::Flatten>().emplace<nn::Linear>(784, 10);
+  return std::make_unique<nn::Model>(std::move(s), 17);
+}
+
+TEST(SyncBatchNorm, EqualsBatchNormOnTheConcatenatedBatch) {
+  const int world = 2, steps = 8;
+  const int64_t batch = 4;
+  std::vector<std::vector<float>> params(world), buffers(world);
+  run_ranks(world, [&](int r, comm::ProcessGroup& pg) {
+    auto m = bn_model(std::make_unique<SyncBatchNorm>(4, pg));
+    DistributedDataParallel ddp(*m, pg, {});
+    nn::Sgd sgd(*m, {.lr = 0.05f, .momentum = 0.9f});
+    nn::CrossEntropyLoss ce;
+    for (int step = 0; step < steps; ++step) {
+      m->zero_grad();
+      ddp_forward_backward(ddp, ce, make_batch(step * world * batch + r * batch, batch));
+      ddp.step(sgd);
+    }
+    params[size_t(r)] = copy_params(*m);
+    auto b = m->flat_buffers();
+    buffers[size_t(r)] = {b.begin(), b.end()};
+  });
+  auto ref = bn_model(std::make_unique<nn::BatchNorm2d>(4));
+  nn::Sgd sgd(*ref, {.lr = 0.05f, .momentum = 0.9f});
+  nn::CrossEntropyLoss ce;
+  for (int step = 0; step < steps; ++step) plain_step(*ref, sgd, ce, make_batch(step * world * batch, world * batch));
+  EXPECT_TRUE(bit_identical(params[0], params[1]));
+  auto rp = ref->flat_params();
+  auto rb = ref->flat_buffers();
+  for (size_t k = 0; k < rp.size(); ++k) ASSERT_NEAR(params[0][k], rp[k], 1e-4 * (1 + std::fabs(rp[k]))) << k;
+  for (size_t k = 0; k < rb.size(); ++k) ASSERT_NEAR(buffers[0][k], rb[k], 1e-4 * (1 + std::fabs(rb[k]))) << k;
 }
 
 }  // namespace
