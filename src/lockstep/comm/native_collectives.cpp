@@ -43,7 +43,7 @@ Work NativeProcessGroup::allreduce(void* data, size_t count, DType dt, ReduceOp 
       else
         algo::allreduce_doubling(c, d, count, t, op);
     });
-  });
+  }, count * dtype_size(dt));
 }
 
 Work NativeProcessGroup::broadcast(void* data, size_t count, DType dt, int root) {
@@ -55,7 +55,7 @@ Work NativeProcessGroup::broadcast(void* data, size_t count, DType dt, int root)
     if (shm_) return shm_->broadcast(data, bytes, root, info, dl);
     LOCKSTEP_CTX;
     algo::broadcast_tree(c, data, bytes, root);
-  });
+  }, count * dtype_size(dt));
 }
 
 Work NativeProcessGroup::reduce(void* data, size_t count, DType dt, ReduceOp op, int root) {
@@ -68,7 +68,7 @@ Work NativeProcessGroup::reduce(void* data, size_t count, DType dt, ReduceOp op,
       LOCKSTEP_CTX;
       algo::reduce_tree(c, d, count, t, op, root);
     });
-  });
+  }, count * dtype_size(dt));
 }
 
 Work NativeProcessGroup::allgather(const void* in, void* out, size_t count, DType dt) {
@@ -82,7 +82,7 @@ Work NativeProcessGroup::allgather(const void* in, void* out, size_t count, DTyp
     if (shm_) return shm_->allgather(in, out, bytes, info, dl);
     LOCKSTEP_CTX;
     algo::allgather_ring(c, in, out, bytes);
-  });
+  }, bytes * world_);
 }
 
 Work NativeProcessGroup::reduce_scatter(const void* in, void* out, size_t count, DType dt,
@@ -103,7 +103,7 @@ Work NativeProcessGroup::reduce_scatter(const void* in, void* out, size_t count,
     widen_to_f32(in, f, total, dt);
     algo::reduce_scatter_ring(c, f, f + total, count, DType::f32, op);
     narrow_from_f32(f + total, out, count, dt);
-  });
+  }, count * dtype_size(dt) * world_);
 }
 
 Work NativeProcessGroup::gather(const void* in, void* out, size_t count, DType dt, int root) {
@@ -117,7 +117,7 @@ Work NativeProcessGroup::gather(const void* in, void* out, size_t count, DType d
                  [=, this](const OpInfo& info, Deadline dl) {
     LOCKSTEP_CTX;
     algo::gather_linear(c, in, out, bytes, root);
-  });
+  }, bytes);
 }
 
 Work NativeProcessGroup::scatter(const void* in, void* out, size_t count, DType dt, int root) {
@@ -131,7 +131,7 @@ Work NativeProcessGroup::scatter(const void* in, void* out, size_t count, DType 
                  [=, this](const OpInfo& info, Deadline dl) {
     LOCKSTEP_CTX;
     algo::scatter_linear(c, in, out, bytes, root);
-  });
+  }, bytes);
 }
 
 Work NativeProcessGroup::alltoall(const void* in, void* out, size_t count, DType dt) {
@@ -144,7 +144,7 @@ Work NativeProcessGroup::alltoall(const void* in, void* out, size_t count, DType
                  [=, this](const OpInfo& info, Deadline dl) {
     LOCKSTEP_CTX;
     algo::alltoall_pairwise(c, in, out, bytes);
-  });
+  }, bytes * world_);
 }
 
 Work NativeProcessGroup::barrier() {
@@ -153,7 +153,7 @@ Work NativeProcessGroup::barrier() {
     if (shm_) return shm_->barrier(info, dl);
     LOCKSTEP_CTX;
     algo::barrier_dissemination(c);
-  });
+  }, 0);
 }
 
 Work NativeProcessGroup::send(const void* data, size_t count, DType dt, int dst, uint32_t tag) {
@@ -161,7 +161,7 @@ Work NativeProcessGroup::send(const void* data, size_t count, DType dt, int dst,
   return enqueue(OpKind::send, {}, [=, this](const OpInfo& info, Deadline dl) {
     transport_->post_send(dst, kP2PTagBit | tag, data, count * dtype_size(dt));
     transport_->wait_all(dl, info);
-  });
+  }, count * dtype_size(dt));
 }
 
 Work NativeProcessGroup::recv(void* data, size_t count, DType dt, int src, uint32_t tag) {
@@ -169,7 +169,7 @@ Work NativeProcessGroup::recv(void* data, size_t count, DType dt, int src, uint3
   return enqueue(OpKind::recv, {}, [=, this](const OpInfo& info, Deadline dl) {
     transport_->post_recv(src, kP2PTagBit | tag, data, count * dtype_size(dt));
     transport_->wait_all(dl, info);
-  });
+  }, count * dtype_size(dt));
 }
 
 #undef LOCKSTEP_CTX

@@ -15,6 +15,11 @@
 namespace lockstep::comm {
 namespace {
 
+// Operations up to this size do not wake a lightly sleeping worker (see worker_loop).
+constexpr size_t kLazyBytes = 1 << 20;
+constexpr auto kLightSlice = std::chrono::milliseconds(2);
+constexpr int kLightSlices = 50;
+
 std::string env_or(const char* name, const std::string& fallback) {
   const char* v = std::getenv(name);
   return v && *v ? std::string(v) : fallback;
@@ -110,7 +115,7 @@ void NativeProcessGroup::abort() {
   cv_.notify_all();
 }
 
-Work NativeProcessGroup::enqueue(OpKind kind, std::string signature, Body body) {
+Work NativeProcessGroup::enqueue(OpKind kind, std::string signature, Body body, size_t bytes) {
   const bool collective = kind != OpKind::send && kind != OpKind::recv;
   std::lock_guard<std::mutex> lk(mu_);
   OpInfo info{kind, collective ? next_seq_++ : next_p2p_++, rank_, opt_.group_name};
@@ -134,25 +139,39 @@ Work NativeProcessGroup::enqueue(OpKind kind, std::string signature, Body body) 
   });
   queue_.push_back(Task{std::move(state), collective ? std::move(signature) : std::string(),
                         std::move(body)});
-  cv_.notify_one();
+  if (deep_sleep_ || bytes > kLazyBytes) cv_.notify_one();
   return w;
 }
 
+// The worker runs queued tasks in order. While work keeps coming it naps in short slices
+// (light sleep), so that enqueue need not wake it for small operations: a waiter usually runs
+// those inline (no thread hand-off), and otherwise the worker finds them within one slice.
+// After a while without work it sleeps until notified (deep sleep).
 void NativeProcessGroup::worker_loop() {
+  std::unique_lock<std::mutex> lk(mu_);
+  int idle = 0;
   for (;;) {
-    Task task;
-    {
-      std::unique_lock<std::mutex> lk(mu_);
-      // Sleep while there is nothing to run or a helping waiter runs the front task.
-      cv_.wait(lk, [&] { return !running_ && (stop_ || !queue_.empty()); });
-      if (queue_.empty()) return;  // stopping and drained
-      task = std::move(queue_.front());
+    if (!running_ && !queue_.empty()) {
+      Task task = std::move(queue_.front());
       queue_.pop_front();
       running_ = true;
+      lk.unlock();
+      run_task(task);
+      lk.lock();
+      running_ = false;
+      idle = 0;
+      continue;
     }
-    run_task(task);
-    std::lock_guard<std::mutex> lk(mu_);
-    running_ = false;
+    if (stop_ && !running_) return;  // queue is empty
+    if (idle < kLightSlices) {
+      deep_sleep_ = false;
+      cv_.wait_for(lk, kLightSlice);
+      ++idle;
+    } else {
+      deep_sleep_ = true;
+      cv_.wait(lk);
+      deep_sleep_ = false;
+    }
   }
 }
 
@@ -171,8 +190,8 @@ void NativeProcessGroup::help_until(const WorkState* target) {
     {
       std::lock_guard<std::mutex> lk(mu_);
       running_ = false;
+      if (!queue_.empty()) cv_.notify_one();  // the worker waited for running_ to clear
     }
-    cv_.notify_all();  // the worker may be waiting for running_ to clear
     if (mine) return;
   }
 }

@@ -57,7 +57,8 @@ class NativeProcessGroup final : public ProcessGroup {
   };
 
   void rendezvous();
-  Work enqueue(OpKind kind, std::string signature, Body body);
+  // `bytes`: the operation's size, which decides whether the worker is woken at once.
+  Work enqueue(OpKind kind, std::string signature, Body body, size_t bytes);
   void worker_loop();
   // Runs queued tasks on the calling thread, in order, while the worker is idle, until
   // `target` is done or another thread holds the queue front.
@@ -82,6 +83,7 @@ class NativeProcessGroup final : public ProcessGroup {
   std::condition_variable cv_;
   std::deque<Task> queue_;
   bool stop_ = false;
+  bool deep_sleep_ = true;   // the worker sleeps until notified (else it naps in slices)
   bool running_ = false;     // a task is being run (by the worker or a helping waiter)
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // helpers check the group exists
   std::atomic<bool> aborted_{false};

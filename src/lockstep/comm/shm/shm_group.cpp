@@ -65,7 +65,7 @@ ShmGroup::ShmGroup(store::Store& store, const std::string& prefix, int rank, int
   slots_ = b + slots_off;
   ctl_[rank].pid.store(::getpid());
   // Spinning only pays when every rank has a core; oversubscribed ranks go to sleep at once.
-  spin_ns_ = int(std::thread::hardware_concurrency()) >= world ? 30'000 : 0;
+  spin_ns_ = int(std::thread::hardware_concurrency()) >= world ? 300'000 : 0;
   srcs_.resize(P);
   transport_ = std::make_unique<ShmTransport>(*this);
 }

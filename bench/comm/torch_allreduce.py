@@ -1,0 +1,60 @@
+#!/usr/bin/python3
+"""torch.distributed (gloo) all_reduce of float32, timed like bench_collectives: per size,
+warm-up, then the best of `reps` batches (slowest rank per batch). Prints "size time_us".
+
+    /usr/bin/python3 torch_allreduce.py --nproc 2 --min-bytes 8 --max-bytes 268435456 --factor 4
+"""
+import argparse
+import os
+import socket
+import time
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+
+def run(rank, world, port, args):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+    reps, warmup = 5, 3
+    buf = torch.zeros(args.max_bytes // 4 + 16, dtype=torch.float32)  # allocated and touched once
+    b = args.min_bytes
+    while b <= args.max_bytes:
+        count = b // 4
+        t = buf[:count]
+        iters = max(2, min((1 << 30) // max(b, 1) // 8 // reps, 20 * 50))
+        t.copy_(torch.arange(count, dtype=torch.float32).add_(rank).remainder_(4))
+        for _ in range(warmup):
+            dist.all_reduce(t)
+        best = float("inf")
+        for _ in range(reps):
+            dist.barrier()
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                dist.all_reduce(t)
+            us = torch.tensor([(time.perf_counter() - t0) / iters * 1e6], dtype=torch.float64)
+            dist.all_reduce(us, op=dist.ReduceOp.MAX)
+            best = min(best, us.item())
+        if rank == 0:
+            print(f"{b} {best:.3f}", flush=True)
+        b *= args.factor
+    dist.destroy_process_group()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--nproc", type=int, default=2)
+    p.add_argument("--min-bytes", type=int, default=8)
+    p.add_argument("--max-bytes", type=int, default=256 << 20)
+    p.add_argument("--factor", type=int, default=2)
+    args = p.parse_args()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(run, args=(args.nproc, port, args), nprocs=args.nproc, join=True)
+
+
+if __name__ == "__main__":
+    main()
