@@ -51,8 +51,10 @@ void Reducer::drain() noexcept {
     if (!pending_[b].work.valid()) continue;
     try {
       pending_[b].work.wait(std::min<Clock::duration>(opt_.timeout, std::chrono::seconds(10)));
-    } catch (const std::exception& e) {
-      LOCKSTEP_LOG(warn, "ddp reducer: rank ", pg_.rank(), " ", where(b), " left unfinished: ", e.what());
+    } catch (const TimeoutError& e) {
+      LOCKSTEP_LOG(warn, "ddp reducer: rank ", pg_.rank(), " ", where(b), " still in flight at teardown: ", e.what());
+    } catch (const std::exception&) {
+      // Failed like the bucket whose error is already on its way to the caller.
     }
     pending_[b] = {};
   }
