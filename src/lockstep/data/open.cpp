@@ -37,8 +37,9 @@ std::vector<std::string> existing(const std::string& dir, const std::vector<std:
   std::vector<std::string> out;
   for (const auto& n : names) {
     for (const char* ext : {"", ".gz"}) {
-      if (file_exists(dir + "/" + n + ext)) {
-        out.push_back(dir + "/" + n + ext);
+      std::string path = str_cat(dir, "/", n, ext);
+      if (file_exists(path)) {
+        out.push_back(std::move(path));
         break;
       }
     }
@@ -84,7 +85,9 @@ DataSource find_image_data(const std::string& spec) {
                    "files (data_batch_1..5.bin, test_batch.bin); pass a directory holding one "
                    "of them, or 'fashion-mnist'");
   }
-  for (const auto& f : src.files) check_readable(f);
+  for (const auto& f : src.files) {
+    check_readable(f);
+  }
   return src;
 }
 
