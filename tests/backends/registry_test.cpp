@@ -77,7 +77,10 @@ TEST(NcclOptions, DefaultsAndOverrides) {
   EXPECT_FALSE(d.blocking);
   auto c = nccl::parse_nccl_config(env({{"LOCKSTEP_NCCL_DEVICE", "3"},
                                         {"LOCKSTEP_NCCL_BLOCKING", "1"},
-                                        {"LOCKSTEP_NCCL_POLL_US", "0"}}));
+                                        {"LOCKSTEP_NCCL_POLL_US", "0"},
+                                        {"LOCKSTEP_NCCL_SINGLE_RANK_ENGINE", "1"}}));
+  EXPECT_TRUE(c.single_rank_engine);
+  EXPECT_FALSE(d.single_rank_engine);
   EXPECT_EQ(c.device, 3);
   EXPECT_TRUE(c.blocking);
   EXPECT_EQ(c.poll_interval.count(), 0);

@@ -216,25 +216,25 @@ void EngineGroup::check_peer(int peer, OpKind kind) const {
 // --- collectives: validate, take the trivial cases here, queue the rest ------------------
 
 Work EngineGroup::allreduce(void* data, size_t count, DType dtype, ReduceOp op) {
-  if (count == 0 || world_ == 1) return done(OpKind::allreduce);
+  if (count == 0 || local()) return done(OpKind::allreduce);
   return submit_op(Op{OpKind::allreduce, nullptr, data, count, dtype, op});
 }
 
 Work EngineGroup::broadcast(void* data, size_t count, DType dtype, int root) {
   check_root(root, OpKind::broadcast);
-  if (count == 0 || world_ == 1) return done(OpKind::broadcast);
+  if (count == 0 || local()) return done(OpKind::broadcast);
   return submit_op(Op{OpKind::broadcast, nullptr, data, count, dtype, ReduceOp::sum, root});
 }
 
 Work EngineGroup::reduce(void* data, size_t count, DType dtype, ReduceOp op, int root) {
   check_root(root, OpKind::reduce);
-  if (count == 0 || world_ == 1) return done(OpKind::reduce);
+  if (count == 0 || local()) return done(OpKind::reduce);
   return submit_op(Op{OpKind::reduce, nullptr, data, count, dtype, op, root});
 }
 
 Work EngineGroup::allgather(const void* in, void* out, size_t count, DType dtype) {
   if (count == 0) return done(OpKind::allgather);
-  if (world_ == 1) {
+  if (local()) {
     copy_local(out, in, count * dtype_size(dtype));
     return done(OpKind::allgather);
   }
@@ -244,7 +244,7 @@ Work EngineGroup::allgather(const void* in, void* out, size_t count, DType dtype
 Work EngineGroup::reduce_scatter(const void* in, void* out, size_t count, DType dtype,
                                  ReduceOp op) {
   if (count == 0) return done(OpKind::reduce_scatter);
-  if (world_ == 1) {
+  if (local()) {
     copy_local(out, in, count * dtype_size(dtype));
     return done(OpKind::reduce_scatter);
   }
@@ -254,7 +254,7 @@ Work EngineGroup::reduce_scatter(const void* in, void* out, size_t count, DType 
 Work EngineGroup::gather(const void* in, void* out, size_t count, DType dtype, int root) {
   check_root(root, OpKind::gather);
   if (count == 0) return done(OpKind::gather);
-  if (world_ == 1) {
+  if (local()) {
     copy_local(out, in, count * dtype_size(dtype));
     return done(OpKind::gather);
   }
@@ -264,7 +264,7 @@ Work EngineGroup::gather(const void* in, void* out, size_t count, DType dtype, i
 Work EngineGroup::scatter(const void* in, void* out, size_t count, DType dtype, int root) {
   check_root(root, OpKind::scatter);
   if (count == 0) return done(OpKind::scatter);
-  if (world_ == 1) {
+  if (local()) {
     copy_local(out, in, count * dtype_size(dtype));
     return done(OpKind::scatter);
   }
@@ -273,7 +273,7 @@ Work EngineGroup::scatter(const void* in, void* out, size_t count, DType dtype, 
 
 Work EngineGroup::alltoall(const void* in, void* out, size_t count, DType dtype) {
   if (count == 0) return done(OpKind::alltoall);
-  if (world_ == 1) {
+  if (local()) {
     copy_local(out, in, count * dtype_size(dtype));
     return done(OpKind::alltoall);
   }
@@ -281,7 +281,7 @@ Work EngineGroup::alltoall(const void* in, void* out, size_t count, DType dtype)
 }
 
 Work EngineGroup::barrier() {
-  if (world_ == 1) return done(OpKind::barrier);
+  if (local()) return done(OpKind::barrier);
   return submit_op(Op{OpKind::barrier});
 }
 

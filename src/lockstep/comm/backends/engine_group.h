@@ -71,6 +71,9 @@ class EngineGroup : public ProcessGroup {
   void stop_worker();
 
   const Options& options() const { return opt_; }
+  // With false, a group of one rank still runs its operations through the engine (to test
+  // an engine on one device); by default they are answered locally.
+  void set_single_rank_shortcut(bool on) { single_rank_shortcut_ = on; }
   bool aborted() const { return aborted_.load(std::memory_order_acquire); }
   const std::atomic<bool>* abort_flag() const { return &aborted_; }
 
@@ -115,10 +118,12 @@ class EngineGroup : public ProcessGroup {
   void check_root(int root, OpKind kind) const;
   void check_peer(int peer, OpKind kind) const;
   OpInfo next_info(OpKind kind);
+  bool local() const { return world_ == 1 && single_rank_shortcut_; }
 
   const std::string backend_;
   const int rank_, world_;
   const Options opt_;
+  bool single_rank_shortcut_ = true;
 
   std::mutex mu_;
   std::condition_variable cv_;

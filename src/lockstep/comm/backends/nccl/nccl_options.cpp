@@ -12,6 +12,8 @@ NcclConfig parse_nccl_config(const EnvLookup& lookup) {
     c.blocking = parse_env_int("LOCKSTEP_NCCL_BLOCKING", *v, 0, 1) == 1;
   if (auto v = lookup("LOCKSTEP_NCCL_POLL_US"))
     c.poll_interval = std::chrono::microseconds(parse_env_int("LOCKSTEP_NCCL_POLL_US", *v, 0, 100000));
+  if (auto v = lookup("LOCKSTEP_NCCL_SINGLE_RANK_ENGINE"))
+    c.single_rank_engine = parse_env_int("LOCKSTEP_NCCL_SINGLE_RANK_ENGINE", *v, 0, 1) == 1;
   return c;
 }
 

@@ -20,10 +20,13 @@ struct NcclConfig {
   bool blocking = false;
   // Sleep between polls of a running operation (0 = yield only).
   std::chrono::microseconds poll_interval{50};
+  // Run a one-rank group through NCCL too (a communicator of one), instead of answering it
+  // locally: lets a machine with a single GPU exercise the whole nccl path.
+  bool single_rank_engine = false;
 };
 
-// Reads LOCKSTEP_NCCL_DEVICE (int >= 0), LOCKSTEP_NCCL_BLOCKING (0/1) and
-// LOCKSTEP_NCCL_POLL_US (0..100000). Bad values raise ConfigError naming the variable.
+// Reads LOCKSTEP_NCCL_DEVICE (int >= 0), LOCKSTEP_NCCL_BLOCKING (0/1),
+// LOCKSTEP_NCCL_POLL_US (0..100000) and LOCKSTEP_NCCL_SINGLE_RANK_ENGINE (0/1). Bad values raise ConfigError naming the variable.
 NcclConfig parse_nccl_config(const EnvLookup& lookup = getenv_opt);
 
 // The device a rank uses: config.device when set, else local_rank % device_count.

@@ -124,7 +124,8 @@ NcclProcessGroup::NcclProcessGroup(store::Store& store, int rank, int world, Opt
   stream_ = std::make_unique<CudaStream>(device_);
   done_ = std::make_unique<CudaEvent>();
   comm_ = std::make_unique<Communicator>();
-  if (world > 1) {
+  set_single_rank_shortcut(!config_.single_rank_engine);
+  if (world > 1 || config_.single_rank_engine) {
     const Deadline dl = Deadline::after(this->options().timeout);
     const std::string prefix =
         engine::rendezvous_prefix(store_, "nccl/" + this->options().group_name + "/", world);
@@ -149,6 +150,7 @@ NcclProcessGroup::NcclProcessGroup(store::Store& store, int device,
       store_(store), config_(config), device_(device), comm_(std::move(comm)) {
   stream_ = std::make_unique<CudaStream>(device_);
   done_ = std::make_unique<CudaEvent>();
+  set_single_rank_shortcut(!config_.single_rank_engine);
   start_worker();
 }
 
