@@ -96,6 +96,21 @@ Io recv_exact(int fd, std::span<uint8_t> data, const Deadline& dl) {
   return Io::ok;
 }
 
+Io recv_some(int fd, std::span<uint8_t> buf, const Deadline& dl, size_t* got) {
+  for (;;) {
+    if (!wait_fd(fd, POLLIN, dl)) return Io::timeout;
+    ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+    if (n > 0) {
+      *got = size_t(n);
+      return Io::ok;
+    }
+    if (n == 0 || errno == ECONNRESET || errno == ENOTCONN) return Io::closed;
+    if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
+      LOCKSTEP_CHECK_ERRNO(-1, "recv on store socket");
+    }
+  }
+}
+
 void set_nonblocking(int fd) {
   int flags = LOCKSTEP_CHECK_ERRNO(::fcntl(fd, F_GETFL), "fcntl(F_GETFL) on store socket");
   LOCKSTEP_CHECK_ERRNO(::fcntl(fd, F_SETFL, flags | O_NONBLOCK), "fcntl(O_NONBLOCK)");

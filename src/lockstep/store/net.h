@@ -40,6 +40,9 @@ class Fd {
 
 enum class Io { ok, timeout, closed };
 
+// Waits until fd is readable (or dl), then reads once; *got >= 1 on Io::ok. For replies,
+// which are a round trip away, this saves the read that would fail with EAGAIN.
+Io recv_some(int fd, std::span<uint8_t> buf, const Deadline& dl, size_t* got);
 // Sends every byte (MSG_NOSIGNAL: a dead peer is Io::closed, never SIGPIPE).
 Io send_all(int fd, std::span<const uint8_t> data, const Deadline& dl);
 // Receives exactly data.size() bytes; Io::closed on EOF or connection reset.

@@ -131,6 +131,25 @@ void TcpStore::hello(const Deadline& dl) {
                  " (set LOCKSTEP_STORE_TOKEN, or TcpStoreOptions::token, to the server's token)");
 }
 
+net::Io TcpStore::read_frame(Bytes& frame, const Deadline& dl) {
+  // One read usually brings the whole reply; only big values need a second pass.
+  constexpr size_t kFirstRead = 4096;
+  frame.resize(kFirstRead);
+  size_t got = 0;
+  while (got < wire::kFrameHeaderBytes) {
+    size_t n = 0;
+    auto io = net::recv_some(fd_.get(), std::span(frame).subspan(got), dl, &n);
+    if (io != net::Io::ok) return io;
+    got += n;
+  }
+  size_t total = wire::kFrameHeaderBytes + wire::frame_body_length(frame);
+  if (got > total) {
+    LOCKSTEP_THROW(ProtocolError, got - total, " unexpected bytes after the reply");
+  }
+  frame.resize(total);
+  return net::recv_exact(fd_.get(), std::span(frame).subspan(got), dl);
+}
+
 Bytes TcpStore::call(const wire::Request& req, Millis budget) {
   std::lock_guard lk(mu_);
   budget = std::clamp(budget, Millis(0), kMaxBudget);
@@ -138,16 +157,11 @@ Bytes TcpStore::call(const wire::Request& req, Millis budget) {
   if (!fd_) connect(Deadline(std::min(dl.at(), Clock::now() + opts_.connect_timeout)));
   Bytes msg;
   wire::encode_request(msg, req);
-  auto io = net::send_all(fd_.get(), msg, dl);
-  uint8_t hdr[wire::kFrameHeaderBytes];
-  if (io == net::Io::ok) io = net::recv_exact(fd_.get(), hdr, dl);
-  if (io != net::Io::ok) fail_io(io, req, budget);
-  Bytes body;
   try {
-    body.resize(wire::frame_body_length(hdr));
-    io = net::recv_exact(fd_.get(), body, dl);
+    auto io = net::send_all(fd_.get(), msg, dl);
+    if (io == net::Io::ok) io = read_frame(msg, dl);  // reuses msg's buffer for the reply
     if (io != net::Io::ok) fail_io(io, req, budget);
-    auto resp = wire::parse_response(body);
+    auto resp = wire::parse_response(std::span(msg).subspan(wire::kFrameHeaderBytes));
     if (resp.status == wire::Status::ok) return Bytes(resp.payload.begin(), resp.payload.end());
     std::string msg_text(resp.payload.begin(), resp.payload.end());
     if (resp.status == wire::Status::timeout) {

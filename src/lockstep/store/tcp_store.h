@@ -72,6 +72,7 @@ class TcpStore final : public Store {
   // One request/response round trip; returns the ok payload or throws the mapped error.
   // `server_wait` is how long the server may park the request (get/wait).
   Bytes call(const wire::Request& req, Millis server_wait);
+  net::Io read_frame(Bytes& frame, const Deadline& dl);
   [[noreturn]] void fail_io(net::Io io, const wire::Request& req, Millis budget);
   std::string where() const;
 

@@ -214,12 +214,16 @@ struct TcpStoreServer::Impl {
       if (pending >= kInCap) return;  // unreachable: frames are validated before they fill it
       // Read into the loop's one scratch buffer, so an idle connection holds no big buffer
       // (thousands of parked waiters must cost little memory).
-      ssize_t n = ::recv(c.fd.get(), scratch.data(), std::min(kReadChunk, kInCap - pending), 0);
+      size_t want = std::min(kReadChunk, kInCap - pending);
+      ssize_t n = ::recv(c.fd.get(), scratch.data(), want, 0);
       if (n > 0) {
         c.in.insert(c.in.end(), scratch.begin(), scratch.begin() + n);
         // Reject an oversized length as soon as its header arrives, not after 128 MiB.
         wire::complete_frame_size(std::span<const uint8_t>(c.in).subspan(c.in_off),
                                   max_body(c));
+        // A short read drained the socket; level-triggered epoll reports anything later,
+        // so skip the read that would only say EAGAIN.
+        if (size_t(n) < want) return;
         continue;
       }
       if (n < 0 && errno == EINTR) continue;
