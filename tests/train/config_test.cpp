@@ -113,3 +113,20 @@ TEST(Config, LoadsFilesAndNamesMissingOnes) {
 
 }  // namespace
 }  // namespace lockstep::train
+
+namespace lockstep::train {
+namespace {
+
+TEST(Config, TomlRoundTrip) {
+  TrainConfig c;
+  c.model = "fmnist-mlp";
+  c.lr = 0.125;
+  c.seed = 99;
+  c.augment = true;
+  c.resume = "runs/a b/\"quoted\"";
+  const TrainConfig back = parse_config(config_to_toml(c), "roundtrip");
+  EXPECT_EQ(back.to_json(), c.to_json()) << config_to_toml(c);
+}
+
+}  // namespace
+}  // namespace lockstep::train

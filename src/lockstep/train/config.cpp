@@ -167,6 +167,19 @@ nlohmann::json TrainConfig::to_json() const {
   return j;
 }
 
+std::string config_to_toml(const TrainConfig& c) {
+  toml::table t;
+  for (const auto& [key, v] : c.to_json().items()) {
+    if (v.is_string()) t.insert(key, v.get<std::string>());
+    else if (v.is_boolean()) t.insert(key, v.get<bool>());
+    else if (v.is_number_integer()) t.insert(key, v.get<int64_t>());
+    else t.insert(key, v.get<double>());
+  }
+  std::ostringstream out;
+  out << t << "\n";
+  return out.str();
+}
+
 TrainConfig parse_config(std::string_view text, const std::string& origin) {
   toml::table table;
   try {
@@ -209,6 +222,8 @@ void validate(const TrainConfig& c) {
     LOCKSTEP_THROW(ConfigError, "schedule '", c.schedule, "' is not one of: constant, cosine, step");
   if (c.scaling_rule != "none" && c.scaling_rule != "linear")
     LOCKSTEP_THROW(ConfigError, "scaling_rule '", c.scaling_rule, "' is not one of: none, linear");
+  if (c.seed > uint64_t(std::numeric_limits<int64_t>::max()))
+    LOCKSTEP_THROW(ConfigError, "seed must be at most 2^63-1, got ", c.seed);
   if (c.model.empty()) LOCKSTEP_THROW(ConfigError, "model must not be empty");
   if (c.run_dir.empty()) LOCKSTEP_THROW(ConfigError, "run_dir must not be empty");
   if (!(c.lr > 0)) LOCKSTEP_THROW(ConfigError, "lr must be > 0, got ", c.lr);

@@ -61,6 +61,8 @@ TrainConfig parse_config(std::string_view toml_text, const std::string& origin);
 TrainConfig load_config(const std::filesystem::path& path);
 // Cross-field and range checks (also after flags changed values).
 void validate(const TrainConfig& c);
+// The configuration as a TOML document that parse_config() reads back to an equal config.
+std::string config_to_toml(const TrainConfig& c);
 // The names of every accepted key (for help texts and suggestions).
 std::vector<std::string> config_keys();
 

@@ -1,0 +1,84 @@
+#include "lockstep/train/train_state.h"
+
+#include "lockstep/core/error.h"
+
+namespace lockstep::train {
+
+namespace {
+
+std::vector<int64_t> dims_of(const nn::Shape& s) { return {s.dims().begin(), s.dims().end()}; }
+
+void copy_into(std::span<float> dst, const SafetensorsData& src, const std::string& name,
+               const std::string& origin) {
+  const StoredTensor* t = src.find(name);
+  if (!t)
+    LOCKSTEP_THROW(DataError, origin, ": no tensor '", name,
+                   "' (was the checkpoint saved from another model or optimizer?)");
+  if (t->dtype != DType::f32 || t->numel() != int64_t(dst.size()))
+    LOCKSTEP_THROW(DataError, origin, ": tensor '", name, "' is ", dtype_name(t->dtype), " with ",
+                   t->numel(), " elements; the model needs float32 with ", dst.size());
+  std::memcpy(dst.data(), t->bytes.data(), t->bytes.size());
+}
+
+}  // namespace
+
+double effective_lr(const TrainConfig& c, int64_t global_batch) {
+  if (c.scaling_rule == "linear") return nn::linear_scaled_lr(float(c.lr), global_batch, c.base_batch);
+  return c.lr;
+}
+
+std::unique_ptr<nn::Optimizer> make_optimizer(const TrainConfig& c, nn::Model& model, double lr) {
+  if (c.optimizer == "adamw")
+    return std::make_unique<nn::AdamW>(model, nn::AdamWOptions{.lr = float(lr), .weight_decay = float(c.weight_decay)});
+  if (c.optimizer == "sgd")
+    return std::make_unique<nn::Sgd>(model, nn::SgdOptions{.lr = float(lr), .momentum = float(c.momentum),
+                                                           .weight_decay = float(c.weight_decay),
+                                                           .nesterov = c.nesterov});
+  LOCKSTEP_THROW(ConfigError, "optimizer '", c.optimizer, "' is not one of: sgd, adamw");
+}
+
+std::unique_ptr<nn::LrSchedule> make_schedule(const TrainConfig& c, double lr, int64_t total_steps) {
+  const int64_t after = std::max<int64_t>(1, total_steps - c.warmup_steps);
+  std::unique_ptr<nn::LrSchedule> s;
+  if (c.schedule == "cosine") s = std::make_unique<nn::CosineLr>(float(lr), after, float(c.min_lr));
+  else if (c.schedule == "step") s = std::make_unique<nn::StepLr>(float(lr), c.step_size, float(c.gamma));
+  else s = std::make_unique<nn::ConstantLr>(float(lr));
+  if (c.warmup_steps > 0) s = std::make_unique<nn::WarmupLr>(std::move(s), c.warmup_steps);
+  return s;
+}
+
+std::vector<TensorView> model_views(nn::Model& model) {
+  std::vector<TensorView> out;
+  for (nn::Parameter* p : model.parameters())
+    out.push_back(tensor_view<float>(p->name(), std::span<const float>(p->value()), dims_of(p->shape())));
+  for (nn::ModuleBuffer* b : model.buffers())
+    out.push_back(tensor_view<float>(b->name(), std::span<const float>(b->value()), dims_of(b->shape())));
+  return out;
+}
+
+std::vector<TensorView> optimizer_views(nn::Optimizer& opt) {
+  std::vector<TensorView> out;
+  for (const nn::NamedSpan& s : opt.state())
+    out.push_back(tensor_view<float>(s.name, std::span<const float>(s.values), {int64_t(s.values.size())}));
+  return out;
+}
+
+void restore_model(nn::Model& model, const SafetensorsData& weights, const std::string& origin) {
+  for (nn::Parameter* p : model.parameters()) copy_into(p->value(), weights, p->name(), origin);
+  for (nn::ModuleBuffer* b : model.buffers()) copy_into(b->value(), weights, b->name(), origin);
+}
+
+void restore_optimizer(nn::Optimizer& opt, const SafetensorsData& state, const std::string& origin) {
+  std::vector<std::vector<float>> values;
+  std::vector<nn::NamedConstSpan> spans;
+  const auto live = opt.state();
+  values.reserve(live.size());
+  for (const nn::NamedSpan& s : live) {
+    values.emplace_back(s.values.size());
+    copy_into(values.back(), state, s.name, origin);
+    spans.push_back({s.name, values.back()});
+  }
+  opt.load_state(spans);
+}
+
+}  // namespace lockstep::train

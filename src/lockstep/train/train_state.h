@@ -1,0 +1,33 @@
+// The pieces of training state that the Trainer builds from a TrainConfig and moves in and
+// out of checkpoints: the optimizer, the learning-rate schedule (warm-up, linear scaling
+// rule), and the conversion between a live nn::Model / nn::Optimizer and checkpoint tensors.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "lockstep/nn/model.h"
+#include "lockstep/nn/optim.h"
+#include "lockstep/train/checkpoint.h"
+#include "lockstep/train/config.h"
+
+namespace lockstep::train {
+
+// The learning rate after the scaling rule: lr * global_batch / base_batch for "linear".
+double effective_lr(const TrainConfig& c, int64_t global_batch);
+
+std::unique_ptr<nn::Optimizer> make_optimizer(const TrainConfig& c, nn::Model& model, double lr);
+// Warm-up (if any) followed by the configured schedule over the remaining steps.
+std::unique_ptr<nn::LrSchedule> make_schedule(const TrainConfig& c, double lr, int64_t total_steps);
+
+// Views of every parameter and buffer ("<name>"), and of the optimizer's state; valid while
+// the model and optimizer live and are not stepped.
+std::vector<TensorView> model_views(nn::Model& model);
+std::vector<TensorView> optimizer_views(nn::Optimizer& opt);
+
+// Copies checkpoint tensors into the model / optimizer. DataError naming the checkpoint and
+// the tensor when one is missing or has another shape (a checkpoint of another model).
+void restore_model(nn::Model& model, const SafetensorsData& weights, const std::string& origin);
+void restore_optimizer(nn::Optimizer& opt, const SafetensorsData& state, const std::string& origin);
+
+}  // namespace lockstep::train

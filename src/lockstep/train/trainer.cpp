@@ -1,0 +1,338 @@
+#include "lockstep/train/trainer.h"
+
+#include <cmath>
+
+#include "lockstep/core/log.h"
+#include "lockstep/data/data_loader.h"
+#include "lockstep/ddp/ddp.h"
+#include "lockstep/nn/blas.h"
+#include "lockstep/nn/loss.h"
+#include "lockstep/train/checkpoint.h"
+#include "lockstep/train/metrics.h"
+#include "lockstep/train/progress.h"
+#include "lockstep/train/train_state.h"
+
+namespace lockstep::train {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// Sums a few doubles over all ranks (every rank calls it at the same point).
+void sum_over_ranks(comm::ProcessGroup& pg, std::span<double> v) {
+  if (pg.size() > 1) pg.allreduce(v, comm::ReduceOp::sum).wait();
+}
+
+// Fashion-MNIST's per-pixel mean and std (after scaling to [0, 1]); other image data is
+// normalised with the same constants, which is harmless.
+data::TransformOptions transform_for(const data::Dataset& d, const TrainConfig& c, bool train) {
+  data::TransformOptions t;
+  if (d.kind() == data::FeatureKind::image_u8) {
+    t.mean = {0.2860f};
+    t.std = {0.3530f};
+    if (train && c.augment) t.crop_padding = 2, t.horizontal_flip = true;
+  }
+  t.seed = c.seed;
+  return t;
+}
+
+}  // namespace
+
+struct Trainer::Impl {
+  TrainConfig cfg;
+  nn::Model& model;
+  const data::Dataset& train_set;
+  const data::Dataset* test_set;
+  comm::ProcessGroup& pg;
+  TrainerHooks hooks;
+  int rank = 0, world = 1;
+
+  std::unique_ptr<nn::Optimizer> opt;
+  std::unique_ptr<nn::LrSchedule> sched;
+  std::unique_ptr<ddp::DistributedDataParallel> ddp;
+  std::unique_ptr<data::DataLoader> loader, test_loader;
+  std::unique_ptr<MetricsWriter> metrics;
+  std::unique_ptr<Progress> progress;
+  nn::CrossEntropyLoss ce;
+  nn::Tensor x;
+
+  fs::path run_dir, ckpt_dir;
+  int64_t step = 0, start_step = 0, epoch = 0;
+  int64_t steps_per_epoch = 0, total_steps = 0, global_batch = 0;
+  bool resumed_mid_epoch = false;
+  int64_t last_saved_step = -1;
+  int64_t last_eval_step = -1;
+  double base_lr = 0;
+  double window_loss = 0, window_samples = 0;
+  double train_seconds = 0, train_samples = 0;
+  Clock::time_point t0 = Clock::now();
+  TrainResult result;
+
+  Impl(TrainConfig c, nn::Model& m, const data::Dataset& tr, const data::Dataset* te,
+       comm::ProcessGroup& g, TrainerHooks h)
+      : cfg(std::move(c)), model(m), train_set(tr), test_set(te), pg(g), hooks(std::move(h)),
+        rank(g.rank()), world(g.size()), run_dir(cfg.run_dir), ckpt_dir(run_dir / "checkpoints") {}
+
+  void setup();
+  std::optional<fs::path> resume_path() const;
+  void resume_from(const fs::path& path);
+  void run_epochs();
+  int64_t train_step();
+  void after_step(int64_t samples, double step_seconds);
+  void evaluate();
+  void save(bool final_save);
+  std::string where() const { return str_cat("rank ", rank, ", step ", step, ", epoch ", epoch); }
+};
+
+void Trainer::Impl::setup() {
+  validate(cfg);
+  if (cfg.threads > 0) nn::set_num_threads(cfg.threads);
+  loader = std::make_unique<data::DataLoader>(
+      train_set,
+      data::DistributedSampler({.dataset_size = train_set.size(), .rank = rank, .world_size = world,
+                                .shuffle = true, .seed = cfg.seed, .remainder = data::Remainder::pad}),
+      data::DataLoaderOptions{.batch_size = cfg.batch, .prefetch = cfg.prefetch, .drop_last = true,
+                              .transform = transform_for(train_set, cfg, true)});
+  const int64_t batches = loader->sampler().shard_size() / cfg.batch;
+  if (batches == 0)
+    LOCKSTEP_THROW(ConfigError, "batch = ", cfg.batch, " is larger than the ", loader->sampler().shard_size(),
+                   " training samples each of the ", world, " workers gets; lower batch");
+  steps_per_epoch = (batches + cfg.grad_accum - 1) / cfg.grad_accum;
+  total_steps = steps_per_epoch * cfg.epochs;
+  if (cfg.max_steps > 0) total_steps = std::min(total_steps, cfg.max_steps);
+  global_batch = cfg.batch * world * cfg.grad_accum;
+  base_lr = effective_lr(cfg, global_batch);
+  opt = make_optimizer(cfg, model, base_lr);
+  sched = make_schedule(cfg, base_lr, total_steps);
+  if (test_set) {
+    test_loader = std::make_unique<data::DataLoader>(
+        *test_set,
+        data::DistributedSampler({.dataset_size = test_set->size(), .rank = rank, .world_size = world,
+                                  .shuffle = false, .seed = cfg.seed, .remainder = data::Remainder::exact}),
+        data::DataLoaderOptions{.batch_size = cfg.batch, .prefetch = cfg.prefetch,
+                                .transform = transform_for(*test_set, cfg, false)});
+  }
+  const auto resume = resume_path();
+  if (resume) resume_from(*resume);
+  // Every rank has the same weights now; DDP checks the architectures and broadcasts rank 0's.
+  ddp = std::make_unique<ddp::DistributedDataParallel>(
+      model, pg, ddp::DdpOptions{.deterministic = true});
+  metrics = std::make_unique<MetricsWriter>(run_dir, rank == 0, resume ? step : -1);
+  metrics->write_run_info(cfg.to_json(), collect_run_env(world, pg.backend_name(), nn::num_threads()),
+                          {{"global_batch", global_batch}, {"effective_lr", base_lr},
+                           {"steps_per_epoch", steps_per_epoch}, {"total_steps", total_steps},
+                           {"num_params", model.num_params()},
+                           {"resumed_from", resume ? resume->string() : std::string()}});
+  progress = std::make_unique<Progress>(hooks.out, total_steps, rank == 0, hooks.tty,
+                                        std::chrono::seconds(5), step);
+}
+
+std::optional<fs::path> Trainer::Impl::resume_path() const {
+  if (cfg.resume.empty()) return std::nullopt;
+  if (cfg.resume == "auto") return latest_checkpoint(ckpt_dir);  // nothing yet: a fresh start
+  return resolve_checkpoint(cfg.resume);
+}
+
+void Trainer::Impl::resume_from(const fs::path& path) {
+  const Checkpoint c = load_checkpoint(path);
+  const std::string origin = path.string();
+  if (c.manifest.model != cfg.model)
+    LOCKSTEP_THROW(DataError, origin, ": checkpoint of model '", c.manifest.model, "', but the run trains '",
+                   cfg.model, "'; pass --model ", c.manifest.model, " or another checkpoint");
+  restore_model(model, c.weights, origin + "/model.safetensors");
+  restore_optimizer(*opt, c.optimizer, origin + "/optimizer.safetensors");
+  const auto& st = c.manifest.state;
+  if (!st.contains("sampler") || !st["sampler"].is_string())
+    LOCKSTEP_THROW(DataError, origin, "/state.json: no sampler position ('state.sampler')");
+  loader->load_state(data::SamplerState::parse(st["sampler"].get<std::string>()));
+  step = start_step = last_saved_step = c.manifest.step;
+  epoch = loader->sampler().epoch();
+  resumed_mid_epoch = true;
+  if (c.manifest.world_size != world)
+    LOCKSTEP_LOG(warn, "resuming a checkpoint of world size ", c.manifest.world_size, " with ", world,
+                 " workers: the sampler reshards and lr follows the scaling rule; the result is not "
+                 "bitwise that of an uninterrupted run");
+  if (rank == 0)
+    LOCKSTEP_LOG(info, "resumed from ", origin, " at step ", step, ", epoch ", epoch);
+}
+
+int64_t Trainer::Impl::train_step() {
+  const data::Batch* b = loader->next();
+  if (b == nullptr) return 0;  // end of the epoch
+  // The epoch's last group may be short; batches_left() is known once a batch was taken.
+  const int64_t k = std::min<int64_t>(cfg.grad_accum, 1 + loader->batches_left());
+  model.zero_grad();
+  ddp->set_grad_scale(1.0f / float(k));  // the mean over micro-batches
+  double stats[3] = {0, 0, 0};             // loss * samples, samples, correct
+  for (int64_t i = 0; i < k; ++i) {
+    if (i > 0) b = loader->next();
+    LOCKSTEP_CHECK(b != nullptr, "loader ran out of batches inside an accumulation group");
+    nn::Shape shape(std::span<const int64_t>(b->shape()));
+    x.resize(shape);
+    std::copy(b->features().begin(), b->features().end(), x.data());
+    std::optional<ddp::DistributedDataParallel::NoSync> guard;
+    if (i + 1 < k) guard.emplace(ddp->no_sync());
+    const float loss = ce.forward(ddp->forward(x), b->labels());
+    ddp->backward(ce.backward());
+    stats[0] += double(loss) * double(b->size());
+    stats[1] += double(b->size());
+    stats[2] += double(ce.correct());
+  }
+  if (cfg.clip > 0) nn::clip_grad_norm(model, float(cfg.clip));
+  opt->set_lr(sched->lr(step));
+  const bool stepped = ddp->step(*opt);
+  sum_over_ranks(pg, stats);
+  const double loss = stats[0] / std::max(1.0, stats[1]);
+  if (!stepped || !std::isfinite(loss)) {
+    const auto& r = ddp->last_result();
+    LOCKSTEP_THROW(DivergedError, "training diverged at step ", step + 1, " (epoch ", epoch, "): ",
+                   !std::isfinite(loss) ? str_cat("the mean loss over the global batch is ", loss)
+                                        : str_cat("gradient of '", r.nonfinite_param, "' is not finite"),
+                   "; the weights were not updated. Lower the learning rate (lr = ", opt->lr(),
+                   "), add warm-up (warmup_steps) or clipping (clip = 1.0), and resume from the last "
+                   "checkpoint in ", ckpt_dir.string());
+  }
+  window_loss += stats[0];
+  window_samples += stats[1];
+  return int64_t(stats[1]);
+}
+
+void Trainer::Impl::after_step(int64_t samples, double step_seconds) {
+  ++step;
+  train_seconds += step_seconds;
+  train_samples += double(samples);
+  const double sps = step_seconds > 0 ? double(samples) / step_seconds : 0;
+  const double loss = window_loss / std::max(1.0, window_samples);
+  progress->update(step, loss, train_samples / std::max(1e-9, train_seconds), epoch);
+  if (step % cfg.log_every == 0 || step == total_steps) {
+    metrics->log_step({.step = step, .epoch = epoch, .loss = loss, .lr = opt->lr(),
+                       .samples_per_s = sps, .time_s = seconds_since(t0)});
+    result.train_loss = loss;
+    window_loss = window_samples = 0;
+  }
+  if (cfg.eval_every > 0 && step % cfg.eval_every == 0) evaluate();
+  if (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0) save(false);
+}
+
+void Trainer::Impl::evaluate() {
+  if (!test_loader || last_eval_step == step) return;
+  last_eval_step = step;
+  model.eval();
+  test_loader->set_epoch(0);
+  nn::CrossEntropyLoss loss_fn;
+  double stats[3] = {0, 0, 0};  // loss * samples, correct, samples
+  while (const data::Batch* b = test_loader->next()) {
+    x.resize(nn::Shape(std::span<const int64_t>(b->shape())));
+    std::copy(b->features().begin(), b->features().end(), x.data());
+    // The bare model: ranks run different numbers of eval batches, so no collective here.
+    const float loss = loss_fn.forward(model.forward(x), b->labels());
+    stats[0] += double(loss) * double(b->size());
+    stats[1] += double(loss_fn.correct());
+    stats[2] += double(b->size());
+  }
+  model.train();
+  sum_over_ranks(pg, stats);
+  result.test_loss = stats[0] / std::max(1.0, stats[2]);
+  result.test_acc = stats[1] / std::max(1.0, stats[2]);
+  metrics->log_eval({.step = step, .epoch = epoch, .loss = result.test_loss, .accuracy = result.test_acc,
+                     .samples = int64_t(stats[2]), .time_s = seconds_since(t0)});
+  progress->message(str_cat("eval step ", step, " epoch ", epoch, ": test_loss=", result.test_loss,
+                            " test_acc=", result.test_acc, " (", int64_t(stats[2]), " samples)"));
+}
+
+// Rank 0 writes; every rank learns whether it worked, so a failed save stops all of them
+// alike with the same message instead of leaving the others waiting.
+void Trainer::Impl::save(bool final_save) {
+  if (step == last_saved_step) return;
+  double failed[1] = {0};
+  std::string error;
+  if (rank == 0) {
+    try {
+      CheckpointSave c{.model = cfg.model, .step = step, .epoch = epoch, .world_size = world,
+                       .weights = model_views(model), .optimizer = optimizer_views(*opt),
+                       .state = {{"sampler", loader->state().to_string()},
+                                 {"rng", {{"seed", cfg.seed}, {"derivation", "(seed, epoch, sample index)"}}},
+                                 {"lr", opt->lr()},
+                                 {"global_batch", global_batch},
+                                 {"config", cfg.to_json()}}};
+      result.last_checkpoint = save_checkpoint(ckpt_dir, c, {.keep_last = cfg.checkpoint_keep});
+    } catch (const Error& e) {
+      failed[0] = 1;
+      error = e.what();
+    }
+  }
+  sum_over_ranks(pg, failed);
+  if (failed[0] != 0)
+    throw SystemError(EIO, str_cat("checkpoint at step ", step, " failed on rank 0",
+                                   error.empty() ? "" : ": " + error, "; earlier checkpoints in ",
+                                   ckpt_dir.string(), " are intact. Free disk space or fix "
+                                   "permissions and resume"));
+  last_saved_step = step;
+  if (!final_save) progress->message(str_cat("checkpoint ", result.last_checkpoint.string()));
+}
+
+void Trainer::Impl::run_epochs() {
+  for (; epoch < cfg.epochs && step < total_steps; ++epoch) {
+    if (!resumed_mid_epoch) loader->set_epoch(epoch);
+    resumed_mid_epoch = false;
+    while (step < total_steps) {
+      const auto t = Clock::now();
+      const int64_t samples = train_step();
+      if (samples == 0) break;  // end of the epoch
+      after_step(samples, seconds_since(t));
+      if (hooks.stop_after && hooks.stop_after(step)) {
+        result.stopped = true;
+        return;
+      }
+    }
+    if (loader->batches_left() == 0) evaluate();
+  }
+}
+
+Trainer::Trainer(TrainConfig cfg, nn::Model& model, const data::Dataset& train,
+                 const data::Dataset* test, comm::ProcessGroup& pg, TrainerHooks hooks)
+    : impl_(std::make_unique<Impl>(std::move(cfg), model, train, test, pg, std::move(hooks))) {}
+
+Trainer::~Trainer() = default;
+
+TrainResult Trainer::run() {
+  Impl& m = *impl_;
+  m.setup();
+  m.t0 = Clock::now();
+  m.run_epochs();
+  if (!m.result.stopped) {
+    m.evaluate();  // when max_steps ended training mid-epoch
+    m.save(true);
+  }
+  m.progress->finish();
+  m.result.steps = m.step;
+  m.result.epochs = m.epoch;
+  m.result.samples_per_s = m.train_samples / std::max(1e-9, m.train_seconds);
+  m.result.seconds = seconds_since(m.t0);
+  m.metrics->log({{"kind", "summary"}, {"step", m.step}, {"samples_per_s", m.result.samples_per_s},
+                  {"test_acc", std::isfinite(m.result.test_acc) ? nlohmann::json(m.result.test_acc) : nlohmann::json()},
+                  {"seconds", m.result.seconds}});
+  if (m.rank == 0 && m.hooks.out) {
+    std::fprintf(m.hooks.out, "%s\n", m.result.summary_line(m.cfg, m.world).c_str());
+    std::fflush(m.hooks.out);
+  }
+  return m.result;
+}
+
+std::string TrainResult::summary_line(const TrainConfig& c, int world_size) const {
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "lockstep train: %s model=%s world=%d steps=%lld epochs=%lld train_loss=%.4f "
+                "test_loss=%.4f test_acc=%.4f samples/s=%.0f time=%.1fs run_dir=%s",
+                stopped ? "stopped" : "done", c.model.c_str(), world_size, (long long)steps,
+                (long long)epochs, train_loss, test_loss, test_acc, samples_per_s, seconds,
+                c.run_dir.c_str());
+  return buf;
+}
+
+}  // namespace lockstep::train
