@@ -141,7 +141,8 @@ def main():
           f"{a.steps * a.batch / el:.1f} samples/s ({1e3 * el / a.steps:.3f} ms/step) "
           f"cpu: {a.steps * a.batch / cpu:.1f} samples/s loss={loss.item():.4f} "
           f"peak_rss={rss:.1f} MiB")
-    profile_layers(model, opt, loss_fn, feed, a.profile_steps)
+    if a.profile_steps > 0:
+        profile_layers(model, opt, loss_fn, feed, a.profile_steps)
 
 
 if __name__ == "__main__":

@@ -147,7 +147,7 @@ int main(int argc, char** argv) try {
               "loss=%.4f peak_rss=%.1f MiB\n",
               a.model.c_str(), (long long)a.batch, num_threads(), (long long)a.steps, double(a.steps * a.batch) / el,
               1e3 * el / double(a.steps), double(a.steps * a.batch) / cpu, loss, double(ru.ru_maxrss) / 1024.0);
-  profile_layers(t, a.profile_steps);
+  if (a.profile_steps > 0) profile_layers(t, a.profile_steps);
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "nn_train_bench: %s\n", e.what());
