@@ -1,0 +1,63 @@
+# lockstep — the commands a newcomer needs. Every target installs what it needs first.
+#   make demo    install deps, build Release, run the main job
+#   make test    install deps, build, run every test (Release, then ASan+UBSan)
+#   make bench   build and run the benchmarks against their peers
+#   make format / make lint
+
+JOBS ?= $(shell nproc)
+BUILD ?= build
+RELEASE := $(BUILD)/release
+ASAN := $(BUILD)/asan
+CMAKE_FLAGS ?=
+CTEST_FLAGS ?= --output-on-failure --timeout 600 -j $(JOBS)
+# Labels run under the sanitizers (the slow ones run once, in Release).
+ASAN_LABELS ?= unit|multiproc
+
+.PHONY: all deps build build-asan demo test test-release test-asan bench format lint clean
+
+all: build
+
+deps:
+	scripts/install-deps
+
+$(RELEASE)/build.ninja:
+	cmake -S . -B $(RELEASE) -G Ninja -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
+
+$(ASAN)/build.ninja:
+	cmake -S . -B $(ASAN) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DLOCKSTEP_SANITIZE=ON \
+	  -DLOCKSTEP_BUILD_BENCH=OFF $(CMAKE_FLAGS)
+
+build: deps $(RELEASE)/build.ninja
+	cmake --build $(RELEASE) -j $(JOBS)
+
+build-asan: deps $(ASAN)/build.ninja
+	cmake --build $(ASAN) -j $(JOBS)
+
+demo: build
+	scripts/demo $(RELEASE)
+
+test: test-release test-asan
+
+test-release: build
+	ctest --test-dir $(RELEASE) $(CTEST_FLAGS)
+
+test-asan: build-asan
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ctest --test-dir $(ASAN) $(CTEST_FLAGS) -L '$(ASAN_LABELS)'
+
+bench: build
+	scripts/install-deps --bench
+	scripts/bench-all $(RELEASE)
+
+format:
+	git ls-files '*.h' '*.cpp' '*.c' | xargs clang-format -i
+
+# clang-tidy on the C++ files changed against main (or all with LINT_ALL=1).
+lint: $(RELEASE)/build.ninja
+	@files=$$(if [ -n "$(LINT_ALL)" ]; then git ls-files 'src/*.cpp' 'apps/*.cpp'; \
+	  else git diff --name-only --diff-filter=d HEAD -- 'src/*.cpp' 'apps/*.cpp'; fi); \
+	if [ -z "$$files" ]; then echo "lint: no changed C++ files"; exit 0; fi; \
+	clang-tidy -p $(RELEASE) --quiet $$files
+
+clean:
+	rm -rf $(BUILD)

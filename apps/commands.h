@@ -1,0 +1,15 @@
+// The subcommands of the `lockstep` program. Each registers its options on the CLI11 app and
+// returns a function that runs it and gives the exit code.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace lockstep::apps {
+
+using Runner = std::function<int()>;
+
+Runner add_run_command(CLI::App& app);
+Runner add_selfcheck_command(CLI::App& app);
+
+}  // namespace lockstep::apps

@@ -1,0 +1,47 @@
+// The launcher (`lockstep run`, the torchrun role): starts the local workers of one node with
+// the distributed environment set (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK,
+// MASTER_ADDR, MASTER_PORT, LOCKSTEP_STORE_TOKEN), hosts the rendezvous store on node 0,
+// prefixes every output line with the worker's rank, forwards SIGINT/SIGTERM, and when one
+// worker fails stops the others and returns a non-zero code naming the failed rank.
+//
+//   LaunchConfig cfg;  cfg.nproc_per_node = 4;  cfg.command = {"./my_trainer", "--epochs", "2"};
+//   int code = launch_workers(cfg);   // what `main` returns
+#pragma once
+
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "lockstep/core/clock.h"
+
+namespace lockstep::launch {
+
+struct LaunchConfig {
+  int nproc_per_node = 1;
+  int nnodes = 1;
+  int node_rank = 0;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 0;            // 0: pick a free port (single node only)
+  std::vector<std::string> command;
+  int max_restarts = 0;           // restart the whole group up to this many times
+  Millis grace{std::chrono::seconds(5)};  // SIGTERM -> SIGKILL delay when stopping workers
+  Millis store_timeout{std::chrono::seconds(300)};
+  std::map<std::string, std::string> env;  // extra environment for every worker
+  bool prefix_output = true;
+  FILE* log = stderr;             // where the launcher's own messages go
+};
+
+// Runs the workers of this node to completion; returns the process exit code.
+// Throws ConfigError for an invalid configuration (before anything starts).
+int launch_workers(const LaunchConfig& cfg);
+
+// Checks that can fail before step 0, each with an error that says what to fix:
+// the command is given and executable, the master address resolves, and (node 0) the port
+// is free or (other nodes) reachable.
+void preflight(const LaunchConfig& cfg);
+
+// A random hex token for authenticating the job's store and data connections.
+std::string make_job_token();
+
+}  // namespace lockstep::launch

@@ -1,0 +1,34 @@
+#include "lockstep/launch/store_host.h"
+
+#include "lockstep/core/dist_env.h"
+#include "lockstep/core/error.h"
+
+namespace lockstep::launch {
+
+std::unique_ptr<store::TcpStoreServer> host_store_if_leader(const LaunchConfig& cfg,
+                                                            const std::string& token) {
+  if (cfg.node_rank != 0) return nullptr;
+  store::TcpStoreServerOptions opts;
+  // A single-node job listens on loopback only, whatever --master-addr says.
+  opts.host = cfg.nnodes == 1 ? "127.0.0.1" : cfg.master_addr;
+  opts.port = uint16_t(cfg.master_port);
+  opts.token = token;
+  try {
+    auto server = std::make_unique<store::TcpStoreServer>(opts);
+    server->start();
+    return server;
+  } catch (const SystemError& e) {
+    LOCKSTEP_THROW(ConfigError, "cannot start the rendezvous store on ", opts.host, ":",
+                   cfg.master_port, ": ", e.what(),
+                   cfg.master_port ? " (is the port in use? pick another --master-port, or 0 "
+                                     "for any free port on a single node)"
+                                   : "");
+  }
+}
+
+std::string getenv_or_make_token() {
+  if (auto t = getenv_opt("LOCKSTEP_STORE_TOKEN"); t && !t->empty()) return *t;
+  return make_job_token();
+}
+
+}  // namespace lockstep::launch

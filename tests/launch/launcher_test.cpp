@@ -1,0 +1,158 @@
+// End-to-end tests of `lockstep run`: real processes, each run bounded by a timeout.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include "run_command.h"
+
+namespace lockstep::testing {
+namespace {
+
+namespace fs = std::filesystem;
+const Millis kTimeout{std::chrono::seconds(60)};
+
+std::vector<std::string> run_args(int nproc, const std::string& script,
+                                  std::vector<std::string> extra = {}) {
+  std::vector<std::string> a{LOCKSTEP_BIN, "run", "--nproc-per-node", std::to_string(nproc),
+                             "--grace", "2"};
+  a.insert(a.end(), extra.begin(), extra.end());
+  a.insert(a.end(), {"--", "sh", "-c", script});
+  return a;
+}
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    char tmpl[] = "/tmp/lockstep-launch-XXXXXX";
+    path = ::mkdtemp(tmpl);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+bool alive(pid_t pid) { return ::kill(pid, 0) == 0; }
+
+std::vector<pid_t> read_pids(const fs::path& dir) {
+  std::vector<pid_t> out;
+  for (auto& e : fs::directory_iterator(dir)) {
+    std::ifstream f(e.path());
+    pid_t p;
+    if (f >> p) out.push_back(p);
+  }
+  return out;
+}
+
+TEST(Launcher, SetsEnvironmentAndPrefixesOutput) {
+  auto r = run_command(
+      run_args(3, "echo \"env $RANK/$WORLD_SIZE/$LOCAL_RANK/$LOCAL_WORLD_SIZE "
+                  "port=$MASTER_PORT tok=${#LOCKSTEP_STORE_TOKEN}\"; echo err $RANK >&2"),
+      kTimeout);
+  ASSERT_FALSE(r.timed_out);
+  EXPECT_TRUE(r.status.ok()) << r.status.describe() << "\n" << r.err;
+  for (int k = 0; k < 3; ++k) {
+    std::regex line("\\[rank " + std::to_string(k) + "\\] env " + std::to_string(k) + "/3/" +
+                    std::to_string(k) + "/3 port=[1-9][0-9]* tok=32");
+    EXPECT_TRUE(std::regex_search(r.out, line)) << r.out;
+    EXPECT_NE(r.err.find("[rank " + std::to_string(k) + "] err " + std::to_string(k)),
+              std::string::npos)
+        << r.err;
+  }
+}
+
+TEST(Launcher, OneFailureStopsTheOthersAndNamesTheRank) {
+  TempDir tmp;
+  std::string script = "echo $$ > " + tmp.path.string() +
+                       "/$RANK; if [ $RANK = 1 ]; then sleep 0.3; exit 3; fi; exec sleep 1000";
+  auto r = run_command(run_args(4, script), kTimeout);
+  ASSERT_FALSE(r.timed_out);
+  EXPECT_EQ(r.status.code, 3);
+  EXPECT_NE(r.err.find("worker rank 1"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("exited with code 3"), std::string::npos) << r.err;
+  EXPECT_LT(r.seconds, 20.0);
+  auto pids = read_pids(tmp.path);
+  EXPECT_EQ(pids.size(), 4u);
+  for (pid_t p : pids) EXPECT_FALSE(alive(p)) << "worker pid " << p << " survived";
+}
+
+TEST(Launcher, KilledWorkerIsReportedWithItsSignal) {
+  auto r = run_command(run_args(2, "if [ $RANK = 0 ]; then kill -9 $$; fi; exec sleep 1000"),
+                       kTimeout);
+  ASSERT_FALSE(r.timed_out);
+  EXPECT_EQ(r.status.code, 128 + 9);
+  EXPECT_NE(r.err.find("worker rank 0"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("killed by signal 9 (SIGKILL)"), std::string::npos) << r.err;
+}
+
+TEST(Launcher, ForwardsSigtermToWorkers) {
+  static TempDir tmp;
+  std::string script = "trap 'echo got > " + tmp.path.string() +
+                       "/term.$RANK; exit 0' TERM; echo ready; while :; do sleep 0.05; done";
+  auto r = run_command(run_args(2, script), kTimeout, {}, 1.5,
+                       [](pid_t launcher) { ::kill(launcher, SIGTERM); });
+  ASSERT_FALSE(r.timed_out);
+  EXPECT_EQ(r.status.code, 128 + SIGTERM) << r.err;
+  EXPECT_TRUE(fs::exists(tmp.path / "term.0")) << r.err;
+  EXPECT_TRUE(fs::exists(tmp.path / "term.1")) << r.err;
+  EXPECT_NE(r.err.find("received signal 15"), std::string::npos) << r.err;
+}
+
+TEST(Launcher, RestartsTheGroupUpToMaxRestarts) {
+  auto r = run_command(
+      run_args(2, "if [ $LOCKSTEP_RESTART_COUNT -lt 2 ] && [ $RANK = 1 ]; then exit 7; fi; "
+                  "echo attempt $LOCKSTEP_RESTART_COUNT",
+               {"--max-restarts", "3"}),
+      kTimeout);
+  ASSERT_FALSE(r.timed_out);
+  EXPECT_TRUE(r.status.ok()) << r.err;
+  EXPECT_NE(r.err.find("restart 2 of 3"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("[rank 0] attempt 2"), std::string::npos) << r.out;
+
+  auto give_up = run_command(run_args(1, "exit 5", {"--max-restarts", "1"}), kTimeout);
+  EXPECT_EQ(give_up.status.code, 5);
+  EXPECT_NE(give_up.err.find("giving up after 1 restart"), std::string::npos) << give_up.err;
+}
+
+TEST(Launcher, RejectsBadUsageWithAHint) {
+  auto none = run_command({LOCKSTEP_BIN, "run", "--nproc-per-node", "2"}, kTimeout);
+  EXPECT_NE(none.status.code, 0);
+  EXPECT_NE(none.err.find("command"), std::string::npos) << none.err;
+  auto zero = run_command({LOCKSTEP_BIN, "run", "--nproc-per-node", "0", "--", "true"}, kTimeout);
+  EXPECT_NE(zero.status.code, 0);
+  EXPECT_NE(zero.err.find("nproc-per-node"), std::string::npos) << zero.err;
+  auto missing = run_command({LOCKSTEP_BIN, "run", "--", "/nonexistent/program"}, kTimeout);
+  EXPECT_EQ(missing.status.code, 127);
+  EXPECT_NE(missing.err.find("exec failed"), std::string::npos) << missing.err;
+  auto addr = run_command(
+      {LOCKSTEP_BIN, "run", "--master-addr", "no-such-host.invalid", "--", "true"}, kTimeout);
+  EXPECT_NE(addr.status.code, 0);
+  EXPECT_NE(addr.err.find("does not resolve"), std::string::npos) << addr.err;
+}
+
+TEST(Launcher, SelfcheckWorkersMeetThroughTheStore) {
+  auto r = run_command({LOCKSTEP_BIN, "run", "--nproc-per-node", "4", "--", LOCKSTEP_BIN,
+                        "selfcheck", "--timeout", "30"},
+                       kTimeout);
+  ASSERT_FALSE(r.timed_out);
+  EXPECT_TRUE(r.status.ok()) << r.err;
+  EXPECT_NE(r.out.find("4 worker(s) met"), std::string::npos) << r.out;
+  for (int k = 0; k < 4; ++k) {
+    EXPECT_NE(r.out.find("rank " + std::to_string(k) + ": host"), std::string::npos) << r.out;
+  }
+  EXPECT_NE(r.out.find("selfcheck: ok"), std::string::npos) << r.out;
+}
+
+TEST(Launcher, SelfcheckWithoutLauncherTimesOutWithAClearError) {
+  // Rank 1 of 2 alone: rank 0 (which would host the store) never comes.
+  auto r = run_command({LOCKSTEP_BIN, "selfcheck", "--timeout", "1"}, kTimeout,
+                       {{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"},
+                        {"MASTER_PORT", "1"}, {"LOCKSTEP_STORE_TOKEN", "x"}});
+  ASSERT_FALSE(r.timed_out);
+  EXPECT_NE(r.status.code, 0);
+  EXPECT_NE(r.err.find("127.0.0.1:1"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace lockstep::testing
