@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,8 @@ struct Case {
 // every built backend but mpi (native included) at world sizes 1-4, as thread-per-rank.
 std::vector<Case> cases();
 std::string case_name(const Case& c);
+// gtest prints a case by its name ("gloo_w3").
+inline void PrintTo(const Case& c, std::ostream* os) { *os << case_name(c); }
 
 Options test_options(const std::string& name = "conformance",
                      Millis timeout = std::chrono::seconds(60));

@@ -112,7 +112,7 @@ void EngineGroup::worker_loop() {
         cv_.wait(lk, ready);
       else
         cv_.wait_for(lk, nap, ready);
-      if (!queue_.empty()) {
+      if (!queue_.empty() && !stop_) {  // on stop, stop_worker() fails what is left
         task = std::move(queue_.front());
         queue_.pop_front();
         have = true;
@@ -298,7 +298,12 @@ Work EngineGroup::recv(void* data, size_t count, DType dtype, int src, uint32_t 
 }
 
 std::unique_ptr<ProcessGroup> EngineGroup::new_group(const std::vector<int>& ranks) {
-  for (int r : ranks) check_root(r, OpKind::barrier);
+  std::vector<int> sorted = ranks;
+  std::sort(sorted.begin(), sorted.end());
+  if (sorted.empty() || sorted.front() < 0 || sorted.back() >= world_ ||
+      std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
+    LOCKSTEP_THROW(InvalidArgument, "new_group: ranks must be distinct members of [0, ", world_,
+                   "), got ", ranks.size(), " ranks");
   std::string name;
   {
     std::lock_guard<std::mutex> lk(mu_);

@@ -97,12 +97,9 @@ std::unique_ptr<ProcessGroup> GlooProcessGroup::make_subgroup(const std::vector<
   for (size_t i = 0; i < ranks.size(); ++i)
     if (ranks[i] == rank()) index = int(i);
   if (index < 0) return nullptr;
-  Options o = options();
+  Options o = options();  // the rendezvous below is bounded by o.timeout
   o.group_name = name;
-  o.timeout = std::chrono::duration_cast<Millis>(deadline.remaining());
-  if (o.timeout.count() <= 0) o.timeout = Millis(1);
-  auto g = std::make_unique<GlooProcessGroup>(store_, index, int(ranks.size()), o);
-  return g;
+  return std::make_unique<GlooProcessGroup>(store_, index, int(ranks.size()), o);
 }
 
 }  // namespace gloo_backend
