@@ -246,7 +246,7 @@ TEST(TcpStoreStall, EveryCallHasASocketTimeout) {
 
 // ---- hostile bytes: each case must cost only its own connection ----------------------------
 
-class HostileTest : public TcpStoreTest {
+class TcpStoreHostileTest : public TcpStoreTest {
  protected:
   void expect_dropped(net::Fd fd) {
     EXPECT_TRUE(closed_by_peer(fd.get(), 5s)) << "server kept a bad connection open";
@@ -263,31 +263,31 @@ class HostileTest : public TcpStoreTest {
   int n_ = 0;
 };
 
-TEST_F(HostileTest, GarbageInsteadOfHello) {
+TEST_F(TcpStoreHostileTest, GarbageInsteadOfHello) {
   auto fd = raw_connect(server_.port());
   raw_send(fd.get(), to_bytes("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
   expect_dropped(std::move(fd));
 }
 
-TEST_F(HostileTest, OversizedHello) {
+TEST_F(TcpStoreHostileTest, OversizedHello) {
   auto fd = raw_connect(server_.port());
   send_frame(fd.get(), 1u << 20, Bytes(64, 0));
   expect_dropped(std::move(fd));
 }
 
-TEST_F(HostileTest, OversizedFrameAfterHello) {
+TEST_F(TcpStoreHostileTest, OversizedFrameAfterHello) {
   auto fd = hello_conn();
   send_frame(fd.get(), 0xFFFFFFFFu, Bytes(16, 1));
   expect_dropped(std::move(fd));
 }
 
-TEST_F(HostileTest, UnknownOp) {
+TEST_F(TcpStoreHostileTest, UnknownOp) {
   auto fd = hello_conn();
   send_frame(fd.get(), 1, Bytes{0xEE});
   expect_dropped(std::move(fd));
 }
 
-TEST_F(HostileTest, KeyLengthOverTheBound) {
+TEST_F(TcpStoreHostileTest, KeyLengthOverTheBound) {
   auto fd = hello_conn();
   uint32_t klen = uint32_t(kMaxKeyBytes + 1);
   Bytes body(5 + klen + 4, 'k');
@@ -297,14 +297,14 @@ TEST_F(HostileTest, KeyLengthOverTheBound) {
   expect_dropped(std::move(fd));
 }
 
-TEST_F(HostileTest, FieldTruncatedInsideAFrame) {
+TEST_F(TcpStoreHostileTest, FieldTruncatedInsideAFrame) {
   auto fd = hello_conn();
   Bytes body = {uint8_t(wire::Op::set), 100, 0, 0, 0, 'a', 'b'};  // key says 100 bytes, has 2
   send_frame(fd.get(), uint32_t(body.size()), body);
   expect_dropped(std::move(fd));
 }
 
-TEST_F(HostileTest, FrameTruncatedByDisconnect) {
+TEST_F(TcpStoreHostileTest, FrameTruncatedByDisconnect) {
   auto fd = hello_conn();
   send_frame(fd.get(), 100, Bytes(10, 0));  // promises 100 bytes, sends 10, leaves
   fd.reset();
@@ -313,14 +313,14 @@ TEST_F(HostileTest, FrameTruncatedByDisconnect) {
   EXPECT_TRUE(eventually([&] { return server_.stats().connections == 1; }));
 }
 
-TEST_F(HostileTest, SilentConnectionIsDroppedAfterHelloTimeout) {
+TEST_F(TcpStoreHostileTest, SilentConnectionIsDroppedAfterHelloTimeout) {
   TcpStoreServer quick(TcpStoreServerOptions{.token = std::nullopt, .hello_timeout = 200ms});
   quick.start();
   auto fd = raw_connect(quick.port());
   EXPECT_TRUE(closed_by_peer(fd.get(), 5s));
 }
 
-TEST_F(HostileTest, WaiterThatDisconnectsIsForgotten) {
+TEST_F(TcpStoreHostileTest, WaiterThatDisconnectsIsForgotten) {
   {
     auto fd = hello_conn();
     Bytes req;
@@ -336,7 +336,7 @@ TEST_F(HostileTest, WaiterThatDisconnectsIsForgotten) {
   good_.set("alive", std::string_view("yes"));
 }
 
-TEST(ConstantTimeEqual, ComparesWholeStrings) {
+TEST(StoreToken, ConstantTimeEqualComparesWholeStrings) {
   EXPECT_TRUE(constant_time_equal("abc", "abc"));
   EXPECT_TRUE(constant_time_equal("", ""));
   EXPECT_FALSE(constant_time_equal("abc", "abd"));

@@ -34,7 +34,7 @@ std::span<const uint8_t> body_of(const Bytes& frame) {
   return std::span<const uint8_t>(frame).subspan(kFrameHeaderBytes);
 }
 
-TEST(Wire, RequestsRoundTrip) {
+TEST(StoreWire, RequestsRoundTrip) {
   for (auto& r : samples()) {
     Bytes f;
     encode_request(f, r);
@@ -49,7 +49,7 @@ TEST(Wire, RequestsRoundTrip) {
   }
 }
 
-TEST(Wire, HelloAndResponseRoundTrip) {
+TEST(StoreWire, HelloAndResponseRoundTrip) {
   Bytes f;
   encode_hello(f, "secret");
   auto h = parse_hello(body_of(f));
@@ -65,7 +65,7 @@ TEST(Wire, HelloAndResponseRoundTrip) {
   EXPECT_EQ(get_i64(i), -5);
 }
 
-TEST(Wire, EveryTruncationIsAProtocolError) {
+TEST(StoreWire, EveryTruncationIsAProtocolError) {
   for (auto& r : samples()) {
     Bytes f;
     encode_request(f, r);
@@ -77,14 +77,14 @@ TEST(Wire, EveryTruncationIsAProtocolError) {
   }
 }
 
-TEST(Wire, TrailingBytesAreRejected) {
+TEST(StoreWire, TrailingBytesAreRejected) {
   Bytes f;
   encode_request(f, samples()[0]);
   f.push_back(0);
   EXPECT_THROW(parse_request(body_of(f)), ProtocolError);
 }
 
-TEST(Wire, BoundsAreEnforced) {
+TEST(StoreWire, BoundsAreEnforced) {
   Bytes hdr = {0, 0, 0, 0};
   EXPECT_THROW(complete_frame_size(hdr), ProtocolError);  // empty frame
   hdr = {0xFF, 0xFF, 0xFF, 0xFF};
