@@ -107,50 +107,59 @@ std::string Conv2d::describe() const {
   return str_cat("Conv2d(", c_, ", ", oc_, ", k=", k_, ", stride=", stride_, ", pad=", pad_, ")");
 }
 
+// Per sample: im2col into a scratch of C*K*K x Ho*Wo floats that stays in L2, then one GEMM
+// straight into the NCHW output (bias preloaded, beta = 1). Backward recomputes the columns
+// per sample instead of keeping N of them: re-running im2col from cache is cheaper than
+// streaming a batch-sized column matrix through memory three times.
 const Tensor& Conv2d::forward(const Tensor& x) {
   const Geometry g = geometry(x, c_, k_, stride_, pad_, *this);
-  const int64_t plane = g.ho * g.wo, cols = g.n * plane, ckk = c_ * k_ * k_;
-  in_shape_ = x.shape();
-  col_.resize({ckk, cols});
-  tmp_.resize({oc_, cols});
+  const Geometry one{1, g.c, g.h, g.w, g.ho, g.wo};
+  const int64_t plane = g.ho * g.wo, ckk = c_ * k_ * k_, in_sample = g.c * g.h * g.w;
+  x_ = x;
+  col_.resize({ckk, plane});
   y_.resize({g.n, oc_, g.ho, g.wo});
-  im2col(x.data(), g, k_, stride_, pad_, col_.data());
-  gemm(false, false, oc_, cols, ckk, 1.0f, w_->value_data(), ckk, col_.data(), cols, 0.0f, tmp_.data(), cols);
-  // [OC, N*HW] -> [N, OC, HW], adding the bias on the way.
   const float* bias = b_ ? b_->value_data() : nullptr;
-  for (int64_t n = 0; n < g.n; ++n)
-    for (int64_t o = 0; o < oc_; ++o) {
-      const float* src = tmp_.data() + o * cols + n * plane;
-      float* dst = y_.data() + (n * oc_ + o) * plane;
-      kernels::add_scalar(src, bias ? bias[o] : 0.0f, dst, plane);
-    }
+  for (int64_t n = 0; n < g.n; ++n) {
+    float* yn = y_.data() + n * oc_ * plane;
+    if (bias)
+      for (int64_t o = 0; o < oc_; ++o) std::fill_n(yn + o * plane, plane, bias[o]);
+    im2col(x.data() + n * in_sample, one, k_, stride_, pad_, col_.data());
+    gemm(false, false, oc_, plane, ckk, 1.0f, w_->value_data(), ckk, col_.data(), plane, bias ? 1.0f : 0.0f, yn,
+         plane);
+  }
   return y_;
 }
 
 const Tensor& Conv2d::backward(const Tensor& dy) {
-  const Geometry g = {in_shape_[0], in_shape_[1], in_shape_[2], in_shape_[3], y_.dim(2), y_.dim(3)};
-  const int64_t plane = g.ho * g.wo, cols = g.n * plane, ckk = c_ * k_ * k_;
+  const Geometry g = {x_.dim(0), x_.dim(1), x_.dim(2), x_.dim(3), y_.dim(2), y_.dim(3)};
+  const Geometry one{1, g.c, g.h, g.w, g.ho, g.wo};
+  const int64_t plane = g.ho * g.wo, ckk = c_ * k_ * k_, in_sample = g.c * g.h * g.w;
   LOCKSTEP_CHECK_EQ(dy.numel(), g.n * oc_ * plane, describe(), ": gradient ", dy.shape().str(),
                     " does not match output ", y_.shape().str());
-  // dy [N, OC, HW] -> [OC, N*HW], summing the bias gradient on the way.
-  float* db = b_ ? b_->grad_data() : nullptr;
-  for (int64_t o = 0; o < oc_; ++o) {
-    float acc = 0.0f;
-    for (int64_t n = 0; n < g.n; ++n) {
-      const float* src = dy.data() + (n * oc_ + o) * plane;
-      acc += kernels::copy_and_sum(src, tmp_.data() + o * cols + n * plane, plane);
+  if (b_ != nullptr) {
+    float* db = b_->grad_data();
+    for (int64_t o = 0; o < oc_; ++o) {
+      float acc = 0.0f;
+      for (int64_t n = 0; n < g.n; ++n) acc += kernels::sum(dy.data() + (n * oc_ + o) * plane, plane);
+      db[o] += acc;
     }
-    if (db) db[o] += acc;
   }
-  gemm(false, true, oc_, ckk, cols, 1.0f, tmp_.data(), cols, col_.data(), cols, 1.0f, w_->grad_data(), ckk);
+  const bool want_dx = needs_input_grad();
+  if (want_dx) {
+    dx_.resize(x_.shape());
+    dx_.zero();
+    tmp_.resize({ckk, plane});
+  }
+  for (int64_t n = 0; n < g.n; ++n) {
+    const float* dyn = dy.data() + n * oc_ * plane;
+    im2col(x_.data() + n * in_sample, one, k_, stride_, pad_, col_.data());
+    gemm(false, true, oc_, ckk, plane, 1.0f, dyn, plane, col_.data(), plane, 1.0f, w_->grad_data(), ckk);
+    if (!want_dx) continue;
+    gemm(true, false, ckk, plane, oc_, 1.0f, w_->value_data(), ckk, dyn, plane, 0.0f, tmp_.data(), plane);
+    col2im(tmp_.data(), one, k_, stride_, pad_, dx_.data() + n * in_sample);
+  }
   grad_ready(*w_);
   if (b_) grad_ready(*b_);
-  if (!needs_input_grad()) return dx_;
-  // dcol = W^T dy reuses col_: the columns are not needed once dW is done.
-  gemm(true, false, ckk, cols, oc_, 1.0f, w_->value_data(), ckk, tmp_.data(), cols, 0.0f, col_.data(), cols);
-  dx_.resize(in_shape_);
-  dx_.zero();
-  col2im(col_.data(), g, k_, stride_, pad_, dx_.data());
   return dx_;
 }
 

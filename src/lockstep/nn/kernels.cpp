@@ -66,6 +66,12 @@ LOCKSTEP_NN_CLONES float copy_and_sum(const float* __restrict src, float* __rest
   return acc;
 }
 
+LOCKSTEP_NN_CLONES float sum(const float* __restrict src, int64_t n) {
+  float acc = 0.0f;
+  for (int64_t i = 0; i < n; ++i) acc += src[i];
+  return acc;
+}
+
 LOCKSTEP_NN_CLONES void accumulate(const float* __restrict src, float* __restrict dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
 }

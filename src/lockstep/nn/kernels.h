@@ -21,6 +21,8 @@ void adamw(float* w, const float* g, float* m, float* v, int64_t n, float b1, fl
 void add_scalar(const float* src, float bias, float* dst, int64_t n);
 // dst[i] = src[i]; returns the sum of src in index order
 float copy_and_sum(const float* src, float* dst, int64_t n);
+// sum of src in index order
+float sum(const float* src, int64_t n);
 // dst[i] += src[i]
 void accumulate(const float* src, float* dst, int64_t n);
 

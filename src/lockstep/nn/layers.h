@@ -31,8 +31,8 @@ class Linear : public Module {
   Tensor x_, y_, dx_;
 };
 
-// 2-D convolution by im2col + one GEMM over the whole batch (columns of all samples side
-// by side, so BLAS sees one large product instead of N small ones).
+// 2-D convolution by im2col + GEMM, one sample at a time so that the column matrix stays in
+// cache (see conv.cpp).
 class Conv2d : public Module {
  public:
   Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride = 1, int64_t padding = 0,
@@ -45,9 +45,9 @@ class Conv2d : public Module {
   int64_t c_, oc_, k_, stride_, pad_;
   Parameter* w_;
   Parameter* b_ = nullptr;
-  Shape in_shape_;
-  Tensor col_;  // [C*K*K, N*Ho*Wo]; reused for dcol in backward
-  Tensor tmp_;  // [OC, N*Ho*Wo]: GEMM output in forward, dy transposed in backward
+  Tensor x_;    // the input, kept for backward (columns are recomputed from it)
+  Tensor col_;  // [C*K*K, Ho*Wo] columns of one sample
+  Tensor tmp_;  // [C*K*K, Ho*Wo] column gradient of one sample
   Tensor y_, dx_;
 };
 
