@@ -19,6 +19,7 @@
 
 #include "local_ranks.h"
 #include "lockstep/comm/process_group.h"
+#include "lockstep/comm/tcp/socket.h"
 #include "lockstep/core/buffer.h"
 #include "lockstep/core/error.h"
 
@@ -113,6 +114,40 @@ double memcpy_gbps(AlignedBuffer& a, AlignedBuffer& b, size_t bytes) {
   return double(bytes) / s / 1e9;
 }
 
+// Raw TCP between ranks 0 and 1 over the address the tcp transport would bind: the socket
+// ceiling printed beside the tcp transport's figures.
+struct RawTcp {
+  tcp::Fd fd;
+  static RawTcp connect(store::Store& store, int rank) {
+    RawTcp r;
+    const Deadline dl = Deadline::after(std::chrono::seconds(30));
+    if (rank == 0) {
+      auto [listener, addr] = tcp::listen_any_port(tcp::choose_bind_address(), 1);
+      store.set("bench/rawtcp", addr);
+      r.fd = tcp::accept_one(listener.get(), dl);
+    } else if (rank == 1) {
+      r.fd = tcp::connect_to(store::to_string(store.get("bench/rawtcp", std::chrono::seconds(30))), dl);
+    }
+    return r;
+  }
+  // Rank 0 streams `bytes` `reps` times, rank 1 acknowledges; GB/s on rank 0.
+  double gbps(int rank, std::byte* buf, size_t bytes) {
+    if (bytes == 0 || !fd.valid()) return 0;
+    const int reps = int(std::clamp<size_t>((256u << 20) / bytes, 2, 200));
+    const Deadline dl = Deadline::after(std::chrono::seconds(60));
+    char ack = 0;
+    auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < reps; ++i) {
+      if (rank == 0) tcp::write_all(fd.get(), buf, bytes, dl, "raw tcp");
+      else tcp::read_all(fd.get(), buf, bytes, dl, "raw tcp");
+    }
+    if (rank == 1) tcp::write_all(fd.get(), &ack, 1, dl, "raw tcp ack");
+    else tcp::read_all(fd.get(), &ack, 1, dl, "raw tcp ack");
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return double(bytes) * reps / s / 1e9;
+  }
+};
+
 struct Bufs {
   AlignedBuffer in, out, a, b;
 };
@@ -177,13 +212,16 @@ int rank_main(const Flags& f, int rank, int world, store::Store& store) {
   const size_t maxb = f.max_bytes + 4096;
   bufs.in.reserve(maxb, true);
   bufs.out.reserve(maxb, true);
+  RawTcp raw;
+  if (f.transport == "tcp" && world > 1) raw = RawTcp::connect(store, rank);
   if (rank == 0) {
     bufs.a.reserve(maxb, true);
     bufs.b.reserve(maxb, true);
-    std::printf("# %-10s %12s %8s %6s %12s %12s %12s %8s %12s\n", "", "", "", "", "", "", "", "",
-                "ceiling");
-    std::printf("%12s %12s %8s %6s %12s %12s %12s %8s %12s\n", "size(B)", "count", "type", "redop",
-                "time(us)", "algbw(GB/s)", "busbw(GB/s)", "#wrong", "memcpy(GB/s)");
+    std::printf("# %-10s %12s %8s %6s %12s %12s %12s %8s %25s\n", "", "", "", "", "", "", "", "",
+                "ceilings (same size)");
+    std::printf("%12s %12s %8s %6s %12s %12s %12s %8s %12s %12s\n", "size(B)", "count", "type",
+                "redop", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "#wrong", "memcpy(GB/s)",
+                "rawtcp(GB/s)");
   }
   for (size_t bytes = f.min_bytes; bytes <= f.max_bytes; bytes *= size_t(f.factor)) {
     const size_t count = count_for(f, bytes, world);
@@ -208,11 +246,13 @@ int rank_main(const Flags& f, int rank, int world, store::Store& store) {
     pg->barrier().wait();
     double mc = rank == 0 ? memcpy_gbps(bufs.a, bufs.b, sz) : 0;
     pg->barrier().wait();
+    double tcp_ceiling = rank <= 1 ? raw.gbps(rank, bufs.out.data(), sz) : 0;
+    pg->barrier().wait();
     if (rank == 0) {
       double algbw = double(sz) / us / 1e3;
-      std::printf("%12zu %12zu %8s %6s %12.2f %12.3f %12.3f %8lld %12.3f\n", sz, count,
+      std::printf("%12zu %12zu %8s %6s %12.2f %12.3f %12.3f %8lld %12.3f %12.3f\n", sz, count,
                   std::string(dtype_name(f.dtype)).c_str(), f.redop.c_str(), us, algbw,
-                  algbw * bus_factor(f.op, world), (long long)wrong, mc);
+                  algbw * bus_factor(f.op, world), (long long)wrong, mc, tcp_ceiling);
       std::fflush(stdout);
     }
   }

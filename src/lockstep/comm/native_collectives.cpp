@@ -29,10 +29,12 @@ void copy(void* out, const void* in, size_t bytes) {
 }  // namespace
 
 #define LOCKSTEP_CTX algo::Ctx c{*transport_, info, dl, info.seq, scratch_}
+// The signature string is built only in debug mode (formatting costs more than a small op).
+#define LOCKSTEP_SIG(...) (opt_.debug_checks ? sig(__VA_ARGS__) : std::string())
 
 Work NativeProcessGroup::allreduce(void* data, size_t count, DType dt, ReduceOp op) {
   if (world_ == 1 || count == 0) return Work::completed({OpKind::allreduce, 0, rank_, opt_.group_name});
-  return enqueue(OpKind::allreduce, sig(OpKind::allreduce, dt, count, op_s(op)),
+  return enqueue(OpKind::allreduce, LOCKSTEP_SIG(OpKind::allreduce, dt, count, op_s(op)),
                  [=, this](const OpInfo& info, Deadline dl) {
     if (shm_) return shm_->allreduce(data, count, dt, op, info, dl);
     widened(data, count, dt, [&](void* d, DType t) {
@@ -49,7 +51,7 @@ Work NativeProcessGroup::allreduce(void* data, size_t count, DType dt, ReduceOp 
 Work NativeProcessGroup::broadcast(void* data, size_t count, DType dt, int root) {
   check_root(root, OpKind::broadcast);
   if (world_ == 1 || count == 0) return Work::completed({OpKind::broadcast, 0, rank_, opt_.group_name});
-  return enqueue(OpKind::broadcast, sig(OpKind::broadcast, dt, count, root_s(root)),
+  return enqueue(OpKind::broadcast, LOCKSTEP_SIG(OpKind::broadcast, dt, count, root_s(root)),
                  [=, this](const OpInfo& info, Deadline dl) {
     const size_t bytes = count * dtype_size(dt);
     if (shm_) return shm_->broadcast(data, bytes, root, info, dl);
@@ -61,7 +63,7 @@ Work NativeProcessGroup::broadcast(void* data, size_t count, DType dt, int root)
 Work NativeProcessGroup::reduce(void* data, size_t count, DType dt, ReduceOp op, int root) {
   check_root(root, OpKind::reduce);
   if (world_ == 1 || count == 0) return Work::completed({OpKind::reduce, 0, rank_, opt_.group_name});
-  return enqueue(OpKind::reduce, sig(OpKind::reduce, dt, count, op_s(op) + " " + root_s(root)),
+  return enqueue(OpKind::reduce, LOCKSTEP_SIG(OpKind::reduce, dt, count, op_s(op) + " " + root_s(root)),
                  [=, this](const OpInfo& info, Deadline dl) {
     if (shm_) return shm_->reduce(data, count, dt, op, root, info, dl);
     widened(data, count, dt, [&](void* d, DType t) {
@@ -77,7 +79,7 @@ Work NativeProcessGroup::allgather(const void* in, void* out, size_t count, DTyp
     copy(out, in, bytes);
     return Work::completed({OpKind::allgather, 0, rank_, opt_.group_name});
   }
-  return enqueue(OpKind::allgather, sig(OpKind::allgather, dt, count),
+  return enqueue(OpKind::allgather, LOCKSTEP_SIG(OpKind::allgather, dt, count),
                  [=, this](const OpInfo& info, Deadline dl) {
     if (shm_) return shm_->allgather(in, out, bytes, info, dl);
     LOCKSTEP_CTX;
@@ -91,7 +93,7 @@ Work NativeProcessGroup::reduce_scatter(const void* in, void* out, size_t count,
     copy(out, in, count * dtype_size(dt));
     return Work::completed({OpKind::reduce_scatter, 0, rank_, opt_.group_name});
   }
-  return enqueue(OpKind::reduce_scatter, sig(OpKind::reduce_scatter, dt, count, op_s(op)),
+  return enqueue(OpKind::reduce_scatter, LOCKSTEP_SIG(OpKind::reduce_scatter, dt, count, op_s(op)),
                  [=, this](const OpInfo& info, Deadline dl) {
     if (shm_) return shm_->reduce_scatter(in, out, count, dt, op, info, dl);
     LOCKSTEP_CTX;
@@ -113,7 +115,7 @@ Work NativeProcessGroup::gather(const void* in, void* out, size_t count, DType d
     copy(out, in, bytes);
     return Work::completed({OpKind::gather, 0, rank_, opt_.group_name});
   }
-  return enqueue(OpKind::gather, sig(OpKind::gather, dt, count, root_s(root)),
+  return enqueue(OpKind::gather, LOCKSTEP_SIG(OpKind::gather, dt, count, root_s(root)),
                  [=, this](const OpInfo& info, Deadline dl) {
     LOCKSTEP_CTX;
     algo::gather_linear(c, in, out, bytes, root);
@@ -127,7 +129,7 @@ Work NativeProcessGroup::scatter(const void* in, void* out, size_t count, DType 
     copy(out, in, bytes);
     return Work::completed({OpKind::scatter, 0, rank_, opt_.group_name});
   }
-  return enqueue(OpKind::scatter, sig(OpKind::scatter, dt, count, root_s(root)),
+  return enqueue(OpKind::scatter, LOCKSTEP_SIG(OpKind::scatter, dt, count, root_s(root)),
                  [=, this](const OpInfo& info, Deadline dl) {
     LOCKSTEP_CTX;
     algo::scatter_linear(c, in, out, bytes, root);
@@ -140,7 +142,7 @@ Work NativeProcessGroup::alltoall(const void* in, void* out, size_t count, DType
     copy(out, in, bytes);
     return Work::completed({OpKind::alltoall, 0, rank_, opt_.group_name});
   }
-  return enqueue(OpKind::alltoall, sig(OpKind::alltoall, dt, count),
+  return enqueue(OpKind::alltoall, LOCKSTEP_SIG(OpKind::alltoall, dt, count),
                  [=, this](const OpInfo& info, Deadline dl) {
     LOCKSTEP_CTX;
     algo::alltoall_pairwise(c, in, out, bytes);
@@ -173,6 +175,7 @@ Work NativeProcessGroup::recv(void* data, size_t count, DType dt, int src, uint3
 }
 
 #undef LOCKSTEP_CTX
+#undef LOCKSTEP_SIG
 
 std::unique_ptr<ProcessGroup> NativeProcessGroup::new_group(const std::vector<int>& ranks) {
   std::vector<int> sorted = ranks;
