@@ -9,6 +9,12 @@
 # both; the summary gives the best and the median run of each. Wall-clock figures follow
 # the machine's load; the cpu figures (process CPU time, one compute thread on both sides)
 # are steadier on a shared machine. The per-layer tables come from the first repetition.
+#
+# The peer runs twice per repetition: stock ("torch"), and "torch-tm" with glibc malloc
+# told never to return memory to the kernel. Stock PyTorch allocates its activations anew
+# every step; large blocks go through mmap/munmap, and the page faults that follow cost it
+# 2-4x on some VMs (here: a PVM guest). lockstep allocates nothing per step, so "torch"
+# is the out-of-the-box comparison and "torch-tm" the compute-only one.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build="${1:-build}"
@@ -34,10 +40,14 @@ for model in fmnist-mlp fmnist-cnn; do
     out_l=$("$bin" --model "$model" --batch "$batch" --steps "$steps" --profile-steps "$prof")
     out_t=$(/usr/bin/python3 bench/nn/torch_peer.py --model "$model" --batch "$batch" --steps "$steps" \
             --profile-steps "$prof" 2>/dev/null)
+    out_m=$(MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 MALLOC_TOP_PAD_=268435456 \
+            /usr/bin/python3 bench/nn/torch_peer.py --model "$model" --batch "$batch" --steps "$steps" \
+            --profile-steps 0 2>/dev/null | sed 's/^torch /torch-tm /')
     echo "$out_l"
     echo "$out_t"
-    for out in "$out_l" "$out_t"; do
-      sed -n 's/^\([a-z]*\) \([a-z-]*\) .*steps=[0-9]*: \([0-9.]*\) samples\/s.*cpu: \([0-9.]*\) samples\/s.*/\1 \2 \3 \4/p' \
+    echo "$out_m"
+    for out in "$out_l" "$out_t" "$out_m"; do
+      sed -n 's/^\([a-z-]*\) \([a-z-]*\) .*steps=[0-9]*: \([0-9.]*\) samples\/s.*cpu: \([0-9.]*\) samples\/s.*/\1 \2 \3 \4/p' \
         <<<"$out" >>"$results"
     done
   done
@@ -55,10 +65,11 @@ awk '
     printf "%-11s %-6s %11s %11s %7s   %11s %11s %7s\n", "samples/s", "", "lockstep", "torch", "ratio", "lockstep", "torch", "ratio"
     printf "%-11s %-6s %11s %11s %7s   %11s %11s %7s\n", "", "", "wall", "wall", "", "cpu", "cpu", ""
     split("fmnist-mlp fmnist-cnn", order, " ")
-    for (m = 1; m <= 2; m++) for (s = 1; s <= 2; s++) {
-      model = order[m]; w = s == 1 ? "best" : "median"
-      lw = stat(wall, "lockstep " model, 0, w); tw = stat(wall, "torch " model, 0, w)
-      lc = stat(cpu, "lockstep " model, 0, w); tc = stat(cpu, "torch " model, 0, w)
-      printf "%-11s %-6s %11.1f %11.1f %6.2fx   %11.1f %11.1f %6.2fx\n", model, w, lw, tw, lw / tw, lc, tc, lc / tc
+    split("torch torch-tm", peers, " ")
+    for (p = 1; p <= 2; p++) for (m = 1; m <= 2; m++) for (s = 1; s <= 2; s++) {
+      model = order[m]; w = s == 1 ? "best" : "median"; peer = peers[p]
+      lw = stat(wall, "lockstep " model, 0, w); tw = stat(wall, peer " " model, 0, w)
+      lc = stat(cpu, "lockstep " model, 0, w); tc = stat(cpu, peer " " model, 0, w)
+      printf "%-11s %-6s %11.1f %11.1f %6.2fx   %11.1f %11.1f %6.2fx  vs %s\n", model, w, lw, tw, lw / tw, lc, tc, lc / tc, peer
     }
   }' "$results"
