@@ -9,8 +9,9 @@
 
 int main(int argc, char** argv) {
   lockstep::comm::register_builtin_backends();
-  ::testing::InitGoogleTest(&argc, argv);
+  // Read by InitGoogleTest when it picks the result printer, so set before it.
   const char* rank = std::getenv("OMPI_COMM_WORLD_RANK");
   if (rank != nullptr && std::string(rank) != "0") GTEST_FLAG_SET(brief, true);
+  ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
 }
