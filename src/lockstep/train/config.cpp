@@ -169,7 +169,8 @@ nlohmann::json TrainConfig::to_json() const {
 
 std::string config_to_toml(const TrainConfig& c) {
   toml::table t;
-  for (const auto& [key, v] : c.to_json().items()) {
+  const nlohmann::json j = c.to_json();  // outlives the loop (items() is a view)
+  for (const auto& [key, v] : j.items()) {
     if (v.is_string()) t.insert(key, v.get<std::string>());
     else if (v.is_boolean()) t.insert(key, v.get<bool>());
     else if (v.is_number_integer()) t.insert(key, v.get<int64_t>());

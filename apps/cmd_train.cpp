@@ -1,0 +1,109 @@
+// `lockstep train`: trains a model with data parallelism. The configuration comes from a TOML
+// file (--config) with flags overriding it. With --nproc N (and no RANK in the environment)
+// the command starts N local workers itself through the launcher, each re-running this
+// program with the merged configuration; under `lockstep run`, torchrun, mpirun or srun it is
+// one worker of the job.
+#include <filesystem>
+#include <memory>
+
+#include "commands.h"
+#include "lockstep/core/dist_env.h"
+#include "lockstep/core/error.h"
+#include "lockstep/launch/launcher.h"
+#include "lockstep/train/config.h"
+#include "lockstep/train/file_io.h"
+#include "lockstep/train/report.h"
+#include "lockstep/train/setup.h"
+
+namespace lockstep::apps {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct TrainFlags {
+  std::string config;
+  train::TrainConfig v;  // flag values; applied only for flags given
+  int max_restarts = 0;
+  std::vector<std::pair<CLI::Option*, std::function<void(train::TrainConfig&)>>> overrides;
+};
+
+template <class T>
+void flag(CLI::App* cmd, TrainFlags& f, const std::string& name, T train::TrainConfig::*member,
+          const std::string& help) {
+  CLI::Option* o = cmd->add_option(name, f.v.*member, help);
+  f.overrides.emplace_back(o, [&f, member](train::TrainConfig& c) { c.*member = f.v.*member; });
+}
+
+// A worker of an already launched job, or a single process. Rank 0 writes the report.
+int run_here(const train::TrainConfig& c) {
+  const train::TrainResult r = train::run_worker(c);
+  if (read_dist_env().rank != 0) return r.stopped ? 1 : 0;
+  const train::ReportResult rep = train::write_report(c.run_dir);
+  std::printf("report: %s\n", rep.markdown.c_str());
+  if (!rep.plot_error.empty()) std::fprintf(stderr, "lockstep train: plots not drawn: %s\n", rep.plot_error.c_str());
+  return 0;
+}
+
+// Starts c.nproc local workers of this same program on the merged configuration.
+int launch(const train::TrainConfig& c, int max_restarts) {
+  fs::create_directories(c.run_dir);
+  const fs::path cfg_file = fs::path(c.run_dir) / "config.toml";
+  train::TrainConfig worker = c;
+  if (max_restarts > 0 && worker.resume.empty()) worker.resume = "auto";  // restarts continue
+  train::write_file_atomic(cfg_file, train::config_to_toml(worker));
+  launch::LaunchConfig lc;
+  lc.nproc_per_node = c.nproc;
+  lc.max_restarts = max_restarts;
+  lc.command = {fs::read_symlink("/proc/self/exe").string(), "train", "--config", cfg_file.string()};
+  const int code = launch::launch_workers(lc);  // rank 0 prints the summary and report path
+  return code;
+}
+
+}  // namespace
+
+Runner add_train_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "train",
+      "Train a model with synchronous data parallelism:\n"
+      "  lockstep train [--config FILE.toml] [--model fmnist-cnn] [--nproc N] [--epochs E] ...\n"
+      "Flags override the TOML file; its keys are: " + [] {
+        std::string keys;
+        for (const auto& k : train::config_keys()) keys += (keys.empty() ? "" : ", ") + k;
+        return keys;
+      }() + ".\nWrites metrics.jsonl, run.json, checkpoints/ and report/ in the run directory and "
+      "ends with a summary line (samples/s, test_acc=).");
+  auto f = std::make_shared<TrainFlags>();
+  cmd->add_option("--config", f->config, "TOML file with the training configuration")->check(CLI::ExistingFile);
+  flag(cmd, *f, "--model", &train::TrainConfig::model, "model: fmnist-mlp, fmnist-cnn, char-gpt");
+  flag(cmd, *f, "--data", &train::TrainConfig::data_dir, "dataset directory (IDX files) or text file");
+  flag(cmd, *f, "--epochs", &train::TrainConfig::epochs, "epochs to train");
+  flag(cmd, *f, "--batch", &train::TrainConfig::batch, "batch size per worker");
+  flag(cmd, *f, "--lr", &train::TrainConfig::lr, "learning rate (before the scaling rule)");
+  flag(cmd, *f, "--optimizer", &train::TrainConfig::optimizer, "sgd or adamw");
+  flag(cmd, *f, "--backend", &train::TrainConfig::backend, "process group backend (native, ...)");
+  flag(cmd, *f, "--nproc", &train::TrainConfig::nproc, "local workers to start (1: this process)");
+  flag(cmd, *f, "--run-dir", &train::TrainConfig::run_dir, "directory for metrics, checkpoints and the report");
+  flag(cmd, *f, "--checkpoint-every", &train::TrainConfig::checkpoint_every, "steps between checkpoints (0: at the end)");
+  flag(cmd, *f, "--resume", &train::TrainConfig::resume, "checkpoint, checkpoints dir or run dir to continue; 'auto': the run dir's latest if any");
+  flag(cmd, *f, "--seed", &train::TrainConfig::seed, "seed of initialisation and data order");
+  flag(cmd, *f, "--max-steps", &train::TrainConfig::max_steps, "stop after this many optimizer steps");
+  cmd->add_option("--max-restarts", f->max_restarts, "with --nproc: restart all workers from the latest checkpoint up to K times")
+      ->check(CLI::NonNegativeNumber);
+  return [f] {
+    train::TrainConfig c = f->config.empty() ? train::TrainConfig{} : train::load_config(f->config);
+    for (auto& [opt, apply] : f->overrides)
+      if (opt->count() > 0) apply(c);
+    try {
+      train::validate(c);
+    } catch (const ConfigError& e) {
+      LOCKSTEP_THROW(ConfigError, "after applying the flags: ", e.what());
+    }
+    const bool is_worker = getenv_opt("RANK").has_value() || getenv_opt("OMPI_COMM_WORLD_RANK").has_value() ||
+                           getenv_opt("SLURM_PROCID").has_value();
+    if (c.nproc > 1 && !is_worker) return launch(c, f->max_restarts);
+    return run_here(c);
+  };
+}
+
+}  // namespace lockstep::apps
