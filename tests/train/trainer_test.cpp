@@ -218,3 +218,27 @@ TEST(Trainer, ResumingAnotherModelsCheckpointIsRefused) {
 
 }  // namespace
 }  // namespace lockstep::train
+
+namespace lockstep::train {
+namespace {
+
+// Elastic restarts: a checkpoint of 2 workers continues with 1 (the sampler reshards by its
+// global offset; not bitwise, but no sample of the epoch is skipped or repeated).
+TEST(Trainer, ResumesAtAnotherWorldSize) {
+  const auto dir = testing::fresh_dir("trainer");
+  const data::Dataset tr = synthetic(100, 1), te = synthetic(20, 2);
+  TrainConfig c = small_config(dir / "run");
+  c.checkpoint_async = false;
+  train(2, c, tr, &te, /*stop_after=*/4);
+  c.resume = "auto";
+  const RunOut r = train(1, c, tr, &te);
+  EXPECT_FALSE(r.result.stopped);
+  EXPECT_GT(r.result.steps, 4);
+  for (float w : r.weights) ASSERT_TRUE(std::isfinite(w));
+  const Checkpoint last = load_checkpoint(*latest_checkpoint(dir / "run" / "checkpoints"));
+  EXPECT_EQ(last.manifest.world_size, 1);
+  EXPECT_EQ(last.manifest.step, r.result.steps);
+}
+
+}  // namespace
+}  // namespace lockstep::train

@@ -115,6 +115,7 @@ const std::vector<Field>& fields() {
       string_field("run_dir", &C::run_dir),
       int_field("checkpoint_every", &C::checkpoint_every, 0, kBig),
       int_field("checkpoint_keep", &C::checkpoint_keep, 0, 1000000),
+      bool_field("checkpoint_async", &C::checkpoint_async),
       string_field("resume", &C::resume),
       int_field("eval_every", &C::eval_every, 0, kBig),
       int_field("log_every", &C::log_every, 1, kBig),

@@ -43,6 +43,7 @@ struct TrainConfig {
   std::string run_dir = "runs/latest";
   int64_t checkpoint_every = 0;       // steps; 0: only at the end of training
   int checkpoint_keep = 3;
+  bool checkpoint_async = true;       // snapshot in memory, write on a background thread
   std::string resume;                 // checkpoint, checkpoint dir or run dir; "" = fresh
   int64_t eval_every = 0;             // steps; 0: only at the end of each epoch
   int64_t log_every = 10;             // steps between metrics records

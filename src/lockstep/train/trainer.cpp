@@ -7,6 +7,7 @@
 #include "lockstep/ddp/ddp.h"
 #include "lockstep/nn/blas.h"
 #include "lockstep/nn/loss.h"
+#include "lockstep/train/async_checkpoint.h"
 #include "lockstep/train/checkpoint.h"
 #include "lockstep/train/metrics.h"
 #include "lockstep/train/progress.h"
@@ -58,6 +59,7 @@ struct Trainer::Impl {
   std::unique_ptr<data::DataLoader> loader, test_loader;
   std::unique_ptr<MetricsWriter> metrics;
   std::unique_ptr<Progress> progress;
+  std::unique_ptr<AsyncCheckpointWriter> writer;  // rank 0
   nn::CrossEntropyLoss ce;
   nn::Tensor x;
 
@@ -85,7 +87,8 @@ struct Trainer::Impl {
   int64_t train_step();
   void after_step(int64_t samples, double step_seconds);
   void evaluate();
-  void save(bool final_save);
+  CheckpointSave snapshot();
+  void save(bool wait_now);
   std::string where() const { return str_cat("rank ", rank, ", step ", step, ", epoch ", epoch); }
 };
 
@@ -117,6 +120,8 @@ void Trainer::Impl::setup() {
         data::DataLoaderOptions{.batch_size = cfg.batch, .prefetch = cfg.prefetch,
                                 .transform = transform_for(*test_set, cfg, false)});
   }
+  if (rank == 0)
+    writer = std::make_unique<AsyncCheckpointWriter>(ckpt_dir, CheckpointOptions{.keep_last = cfg.checkpoint_keep});
   const auto resume = resume_path();
   if (resume) resume_from(*resume);
   // Every rank has the same weights now; DDP checks the architectures and broadcasts rank 0's.
@@ -245,22 +250,28 @@ void Trainer::Impl::evaluate() {
                             " test_acc=", result.test_acc, " (", int64_t(stats[2]), " samples)"));
 }
 
-// Rank 0 writes; every rank learns whether it worked, so a failed save stops all of them
-// alike with the same message instead of leaving the others waiting.
-void Trainer::Impl::save(bool final_save) {
-  if (step == last_saved_step) return;
+CheckpointSave Trainer::Impl::snapshot() {
+  return {.model = cfg.model, .step = step, .epoch = epoch, .world_size = world,
+          .weights = model_views(model), .optimizer = optimizer_views(*opt),
+          .state = {{"sampler", loader->state().to_string()},
+                    {"rng", {{"seed", cfg.seed}, {"derivation", "(seed, epoch, sample index)"}}},
+                    {"lr", opt->lr()},
+                    {"global_batch", global_batch},
+                    {"config", cfg.to_json()}}};
+}
+
+// Rank 0 writes (in the background unless checkpoint_async is off); every rank learns whether
+// the write before it (or, when `wait_now`, this one) worked, so a failed save stops all of
+// them alike with the same message instead of leaving the others waiting.
+void Trainer::Impl::save(bool wait_now) {
+  const bool fresh = step != last_saved_step;
+  if (!fresh && !wait_now) return;
   double failed[1] = {0};
   std::string error;
   if (rank == 0) {
     try {
-      CheckpointSave c{.model = cfg.model, .step = step, .epoch = epoch, .world_size = world,
-                       .weights = model_views(model), .optimizer = optimizer_views(*opt),
-                       .state = {{"sampler", loader->state().to_string()},
-                                 {"rng", {{"seed", cfg.seed}, {"derivation", "(seed, epoch, sample index)"}}},
-                                 {"lr", opt->lr()},
-                                 {"global_batch", global_batch},
-                                 {"config", cfg.to_json()}}};
-      result.last_checkpoint = save_checkpoint(ckpt_dir, c, {.keep_last = cfg.checkpoint_keep});
+      if (fresh) writer->submit(snapshot());
+      if (wait_now || !cfg.checkpoint_async) result.last_checkpoint = writer->wait().value_or(fs::path());
     } catch (const Error& e) {
       failed[0] = 1;
       error = e.what();
@@ -268,12 +279,11 @@ void Trainer::Impl::save(bool final_save) {
   }
   sum_over_ranks(pg, failed);
   if (failed[0] != 0)
-    throw SystemError(EIO, str_cat("checkpoint at step ", step, " failed on rank 0",
-                                   error.empty() ? "" : ": " + error, "; earlier checkpoints in ",
-                                   ckpt_dir.string(), " are intact. Free disk space or fix "
-                                   "permissions and resume"));
+    throw SystemError(EIO, str_cat("checkpoint failed on rank 0", error.empty() ? "" : ": " + error,
+                                   "; earlier checkpoints in ", ckpt_dir.string(),
+                                   " are intact. Free disk space or fix permissions and resume"));
   last_saved_step = step;
-  if (!final_save) progress->message(str_cat("checkpoint ", result.last_checkpoint.string()));
+  if (fresh && !wait_now) progress->message(str_cat("checkpoint step ", step, " -> ", ckpt_dir.string()));
 }
 
 void Trainer::Impl::run_epochs() {
@@ -308,6 +318,8 @@ TrainResult Trainer::run() {
   if (!m.result.stopped) {
     m.evaluate();  // when max_steps ended training mid-epoch
     m.save(true);
+  } else if (m.writer) {
+    m.result.last_checkpoint = m.writer->wait().value_or(fs::path());  // as a crash after it
   }
   m.progress->finish();
   m.result.steps = m.step;
