@@ -119,18 +119,18 @@ def main():
                 vs = r["thr"] / res["torch", model, world]["thr"]
                 print(f"{model:<11} {impl:<9} {world:>2} {r['thr']:10.1f} {r['step_ms']:8.2f} {r['cpu_thr']:10.1f} "
                       f"{eff:6.2f} {ceff:8.2f} {vs:8.2f}x")
-    print(f"\n{'model':<11} {'overlap':<8} {'samples/s':>10} {'comm ms/step':>13} {'wait ms/step':>13} "
+    print(f"\n{'model':<11} {'overlap':<13} {'samples/s':>10} {'comm ms/step':>13} {'wait ms/step':>13} "
           f"{'hidden (timeline)':>18}")
+    configs = (("on", ("--overlap", "1")), ("off", ("--overlap", "0")),
+               ("on, 256K 1st", ("--overlap", "1", "--first-bucket-kb", "256")))
     for model in a.models.split(","):
-        for overlap in (1, 0):
+        for label, extra in configs:
             tl = os.path.join(tempfile.mkdtemp(prefix="ddptl-"), "trace.json")
-            r = best("lockstep", model, 2, a, env_extra={"LOCKSTEP_TIMELINE": tl},
-                     extra_args=("--overlap", str(overlap)))
+            r = best("lockstep", model, 2, a, env_extra={"LOCKSTEP_TIMELINE": tl}, extra_args=extra)
             comm = sum(x["comm_ms_per_step"] for x in r["rows"]) / len(r["rows"])
             wait = sum(x["wait_ms_per_step"] for x in r["rows"]) / len(r["rows"])
             frac = hidden_fraction(tl.replace(".json", ".rank*.json"))
-            print(f"{model:<11} {'on' if overlap else 'off':<8} {r['thr']:10.1f} {comm:13.2f} {wait:13.2f} "
-                  f"{frac:18.2f}")
+            print(f"{model:<11} {label:<13} {r['thr']:10.1f} {comm:13.2f} {wait:13.2f} {frac:18.2f}")
 
 
 if __name__ == "__main__":

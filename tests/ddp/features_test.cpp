@@ -64,6 +64,59 @@ TEST(Startup, RankZeroParametersAreBroadcast) {
   EXPECT_TRUE(bit_identical(p[2], ref->flat_params()));
 }
 
+// Two parameters of 3 floats, adjacent in memory or not depending on the rank.
+class LayoutSource : public ParamSource {
+ public:
+  explicit LayoutSource(bool adjacent) : store_(adjacent ? 6 : 12, 0.0f), second_(adjacent ? 3 : 9) {
+    for (int i = 0; i < 2; ++i) info_.push_back({"p" + std::to_string(i), {3}, DType::f32});
+  }
+  size_t num_params() const override { return 2; }
+  const TensorInfo& param_info(size_t i) const override { return info_[i]; }
+  std::span<float> value(size_t i) override { return {store_.data() + (i ? second_ : 0), 3}; }
+  std::span<float> grad(size_t i) override { return value(i); }
+
+ private:
+  std::vector<float> store_;
+  size_t second_;
+  std::vector<TensorInfo> info_;
+};
+
+TEST(Startup, BroadcastDoesNotDependOnMemoryLayout) {
+  // Rank 0's parameters are apart, rank 1's adjacent: the collectives must still match.
+  std::vector<std::vector<float>> got(2);
+  run_ranks(2, [&](int r, comm::ProcessGroup& pg) {
+    LayoutSource src(r == 1);
+    for (size_t i = 0; i < 2; ++i)
+      for (size_t k = 0; k < 3; ++k) src.value(i)[k] = r == 0 ? float(10 * i + k) : -1.0f;
+    broadcast_state(pg, src, true, true, 0, std::chrono::seconds(10));
+    for (size_t i = 0; i < 2; ++i) got[size_t(r)].insert(got[size_t(r)].end(), src.value(i).begin(), src.value(i).end());
+  });
+  EXPECT_EQ(got[1], (std::vector<float>{0, 1, 2, 10, 11, 12}));
+  EXPECT_EQ(got[0], got[1]);
+}
+
+TEST(Startup, WorldSizeOneIsPlainTraining) {
+  std::vector<float> got;
+  run_ranks(1, [&](int, comm::ProcessGroup& pg) {
+    auto m = nn::make_model("fmnist-mlp", 3);
+    DistributedDataParallel ddp(*m, pg, {});
+    nn::Sgd sgd(*m, {.lr = 0.05f, .momentum = 0.9f});
+    nn::CrossEntropyLoss ce;
+    for (int step = 0; step < 5; ++step) {
+      m->zero_grad();
+      ddp_forward_backward(ddp, ce, make_batch(step * 8, 8));
+      EXPECT_FALSE(ddp.last_result().reduced);
+      ddp.step(sgd);
+    }
+    got = copy_params(*m);
+  });
+  auto ref = nn::make_model("fmnist-mlp", 3);
+  nn::Sgd sgd(*ref, {.lr = 0.05f, .momentum = 0.9f});
+  nn::CrossEntropyLoss ce;
+  for (int step = 0; step < 5; ++step) plain_step(*ref, sgd, ce, make_batch(step * 8, 8));
+  EXPECT_TRUE(bit_identical(got, ref->flat_params()));
+}
+
 TEST(Unused, DefaultIsAnErrorNamingTheParameter) {
   std::vector<std::string> errors(2);
   run_ranks(2, [&](int r, comm::ProcessGroup& pg) {

@@ -144,6 +144,9 @@ StepResult Reducer::finalize() {
     throw;
   }
   r.wait_us = double(now_us() - t0);
+  if (!plan_.buckets.empty())  // communication in flight: first launch to last completion
+    stats_.comm_us += double(*std::max_element(done_us_.begin(), done_us_.end()) -
+                             *std::min_element(launch_us_.begin(), launch_us_.end()));
   if (timeline_) timeline_->add("finalize", "ddp", t0, now_us());
   stats_.wait_us += r.wait_us;
   ++stats_.steps;
@@ -191,7 +194,6 @@ void Reducer::wait_bucket(size_t b, StepResult& r) {
   }
   p = {};
   storage_.copy_out(b, params_);
-  stats_.comm_us += double(done_us_[b] - launch_us_[b]);
   if (timeline_) timeline_->add(str_cat("allreduce b", b), "comm", launch_us_[b], done_us_[b], Timeline::kCommTrack);
   if (opt_.nonfinite != NonFinitePolicy::ignore && r.finite) check_finite(b, r);
 }

@@ -61,7 +61,7 @@ struct StepResult {
 
 struct ReducerStats {
   int64_t steps = 0;
-  double comm_us = 0;     // sum over buckets of launch -> completion seen
+  double comm_us = 0;     // per step, first bucket launch -> last completion seen, summed
   double wait_us = 0;     // sum of time finalize blocked (the part not hidden)
   int64_t rebuilds = 0;
   int64_t relayouts = 0;  // rebuilds that re-laid gradients out

@@ -92,23 +92,30 @@ void verify_same_architecture(comm::ProcessGroup& pg, const ParamSource& params,
 void broadcast_state(comm::ProcessGroup& pg, ParamSource& params, bool parameters, bool buffers, int root,
                      Millis timeout) {
   if (pg.size() == 1) return;
+  // Packed into one staging buffer in index order: one collective whose shape is the same
+  // on every rank. (Coalescing by memory address would not be: two allocations can be
+  // adjacent on one rank and not on another, and the collectives would then mismatch.)
   std::vector<std::span<float>> spans;
   if (parameters)
     for (size_t i = 0; i < params.num_params(); ++i) spans.push_back(params.value(i));
   if (buffers)
     for (size_t i = 0; i < params.num_buffers(); ++i) spans.push_back(params.buffer(i));
-  std::sort(spans.begin(), spans.end(), [](auto a, auto b) { return a.data() < b.data(); });
-  std::vector<std::span<float>> merged;
+  size_t total = 0;
+  for (auto s : spans) total += s.size();
+  if (total == 0) return;
+  std::vector<float> staging(total);
+  size_t off = 0;
   for (auto s : spans) {
-    if (s.empty()) continue;
-    if (!merged.empty() && merged.back().data() + merged.back().size() == s.data())
-      merged.back() = {merged.back().data(), merged.back().size() + s.size()};
-    else
-      merged.push_back(s);
+    std::memcpy(staging.data() + off, s.data(), s.size_bytes());
+    off += s.size();
   }
-  std::vector<comm::Work> works;
-  for (auto s : merged) works.push_back(pg.broadcast(s.data(), s.size(), DType::f32, root));
-  for (auto& w : works) w.wait(timeout);
+  pg.broadcast(staging.data(), total, DType::f32, root).wait(timeout);
+  if (pg.rank() == root) return;
+  off = 0;
+  for (auto s : spans) {
+    std::memcpy(s.data(), staging.data() + off, s.size_bytes());
+    off += s.size();
+  }
 }
 
 void verify_replicas_identical(comm::ProcessGroup& pg, ParamSource& params, int64_t step, Millis timeout) {

@@ -23,8 +23,7 @@ uint64_t hash_bytes(const void* data, size_t bytes, uint64_t seed = 0);
 // throws ConfigError on every rank naming the first difference (rank, line, both sides).
 void verify_same_architecture(comm::ProcessGroup& pg, const ParamSource& params, Millis timeout);
 
-// Copies parameters and/or buffers from `root` to every rank (contiguous spans coalesced
-// into one broadcast each).
+// Copies parameters and/or buffers from `root` to every rank (packed into one broadcast).
 void broadcast_state(comm::ProcessGroup& pg, ParamSource& params, bool parameters, bool buffers, int root,
                      Millis timeout);
 
