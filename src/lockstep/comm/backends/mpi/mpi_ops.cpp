@@ -38,11 +38,11 @@ MPI_Op mpi_op(ReduceOp op) {
 }  // namespace
 
 void MpiProcessGroup::start_and_wait(int rc, MPI_Request& req, const char* call,
-                                     const OpInfo& info, Deadline deadline) {
+                                     const OpInfo& info, Deadline deadline, size_t bytes) {
   const std::string ctx = info.describe();
   if (rc != MPI_SUCCESS) throw_mpi_error(rc, call, ctx);
   try {
-    wait_request(req, call, ctx, deadline, abort_flag());
+    wait_request(req, call, ctx, deadline, abort_flag(), bytes);
   } catch (const TimeoutError&) {
     orphans_.push_back(req);  // MPI may still write the buffers; the group is broken now
     throw;
@@ -70,13 +70,14 @@ void MpiProcessGroup::reduction(const engine::Op& op, const OpInfo& info, Deadli
   const MPI_Datatype type = mpi_type(wire);
   const int n = int(op.count);
   const int root = op.peer;
+  const size_t bytes = op.count * dtype_size(wire) * size_t(size());
   MPI_Request req = MPI_REQUEST_NULL;
   MPI_Comm c = comm_.get();
   switch (op.kind) {
     case OpKind::allreduce: {
       void* buf = half ? wide_in_.widen(op.out, op.count, op.dtype) : op.out;
       start_and_wait(MPI_Iallreduce(MPI_IN_PLACE, buf, n, type, mpi_op(op.op), c, &req), req,
-                     "MPI_Iallreduce", info, deadline);
+                     "MPI_Iallreduce", info, deadline, bytes);
       finish_avg(buf, op.count, wire, op.op, size());
       if (half) wide_in_.narrow(op.out, op.count, op.dtype);
       return;
@@ -86,7 +87,7 @@ void MpiProcessGroup::reduction(const engine::Op& op, const OpInfo& info, Deadli
       const bool is_root = rank() == root;
       start_and_wait(MPI_Ireduce(is_root ? MPI_IN_PLACE : buf, is_root ? buf : nullptr, n, type,
                                  mpi_op(op.op), root, c, &req),
-                     req, "MPI_Ireduce", info, deadline);
+                     req, "MPI_Ireduce", info, deadline, bytes);
       if (!is_root) return;
       finish_avg(buf, op.count, wire, op.op, size());
       if (half) wide_in_.narrow(op.out, op.count, op.dtype);
@@ -96,7 +97,7 @@ void MpiProcessGroup::reduction(const engine::Op& op, const OpInfo& info, Deadli
       const void* in = half ? wide_in_.widen(op.in, op.count * size(), op.dtype) : op.in;
       void* out = half ? wide_out_.reserve(op.count) : op.out;
       start_and_wait(MPI_Ireduce_scatter_block(in, out, n, type, mpi_op(op.op), c, &req), req,
-                     "MPI_Ireduce_scatter_block", info, deadline);
+                     "MPI_Ireduce_scatter_block", info, deadline, bytes);
       finish_avg(out, op.count, wire, op.op, size());
       if (half) wide_out_.narrow(op.out, op.count, op.dtype);
       return;
@@ -108,26 +109,27 @@ void MpiProcessGroup::reduction(const engine::Op& op, const OpInfo& info, Deadli
 void MpiProcessGroup::data_movement(const engine::Op& op, const OpInfo& info, Deadline deadline) {
   const MPI_Datatype t = mpi_type(op.dtype);
   const int n = int(op.count);
+  const size_t bytes = op.count * dtype_size(op.dtype) * size_t(size());
   MPI_Request req = MPI_REQUEST_NULL;
   MPI_Comm c = comm_.get();
   switch (op.kind) {
     case OpKind::broadcast:
       return start_and_wait(MPI_Ibcast(op.out, n, t, op.peer, c, &req), req, "MPI_Ibcast", info,
-                            deadline);
+                            deadline, bytes);
     case OpKind::allgather:
       return start_and_wait(MPI_Iallgather(op.in, n, t, op.out, n, t, c, &req), req,
-                            "MPI_Iallgather", info, deadline);
+                            "MPI_Iallgather", info, deadline, bytes);
     case OpKind::gather:
       return start_and_wait(MPI_Igather(op.in, n, t, op.out, n, t, op.peer, c, &req), req,
-                            "MPI_Igather", info, deadline);
+                            "MPI_Igather", info, deadline, bytes);
     case OpKind::scatter:
       return start_and_wait(MPI_Iscatter(op.in, n, t, op.out, n, t, op.peer, c, &req), req,
-                            "MPI_Iscatter", info, deadline);
+                            "MPI_Iscatter", info, deadline, bytes);
     case OpKind::alltoall:
       return start_and_wait(MPI_Ialltoall(op.in, n, t, op.out, n, t, c, &req), req,
-                            "MPI_Ialltoall", info, deadline);
+                            "MPI_Ialltoall", info, deadline, bytes);
     case OpKind::barrier:
-      return start_and_wait(MPI_Ibarrier(c, &req), req, "MPI_Ibarrier", info, deadline);
+      return start_and_wait(MPI_Ibarrier(c, &req), req, "MPI_Ibarrier", info, deadline, bytes);
     default: LOCKSTEP_CHECK(false, "unexpected operation: ", info.describe());
   }
 }

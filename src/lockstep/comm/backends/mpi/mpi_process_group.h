@@ -50,7 +50,7 @@ class MpiProcessGroup final : public engine::EngineGroup {
  private:
   // Issues one non-blocking call and waits for it (see wait_request).
   void start_and_wait(int rc, MPI_Request& req, const char* call, const OpInfo& info,
-                      Deadline deadline);
+                      Deadline deadline, size_t bytes);
   void reduction(const engine::Op& op, const OpInfo& info, Deadline deadline);
   void data_movement(const engine::Op& op, const OpInfo& info, Deadline deadline);
 

@@ -63,12 +63,14 @@ void throw_mpi_error(int rc, const char* call, const std::string& context) {
 }
 
 void wait_request(MPI_Request& req, const char* call, const std::string& context,
-                  Deadline deadline, const std::atomic<bool>* aborted_flag) {
+                  Deadline deadline, const std::atomic<bool>* aborted_flag, size_t bytes) {
   using namespace std::chrono;
-  // Progress in Open MPI's shared-memory transport happens inside MPI_Test, so poll hot for
-  // the first 100 us, then poll with sched_yield (full speed on idle cores, fair when ranks
-  // oversubscribe them) for 20 ms, then sleep with a growing nap of at most 500 us.
+  // Progress in Open MPI's shared-memory transport happens inside MPI_Test (each fragment of
+  // a large message needs both sides to poll), so poll hot for the first 100 us, then with
+  // sched_yield (full speed on idle cores, fair when ranks oversubscribe them) for 20 ms plus
+  // the time the data takes at 20 MB/s, and only then sleep, with naps of at most 500 us.
   const auto start = Clock::now();
+  const auto yield_for = milliseconds(20) + nanoseconds(bytes * 50);
   auto nap = microseconds(20);
   for (;;) {
     int flag = 0;
@@ -81,7 +83,7 @@ void wait_request(MPI_Request& req, const char* call, const std::string& context
                      "a peer may be slow, stopped or calling a different collective");
     const auto waited = Clock::now() - start;
     if (waited < microseconds(100)) continue;
-    if (waited < milliseconds(20)) {
+    if (waited < yield_for) {
       sched_yield();
       continue;
     }

@@ -41,12 +41,14 @@ class MpiRuntime {
 [[noreturn]] void throw_mpi_error(int rc, const char* call, const std::string& context);
 
 // Polls `req` until it completes, `deadline` passes (TimeoutError) or *aborted turns true
-// (AbortedError). Spins briefly, then yields, then sleeps with a growing backoff so that
-// oversubscribed ranks leave the cores to their peers. On timeout/abort the request is left
+// (AbortedError). Spins briefly, then polls with sched_yield for as long as an operation
+// moving `bytes` may reasonably take, then sleeps with a growing backoff so that a rank
+// waiting for a late peer leaves the cores to the others. On timeout/abort the request is left
 // pending (MPI cannot cancel a collective) and the caller must treat the communicator as
 // broken.
 void wait_request(MPI_Request& req, const char* call, const std::string& context,
-                  Deadline deadline, const std::atomic<bool>* aborted_flag = nullptr);
+                  Deadline deadline, const std::atomic<bool>* aborted_flag = nullptr,
+                  size_t bytes = 0);
 
 }  // namespace lockstep::comm::mpi
 
