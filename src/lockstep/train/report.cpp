@@ -145,6 +145,13 @@ std::string run_gnuplot(const fs::path& program, const fs::path& script, const f
   return str_cat(prog, " failed (see ", log.string(), ")");
 }
 
+// Inside gnuplot's single quotes a quote is written twice.
+std::string gnuplot_quote(const std::string& s) {
+  std::string out;
+  for (char c : s) out += c == '\'' ? std::string("''") : std::string(1, c);
+  return out;
+}
+
 std::string plot_script(const std::string& terminal, const std::string& ext, const Series& s) {
   std::ostringstream g;
   g << "set terminal " << terminal << "\nset grid\nset key top right\nset xlabel 'step'\n";
@@ -193,7 +200,7 @@ ReportResult write_report(const fs::path& run_dir, const ReportOptions& opts) {
     // PNG through cairo or libgd; SVG needs no library at all.
     for (auto [term, ext] : {std::pair{"pngcairo size 900,540", "png"}, {"png size 900,540", "png"},
                              {"svg size 900,540", "svg"}}) {
-      write_file_atomic(out / "plots.gp", "cd '" + out.string() + "'\n" + plot_script(term, ext, s));
+      write_file_atomic(out / "plots.gp", "cd '" + gnuplot_quote(out.string()) + "'\n" + plot_script(term, ext, s));
       r.plot_error = run_gnuplot(gnuplot, out / "plots.gp", out / "gnuplot.log");
       if (!r.plot_error.empty()) continue;
       for (const char* name : {"loss", "accuracy", "throughput"})
