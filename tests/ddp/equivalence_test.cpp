@@ -113,7 +113,9 @@ TEST_P(Equivalence, MatchesOneWorkerOnConcatenatedBatch) {
   s.model = GetParam().model;
   s.world = GetParam().world;
   s.batch = s.model == "fmnist-cnn" ? 4 : 8;
-  s.lr = s.model == "fmnist-cnn" ? 0.03f : 0.05f;
+  // Modest rates: float sums in another order (W partial means vs one) flip the odd ReLU,
+  // and a chaotic high-rate trajectory would amplify that past any fixed tolerance.
+  s.lr = s.model == "fmnist-cnn" ? 0.01f : 0.05f;
   RunResult r = run_ddp(s);
   expect_replicas_identical(r);
   expect_matches_reference(s, r);
