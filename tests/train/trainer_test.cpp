@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <exception>
+#include <fstream>
 #include <thread>
 
 #include "lockstep/comm/process_group.h"
@@ -238,6 +239,33 @@ TEST(Trainer, ResumesAtAnotherWorldSize) {
   const Checkpoint last = load_checkpoint(*latest_checkpoint(dir / "run" / "checkpoints"));
   EXPECT_EQ(last.manifest.world_size, 1);
   EXPECT_EQ(last.manifest.step, r.result.steps);
+}
+
+}  // namespace
+}  // namespace lockstep::train
+
+namespace lockstep::train {
+namespace {
+
+// A checkpoint that cannot be written stops every rank with the same clear error (never one
+// rank alone, which would leave the others waiting in a collective), synchronous or not.
+TEST(Trainer, FailedCheckpointStopsEveryRank) {
+  for (bool async : {false, true}) {
+    const auto dir = testing::fresh_dir(async ? "trainer_async" : "trainer_sync");
+    const data::Dataset tr = synthetic(64, 1);
+    TrainConfig c = small_config(dir / "run");
+    c.checkpoint_async = async;
+    fs::create_directories(dir / "run");
+    std::ofstream(dir / "run" / "checkpoints") << "not a directory";
+    try {
+      train(2, c, tr, nullptr);
+      FAIL() << "async=" << async;
+    } catch (const SystemError& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("checkpoint failed on rank 0"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("cannot create the checkpoint directory"), std::string::npos) << msg;
+    }
+  }
 }
 
 }  // namespace

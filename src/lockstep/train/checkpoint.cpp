@@ -134,7 +134,11 @@ std::string checkpoint_dir_name(int64_t step) {
 
 fs::path save_checkpoint(const fs::path& dir, const CheckpointSave& c, const CheckpointOptions& opts) {
   if (c.step < 0) LOCKSTEP_THROW(InvalidArgument, "save_checkpoint: negative step ", c.step);
-  fs::create_directories(dir);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir))
+    throw SystemError(ec.value(), str_cat("cannot create the checkpoint directory ", dir.string(), ": ",
+                                          ec ? ec.message() : "a file of that name exists"));
   remove_stale_temporaries(dir);
   static std::atomic<uint64_t> counter{0};
   const fs::path final_dir = dir / checkpoint_dir_name(c.step);

@@ -272,7 +272,7 @@ void Trainer::Impl::save(bool wait_now) {
     try {
       if (fresh) writer->submit(snapshot());
       if (wait_now || !cfg.checkpoint_async) result.last_checkpoint = writer->wait().value_or(fs::path());
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {  // std::filesystem errors too: never one rank alone
       failed[0] = 1;
       error = e.what();
     }
