@@ -61,6 +61,12 @@ GlooProcessGroup::GlooProcessGroup(store::Store& store, int rank, int world, Opt
     const std::string what = str_cat("gloo group '", this->options().group_name,
                                      "' rendezvous (rank ", rank, " of ", world, ")");
     guard_gloo(what, [&] { context_->connectFullMesh(adapter, device_); });
+    // A rank's mesh can be complete while a peer is still handshaking with a third rank;
+    // wait for every rank (bounded) so that nobody tears its pairs down under a handshake.
+    store_.set(str_cat(prefix, "connected/", rank), std::string_view("1"));
+    std::vector<std::string> keys;
+    for (int r = 0; r < world; ++r) keys.push_back(str_cat(prefix, "connected/", r));
+    store_.wait(keys, this->options().timeout);
   }
   start_worker();
 }
