@@ -117,6 +117,32 @@ TEST(Startup, WorldSizeOneIsPlainTraining) {
   EXPECT_TRUE(bit_identical(got, ref->flat_params()));
 }
 
+TEST(NoSync, GradScaleAppliesOnTheSynchronisingBackwardAtAnyWorldSize) {
+  for (int world : {1, 2}) {
+    run_ranks(world, [&](int r, comm::ProcessGroup& pg) {
+      auto m = nn::make_model("fmnist-mlp", 3);
+      DistributedDataParallel ddp(*m, pg, {});
+      ddp.set_grad_scale(0.5f);
+      nn::CrossEntropyLoss ce;
+      const Batch b = make_batch(0, 4);  // same data on every rank: the average is the local gradient
+      m->zero_grad();
+      {
+        auto guard = ddp.no_sync();
+        ddp_forward_backward(ddp, ce, b);
+      }
+      ddp_forward_backward(ddp, ce, b);  // accumulated 2 g, scaled by 0.5
+      auto ref = nn::make_model("fmnist-mlp", 3);  // the same weights, without DDP
+      ce.forward(ref->forward(b.x), b.y);
+      ref->backward(ce.backward());
+      for (size_t i = 0; i < ref->parameters().size(); ++i) {  // per parameter: layouts may differ
+        auto got = m->parameters()[i]->grad();
+        auto g = ref->parameters()[i]->grad();
+        for (size_t k = 0; k < g.size(); ++k) ASSERT_NEAR(got[k], g[k], 1e-6f + 1e-5f * std::fabs(g[k])) << i;
+      }
+    });
+  }
+}
+
 TEST(Unused, DefaultIsAnErrorNamingTheParameter) {
   std::vector<std::string> errors(2);
   run_ranks(2, [&](int r, comm::ProcessGroup& pg) {

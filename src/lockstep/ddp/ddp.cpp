@@ -43,10 +43,12 @@ const StepResult& DistributedDataParallel::backward(const nn::Tensor& dy) {
     TimelineScope scope(timeline_.get(), "backward", "compute");
     model_.backward(dy);
   }
+  const bool synchronising = !in_no_sync_;
   last_ = reducer_.finalize();
-  if (grad_scale_ != 1.0f && last_.reduced)
+  const float scale = grad_scale_ * join_scale_;
+  if (scale != 1.0f && synchronising)
     for (size_t i = 0; i < params_.num_params(); ++i)
-      for (float& g : params_.grad(i)) g *= grad_scale_;
+      for (float& g : params_.grad(i)) g *= scale;
   return last_;
 }
 

@@ -63,9 +63,14 @@ class DistributedDataParallel {
   // reduces the accumulated sum.
   class NoSync {
    public:
-    explicit NoSync(DistributedDataParallel& d) : d_(&d) { d.reducer_.set_sync(false); }
+    explicit NoSync(DistributedDataParallel& d) : d_(&d) {
+      d.reducer_.set_sync(false);
+      d.in_no_sync_ = true;
+    }
     ~NoSync() {
-      if (d_) d_->reducer_.set_sync(d_->opt_.gradient_sync);
+      if (!d_) return;
+      d_->reducer_.set_sync(d_->opt_.gradient_sync);
+      d_->in_no_sync_ = false;
     }
     NoSync(NoSync&& o) noexcept : d_(o.d_) { o.d_ = nullptr; }
     NoSync(const NoSync&) = delete;
@@ -78,8 +83,11 @@ class DistributedDataParallel {
   [[nodiscard]] NoSync no_sync() { return NoSync(*this); }
 
   void set_comm_hook(std::unique_ptr<CommHook> hook) { reducer_.set_comm_hook(std::move(hook)); }
-  // Gradients are multiplied by `s` after reduction (Join: average over active ranks).
+  // Gradients are multiplied by `s` after each synchronising backward (not inside no_sync;
+  // also at world size 1), e.g. 1/k for the mean over k accumulated micro-batches.
   void set_grad_scale(float s) { grad_scale_ = s; }
+  // Join's factor (world / active ranks, or 1); multiplies the user's scale.
+  void set_join_scale(float s) { join_scale_ = s; }
   void set_replica_checks(bool on) { checks_on_ = on; }
 
   nn::Model& module() { return model_; }
@@ -102,7 +110,8 @@ class DistributedDataParallel {
   std::unique_ptr<Timeline> timeline_;
   Reducer reducer_;
   StepResult last_;
-  float grad_scale_ = 1.0f;
+  float grad_scale_ = 1.0f, join_scale_ = 1.0f;
+  bool in_no_sync_ = false;
   bool checks_on_ = true;
   int64_t steps_ = 0, skipped_ = 0;
 };

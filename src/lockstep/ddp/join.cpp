@@ -22,7 +22,7 @@ int Join::begin_step() {
   const int active = world == 1 ? 1 : count_active(1);
   // Same count on every rank, so every rank agrees on checks and scaling for this step.
   ddp_.set_replica_checks(active == world);
-  ddp_.set_grad_scale(opt_.divide_by_initial_world_size ? 1.0f : float(world) / float(active));
+  ddp_.set_join_scale(opt_.divide_by_initial_world_size ? 1.0f : float(world) / float(active));
   return active;
 }
 
@@ -42,7 +42,7 @@ int64_t Join::finish() {
   pg.allgather(&mine, steps.data(), 1, DType::i64).wait(ddp_.options().timeout);
   const int src = int(std::max_element(steps.begin(), steps.end()) - steps.begin());
   broadcast_state(pg, ddp_.params(), true, true, src, ddp_.options().timeout);
-  ddp_.set_grad_scale(1.0f);
+  ddp_.set_join_scale(1.0f);
   ddp_.set_replica_checks(true);
   return shadowed;
 }
