@@ -287,7 +287,7 @@ void Trainer::Impl::save(bool wait_now) {
 }
 
 void Trainer::Impl::run_epochs() {
-  for (; epoch < cfg.epochs && step < total_steps; ++epoch) {
+  while (epoch < cfg.epochs && step < total_steps) {
     if (!resumed_mid_epoch) loader->set_epoch(epoch);
     resumed_mid_epoch = false;
     while (step < total_steps) {
@@ -300,7 +300,9 @@ void Trainer::Impl::run_epochs() {
         return;
       }
     }
-    if (loader->batches_left() == 0) evaluate();
+    if (loader->batches_left() != 0) return;  // max_steps ended training inside the epoch
+    evaluate();
+    ++epoch;
   }
 }
 
