@@ -9,7 +9,10 @@ namespace lockstep::apps {
 
 using Runner = std::function<int()>;
 
+Runner add_train_command(CLI::App& app);
 Runner add_run_command(CLI::App& app);
+Runner add_report_command(CLI::App& app);
+Runner add_bench_command(CLI::App& app);
 Runner add_selfcheck_command(CLI::App& app);
 
 }  // namespace lockstep::apps

@@ -1,0 +1,65 @@
+// `lockstep bench collectives ...`: runs the collective benchmark programs that are built
+// beside `lockstep` (bench/comm/bench_collectives, bench/backends/bench_backends), passing the
+// flags through. `--backend all` compares every backend built in, side by side with native.
+#include <unistd.h>
+
+#include <climits>
+#include <filesystem>
+
+#include "commands.h"
+#include "lockstep/core/error.h"
+
+namespace lockstep::apps {
+namespace {
+
+namespace fs = std::filesystem;
+
+// The benchmark program `name`: in the build tree (apps/../bench/<area>/name) or installed
+// beside lockstep (bin/lockstep-name).
+fs::path find_bench_program(const std::string& area, const std::string& name) {
+  char self[PATH_MAX] = {0};
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  fs::path dir = n > 0 ? fs::path(std::string(self, size_t(n))).parent_path() : fs::path(".");
+  for (fs::path p : {dir.parent_path() / "bench" / area / name, dir / ("lockstep-" + name)}) {
+    if (::access(p.c_str(), X_OK) == 0) return p;
+  }
+  LOCKSTEP_THROW(ConfigError, "benchmark program '", name, "' not found next to ", dir.string(),
+                 " (build with -DLOCKSTEP_BUILD_BENCH=ON: `make build`)");
+}
+
+int exec_bench(std::vector<std::string> args) {
+  bool all = false;
+  for (size_t i = 0; i + 1 < args.size(); ++i) {
+    if (args[i] == "--backend" && args[i + 1] == "all") {
+      all = true;
+      args.erase(args.begin() + long(i), args.begin() + long(i) + 2);
+      break;
+    }
+  }
+  fs::path prog = all ? find_bench_program("backends", "bench_backends")
+                      : find_bench_program("comm", "bench_collectives");
+  std::vector<char*> argv{const_cast<char*>(prog.c_str())};
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  ::execv(prog.c_str(), argv.data());
+  throw SystemError(errno, str_cat("cannot run ", prog.string()));
+}
+
+}  // namespace
+
+Runner add_bench_command(CLI::App& app) {
+  auto* bench = app.add_subcommand("bench", "Benchmarks");
+  bench->require_subcommand(1);
+  auto* coll = bench->add_subcommand(
+      "collectives",
+      "Collective benchmark in nccl-tests columns (size count type redop time algbw busbw "
+      "#wrong) with the memcpy and raw-TCP ceilings. Flags: --backend native|all, --transport "
+      "shm|tcp, --op allreduce|broadcast|reduce|allgather|reduce_scatter|..., --nproc N, "
+      "--min-bytes/--max-bytes (K/M/G), --dtype, --iters. Peers (torch gloo, Open MPI): "
+      "bench/comm/peers.sh.");
+  coll->allow_extras();
+  coll->prefix_command();
+  return [coll] { return exec_bench(coll->remaining()); };
+}
+
+}  // namespace lockstep::apps
