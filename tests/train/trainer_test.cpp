@@ -147,7 +147,7 @@ TEST_P(Resume, StoppedAndResumedEqualsUninterruptedBitwise) {
 
 // 100 samples: world 1 -> 12 batches of 8 per epoch; world 2 -> 50 per rank, 6 batches.
 INSTANTIATE_TEST_SUITE_P(Trainer, Resume,
-                         ::testing::Values(ResumeCase{1, 1, 4}, ResumeCase{2, 1, 4},
+                         ::testing::Values(ResumeCase{1, 1, 4}, ResumeCase{1, 2, 4}, ResumeCase{2, 1, 4},
                                            ResumeCase{2, 2, 2}, ResumeCase{2, 1, 6}),
                          [](const auto& info) {
                            return "world" + std::to_string(info.param.world) + "_accum" +
