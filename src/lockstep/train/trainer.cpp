@@ -230,7 +230,9 @@ void Trainer::Impl::evaluate() {
   model.eval();
   test_loader->set_epoch(0);
   nn::CrossEntropyLoss loss_fn;
-  double stats[3] = {0, 0, 0};  // loss * samples, correct, samples
+  // loss * samples, correct predictions, samples, predictions (targets: one per sample for
+  // images, one per position for a character model)
+  double stats[4] = {0, 0, 0, 0};
   while (const data::Batch* b = test_loader->next()) {
     x.resize(nn::Shape(std::span<const int64_t>(b->shape())));
     std::copy(b->features().begin(), b->features().end(), x.data());
@@ -239,11 +241,12 @@ void Trainer::Impl::evaluate() {
     stats[0] += double(loss) * double(b->size());
     stats[1] += double(loss_fn.correct());
     stats[2] += double(b->size());
+    stats[3] += double(b->labels().size());
   }
   model.train();
   sum_over_ranks(pg, stats);
   result.test_loss = stats[0] / std::max(1.0, stats[2]);
-  result.test_acc = stats[1] / std::max(1.0, stats[2]);
+  result.test_acc = stats[1] / std::max(1.0, stats[3]);
   metrics->log_eval({.step = step, .epoch = epoch, .loss = result.test_loss, .accuracy = result.test_acc,
                      .samples = int64_t(stats[2]), .time_s = seconds_since(t0)});
   progress->message(str_cat("eval step ", step, " epoch ", epoch, ": test_loss=", result.test_loss,
