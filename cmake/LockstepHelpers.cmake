@@ -1,3 +1,5 @@
+include(GNUInstallDirs)
+
 # lockstep_add_library(NAME layer SOURCES ... DEPS ...): one static library per layer.
 function(lockstep_add_library name)
   cmake_parse_arguments(A "" "" "SOURCES;DEPS" ${ARGN})
@@ -7,6 +9,65 @@ function(lockstep_add_library name)
     $<BUILD_INTERFACE:${CMAKE_BINARY_DIR}/generated>
     $<INSTALL_INTERFACE:include>)
   target_link_libraries(${name} PUBLIC ${A_DEPS})
+  target_compile_features(${name} PUBLIC cxx_std_20)  # the headers need it, here and installed
+  lockstep_install_layer(${name})
+endfunction()
+
+# lockstep_install_layer(lockstep_<layer>): the install rules of one layer library, so that
+# `cmake --install` yields a package `find_package(lockstep)` can use. The library is
+# exported as lockstep::<layer> (aliased under that name in the build tree too, so code
+# linking lockstep::ddp builds the same in-tree and against an installed lockstep); its
+# headers go to include/lockstep/<layer>/ (a subfolder with its own CMakeLists.txt is a
+# layer of its own and installs itself).
+function(lockstep_install_layer name)
+  string(REGEX REPLACE "^lockstep_" "" short ${name})
+  set_target_properties(${name} PROPERTIES EXPORT_NAME ${short})
+  add_library(lockstep::${short} ALIAS ${name})
+  install(TARGETS ${name} EXPORT lockstepTargets
+          ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+          LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  set(excludes)
+  file(GLOB children LIST_DIRECTORIES true ${CMAKE_CURRENT_SOURCE_DIR}/*)
+  foreach(child ${children})
+    if(IS_DIRECTORY ${child} AND EXISTS ${child}/CMakeLists.txt)
+      get_filename_component(child_name ${child} NAME)
+      list(APPEND excludes PATTERN ${child_name} EXCLUDE)
+    endif()
+  endforeach()
+  file(RELATIVE_PATH rel ${CMAKE_SOURCE_DIR}/src ${CMAKE_CURRENT_SOURCE_DIR})
+  install(DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR}/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/${rel}
+          FILES_MATCHING PATTERN "*.h" ${excludes})
+endfunction()
+
+# lockstep_install_package(): the package files, after every layer has been added:
+# lockstepTargets.cmake (every layer as lockstep::<layer>), lockstepConfig.cmake (finds
+# the dependencies the layers were built with) and lockstepConfigVersion.cmake.
+function(lockstep_install_package)
+  include(CMakePackageConfigHelpers)
+  set(dest ${CMAKE_INSTALL_LIBDIR}/cmake/lockstep)
+  # Generated headers: lockstep/config.h and lockstep/comm/backends/config.h.
+  install(DIRECTORY ${CMAKE_BINARY_DIR}/generated/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
+          FILES_MATCHING PATTERN "*.h")
+  install(EXPORT lockstepTargets NAMESPACE lockstep:: DESTINATION ${dest})
+  foreach(b MPI GLOO NCCL)
+    if(LOCKSTEP_WITH_${b})  # the backends' cache options (comm/backends/CMakeLists.txt)
+      set(LOCKSTEP_HAVE_${b} 1)
+    else()
+      set(LOCKSTEP_HAVE_${b} 0)
+    endif()
+  endforeach()
+  set(NCCL_LIB_DIR "")
+  if(LOCKSTEP_HAVE_NCCL)
+    get_filename_component(NCCL_LIB_DIR "${NCCL_LIBRARY}" DIRECTORY)
+  endif()
+  set(BIN_DIR ${CMAKE_INSTALL_BINDIR})
+  configure_package_config_file(${CMAKE_SOURCE_DIR}/cmake/lockstepConfig.cmake.in
+    ${CMAKE_BINARY_DIR}/lockstepConfig.cmake INSTALL_DESTINATION ${dest}
+    PATH_VARS CMAKE_INSTALL_INCLUDEDIR BIN_DIR)
+  write_basic_package_version_file(${CMAKE_BINARY_DIR}/lockstepConfigVersion.cmake
+    VERSION ${PROJECT_VERSION} COMPATIBILITY SameMinorVersion)
+  install(FILES ${CMAKE_BINARY_DIR}/lockstepConfig.cmake
+                ${CMAKE_BINARY_DIR}/lockstepConfigVersion.cmake DESTINATION ${dest})
 endfunction()
 
 # lockstep_add_test(NAME SOURCES ... DEPS ... LABELS ... [TIMEOUT s]): a GoogleTest binary whose
