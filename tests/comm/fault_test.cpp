@@ -32,6 +32,17 @@ struct TempDir {
     ss << f.rdbuf();
     return ss.str();
   }
+  // Waits (up to 60 s) until every rank has finished its first all-reduce, so that a fault
+  // lands in the steady loop and not in start-up, however slow start-up is on this machine.
+  bool wait_all_running(int world) const {
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    for (int r = 0; r < world; ++r)
+      while (::access((path + "/running" + std::to_string(r)).c_str(), F_OK) != 0) {
+        if (std::chrono::steady_clock::now() > until) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    return true;
+  }
 };
 
 // Every rank all-reduces 1 MiB in a loop until an error; it writes the error to dir/rank<r>.
@@ -48,6 +59,7 @@ int loop_until_error(const std::string& transport, const std::string& dir, int r
     for (int i = 0; i < 1000000; ++i) {
       std::fill(v.begin(), v.end(), 1.0f);
       pg->allreduce(v.data(), v.size(), DType::f32, ReduceOp::sum).wait();
+      if (i == 0) std::ofstream(dir + "/running" + std::to_string(rank)) << "1";
     }
   } catch (const PeerError& e) {
     out << "PeerError peer=" << e.peer_rank() << " " << e.what();
@@ -65,17 +77,21 @@ TEST_P(FaultTest, KilledRankIsNamedBeforeTheTimeout) {
   TempDir dir;
   const int world = 3, victim = 1;
   const Millis timeout(std::chrono::seconds(20));
-  auto t0 = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point killed;
+  bool running = false;
   auto codes = local::run_local_ranks(
-      world, std::chrono::seconds(60),
+      world, std::chrono::seconds(120),
       [&](int r, int w, store::Store& s) { return loop_until_error(GetParam(), dir.path, r, w, s, timeout); },
       [&](const std::vector<pid_t>& pids) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+        running = dir.wait_all_running(world);
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        killed = std::chrono::steady_clock::now();
         ::kill(pids[victim], SIGKILL);
       });
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  ASSERT_TRUE(running) << "the ranks did not all reach their first all-reduce within 60 s";
   EXPECT_EQ(codes[victim], -SIGKILL);
-  EXPECT_LT(secs, 1.5 + 10.0) << "survivors took too long to notice";
+  EXPECT_LT(secs, 10.0) << "survivors took too long to notice (the timeout is 20 s)";
   for (int r : {0, 2}) {
     EXPECT_EQ(codes[r], 0) << "rank " << r;
     std::string msg = dir.read(r);
@@ -88,19 +104,21 @@ TEST_P(FaultTest, StoppedRankTimesOutNamingIt) {
   TempDir dir;
   const int world = 2, victim = 1;
   const Millis timeout(std::chrono::seconds(3));
-  pid_t stopped = -1;
-  auto t0 = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point stopped;
+  bool running = false;
   auto codes = local::run_local_ranks(
-      world, std::chrono::seconds(60),
+      world, std::chrono::seconds(120),
       [&](int r, int w, store::Store& s) { return loop_until_error(GetParam(), dir.path, r, w, s, timeout); },
       [&](const std::vector<pid_t>& pids) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-        stopped = pids[victim];
-        ::kill(stopped, SIGSTOP);
+        running = dir.wait_all_running(world);
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        stopped = std::chrono::steady_clock::now();
+        ::kill(pids[victim], SIGSTOP);
       },
       [&](int r) { return r != victim; });
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  EXPECT_LT(secs, 1.5 + 3.0 + 5.0);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped).count();
+  ASSERT_TRUE(running) << "the ranks did not all reach their first all-reduce within 60 s";
+  EXPECT_LT(secs, 3.0 + 5.0) << "the survivor should time out after 3 s";
   EXPECT_EQ(codes[0], 0);
   std::string msg = dir.read(0);
   EXPECT_NE(msg.find("TimeoutError"), std::string::npos) << msg;
