@@ -16,6 +16,8 @@
 #include "lockstep/store/hash_store.h"
 #include "lockstep/train/checkpoint.h"
 #include "lockstep/train/metrics.h"
+#include "lockstep/train/setup.h"
+#include "lockstep/data/idx.h"
 #include "test_util.h"
 
 namespace lockstep::train {
@@ -266,6 +268,85 @@ TEST(Trainer, FailedCheckpointStopsEveryRank) {
       EXPECT_NE(msg.find("cannot create the checkpoint directory"), std::string::npos) << msg;
     }
   }
+}
+
+}  // namespace
+}  // namespace lockstep::train
+
+namespace lockstep::train {
+namespace {
+
+// Runs preflight on `world` threads, rank r with configs[r]; returns each rank's error ("" if none).
+std::vector<std::string> preflight_errors(const std::vector<TrainConfig>& configs) {
+  store::HashStore store;
+  const int world = int(configs.size());
+  std::vector<std::string> errors(configs.size());
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        preflight(store, r, world, configs[size_t(r)], std::chrono::seconds(20));
+      } catch (const std::exception& e) {
+        errors[size_t(r)] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  return errors;
+}
+
+#define SKIP_WITHOUT_FASHION_MNIST()                                                        \
+  if (!data::find_fashion_mnist_dir())                                                       \
+  GTEST_SKIP() << "Fashion-MNIST not installed (scripts/install-deps installs it)"
+
+TrainConfig fmnist_config() {
+  TrainConfig c;
+  c.model = "fmnist-mlp";
+  c.train_limit = 200;
+  c.test_limit = 50;
+  return c;
+}
+
+TEST(Preflight, AgreeingRanksPassAndGetTheirData) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  TrainConfig c = fmnist_config();
+  store::HashStore store;
+  std::vector<int64_t> sizes(3);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 3; ++r)
+    threads.emplace_back([&, r] { sizes[size_t(r)] = preflight(store, r, 3, c, std::chrono::seconds(20)).train.size(); });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(sizes, std::vector<int64_t>(3, 200));
+}
+
+// A rank whose data cannot be read: every rank stops at step 0, the others naming it.
+TEST(Preflight, UnreadableDataOnOneRankStopsEveryRankNamingIt) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  TrainConfig c = fmnist_config();
+  std::vector<TrainConfig> cs(3, c);
+  cs[2].data_dir = "/nonexistent/fashion";
+  auto errors = preflight_errors(cs);
+  EXPECT_NE(errors[2].find("/nonexistent/fashion"), std::string::npos) << errors[2];
+  for (int r : {0, 1}) {
+    EXPECT_NE(errors[size_t(r)].find("pre-flight: rank 2 cannot start"), std::string::npos) << errors[size_t(r)];
+    EXPECT_NE(errors[size_t(r)].find("/nonexistent/fashion"), std::string::npos) << errors[size_t(r)];
+  }
+}
+
+// Ranks started with another backend or batch: every rank stops, naming what differs.
+TEST(Preflight, DisagreeingBackendOrBatchStopsEveryRank) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  TrainConfig c = fmnist_config();
+  std::vector<TrainConfig> cs(2, c);
+  cs[1].backend = "gloo";
+  auto errors = preflight_errors(cs);
+  EXPECT_NE(errors[0].find("ranks disagree on backend: rank 0 has native, rank 1 has gloo"), std::string::npos)
+      << errors[0];
+  EXPECT_NE(errors[1].find("ranks disagree on backend: rank 1 has gloo, rank 0 has native"), std::string::npos)
+      << errors[1];
+  cs[1] = c;
+  cs[1].batch = 32;
+  errors = preflight_errors(cs);
+  for (const auto& e : errors) EXPECT_NE(e.find("ranks disagree on batch"), std::string::npos) << e;
 }
 
 }  // namespace

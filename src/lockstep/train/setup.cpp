@@ -1,5 +1,7 @@
 #include "lockstep/train/setup.h"
 
+#include <nlohmann/json.hpp>
+
 #include "lockstep/comm/process_group.h"
 #include "lockstep/core/dist_env.h"
 #include "lockstep/core/log.h"
@@ -94,13 +96,75 @@ TrainData load_train_data(const TrainConfig& c) {
   return d;
 }
 
+namespace {
+
+// What must be equal on every rank, as (name, value) in a fixed order.
+std::vector<std::pair<std::string, std::string>> agreement_fields(const TrainConfig& c, int world,
+                                                                  const TrainData& d) {
+  return {{"world size", std::to_string(world)},
+          {"backend", c.backend},
+          {"model", c.model},
+          {"seed", std::to_string(c.seed)},
+          {"batch", std::to_string(c.batch)},
+          {"grad_accum", std::to_string(c.grad_accum)},
+          {"optimizer", c.optimizer},
+          {"lr", str_cat(c.lr)},
+          {"epochs", std::to_string(c.epochs)},
+          {"max_steps", std::to_string(c.max_steps)},
+          {"resume", c.resume.empty() ? "(none)" : c.resume},
+          {"training samples", std::to_string(d.train.size())},
+          {"test samples", std::to_string(d.test.size())}};
+}
+
+}  // namespace
+
+TrainData preflight(store::Store& store, int rank, int world, const TrainConfig& c, Millis timeout) {
+  auto key = [](int r) { return str_cat("preflight/", r); };
+  TrainData d;
+  nlohmann::json mine;
+  std::exception_ptr failed;
+  try {
+    d = load_train_data(c);
+    for (const auto& [name, value] : agreement_fields(c, world, d)) mine["fields"].push_back({name, value});
+  } catch (const std::exception& e) {
+    mine = {{"error", e.what()}};
+    failed = std::current_exception();
+  }
+  store.set(key(rank), store::to_bytes(mine.dump()));
+  if (failed) std::rethrow_exception(failed);
+  for (int r = 0; r < world; ++r) {
+    if (r == rank) continue;
+    nlohmann::json theirs;
+    try {
+      theirs = nlohmann::json::parse(store::to_string(store.get(key(r), timeout)));
+    } catch (const TimeoutError&) {
+      LOCKSTEP_THROW(TimeoutError, "pre-flight: rank ", rank, " waited ", timeout.count() / 1000,
+                     " s for rank ", r, " to load its data and report; is rank ", r,
+                     " running, and started with the same job (store address, token)?");
+    }
+    if (theirs.contains("error"))
+      LOCKSTEP_THROW(ConfigError, "pre-flight: rank ", r, " cannot start: ",
+                     theirs["error"].get<std::string>(), " (seen from rank ", rank,
+                     "; fix that rank's data or config and start the job again)");
+    const auto& a = mine["fields"];
+    const auto& b = theirs["fields"];
+    for (size_t i = 0; i < a.size() && i < b.size(); ++i)
+      if (a[i] != b[i])
+        LOCKSTEP_THROW(ConfigError, "pre-flight: ranks disagree on ", a[i][0].get<std::string>(),
+                       ": rank ", rank, " has ", a[i][1].get<std::string>(), ", rank ", r, " has ",
+                       b[i][1].get<std::string>(), "; start every rank with the same config, "
+                       "flags and data");
+  }
+  return d;
+}
+
 TrainResult run_worker(const TrainConfig& c, TrainerHooks hooks) {
   validate(c);
   const DistEnv env = read_dist_env();
   set_log_rank(env.world_size > 1 ? env.rank : -1);
   auto model = nn::make_model(c.model, c.seed);
-  const TrainData d = load_train_data(c);
   auto store = store::connect_store(env, std::chrono::minutes(5));
+  const TrainData d = preflight(*store, env.rank, env.world_size, c, std::chrono::minutes(5));
   comm::Options opts;
   opts.algorithm = "ring";  // a fixed reduction order: bitwise-reproducible runs and resumes
   auto pg = comm::ProcessGroup::create(c.backend, *store, env.rank, env.world_size, opts);
