@@ -83,7 +83,11 @@ void prune(const fs::path& dir, int keep_last) {
   auto all = list_checkpoints(dir);
   std::error_code ec;
   for (size_t i = 0; i + size_t(keep_last) < all.size(); ++i) {
-    fs::remove_all(all[i], ec);
+    // Hidden first (one atomic rename), then deleted: a crash while deleting file by file
+    // leaves a temporary for the next save to clean, never a visible, half-empty step-N.
+    const fs::path doomed = all[i].parent_path() / str_cat(".", all[i].filename().string(), ".pruned-", ::getpid());
+    fs::rename(all[i], doomed, ec);
+    if (!ec) fs::remove_all(doomed, ec);
     if (ec) LOCKSTEP_LOG(warn, "cannot remove old checkpoint ", all[i].string(), ": ", ec.message());
   }
 }
