@@ -38,6 +38,7 @@ Work NativeProcessGroup::allreduce(void* data, size_t count, DType dt, ReduceOp 
                  [=, this](const OpInfo& info, Deadline dl) {
     if (shm_) return shm_->allreduce(data, count, dt, op, info, dl);
     widened(data, count, dt, [&](void* d, DType t) {
+      if (hier_) return allreduce_hierarchical(d, count, t, op, info);
       LOCKSTEP_CTX;
       if (algo::choose_allreduce(count * dtype_size(t), world_, opt_.algorithm) ==
           algo::AllreduceAlgo::ring)

@@ -2,8 +2,11 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <map>
 
 #include "lockstep/comm/algorithms.h"
 #include "lockstep/comm/reduce_kernels.h"
@@ -52,18 +55,66 @@ NativeProcessGroup::NativeProcessGroup(store::Store& store, int rank, int world,
   worker_ = std::thread([this] { worker_loop(); });
 }
 
+// Every rank's host identity, by rank (through the store).
+std::vector<std::string> NativeProcessGroup::exchange_hosts() {
+  const std::string mine = !opt_.host_id.empty() ? opt_.host_id : env_or("LOCKSTEP_HOST_ID", host_identity());
+  store_.set(str_cat(prefix_, "host/", rank_), mine);
+  std::vector<std::string> hosts(static_cast<size_t>(world_));
+  for (int p = 0; p < world_; ++p)
+    hosts[size_t(p)] = p == rank_ ? mine : store::to_string(store_.get(str_cat(prefix_, "host/", p), opt_.timeout));
+  return hosts;
+}
+
+// Hierarchical when asked, or (auto) when ranks span several hosts and some host runs
+// several of them: then the intra-host part can go over shared memory.
+bool NativeProcessGroup::wants_hierarchy(const std::vector<std::string>& hosts) const {
+  if (opt_.algorithm == "hierarchical") return true;
+  if (opt_.algorithm != "auto") return false;
+  std::map<std::string, int> per_host;
+  for (const auto& h : hosts) ++per_host[h];
+  if (per_host.size() < 2) return false;
+  for (const auto& [h, n] : per_host)
+    if (n > 1) return true;
+  return false;
+}
+
+// Two sub-groups, made in the same order on every rank: this host's ranks (shm, led by its
+// lowest rank) and the leaders of all hosts (tcp, hosts ordered by their lowest rank).
+void NativeProcessGroup::build_hierarchy(const std::vector<std::string>& hosts) {
+  hier_ = std::make_unique<Hierarchy>();
+  std::vector<std::string> order;  // hosts by first rank
+  for (const auto& h : hosts)
+    if (std::find(order.begin(), order.end(), h) == order.end()) order.push_back(h);
+  const std::string& mine = hosts[size_t(rank_)];
+  for (int p = 0; p < world_; ++p)
+    if (hosts[size_t(p)] == mine) hier_->local.group_ranks.push_back(p);
+  for (const auto& h : order)
+    hier_->leaders.group_ranks.push_back(int(std::find(hosts.begin(), hosts.end(), h) - hosts.begin()));
+  const size_t host_index = size_t(std::find(order.begin(), order.end(), mine) - order.begin());
+  auto make = [&](SubGroup& g, const std::string& name, const std::string& transport) {
+    Options o = opt_;
+    o.group_name = str_cat(opt_.group_name, "/", name);
+    o.transport = transport;
+    o.algorithm = "flat";
+    const int sub_rank = int(std::find(g.group_ranks.begin(), g.group_ranks.end(), rank_) - g.group_ranks.begin());
+    g.pg = std::make_unique<NativeProcessGroup>(store_, sub_rank, int(g.group_ranks.size()), o);
+  };
+  make(hier_->local, str_cat("host", host_index), "shm");
+  if (hier_->local.group_ranks.front() == rank_) make(hier_->leaders, "leaders", "tcp");
+  LOCKSTEP_LOG(debug, "hierarchical all-reduce: ", order.size(), " hosts, ", hier_->local.group_ranks.size(),
+                     " ranks on this one", hier_->leaders.pg ? " (leader)" : "");
+}
+
 // Picks the transport (shm when every rank shares this host, unless told otherwise) and
-// connects it; the store carries the host identities, addresses and segment names.
+// connects it; the store carries the host identities, addresses and segment names. Across
+// hosts, all-reduce may also get the sub-groups of the hierarchical algorithm.
 void NativeProcessGroup::rendezvous() {
   std::string kind = opt_.transport;
-  if (kind == "auto") {
-    store_.set(str_cat(prefix_, "host/", rank_), host_identity());
-    kind = "shm";
-    std::string mine = host_identity();
-    for (int p = 0; p < world_ && kind == "shm"; ++p)
-      if (store::to_string(store_.get(str_cat(prefix_, "host/", p), opt_.timeout)) != mine)
-        kind = "tcp";
-  }
+  std::vector<std::string> hosts;
+  if (kind == "auto" || opt_.algorithm == "hierarchical") hosts = exchange_hosts();
+  if (kind == "auto")
+    kind = std::all_of(hosts.begin(), hosts.end(), [&](const std::string& h) { return h == hosts[0]; })
+               ? "shm" : "tcp";
   if (kind == "shm") {
     shm_ = std::make_unique<shm::ShmGroup>(store_, prefix_, rank_, world_, opt_.shm_chunk_bytes,
                                            opt_.timeout);
@@ -75,10 +126,41 @@ void NativeProcessGroup::rendezvous() {
     };
     tcp_ = std::make_unique<tcp::TcpTransport>(store_, prefix_, rank_, world_, opt_.timeout, board);
     transport_ = tcp_.get();
+    if (!hosts.empty() && wants_hierarchy(hosts)) build_hierarchy(hosts);
   } else {
     LOCKSTEP_THROW(ConfigError, "unknown transport '", kind, "' (LOCKSTEP_TRANSPORT / "
                    "Options::transport): use auto, shm or tcp");
   }
+}
+
+// Reduce inside the host over shm to its leader, all-reduce among the leaders over tcp,
+// broadcast back inside the host. 16-bit floats arrive widened to f32 (one rounding at the
+// end); avg sums all the way and divides once, on the leaders, so every rank ends equal.
+void NativeProcessGroup::allreduce_hierarchical(void* data, size_t count, DType dt, ReduceOp op,
+                                                const OpInfo& info) {
+  const ReduceOp sub_op = op == ReduceOp::avg ? ReduceOp::sum : op;
+  auto run = [&](SubGroup& g, const char* step, const std::function<Work()>& call) {
+    try {
+      call().wait();
+    } catch (const PeerError& e) {
+      const int peer = e.peer_rank() >= 0 && size_t(e.peer_rank()) < g.group_ranks.size()
+                           ? g.group_ranks[size_t(e.peer_rank())] : -1;
+      throw PeerError(peer, std::string(op_kind_name(info.kind)),
+                      str_cat(info.describe(), " (hierarchical, ", step, "; peer rank ", peer,
+                              " of this group): ", e.what()));
+    } catch (const TimeoutError& e) {
+      throw TimeoutError(str_cat(info.describe(), " (hierarchical, ", step, "): ", e.what()));
+    }
+  };
+  auto& local = *hier_->local.pg;
+  run(hier_->local, "reduce inside the host", [&] { return local.reduce(data, count, dt, sub_op, 0); });
+  if (hier_->leaders.pg) {
+    auto& leaders = *hier_->leaders.pg;
+    run(hier_->leaders, "all-reduce among host leaders",
+        [&] { return leaders.allreduce(data, count, dt, sub_op); });
+    finish_avg(data, count, dt, op, world_);
+  }
+  run(hier_->local, "broadcast inside the host", [&] { return local.broadcast(data, count, dt, 0); });
 }
 
 NativeProcessGroup::~NativeProcessGroup() {

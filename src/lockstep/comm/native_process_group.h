@@ -2,6 +2,11 @@
 // on one worker thread per group, over a Transport (tcp, or shm pairs on one host) with the
 // algorithms of algorithms.h, and over the shared-memory fast path for the collectives it
 // covers. Created through ProcessGroup::create("native", ...).
+//
+// Across several hosts with several ranks on some host, all-reduce is hierarchical (see
+// Options::algorithm): two sub-groups made once at construction, in the same order on every
+// rank, carry it. LOCKSTEP_HOST_ID, where set, replaces hostname + boot id as the host
+// identity, so that ranks in different network namespaces of one machine count as hosts.
 #pragma once
 
 #include <atomic>
@@ -11,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "lockstep/comm/process_group.h"
 #include "lockstep/comm/transport.h"
@@ -56,7 +62,22 @@ class NativeProcessGroup final : public ProcessGroup {
     Body body;
   };
 
+  // The sub-groups of the hierarchical all-reduce. group_ranks[i] is the rank in this group
+  // of sub-group rank i, to name peers in errors. leaders is null on non-leaders.
+  struct SubGroup {
+    std::unique_ptr<NativeProcessGroup> pg;
+    std::vector<int> group_ranks;
+  };
+  struct Hierarchy {
+    SubGroup local, leaders;
+  };
+
   void rendezvous();
+  std::vector<std::string> exchange_hosts();
+  bool wants_hierarchy(const std::vector<std::string>& hosts) const;
+  void build_hierarchy(const std::vector<std::string>& hosts);
+  void allreduce_hierarchical(void* data, size_t count, DType dt, ReduceOp op,
+                              const OpInfo& info);
   // `bytes`: the operation's size, which decides whether the worker is woken at once.
   Work enqueue(OpKind kind, std::string signature, Body body, size_t bytes);
   void worker_loop();
@@ -77,6 +98,7 @@ class NativeProcessGroup final : public ProcessGroup {
   std::unique_ptr<Transport> tcp_;
   Transport* transport_ = nullptr;  // tcp_ or the shm group's pair transport
   std::unique_ptr<shm::ShmGroup> shm_;
+  std::unique_ptr<Hierarchy> hier_;  // set when all-reduce is hierarchical
   AlignedBuffer scratch_, wide_;  // pooled: grown, never shrunk, used by the worker only
 
   std::mutex mu_;

@@ -29,9 +29,15 @@ struct Options {
   // Names the group's keys in the store; groups sharing a store need distinct names.
   std::string group_name = "default";
   // "auto" (shm when all ranks share a host, else tcp), "shm" or "tcp". Env:
-  // LOCKSTEP_TRANSPORT overrides "auto".
+  // LOCKSTEP_TRANSPORT overrides "auto". A host is its hostname + boot id, or the value of
+  // LOCKSTEP_HOST_ID where set (to make network namespaces on one machine count as hosts).
   std::string transport = "auto";
-  // All-reduce algorithm over transports: "auto", "ring", "doubling". Env: LOCKSTEP_ALGO.
+  // This rank's host identity; empty: LOCKSTEP_HOST_ID, else hostname + boot id.
+  std::string host_id;
+  // All-reduce algorithm: "auto", "ring", "doubling" (flat, over the transport),
+  // "hierarchical" (shm inside each host, tcp among one leader per host), or "flat" (auto
+  // without hierarchy). "auto" is hierarchical when transport "auto" finds several hosts and
+  // some host runs several ranks. Env: LOCKSTEP_ALGO overrides "auto".
   std::string algorithm = "auto";
   // Verify each collective's signature across ranks through the store (slow; for debugging).
   // Also enabled by LOCKSTEP_DEBUG=detail.

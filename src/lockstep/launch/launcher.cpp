@@ -253,7 +253,9 @@ int launch_workers(const LaunchConfig& cfg) {
 
   for (int attempt = 0;; ++attempt) {
     env["LOCKSTEP_RESTART_COUNT"] = std::to_string(attempt);
-    if (store) env["LOCKSTEP_STORE_PREFIX"] = str_cat("attempt", attempt);
+    // Every node, not only the one hosting the store: workers of one attempt must share keys.
+    // (Across nodes, restarts are not yet coordinated: each node counts its own attempts.)
+    env["LOCKSTEP_STORE_PREFIX"] = str_cat("attempt", attempt);
     GroupResult r = Group(cfg, env, sig).run();
     if (r.outcome == Outcome::success) return 0;
     note(cfg, r.message);
