@@ -1,5 +1,7 @@
 // bench_collectives: nccl-tests style table for lockstep's collectives, with N local rank
-// processes it spawns itself (rendezvous through a TcpStore served by the parent).
+// processes it spawns itself (rendezvous through a TcpStore served by the parent), or as one
+// rank of a job a launcher started (RANK set: `lockstep run ... -- bench_collectives ...`,
+// e.g. across network namespaces, bench/comm/netns_tcp.sh).
 //
 //   bench_collectives --backend native --transport shm --op allreduce --nproc 2
 //       --min-bytes 8 --max-bytes 256M --dtype float32 --iters 20
@@ -21,6 +23,8 @@
 #include "lockstep/comm/process_group.h"
 #include "lockstep/comm/tcp/socket.h"
 #include "lockstep/core/buffer.h"
+#include "lockstep/core/dist_env.h"
+#include "lockstep/store/rendezvous.h"
 #include "lockstep/core/error.h"
 
 namespace lockstep::comm {
@@ -273,6 +277,11 @@ int main(int argc, char** argv) {
               cmd.c_str(), u.nodename, ::sysconf(_SC_NPROCESSORS_ONLN),
               double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE)) / (1 << 30),
               f.backend.c_str(), f.transport.c_str(), f.op.c_str(), f.nproc);
+  if (std::getenv("RANK")) {  // one rank of a launched job: the launcher's store, no spawning
+    const lockstep::DistEnv env = lockstep::read_dist_env();
+    auto store = lockstep::store::connect_store(env, std::chrono::seconds(f.timeout_s));
+    return rank_main(f, env.rank, env.world_size, *store);
+  }
   auto codes = local::run_local_ranks(
       f.nproc, std::chrono::seconds(f.timeout_s),
       [&](int rank, int world, lockstep::store::Store& s) { return rank_main(f, rank, world, s); });
