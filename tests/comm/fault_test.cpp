@@ -1,7 +1,7 @@
 // Faults with real processes (label multiproc): a rank killed with SIGKILL in the middle of
 // all-reduces, and a rank stopped with SIGSTOP. The survivors must fail with an error naming
 // the peer and the operation — the killed case well before the timeout, the stopped case
-// within it. Every child is killed and reaped by run_local_ranks.
+// within it, and the flight recorder's summary says who reported how far. Every child is killed and reaped by run_local_ranks.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -97,6 +97,9 @@ TEST_P(FaultTest, KilledRankIsNamedBeforeTheTimeout) {
     std::string msg = dir.read(r);
     EXPECT_NE(msg.find("allreduce #"), std::string::npos) << msg;
     EXPECT_NE(msg.find("rank 1"), std::string::npos) << msg;
+    // The flight recorder: the dead rank never reports; the other survivor does.
+    EXPECT_NE(msg.find("no report from rank(s) 1 "), std::string::npos) << msg;
+    EXPECT_NE(msg.find(str_cat("rank ", 2 - r, " last completed #")), std::string::npos) << msg;
   }
 }
 
@@ -124,6 +127,8 @@ TEST_P(FaultTest, StoppedRankTimesOutNamingIt) {
   EXPECT_NE(msg.find("TimeoutError"), std::string::npos) << msg;
   EXPECT_NE(msg.find("allreduce #"), std::string::npos) << msg;
   EXPECT_NE(msg.find("rank 1"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("flight recorder: this rank (0) last completed collective #"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("no report from rank(s) 1 "), std::string::npos) << msg;
 }
 
 INSTANTIATE_TEST_SUITE_P(Native, FaultTest, ::testing::Values("shm", "tcp"));

@@ -220,7 +220,7 @@ Work NativeProcessGroup::enqueue(OpKind kind, std::string signature, Body body, 
     if (auto keep = alive.lock()) help_until(raw);
   });
   queue_.push_back(Task{std::move(state), collective ? std::move(signature) : std::string(),
-                        std::move(body)});
+                        std::move(body), bytes});
   if (deep_sleep_ || bytes > kLazyBytes) cv_.notify_one();
   return w;
 }
@@ -280,16 +280,68 @@ void NativeProcessGroup::help_until(const WorkState* target) {
 
 void NativeProcessGroup::run_task(Task& task) {
   const OpInfo& info = task.state->info();
+  const bool collective = info.kind != OpKind::send && info.kind != OpKind::recv;
+  const size_t slot = flight_.start(info, collective, task.bytes);
   try {
     if (aborted_) LOCKSTEP_THROW(AbortedError, info.describe(), ": process group was aborted");
     auto deadline = Deadline::after(opt_.timeout);
-    if (opt_.debug_checks && info.kind != OpKind::send && info.kind != OpKind::recv)
-      check_signature(info, task.signature);
+    if (opt_.debug_checks && collective) check_signature(info, task.signature);
     task.body(info, deadline);
+    flight_.finish(slot, true);
     task.state->complete();
+  } catch (const TimeoutError& e) {
+    flight_.finish(slot, false);
+    task.state->complete(std::make_exception_ptr(TimeoutError(str_cat(e.what(), compare_progress(info)))));
+  } catch (const PeerError& e) {
+    flight_.finish(slot, false);
+    task.state->complete(std::make_exception_ptr(
+        PeerError(e.peer_rank(), e.op(), str_cat(e.what(), compare_progress(info)))));
   } catch (...) {
+    flight_.finish(slot, false);
     task.state->complete(std::current_exception());
   }
+}
+
+// Every rank that fails posts "last started, last completed" under flight/<rank>; the others
+// are read for up to two seconds (a dead or stopped rank never posts). Best effort: the store
+// may be gone too.
+std::string NativeProcessGroup::compare_progress(const OpInfo& info) {
+  LOCKSTEP_LOG(error, "flight recorder of rank ", rank_, " in group '", opt_.group_name,
+               "' (last operations, oldest first):\n", flight_.dump());
+  if (world_ == 1) return {};
+  const std::string mine = str_cat(flight_.last_started(), " ", flight_.last_completed());
+  std::string out = str_cat("; flight recorder: this rank (", rank_, ") last completed collective #",
+                            flight_.last_completed());
+  try {
+    store_.set(str_cat(prefix_, "flight/", rank_), mine);
+    const auto until = Clock::now() + std::chrono::seconds(2);
+    std::vector<bool> seen(size_t(world_), false);
+    seen[size_t(rank_)] = true;
+    std::string reports;
+    for (int left = world_ - 1; left > 0 && Clock::now() < until;) {
+      for (int p = 0; p < world_; ++p) {
+        if (seen[size_t(p)] || !store_.check({str_cat(prefix_, "flight/", p)})) continue;
+        seen[size_t(p)] = true;
+        --left;
+        long long started = -1, completed = -1;
+        const std::string v = store::to_string(store_.get(str_cat(prefix_, "flight/", p), std::chrono::seconds(1)));
+        std::sscanf(v.c_str(), "%lld %lld", &started, &completed);
+        reports += str_cat("; rank ", p, " last completed #", completed,
+                           started < int64_t(info.seq) && info.kind != OpKind::send && info.kind != OpKind::recv
+                               ? str_cat(" and never reached #", info.seq) : std::string());
+      }
+      if (left > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    out += reports;
+    std::string silent;
+    for (int p = 0; p < world_; ++p)
+      if (!seen[size_t(p)]) silent += str_cat(silent.empty() ? "" : ", ", p);
+    if (!silent.empty())
+      out += str_cat("; no report from rank(s) ", silent, " (dead, stopped, or still waiting in another operation)");
+  } catch (const std::exception&) {
+    out += " (the store is unreachable: no reports from the other ranks)";
+  }
+  return out;
 }
 
 // Debug mode: every rank publishes "seq -> signature" and compares with every other rank's,

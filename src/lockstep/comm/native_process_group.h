@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "lockstep/comm/flight_recorder.h"
 #include "lockstep/comm/process_group.h"
 #include "lockstep/comm/transport.h"
 #include "lockstep/core/buffer.h"
@@ -60,6 +61,7 @@ class NativeProcessGroup final : public ProcessGroup {
     std::shared_ptr<WorkState> state;
     std::string signature;  // for debug checks; empty for point-to-point
     Body body;
+    size_t bytes = 0;
   };
 
   // The sub-groups of the hierarchical all-reduce. group_ranks[i] is the rank in this group
@@ -85,6 +87,9 @@ class NativeProcessGroup final : public ProcessGroup {
   // `target` is done or another thread holds the queue front.
   void help_until(const WorkState* target);
   void run_task(Task& task);
+  // After an operation failed: prints the flight recorder, posts this rank's progress to the
+  // store and reads the others' (briefly), and returns a summary of who got how far.
+  std::string compare_progress(const OpInfo& info);
   void check_signature(const OpInfo& info, const std::string& signature);
   void check_root(int root, OpKind kind) const;
   void check_peer(int peer, OpKind kind) const;
@@ -99,6 +104,7 @@ class NativeProcessGroup final : public ProcessGroup {
   Transport* transport_ = nullptr;  // tcp_ or the shm group's pair transport
   std::unique_ptr<shm::ShmGroup> shm_;
   std::unique_ptr<Hierarchy> hier_;  // set when all-reduce is hierarchical
+  FlightRecorder flight_{64};
   AlignedBuffer scratch_, wide_;  // pooled: grown, never shrunk, used by the worker only
 
   std::mutex mu_;
