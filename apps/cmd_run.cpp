@@ -1,5 +1,8 @@
 // `lockstep run`: the launcher (the torchrun role) for any program built on the library.
 #include "commands.h"
+#include <cstdio>
+
+#include "lockstep/core/error.h"
 #include "lockstep/launch/launcher.h"
 
 namespace lockstep::apps {
@@ -13,14 +16,29 @@ Runner add_run_command(CLI::App& app) {
       "Sets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT and "
       "LOCKSTEP_STORE_TOKEN for each worker, hosts the rendezvous store on node 0, prefixes "
       "output with the rank, forwards SIGINT/SIGTERM, and when a worker fails stops the others "
-      "and exits non-zero naming the rank.");
+      "and exits non-zero naming the rank.\n"
+      "Elastic: --nnodes MIN:MAX --max-restarts K: the node launchers meet in rounds; a worker "
+      "failure or a lost node (10 s without its launcher's heartbeat) starts a new round with "
+      "the nodes left (at least MIN), a newly arrived node one with more (at most MAX). Each "
+      "round sets WORLD_SIZE and LOCKSTEP_RESTART_COUNT anew; workers resume from their "
+      "checkpoint (`lockstep train` does with --resume auto).");
   auto cfg = std::make_shared<launch::LaunchConfig>();
   auto grace_s = std::make_shared<double>(5.0);
   cmd->add_option("--nproc-per-node", cfg->nproc_per_node, "workers on this node")
       ->check(CLI::Range(1, 1024));
-  cmd->add_option("--nnodes", cfg->nnodes, "number of nodes")->check(CLI::PositiveNumber);
-  cmd->add_option("--node-rank", cfg->node_rank, "index of this node, 0 hosts the store")
+  auto nnodes = std::make_shared<std::string>("1");
+  cmd->add_option("--nnodes", *nnodes,
+                  "number of nodes, or MIN:MAX for elastic membership (nodes may leave or join; "
+                  "each change restarts the workers, who resume from their checkpoint)");
+  cmd->add_option("--node-rank", cfg->node_rank,
+                  "index of this node; 0 hosts the store (elastic: other nodes are numbered as "
+                  "they arrive, give them any other value)")
       ->check(CLI::NonNegativeNumber);
+  auto settle_s = std::make_shared<double>(3.0);
+  cmd->add_option("--rdzv-settle", *settle_s,
+                  "elastic: seconds to wait for more nodes once MIN have joined a round")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   cmd->add_option("--master-addr", cfg->master_addr, "address of node 0 (the store)")
       ->capture_default_str();
   cmd->add_option("--master-port", cfg->master_port,
@@ -35,8 +53,20 @@ Runner add_run_command(CLI::App& app) {
   cmd->add_flag("!--no-prefix", cfg->prefix_output, "do not prefix output lines with the rank");
   cmd->add_option("command", cfg->command, "the program and its arguments (after --)")
       ->required();
-  return [cfg, grace_s] {
+  return [cfg, grace_s, nnodes, settle_s] {
     cfg->grace = Millis(int64_t(*grace_s * 1000));
+    cfg->rdzv_settle = Millis(int64_t(*settle_s * 1000));
+    int lo = 0, hi = 0;
+    char tail = 0;
+    if (std::sscanf(nnodes->c_str(), "%d:%d%c", &lo, &hi, &tail) == 2 && lo >= 1 && hi >= lo) {
+      cfg->min_nodes = lo;
+      cfg->nnodes = hi;
+    } else if (std::sscanf(nnodes->c_str(), "%d%c", &hi, &tail) == 1 && hi >= 1) {
+      cfg->nnodes = hi;
+    } else {
+      LOCKSTEP_THROW(ConfigError, "--nnodes ", *nnodes, ": give a node count N >= 1 or MIN:MAX with "
+                     "1 <= MIN <= MAX (elastic)");
+    }
     return launch::launch_workers(*cfg);
   };
 }

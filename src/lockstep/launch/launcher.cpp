@@ -8,13 +8,17 @@
 #include <csignal>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <memory>
+#include <optional>
 
 #include "lockstep/core/dist_env.h"
 #include "lockstep/core/error.h"
+#include "lockstep/launch/elastic.h"
 #include "lockstep/launch/output.h"
 #include "lockstep/launch/store_host.h"
 #include "lockstep/launch/subprocess.h"
+#include "lockstep/store/tcp_store.h"
 
 namespace lockstep::launch {
 namespace {
@@ -28,6 +32,8 @@ void validate(const LaunchConfig& c) {
     LOCKSTEP_THROW(ConfigError, "--nproc-per-node=", c.nproc_per_node, " must be in [1, 1024]");
   }
   if (c.nnodes < 1) LOCKSTEP_THROW(ConfigError, "--nnodes=", c.nnodes, " must be >= 1");
+  if (c.min_nodes < 0 || c.min_nodes > c.nnodes)
+    LOCKSTEP_THROW(ConfigError, "--nnodes=", c.min_nodes, ":", c.nnodes, " needs 1 <= MIN <= MAX");
   if (c.node_rank < 0 || c.node_rank >= c.nnodes) {
     LOCKSTEP_THROW(ConfigError, "--node-rank=", c.node_rank, " must be in [0, ", c.nnodes - 1,
                    "] for --nnodes=", c.nnodes);
@@ -83,7 +89,14 @@ struct Worker {
   std::unique_ptr<LinePrefixer> out, err;
 };
 
-enum class Outcome { success, worker_failed, interrupted };
+enum class Outcome { success, worker_failed, interrupted, told_to_stop };
+
+// Where this node's workers sit in the job: node index, RANK of the first, WORLD_SIZE.
+struct Placement {
+  int node_rank, rank_offset, world;
+};
+// Polled while workers run (elastic): a reason to stop them, if any.
+using Watch = std::function<std::optional<std::string>()>;
 
 struct GroupResult {
   Outcome outcome = Outcome::success;
@@ -93,19 +106,20 @@ struct GroupResult {
 
 class Group {
  public:
-  Group(const LaunchConfig& cfg, const std::map<std::string, std::string>& env, SignalFd& sig)
-      : cfg_(cfg), sig_(sig) {
-    int world = cfg.nnodes * cfg.nproc_per_node;
+  Group(const LaunchConfig& cfg, const std::map<std::string, std::string>& env, SignalFd& sig,
+        Placement at, Watch watch = {})
+      : cfg_(cfg), sig_(sig), watch_(std::move(watch)) {
+    const int world = at.world;
     for (int l = 0; l < cfg.nproc_per_node; ++l) {
       Worker w;
       w.local_rank = l;
-      w.rank = cfg.node_rank * cfg.nproc_per_node + l;
+      w.rank = at.rank_offset + l;
       auto e = env;
       e["RANK"] = std::to_string(w.rank);
       e["LOCAL_RANK"] = std::to_string(l);
       e["WORLD_SIZE"] = std::to_string(world);
       e["LOCAL_WORLD_SIZE"] = std::to_string(cfg.nproc_per_node);
-      e["GROUP_RANK"] = std::to_string(cfg.node_rank);
+      e["GROUP_RANK"] = std::to_string(at.node_rank);
       e["OMP_NUM_THREADS"] = e.count("OMP_NUM_THREADS") ? e["OMP_NUM_THREADS"] : "1";
       w.proc = std::make_unique<Subprocess>(cfg.command, e);
       std::string prefix = cfg.prefix_output ? str_cat("[rank ", w.rank, "] ") : "";
@@ -132,12 +146,19 @@ class Group {
         signal_all(SIGTERM);
         kill_at = Deadline::after(cfg_.grace);
       }
+      if (result.outcome == Outcome::success && !done && watch_) {
+        if (auto why = watch_()) {
+          result = {Outcome::told_to_stop, 1, *why};
+          signal_all(SIGTERM);
+          kill_at = Deadline::after(cfg_.grace);
+        }
+      }
       if (done) break;
       if (kill_at.expired()) {
         signal_all(SIGKILL);
         kill_at = Deadline::never();
       }
-      pump_io(kill_at.is_never() ? 1000 : kill_at.poll_timeout_ms());
+      pump_io(kill_at.is_never() ? (watch_ ? 250 : 1000) : kill_at.poll_timeout_ms());
     }
     drain_output();
     return result;
@@ -199,12 +220,66 @@ class Group {
 
   const LaunchConfig& cfg_;
   SignalFd& sig_;
+  Watch watch_;
   std::vector<Worker> workers_;
 };
 
 void note(const LaunchConfig& cfg, const std::string& msg) {
   if (cfg.log) std::fprintf(cfg.log, "lockstep run: %s\n", msg.c_str());
   if (cfg.log) std::fflush(cfg.log);
+}
+
+// Elastic: the launcher meets the other nodes' launchers in rounds (elastic.h) and runs its
+// workers in each; failures anywhere end the round everywhere and count as restarts.
+int run_elastic(const LaunchConfig& cfg, std::map<std::string, std::string> env, SignalFd& sig, bool host) {
+  store::TcpStoreOptions so;
+  so.host = cfg.master_addr;
+  so.port = uint16_t(std::stoi(env["MASTER_PORT"]));
+  so.token = env["LOCKSTEP_STORE_TOKEN"];
+  so.timeout = cfg.store_timeout;
+  store::TcpStore client(so);
+  ElasticRendezvous rdzv(client, cfg, host);
+  int restarts = 0;
+  for (int round = 0;;) {
+    Membership m;
+    try {
+      m = rdzv.join(round);
+    } catch (const AbortedError& e) {
+      note(cfg, e.what());
+      return 0;  // a standby when the job ended: nothing of ours failed
+    }
+    note(cfg, str_cat("round ", m.round, ": node ", m.node_rank, " of ", m.nodes, ", ranks ", m.rank_offset,
+                      "..", m.rank_offset + cfg.nproc_per_node - 1, " of ", m.world));
+    env["WORLD_SIZE"] = std::to_string(m.world);
+    env["NNODES"] = std::to_string(m.nodes);
+    env["LOCKSTEP_RESTART_COUNT"] = std::to_string(m.round);
+    env["LOCKSTEP_STORE_PREFIX"] = str_cat("round", m.round);
+    std::optional<ElasticRendezvous::Stop> stop;
+    GroupResult r = Group(cfg, env, sig, {m.node_rank, m.rank_offset, m.world}, [&]() -> std::optional<std::string> {
+      stop = rdzv.should_stop(m);
+      return stop ? std::optional<std::string>(stop->why) : std::nullopt;
+    }).run();
+    if (r.outcome == Outcome::success) {
+      rdzv.finished(m);
+      return 0;
+    }
+    if (r.outcome == Outcome::interrupted) {
+      rdzv.stop_job(str_cat("node ", m.node_rank, ": ", r.message));
+      note(cfg, r.message);
+      return r.exit_code;
+    }
+    if (r.outcome == Outcome::worker_failed) rdzv.report_failure(m, r.message);
+    note(cfg, str_cat("round ", m.round, " ended: ", r.message));
+    if (stop && stop->final) return 1;
+    if (r.outcome == Outcome::worker_failed || (stop && stop->counts_as_restart)) {
+      if (++restarts > cfg.max_restarts) {
+        rdzv.stop_job(str_cat("out of restarts (--max-restarts=", cfg.max_restarts, ") after: ", r.message));
+        note(cfg, str_cat("giving up after ", restarts - 1, " restart(s) (--max-restarts=", cfg.max_restarts, ")"));
+        return r.outcome == Outcome::worker_failed ? r.exit_code : 1;
+      }
+    }
+    round = m.round + 1;
+  }
 }
 
 }  // namespace
@@ -250,13 +325,15 @@ int launch_workers(const LaunchConfig& cfg) {
   env["LOCKSTEP_STORE_TOKEN"] = token;
   env["NNODES"] = std::to_string(cfg.nnodes);
   env["LOCKSTEP_LAUNCHER"] = "1";
+  if (cfg.min_nodes > 0) return run_elastic(cfg, env, sig, store != nullptr);
 
   for (int attempt = 0;; ++attempt) {
     env["LOCKSTEP_RESTART_COUNT"] = std::to_string(attempt);
     // Every node, not only the one hosting the store: workers of one attempt must share keys.
     // (Across nodes, restarts are not yet coordinated: each node counts its own attempts.)
     env["LOCKSTEP_STORE_PREFIX"] = str_cat("attempt", attempt);
-    GroupResult r = Group(cfg, env, sig).run();
+    GroupResult r = Group(cfg, env, sig, {cfg.node_rank, cfg.node_rank * cfg.nproc_per_node,
+                                          cfg.nnodes * cfg.nproc_per_node}).run();
     if (r.outcome == Outcome::success) return 0;
     note(cfg, r.message);
     if (r.outcome == Outcome::interrupted || attempt >= cfg.max_restarts) {

@@ -19,8 +19,10 @@ namespace lockstep::launch {
 
 struct LaunchConfig {
   int nproc_per_node = 1;
-  int nnodes = 1;
-  int node_rank = 0;
+  int nnodes = 1;                 // the number of nodes, or the maximum when elastic
+  int min_nodes = 0;              // elastic (--nnodes MIN:MAX) when > 0: see elastic.h
+  int node_rank = 0;              // elastic: 0 hosts the store, the others are numbered on arrival
+  Millis rdzv_settle{std::chrono::seconds(3)};  // elastic: wait this long for more than MIN
   std::string master_addr = "127.0.0.1";
   int master_port = 0;            // 0: pick a free port (single node only)
   std::vector<std::string> command;
@@ -32,7 +34,9 @@ struct LaunchConfig {
   FILE* log = stderr;             // where the launcher's own messages go
 };
 
-// Runs the workers of this node to completion; returns the process exit code.
+// Runs the workers of this node to completion; returns the process exit code. Elastic
+// (min_nodes > 0): rounds of rendezvous among the nodes' launchers, a new round after any
+// failure (up to max_restarts) or when a node arrives while fewer than the maximum run.
 // Throws ConfigError for an invalid configuration (before anything starts).
 int launch_workers(const LaunchConfig& cfg);
 

@@ -1,0 +1,49 @@
+// elastic_worker: one worker of the elastic launcher test (elastic_test). All-reduces a
+// counter every 10 ms for --seconds (all ranks stop together), checking each result against WORLD_SIZE, and prints a
+// line when it has started and one when it is done. Exit 0, or 1 with the error.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <thread>
+
+#include "lockstep/comm/process_group.h"
+#include "lockstep/core/dist_env.h"
+#include "lockstep/store/rendezvous.h"
+
+using namespace lockstep;
+
+int main(int argc, char** argv) try {
+  double seconds = 5;
+  for (int i = 1; i + 1 < argc; ++i)
+    if (!std::strcmp(argv[i], "--seconds")) seconds = std::atof(argv[i + 1]);
+  const DistEnv env = read_dist_env();
+  const char* round = std::getenv("LOCKSTEP_RESTART_COUNT");
+  auto store = store::connect_store(env, std::chrono::seconds(60));
+  comm::Options o;
+  o.timeout = std::chrono::seconds(20);
+  auto pg = comm::ProcessGroup::create("native", *store, env.rank, env.world_size, o);
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  long n = 0;
+  for (bool done = false; !done;) {
+    // {1, this rank's time is up}: the sum must be the world size; all stop together once
+    // any rank's time is up (every rank issues the same number of collectives).
+    float v[2] = {1.0f, std::chrono::steady_clock::now() >= end ? 1.0f : 0.0f};
+    pg->allreduce(v, 2, DType::f32, comm::ReduceOp::sum).wait();
+    if (v[0] != float(env.world_size)) {
+      std::fprintf(stderr, "elastic_worker rank %d: all-reduce gave %g, want %d\n", env.rank, v[0], env.world_size);
+      return 1;
+    }
+    done = v[1] > 0;
+    if (n++ == 0) std::printf("elastic_worker rank %d of %d (round %s): started\n", env.rank, env.world_size, round);
+    std::fflush(stdout);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  pg->barrier().wait();
+  std::printf("elastic_worker rank %d of %d (round %s): %ld all-reduces ok\n", env.rank, env.world_size, round, n);
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "elastic_worker: %s\n", e.what());
+  return 1;
+}
