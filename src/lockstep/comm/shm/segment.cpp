@@ -62,8 +62,13 @@ ShmSegment::ShmSegment(store::Store& store, const std::string& prefix, int rank,
   }
   base_ = static_cast<std::byte*>(p);
   // The last rank to map removes the name: from now on the memory lives only in mappings.
+  // Everyone waits for that, so that no rank can finish (and unlink the name, as the owner
+  // does on destruction) before a slower rank has opened it.
   if (store.add(prefix + "shm/mapped", 1) == world) {
     ::shm_unlink(name_.c_str());
+    store.set(prefix + "shm/ready", "1");
+  } else {
+    store.wait({prefix + "shm/ready"}, timeout);
   }
 }
 
