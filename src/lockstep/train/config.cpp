@@ -191,7 +191,9 @@ TrainConfig parse_config(std::string_view text, const std::string& origin) {
                    ": invalid TOML: ", e.description());
   }
   TrainConfig c;
-  for (const auto& [key, node] : table) {
+  for (const auto& entry : table) {  // not a structured binding: clang 14 cannot capture those
+    const auto& key = entry.first;
+    const auto& node = entry.second;
     const std::string where = str_cat(origin, ":", node.source().begin.line);
     const auto it = std::find_if(fields().begin(), fields().end(),
                                  [&](const Field& f) { return key.str() == f.name; });
