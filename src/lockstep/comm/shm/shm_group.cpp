@@ -20,6 +20,9 @@ constexpr size_t kRingBytes = 256 << 10;
 constexpr size_t kPage = 4096;
 constexpr long kMaxSleepNs = 20'000'000;        // re-check liveness and abort this often
 constexpr long kLivenessPeriodNs = 100'000'000;
+// All-reduces up to this size (per rank) take one barrier instead of two: every rank folds
+// the whole buffer from every slot itself. Latency is all that counts at these sizes.
+constexpr size_t kOneBarrierBytes = 16 << 10;
 
 size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 uint8_t* u8(void* p) { return static_cast<uint8_t*>(p); }
@@ -169,11 +172,25 @@ void ShmGroup::barrier(const OpInfo& info, Deadline dl) {
 //  2. reduce-scatter: after a barrier each rank folds ITS slice from every rank's slot at
 //     once (cache-blocked reduce_many), writes it to its own buffer and back into its slot;
 //  3. all-gather: after a second barrier each rank copies every other slice from its owner.
+//  Small buffers: publish all of it, one barrier, every rank folds all slots in rank order
+//  (the same order everywhere, so every rank ends with the same bits).
+// Double buffering makes one barrier per operation enough: a rank overwrites half h for
+// operation k+2 only after operation k+1's barrier, which every rank reaches only after it
+// finished reading operation k's half h.
 void ShmGroup::allreduce(void* data, size_t count, DType dt, ReduceOp op, const OpInfo& info,
                          Deadline dl) {
   check_usable(info);
   const size_t es = dtype_size(dt), per_round = std::max<size_t>(1, half_bytes_ / es);
   const size_t P = size_t(world_), me = size_t(rank_);
+  if (count * es <= std::min(kOneBarrierBytes, half_bytes_)) {
+    const int half = int(chunk_++ & 1);
+    std::memcpy(slot(rank_, half), data, count * es);
+    sync(info, dl);
+    for (size_t r = 0; r < P; ++r) srcs_[r] = r == me ? u8(data) : u8(slot(int(r), half));
+    reduce_many(data, srcs_.data(), world_, count, dt, op);
+    finish_avg(data, count, dt, op, world_);
+    return;
+  }
   for (size_t lo = 0; lo < count; lo += per_round) {
     const size_t n = std::min(per_round, count - lo);
     const int half = int(chunk_++ & 1);
