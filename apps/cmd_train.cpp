@@ -3,6 +3,8 @@
 // the command starts N local workers itself through the launcher, each re-running this
 // program with the merged configuration; under `lockstep run`, torchrun, mpirun or srun it is
 // one worker of the job.
+#include <unistd.h>
+
 #include <filesystem>
 #include <memory>
 
@@ -48,7 +50,17 @@ int run_here(const train::TrainConfig& c) {
 // Starts c.nproc local workers of this same program on the merged configuration.
 int launch(const train::TrainConfig& c, int max_restarts) {
   fs::create_directories(c.run_dir);
-  const fs::path cfg_file = fs::path(c.run_dir) / "config.toml";
+  // The workers read the merged configuration from a file that lives as long as the job and
+  // has a name of its own, so a job that fails at once leaves an earlier run's files as they
+  // were (run.json keeps the configuration of a run that started).
+  const fs::path cfg_file = fs::path(c.run_dir) / str_cat(".launch-", ::getpid(), ".toml");
+  struct RemoveAtExit {
+    fs::path path;
+    ~RemoveAtExit() {
+      std::error_code ec;
+      fs::remove(path, ec);
+    }
+  } remove_cfg{cfg_file};
   train::TrainConfig worker = c;
   if (max_restarts > 0 && worker.resume.empty()) worker.resume = "auto";  // restarts continue
   train::write_file_atomic(cfg_file, train::config_to_toml(worker));
@@ -88,6 +100,8 @@ Runner add_train_command(CLI::App& app) {
   flag(cmd, *f, "--resume", &train::TrainConfig::resume, "checkpoint, checkpoints dir or run dir to continue; 'auto': the run dir's latest if any");
   flag(cmd, *f, "--seed", &train::TrainConfig::seed, "seed of initialisation and data order");
   flag(cmd, *f, "--max-steps", &train::TrainConfig::max_steps, "stop after this many optimizer steps");
+  flag(cmd, *f, "--timeout", &train::TrainConfig::timeout,
+       "seconds to wait for the store, the other ranks' pre-flight and each collective");
   cmd->add_option("--max-restarts", f->max_restarts, "with --nproc: restart all workers from the latest checkpoint up to K times")
       ->check(CLI::NonNegativeNumber);
   return [f] {

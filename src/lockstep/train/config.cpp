@@ -124,6 +124,7 @@ const std::vector<Field>& fields() {
       bool_field("augment", &C::augment),
       int_field("train_limit", &C::train_limit, 0, kBig),
       int_field("test_limit", &C::test_limit, 0, kBig),
+      float_field("timeout", &C::timeout, 0.1, 86400.0),
   };
   return f;
 }
@@ -233,6 +234,8 @@ void validate(const TrainConfig& c) {
   if (!(c.lr > 0)) LOCKSTEP_THROW(ConfigError, "lr must be > 0, got ", c.lr);
   if (c.epochs < 1 || c.batch < 1 || c.grad_accum < 1 || c.nproc < 1)
     LOCKSTEP_THROW(ConfigError, "epochs, batch, grad_accum and nproc must be >= 1");
+  if (!(c.timeout >= 0.1 && c.timeout <= 86400))
+    LOCKSTEP_THROW(ConfigError, "timeout must be in [0.1, 86400] seconds, got ", c.timeout);
   if (c.min_lr > c.lr) LOCKSTEP_THROW(ConfigError, "min_lr (", c.min_lr, ") must not exceed lr (", c.lr, ")");
   if (c.optimizer == "adamw" && c.nesterov)
     LOCKSTEP_THROW(ConfigError, "nesterov applies to optimizer = \"sgd\" only");

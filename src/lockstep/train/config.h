@@ -52,6 +52,7 @@ struct TrainConfig {
   bool augment = false;               // random crop + flip (image datasets)
   int64_t train_limit = 0;            // use only the first N training samples (0: all)
   int64_t test_limit = 0;             // use only the first N test samples (0: all)
+  double timeout = 300;               // seconds: store, pre-flight and every collective wait
 
   nlohmann::json to_json() const;
 };

@@ -163,9 +163,11 @@ TrainResult run_worker(const TrainConfig& c, TrainerHooks hooks) {
   const DistEnv env = read_dist_env();
   set_log_rank(env.world_size > 1 ? env.rank : -1);
   auto model = nn::make_model(c.model, c.seed);
-  auto store = store::connect_store(env, std::chrono::minutes(5));
-  const TrainData d = preflight(*store, env.rank, env.world_size, c, std::chrono::minutes(5));
+  const Millis timeout(int64_t(c.timeout * 1000));
+  auto store = store::connect_store(env, timeout);
+  const TrainData d = preflight(*store, env.rank, env.world_size, c, timeout);
   comm::Options opts;
+  opts.timeout = timeout;  // a stalled peer becomes an error naming it after this long
   opts.algorithm = "ring";  // a fixed reduction order: bitwise-reproducible runs and resumes
   auto pg = comm::ProcessGroup::create(c.backend, *store, env.rank, env.world_size, opts);
   Trainer trainer(c, *model, d.train, d.test.size() > 0 ? &d.test : nullptr, *pg, std::move(hooks));
