@@ -50,9 +50,9 @@ struct Workspace {
 // ---- SIGSTOP: a stalled worker -------------------------------------------------------------
 
 // rank 1 is stopped at step 25 of a job whose collectives time out after 3 s. Rank 0 must
-// fail naming rank 1 after about that long; the launcher then stops the group (the stopped
-// rank only dies to SIGKILL, after --grace) and exits non-zero, or with `restarts` restarts
-// all workers, which resume from the last checkpoint and finish.
+// fail naming rank 1 after about that long; the launcher then stops the group (SIGTERM, then
+// SIGCONT so that the stopped rank handles it), names the stopped rank and exits non-zero,
+// or with `restarts` restarts all workers, which resume from the last checkpoint and finish.
 void stop_a_worker(bool restart) {
   Workspace s(Overrides{{"timeout", "3"}, {"epochs", "4"}, {"checkpoint_every", "20"}});
   Job job(s.train({"--nproc", "2", "--max-restarts", restart ? "1" : "0"}));
@@ -71,12 +71,15 @@ void stop_a_worker(bool restart) {
   EXPECT_NE(out.find("no report from rank(s) 1"), std::string::npos) << out;  // the flight recorder
   const auto failed = job.find_line("lockstep run: worker rank");
   ASSERT_TRUE(failed) << out;
+  // The launcher names the stopped worker too (its peers' timeouts are the symptom).
+  EXPECT_NE(failed->second.find("while worker rank 1"), std::string::npos) << out;
   const double detect = named->first - stopped_at, end = job.elapsed() - stopped_at;
   EXPECT_GE(detect, 2.5) << "rank 0 gave up before its 3 s timeout\n" << out;
   EXPECT_LT(detect, 3.0 + 5.0) << out;
   if (!restart) {
     EXPECT_FALSE(job.status().ok()) << out;
-    EXPECT_LT(end, 3.0 + 5.0 + 10.0) << "the launcher took too long to stop the group\n" << out;
+    // SIGCONT follows SIGTERM: no --grace (5 s) wait for the stopped worker.
+    EXPECT_LT(end, 3.0 + 5.0 + 4.0) << "the launcher took too long to stop the group\n" << out;
     report("SIGSTOP worker",
            "kill -STOP rank 1 at step >= 25 (lockstep train --nproc 2, timeout = 3)",
            str_cat("rank 0: \"", named->second.substr(named->second.find("allreduce #"), 220),
@@ -95,8 +98,8 @@ void stop_a_worker(bool restart) {
   EXPECT_EQ(log.steps.size(), size_t(4 * kTrain / 2 / 16));
   report("SIGSTOP worker, --max-restarts 1",
          "kill -STOP rank 1 at step >= 25 (lockstep train --nproc 2, timeout = 3)",
-         str_cat("rank 0 times out naming rank 1; the launcher SIGKILLs the stopped rank after "
-                 "--grace, restarts, \"",
+         str_cat("rank 0 times out naming rank 1; the launcher stops the group (SIGTERM + "
+                 "SIGCONT, so the stopped rank ends at once), restarts, \"",
                  line_with(resumed->second, "resumed", 90), "\"; every step logged once, exit 0"),
          detect, resumed->first - stopped_at);
 }

@@ -170,9 +170,13 @@ class Group {
     for (auto& w : workers_) {
       auto st = w.proc->poll();
       if (!st || st->ok()) continue;
+      const std::string stopped = stopped_workers();
       result = {Outcome::worker_failed, st->shell_code(),
                 str_cat("worker rank ", w.rank, " (local rank ", w.local_rank, ", pid ",
                         w.proc->pid(), ") ", st->describe(),
+                        stopped.empty() ? std::string()
+                                        : str_cat(" while worker ", stopped, " was stopped (SIGSTOP or a "
+                                                  "debugger), which likely caused it"),
                         "; stopped the other workers. See its output above (lines "
                         "prefixed [rank ", w.rank, "]).")};
       return true;
@@ -187,8 +191,28 @@ class Group {
     return true;
   }
 
+  // Stopping signals are followed by SIGCONT: a stopped (SIGSTOP, traced) worker would
+  // otherwise keep SIGTERM pending and hold the group for the whole grace period.
   void signal_all(int s) {
-    for (auto& w : workers_) w.proc->signal(s);
+    for (auto& w : workers_) {
+      w.proc->signal(s);
+      if (s == SIGTERM || s == SIGINT || s == SIGHUP) w.proc->signal(SIGCONT);
+    }
+  }
+
+  // Workers the kernel shows as stopped (state T or t in /proc/PID/stat), named in the
+  // failure message: a stopped worker makes its peers time out, and is the likelier cause.
+  std::string stopped_workers() const {
+    std::string out;
+    for (const auto& w : workers_) {
+      std::ifstream f("/proc/" + std::to_string(w.proc->pid()) + "/stat");
+      std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      const size_t close = stat.rfind(')');
+      if (close != std::string::npos && close + 2 < stat.size() &&
+          (stat[close + 2] == 'T' || stat[close + 2] == 't'))
+        out += str_cat(out.empty() ? "" : ", ", "rank ", w.rank, " (pid ", w.proc->pid(), ")");
+    }
+    return out;
   }
 
   // Waits up to timeout_ms for output or a signal, and forwards what arrived.

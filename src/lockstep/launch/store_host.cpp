@@ -1,5 +1,7 @@
 #include "lockstep/launch/store_host.h"
 
+#include <cerrno>
+
 #include "lockstep/core/dist_env.h"
 #include "lockstep/core/error.h"
 
@@ -18,11 +20,10 @@ std::unique_ptr<store::TcpStoreServer> host_store_if_leader(const LaunchConfig& 
     server->start();
     return server;
   } catch (const SystemError& e) {
+    // The store's error already says what to do about a port in use.
     LOCKSTEP_THROW(ConfigError, "cannot start the rendezvous store on ", opts.host, ":",
                    cfg.master_port, ": ", e.what(),
-                   cfg.master_port ? " (is the port in use? pick another --master-port, or 0 "
-                                     "for any free port on a single node)"
-                                   : "");
+                   e.error_code() == EADDRNOTAVAIL ? " (--master-addr must be an address of node 0 itself)" : "");
   }
 }
 
