@@ -1,6 +1,8 @@
-// elastic_worker: one worker of the elastic launcher test (elastic_test). All-reduces a
-// counter every 10 ms for --seconds (all ranks stop together), checking each result against WORLD_SIZE, and prints a
-// line when it has started and one when it is done. Exit 0, or 1 with the error.
+// elastic_worker: one worker of the elastic launcher test (elastic_test) and of the link-cut
+// test (netns_link_cut_test). All-reduces a counter every 10 ms for --seconds (all ranks stop
+// together), checking each result against WORLD_SIZE, with collectives timing out after
+// --timeout seconds; prints a line when it has started and one when it is done. Exit 0, or
+// 1 with the error.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -15,14 +17,16 @@
 using namespace lockstep;
 
 int main(int argc, char** argv) try {
-  double seconds = 5;
-  for (int i = 1; i + 1 < argc; ++i)
+  double seconds = 5, timeout_s = 20;
+  for (int i = 1; i + 1 < argc; ++i) {
     if (!std::strcmp(argv[i], "--seconds")) seconds = std::atof(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--timeout")) timeout_s = std::atof(argv[i + 1]);
+  }
   const DistEnv env = read_dist_env();
   const char* round = std::getenv("LOCKSTEP_RESTART_COUNT");
   auto store = store::connect_store(env, std::chrono::seconds(60));
   comm::Options o;
-  o.timeout = std::chrono::seconds(20);
+  o.timeout = std::chrono::milliseconds(int64_t(timeout_s * 1000));
   auto pg = comm::ProcessGroup::create("native", *store, env.rank, env.world_size, o);
   const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
   long n = 0;

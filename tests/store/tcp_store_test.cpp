@@ -240,6 +240,20 @@ TEST(TcpStoreStall, EveryCallHasASocketTimeout) {
     EXPECT_NE(std::string(e.what()).find("stalled-key"), std::string::npos) << e.what();
   }
   EXPECT_LT(seconds_since(t0), 3.0);
+  // The bounded variants give up after their own budget, not the store's default.
+  s.set_timeout(60s);
+  const Bytes v{1};
+  for (int which = 0; which < 3; ++which) {
+    t0 = Clock::now();
+    try {
+      if (which == 0) s.set_within("stalled-key", v, 300ms);
+      if (which == 1) (void)s.check_within({"stalled-key"}, 300ms);
+      if (which == 2) (void)s.compare_set_within("stalled-key", {}, v, 300ms);
+      FAIL() << "bounded call " << which << " returned";
+    } catch (const Error& e) {  // a timeout, or the connection the previous timeout closed
+    }
+    EXPECT_LT(seconds_since(t0), 3.0) << "bounded call " << which;
+  }
   done = true;
   fake.join();
 }

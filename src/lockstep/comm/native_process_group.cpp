@@ -120,8 +120,10 @@ void NativeProcessGroup::rendezvous() {
                                            opt_.timeout);
     transport_ = &shm_->transport();
   } else if (kind == "tcp") {
+    // Bounded: after a network failure the store may be unreachable too.
     auto board = [this](const std::string& msg) {
-      auto v = store_.compare_set(prefix_ + "first_failure", {}, store::to_bytes(msg));
+      auto v = store_.compare_set_within(prefix_ + "first_failure", {}, store::to_bytes(msg),
+                                         std::chrono::seconds(2));
       return store::to_string(v);
     };
     tcp_ = std::make_unique<tcp::TcpTransport>(store_, prefix_, rank_, world_, opt_.timeout, board);
@@ -303,8 +305,8 @@ void NativeProcessGroup::run_task(Task& task) {
 }
 
 // Every rank that fails posts "last started, last completed" under flight/<rank>; the others
-// are read for up to two seconds (a dead or stopped rank never posts). Best effort: the store
-// may be gone too.
+// are read for up to two seconds (a dead or stopped rank never posts). Best effort, with
+// every store call bounded: after a network failure the store may be unreachable too.
 std::string NativeProcessGroup::compare_progress(const OpInfo& info) {
   LOCKSTEP_LOG(error, "flight recorder of rank ", rank_, " in group '", opt_.group_name,
                "' (last operations, oldest first):\n", flight_.dump());
@@ -312,25 +314,28 @@ std::string NativeProcessGroup::compare_progress(const OpInfo& info) {
   const std::string mine = str_cat(flight_.last_started(), " ", flight_.last_completed());
   std::string out = str_cat("; flight recorder: this rank (", rank_, ") last completed collective #",
                             flight_.last_completed());
+  const auto until = Clock::now() + std::chrono::seconds(2);
+  auto left = [&] {
+    return std::max(Millis(50), std::chrono::duration_cast<Millis>(until - Clock::now()));
+  };
   try {
-    store_.set(str_cat(prefix_, "flight/", rank_), mine);
-    const auto until = Clock::now() + std::chrono::seconds(2);
+    store_.set_within(str_cat(prefix_, "flight/", rank_), store::to_bytes(mine), left());
     std::vector<bool> seen(size_t(world_), false);
     seen[size_t(rank_)] = true;
     std::string reports;
-    for (int left = world_ - 1; left > 0 && Clock::now() < until;) {
+    for (int waiting = world_ - 1; waiting > 0 && Clock::now() < until;) {
       for (int p = 0; p < world_; ++p) {
-        if (seen[size_t(p)] || !store_.check({str_cat(prefix_, "flight/", p)})) continue;
+        const std::string key = str_cat(prefix_, "flight/", p);
+        if (seen[size_t(p)] || !store_.check_within({key}, left())) continue;
         seen[size_t(p)] = true;
-        --left;
+        --waiting;
         long long started = -1, completed = -1;
-        const std::string v = store::to_string(store_.get(str_cat(prefix_, "flight/", p), std::chrono::seconds(1)));
-        std::sscanf(v.c_str(), "%lld %lld", &started, &completed);
+        std::sscanf(store::to_string(store_.get(key, left())).c_str(), "%lld %lld", &started, &completed);
         reports += str_cat("; rank ", p, " last completed #", completed,
                            started < int64_t(info.seq) && info.kind != OpKind::send && info.kind != OpKind::recv
                                ? str_cat(" and never reached #", info.seq) : std::string());
       }
-      if (left > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      if (waiting > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     out += reports;
     std::string silent;
@@ -339,7 +344,7 @@ std::string NativeProcessGroup::compare_progress(const OpInfo& info) {
     if (!silent.empty())
       out += str_cat("; no report from rank(s) ", silent, " (dead, stopped, or still waiting in another operation)");
   } catch (const std::exception&) {
-    out += " (the store is unreachable: no reports from the other ranks)";
+    out += " (the store did not answer within 2 s: no reports from the other ranks)";
   }
   return out;
 }

@@ -47,6 +47,19 @@ Bytes PrefixStore::compare_set(const std::string& key, std::span<const uint8_t> 
 
 bool PrefixStore::check(const std::vector<std::string>& keys) { return base_.check(full(keys)); }
 
+void PrefixStore::set_within(const std::string& key, std::span<const uint8_t> value, Millis timeout) {
+  base_.set_within(full(key), value, timeout);
+}
+
+Bytes PrefixStore::compare_set_within(const std::string& key, std::span<const uint8_t> expected,
+                                      std::span<const uint8_t> desired, Millis timeout) {
+  return base_.compare_set_within(full(key), expected, desired, timeout);
+}
+
+bool PrefixStore::check_within(const std::vector<std::string>& keys, Millis timeout) {
+  return base_.check_within(full(keys), timeout);
+}
+
 void PrefixStore::wait(const std::vector<std::string>& keys, Millis timeout) {
   base_.wait(full(keys), timeout);
 }

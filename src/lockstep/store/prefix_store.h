@@ -34,6 +34,10 @@ class PrefixStore final : public Store {
   void wait(const std::vector<std::string>& keys, Millis timeout) override;
   bool delete_key(const std::string& key) override;
   int64_t num_keys() override;
+  void set_within(const std::string& key, std::span<const uint8_t> value, Millis timeout) override;
+  bool check_within(const std::vector<std::string>& keys, Millis timeout) override;
+  Bytes compare_set_within(const std::string& key, std::span<const uint8_t> expected,
+                           std::span<const uint8_t> desired, Millis timeout) override;
 
   const std::string& prefix() const { return prefix_; }
   Store& base() { return base_; }

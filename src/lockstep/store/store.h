@@ -52,6 +52,18 @@ class Store {
   virtual bool delete_key(const std::string& key) = 0;
   virtual int64_t num_keys() = 0;
 
+  // set(), compare_set() and check() that give up after `timeout` (a TimeoutError or SystemError) instead
+  // of the store's default timeout: for best-effort messages after a failure, when the
+  // store may be unreachable too. Stores in this process never block and ignore it.
+  virtual void set_within(const std::string& key, std::span<const uint8_t> value, Millis timeout) {
+    set(key, value);
+  }
+  virtual bool check_within(const std::vector<std::string>& keys, Millis timeout) { return check(keys); }
+  virtual Bytes compare_set_within(const std::string& key, std::span<const uint8_t> expected,
+                                   std::span<const uint8_t> desired, Millis timeout) {
+    return compare_set(key, expected, desired);
+  }
+
   // Conveniences on top of the interface.
   void set(const std::string& key, std::string_view value) {
     set(key, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(value.data()),

@@ -194,11 +194,7 @@ void TcpStore::fail_io(net::Io io, const wire::Request& req, Millis budget) {
 }
 
 void TcpStore::set(const std::string& key, std::span<const uint8_t> value) {
-  check_key(key);
-  check_value(value);
-  auto r = make(wire::Op::set, {key});
-  r.value.assign(value.begin(), value.end());
-  call(r, timeout_);
+  set_within(key, value, timeout_);
 }
 
 Bytes TcpStore::get(const std::string& key, Millis timeout) {
@@ -217,19 +213,34 @@ int64_t TcpStore::add(const std::string& key, int64_t delta) {
 
 Bytes TcpStore::compare_set(const std::string& key, std::span<const uint8_t> expected,
                             std::span<const uint8_t> desired) {
+  return compare_set_within(key, expected, desired, timeout_);
+}
+
+Bytes TcpStore::compare_set_within(const std::string& key, std::span<const uint8_t> expected,
+                                   std::span<const uint8_t> desired, Millis timeout) {
   check_key(key);
   check_value(expected);
   check_value(desired);
   auto r = make(wire::Op::compare_set, {key});
   r.expected.assign(expected.begin(), expected.end());
   r.value.assign(desired.begin(), desired.end());
-  return call(r, timeout_);
+  return call(r, timeout);
 }
 
-bool TcpStore::check(const std::vector<std::string>& keys) {
+bool TcpStore::check(const std::vector<std::string>& keys) { return check_within(keys, timeout_); }
+
+bool TcpStore::check_within(const std::vector<std::string>& keys, Millis timeout) {
   check_keys(keys);
-  auto out = call(make(wire::Op::check, keys), timeout_);
+  auto out = call(make(wire::Op::check, keys), timeout);
   return out.size() == 1 && out[0] == 1;
+}
+
+void TcpStore::set_within(const std::string& key, std::span<const uint8_t> value, Millis timeout) {
+  check_key(key);
+  check_value(value);
+  auto r = make(wire::Op::set, {key});
+  r.value.assign(value.begin(), value.end());
+  call(r, timeout);
 }
 
 void TcpStore::wait(const std::vector<std::string>& keys, Millis timeout) {

@@ -60,6 +60,10 @@ class TcpStore final : public Store {
   void wait(const std::vector<std::string>& keys, Millis timeout) override;
   bool delete_key(const std::string& key) override;
   int64_t num_keys() override;
+  void set_within(const std::string& key, std::span<const uint8_t> value, Millis timeout) override;
+  bool check_within(const std::vector<std::string>& keys, Millis timeout) override;
+  Bytes compare_set_within(const std::string& key, std::span<const uint8_t> expected,
+                           std::span<const uint8_t> desired, Millis timeout) override;
 
   const std::string& host() const { return opts_.host; }
   uint16_t port() const { return opts_.port; }
