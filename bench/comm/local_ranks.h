@@ -37,8 +37,11 @@ inline std::vector<int> run_local_ranks(int world, std::chrono::milliseconds tim
                                         const std::function<bool(int)>& must_finish = {}) {
   store::TcpStoreServerOptions so;
   so.token = "local-ranks";
+  // The server listens now but starts its thread only after the fork: a child forked while
+  // another thread holds an allocator lock (the sanitizers' allocators are not fork-safe)
+  // would deadlock on its first allocation. Children connect to the listening socket and
+  // are answered once the thread runs.
   store::TcpStoreServer server(so);
-  server.start();
   const uint16_t port = server.port();
   std::fflush(stdout);
   std::fflush(stderr);
@@ -65,6 +68,7 @@ inline std::vector<int> run_local_ranks(int world, std::chrono::milliseconds tim
     if (pid < 0) break;
     pids.push_back(pid);
   }
+  server.start();
   if (on_spawn) on_spawn(pids);
   std::vector<int> codes(pids.size(), kTimedOut);
   std::vector<bool> done(pids.size(), false);

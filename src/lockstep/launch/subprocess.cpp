@@ -34,8 +34,9 @@ std::vector<std::string> merged_environment(const std::map<std::string, std::str
   return out;
 }
 
-[[noreturn]] void exec_child(const std::vector<std::string>& argv,
-                             const std::vector<std::string>& env, int out_w, int err_w,
+// `args` and `envp`: null-terminated, built before fork (no allocation in the child: another
+// thread of the parent may have held an allocator lock at the fork).
+[[noreturn]] void exec_child(char* const* args, char* const* envp, int out_w, int err_w,
                              pid_t parent) {
   // Only async-signal-safe calls from here on.
   ::setpgid(0, 0);
@@ -48,12 +49,7 @@ std::vector<std::string> merged_environment(const std::map<std::string, std::str
   if (::getppid() != parent) ::_exit(127);  // parent already gone
   ::dup2(out_w, STDOUT_FILENO);
   ::dup2(err_w, STDERR_FILENO);
-  std::vector<char*> args, envp;
-  for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  for (auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
-  envp.push_back(nullptr);
-  ::execvpe(args[0], args.data(), envp.data());
+  ::execvpe(args[0], args, envp);
   const char msg[] = "lockstep: exec failed: ";
   ssize_t r = ::write(STDERR_FILENO, msg, sizeof msg - 1);
   r = ::write(STDERR_FILENO, args[0], std::strlen(args[0]));
@@ -75,9 +71,14 @@ Subprocess::Subprocess(const std::vector<std::string>& argv,
     LOCKSTEP_CHECK_ERRNO(-1, "pipe for worker stderr");
   }
   auto envv = merged_environment(env);
+  std::vector<char*> args, envp;
+  for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  for (auto& e : envv) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
   pid_t parent = ::getpid();
   pid_t pid = ::fork();
-  if (pid == 0) exec_child(argv, envv, out[1], err[1], parent);
+  if (pid == 0) exec_child(args.data(), envp.data(), out[1], err[1], parent);
   ::close(out[1]);
   ::close(err[1]);
   if (pid < 0) {
