@@ -1,6 +1,7 @@
 # lockstep — the commands a newcomer needs. Every target installs what it needs first.
 #   make demo    install deps, build Release, run the main job
 #   make test    install deps, build, run every test (Release, then ASan+UBSan)
+#   make test-tsan  ThreadSanitizer on the threaded parts (comm, DDP reducer); not in `make test`
 #   make bench   build and run the benchmarks against their peers
 #   make format / make lint
 
@@ -8,12 +9,15 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 RELEASE := $(BUILD)/release
 ASAN := $(BUILD)/asan
+TSAN := $(BUILD)/tsan
+# The tests whose threads TSan checks: the native process groups and the DDP reducer.
+TSAN_TESTS ?= comm_collectives_test ddp_parts_test ddp_features_test ddp_equivalence_test
 CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure --timeout 600 -j $(JOBS)
 # Labels run under the sanitizers (the slow ones run once, in Release).
 ASAN_LABELS ?= unit|multiproc
 
-.PHONY: all deps build build-asan demo test test-release test-asan bench format lint clean
+.PHONY: all deps build build-asan demo test test-release test-asan test-tsan bench format lint clean
 
 all: build
 
@@ -45,6 +49,16 @@ test-asan: build-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	  ctest --test-dir $(ASAN) $(CTEST_FLAGS) -L '$(ASAN_LABELS)'
+
+$(TSAN)/build.ninja:
+	cmake -S . -B $(TSAN) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DLOCKSTEP_TSAN=ON \
+	  -DLOCKSTEP_BUILD_BENCH=OFF $(CMAKE_FLAGS)
+
+test-tsan: deps $(TSAN)/build.ninja
+	cmake --build $(TSAN) -j $(JOBS) --target $(TSAN_TESTS)
+	set -e; for t in $(TSAN_TESTS); do \
+	  bin=$$(find $(TSAN)/tests -name $$t -type f -perm -u+x | head -1); echo "== $$bin"; \
+	  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 $$bin --gtest_brief=1; done
 
 bench: build
 	scripts/install-deps --bench

@@ -2,6 +2,8 @@
 // ZeRO-1, Join on uneven inputs, the NaN/Inf guard, the replica hash, the timeline.
 #include <gtest/gtest.h>
 
+#include <atomic>
+
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -246,7 +248,7 @@ class SumThenDivide : public CommHook {
 };
 
 TEST(Hooks, UserWrittenHookIsUsed) {
-  int launched = 0;
+  std::atomic<int> launched = 0;  // the factory runs on every rank's thread
   auto [first, last] = train_with_hook([&] {
     auto h = std::make_unique<SumThenDivide>();
     launched = 1;

@@ -2,7 +2,13 @@
 
 #include <cmath>
 
+// An AVX2 and a baseline copy of each kernel, picked at load time by an ifunc resolver. Not
+// under ThreadSanitizer: its instrumented resolver runs before the TSan runtime is up.
+#if defined(__SANITIZE_THREAD__)
+#define LOCKSTEP_NN_CLONES
+#else
 #define LOCKSTEP_NN_CLONES __attribute__((target_clones("avx2", "default")))
+#endif
 
 namespace lockstep::nn::kernels {
 
