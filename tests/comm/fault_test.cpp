@@ -71,29 +71,42 @@ int loop_until_error(const std::string& transport, const std::string& dir, int r
   return 3;
 }
 
-class FaultTest : public ::testing::TestWithParam<std::string> {};
+class FaultTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  struct Outcome {
+    std::vector<int> codes;  // exit code per rank
+    double secs_after_signal = 0;
+    bool running = false;    // every rank reached its first all-reduce before the signal
+  };
+  // Runs `world` ranks looping over all-reduces (collective timeout `timeout`), sends
+  // `signal` to rank `victim` once all run, and waits for the ranks that must finish.
+  Outcome inject(const TempDir& dir, int world, int victim, int signal, Millis timeout) {
+    Outcome o;
+    std::chrono::steady_clock::time_point sent;
+    o.codes = local::run_local_ranks(
+        world, std::chrono::seconds(120),
+        [&](int r, int w, store::Store& s) { return loop_until_error(GetParam(), dir.path, r, w, s, timeout); },
+        [&](const std::vector<pid_t>& pids) {
+          o.running = dir.wait_all_running(world);
+          std::this_thread::sleep_for(std::chrono::milliseconds(200));
+          sent = std::chrono::steady_clock::now();
+          ::kill(pids[size_t(victim)], signal);
+        },
+        [&](int r) { return signal == SIGKILL || r != victim; });  // a stopped rank is not waited for
+    o.secs_after_signal = std::chrono::duration<double>(std::chrono::steady_clock::now() - sent).count();
+    return o;
+  }
+};
 
 TEST_P(FaultTest, KilledRankIsNamedBeforeTheTimeout) {
   TempDir dir;
-  const int world = 3, victim = 1;
-  const Millis timeout(std::chrono::seconds(20));
-  std::chrono::steady_clock::time_point killed;
-  bool running = false;
-  auto codes = local::run_local_ranks(
-      world, std::chrono::seconds(120),
-      [&](int r, int w, store::Store& s) { return loop_until_error(GetParam(), dir.path, r, w, s, timeout); },
-      [&](const std::vector<pid_t>& pids) {
-        running = dir.wait_all_running(world);
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
-        killed = std::chrono::steady_clock::now();
-        ::kill(pids[victim], SIGKILL);
-      });
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
-  ASSERT_TRUE(running) << "the ranks did not all reach their first all-reduce within 60 s";
-  EXPECT_EQ(codes[victim], -SIGKILL);
-  EXPECT_LT(secs, 10.0) << "survivors took too long to notice (the timeout is 20 s)";
+  const int victim = 1;
+  const Outcome o = inject(dir, 3, victim, SIGKILL, std::chrono::seconds(20));
+  ASSERT_TRUE(o.running) << "the ranks did not all reach their first all-reduce within 60 s";
+  EXPECT_EQ(o.codes[victim], -SIGKILL);
+  EXPECT_LT(o.secs_after_signal, 10.0) << "survivors took too long to notice (the timeout is 20 s)";
   for (int r : {0, 2}) {
-    EXPECT_EQ(codes[r], 0) << "rank " << r;
+    EXPECT_EQ(o.codes[size_t(r)], 0) << "rank " << r;
     std::string msg = dir.read(r);
     EXPECT_NE(msg.find("allreduce #"), std::string::npos) << msg;
     EXPECT_NE(msg.find("rank 1"), std::string::npos) << msg;
@@ -105,22 +118,10 @@ TEST_P(FaultTest, KilledRankIsNamedBeforeTheTimeout) {
 
 TEST_P(FaultTest, StoppedRankTimesOutNamingIt) {
   TempDir dir;
-  const int world = 2, victim = 1;
-  const Millis timeout(std::chrono::seconds(3));
-  std::chrono::steady_clock::time_point stopped;
-  bool running = false;
-  auto codes = local::run_local_ranks(
-      world, std::chrono::seconds(120),
-      [&](int r, int w, store::Store& s) { return loop_until_error(GetParam(), dir.path, r, w, s, timeout); },
-      [&](const std::vector<pid_t>& pids) {
-        running = dir.wait_all_running(world);
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
-        stopped = std::chrono::steady_clock::now();
-        ::kill(pids[victim], SIGSTOP);
-      },
-      [&](int r) { return r != victim; });
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped).count();
-  ASSERT_TRUE(running) << "the ranks did not all reach their first all-reduce within 60 s";
+  const Outcome o = inject(dir, 2, /*victim=*/1, SIGSTOP, std::chrono::seconds(3));
+  const auto& codes = o.codes;
+  const double secs = o.secs_after_signal;
+  ASSERT_TRUE(o.running) << "the ranks did not all reach their first all-reduce within 60 s";
   EXPECT_LT(secs, 3.0 + 5.0) << "the survivor should time out after 3 s";
   EXPECT_EQ(codes[0], 0);
   std::string msg = dir.read(0);

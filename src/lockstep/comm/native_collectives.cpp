@@ -179,12 +179,7 @@ Work NativeProcessGroup::recv(void* data, size_t count, DType dt, int src, uint3
 #undef LOCKSTEP_SIG
 
 std::unique_ptr<ProcessGroup> NativeProcessGroup::new_group(const std::vector<int>& ranks) {
-  std::vector<int> sorted = ranks;
-  std::sort(sorted.begin(), sorted.end());
-  if (sorted.empty() || sorted.front() < 0 || sorted.back() >= world_ ||
-      std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
-    LOCKSTEP_THROW(InvalidArgument, "new_group: ranks must be distinct members of [0, ", world_,
-                   "), got ", ranks.size(), " ranks");
+  check_group_ranks(ranks, world_);
   Options sub = opt_;
   sub.group_name = str_cat(opt_.group_name, "/sub", subgroups_++);
   auto it = std::find(ranks.begin(), ranks.end(), rank_);

@@ -1,5 +1,6 @@
 #include "lockstep/comm/process_group.h"
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 
@@ -51,6 +52,15 @@ std::unique_ptr<ProcessGroup> ProcessGroup::create(const std::string& backend, s
     f = it->second;
   }
   return f(store, rank, world, options);
+}
+
+void ProcessGroup::check_group_ranks(const std::vector<int>& ranks, int world) {
+  std::vector<int> sorted = ranks;
+  std::sort(sorted.begin(), sorted.end());
+  if (sorted.empty() || sorted.front() < 0 || sorted.back() >= world ||
+      std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
+    LOCKSTEP_THROW(InvalidArgument, "new_group: ranks must be distinct members of [0, ", world,
+                   "), got ", ranks.size(), " ranks");
 }
 
 void ProcessGroup::register_backend(const std::string& name, Factory factory) {

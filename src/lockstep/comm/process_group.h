@@ -95,6 +95,10 @@ class ProcessGroup {
   // group must call it, in the same order; ranks not listed get nullptr.
   virtual std::unique_ptr<ProcessGroup> new_group(const std::vector<int>& ranks) = 0;
 
+  // For new_group implementations: throws InvalidArgument unless `ranks` are distinct members
+  // of [0, world).
+  static void check_group_ranks(const std::vector<int>& ranks, int world);
+
   // Fails every pending and running operation with AbortedError and unblocks waiters. The
   // group is unusable afterwards.
   virtual void abort() = 0;

@@ -298,12 +298,7 @@ Work EngineGroup::recv(void* data, size_t count, DType dtype, int src, uint32_t 
 }
 
 std::unique_ptr<ProcessGroup> EngineGroup::new_group(const std::vector<int>& ranks) {
-  std::vector<int> sorted = ranks;
-  std::sort(sorted.begin(), sorted.end());
-  if (sorted.empty() || sorted.front() < 0 || sorted.back() >= world_ ||
-      std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
-    LOCKSTEP_THROW(InvalidArgument, "new_group: ranks must be distinct members of [0, ", world_,
-                   "), got ", ranks.size(), " ranks");
+  check_group_ranks(ranks, world_);
   std::string name;
   {
     std::lock_guard<std::mutex> lk(mu_);
