@@ -122,9 +122,14 @@ void NativeProcessGroup::rendezvous() {
   } else if (kind == "tcp") {
     // Bounded: after a network failure the store may be unreachable too.
     auto board = [this](const std::string& msg) {
-      auto v = store_.compare_set_within(prefix_ + "first_failure", {}, store::to_bytes(msg),
-                                         std::chrono::seconds(2));
-      return store::to_string(v);
+      try {
+        auto v = store_.compare_set_within(prefix_ + "first_failure", {}, store::to_bytes(msg),
+                                           kDiagnosticsBudget);
+        return store::to_string(v);
+      } catch (...) {
+        store_silent_ = true;  // compare_progress need not wait for it again
+        throw;
+      }
     };
     tcp_ = std::make_unique<tcp::TcpTransport>(store_, prefix_, rank_, world_, opt_.timeout, board);
     transport_ = tcp_.get();
@@ -205,9 +210,11 @@ Work NativeProcessGroup::enqueue(OpKind kind, std::string signature, Body body, 
   OpInfo info{kind, collective ? next_seq_++ : next_p2p_++, rank_, opt_.group_name};
   auto state = std::make_shared<WorkState>(info);
   Work w(state);
-  // Waiting a little longer than the operation's own deadline lets its precise error (which
-  // peer, which step) arrive first.
-  w.set_default_timeout(opt_.timeout + opt_.timeout / 10 + std::chrono::seconds(1));
+  // Waiting longer than the operation's own deadline plus the time its failure may spend on
+  // diagnostics (two store exchanges, each bounded) lets its precise error (which peer, which
+  // step, what the other ranks last completed) arrive first.
+  w.set_default_timeout(opt_.timeout + opt_.timeout / 10 + 2 * kDiagnosticsBudget +
+                        std::chrono::seconds(1));
   if (aborted_) {
     state->complete(std::make_exception_ptr(
         AbortedError(str_cat(info.describe(), ": process group was aborted"))));
@@ -305,8 +312,9 @@ void NativeProcessGroup::run_task(Task& task) {
 }
 
 // Every rank that fails posts "last started, last completed" under flight/<rank>; the others
-// are read for up to two seconds (a dead or stopped rank never posts). Best effort, with
-// every store call bounded: after a network failure the store may be unreachable too.
+// are read for up to kDiagnosticsBudget (a dead or stopped rank never posts). Best effort,
+// with every store call bounded: after a network failure the store may be unreachable too,
+// and once a store call has timed out on this failure path it is not tried again.
 std::string NativeProcessGroup::compare_progress(const OpInfo& info) {
   LOCKSTEP_LOG(error, "flight recorder of rank ", rank_, " in group '", opt_.group_name,
                "' (last operations, oldest first):\n", flight_.dump());
@@ -314,7 +322,8 @@ std::string NativeProcessGroup::compare_progress(const OpInfo& info) {
   const std::string mine = str_cat(flight_.last_started(), " ", flight_.last_completed());
   std::string out = str_cat("; flight recorder: this rank (", rank_, ") last completed collective #",
                             flight_.last_completed());
-  const auto until = Clock::now() + std::chrono::seconds(2);
+  if (store_silent_) return out + " (the store did not answer: no reports from the other ranks)";
+  const auto until = Clock::now() + kDiagnosticsBudget;
   auto left = [&] {
     return std::max(Millis(50), std::chrono::duration_cast<Millis>(until - Clock::now()));
   };
@@ -344,7 +353,8 @@ std::string NativeProcessGroup::compare_progress(const OpInfo& info) {
     if (!silent.empty())
       out += str_cat("; no report from rank(s) ", silent, " (dead, stopped, or still waiting in another operation)");
   } catch (const std::exception&) {
-    out += " (the store did not answer within 2 s: no reports from the other ranks)";
+    store_silent_ = true;
+    out += " (the store did not answer: no reports from the other ranks)";
   }
   return out;
 }

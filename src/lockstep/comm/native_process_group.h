@@ -10,6 +10,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -115,6 +116,11 @@ class NativeProcessGroup final : public ProcessGroup {
   bool running_ = false;     // a task is being run (by the worker or a helping waiter)
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // helpers check the group exists
   std::atomic<bool> aborted_{false};
+  // Set once a store call on a failure path timed out (network gone): later failures skip
+  // the store instead of spending the diagnostics budget on it again.
+  std::atomic<bool> store_silent_{false};
+  // What a failure may spend on each store exchange (first failure, flight-recorder notes).
+  static constexpr std::chrono::seconds kDiagnosticsBudget{2};
   uint64_t next_seq_ = 0;    // collectives (identical on all ranks)
   uint64_t next_p2p_ = 0;    // point-to-point operations
   int subgroups_ = 0;
