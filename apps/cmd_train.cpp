@@ -37,6 +37,13 @@ void flag(CLI::App* cmd, TrainFlags& f, const std::string& name, T train::TrainC
   f.overrides.emplace_back(o, [&f, member](train::TrainConfig& c) { c.*member = f.v.*member; });
 }
 
+// A switch (--name, no value) that sets a boolean key.
+void switch_flag(CLI::App* cmd, TrainFlags& f, const std::string& name, bool train::TrainConfig::*member,
+                 const std::string& help) {
+  CLI::Option* o = cmd->add_flag(name, f.v.*member, help);
+  f.overrides.emplace_back(o, [&f, member](train::TrainConfig& c) { c.*member = f.v.*member; });
+}
+
 // A worker of an already launched job, or a single process. Rank 0 writes the report.
 int run_here(const train::TrainConfig& c) {
   const train::TrainResult r = train::run_worker(c);
@@ -93,6 +100,9 @@ Runner add_train_command(CLI::App& app) {
   flag(cmd, *f, "--batch", &train::TrainConfig::batch, "batch size per worker");
   flag(cmd, *f, "--lr", &train::TrainConfig::lr, "learning rate (before the scaling rule)");
   flag(cmd, *f, "--optimizer", &train::TrainConfig::optimizer, "sgd or adamw");
+  switch_flag(cmd, *f, "--zero", &train::TrainConfig::zero,
+              "ZeRO stage 1: shard the SGD momentum over the workers (zero = true; needs optimizer sgd, "
+              "clip 0); checkpoints keep one shard per worker and resume at any number of workers");
   flag(cmd, *f, "--backend", &train::TrainConfig::backend, "process group backend (native, ...)");
   flag(cmd, *f, "--nproc", &train::TrainConfig::nproc, "local workers to start (1: this process)");
   flag(cmd, *f, "--run-dir", &train::TrainConfig::run_dir, "directory for metrics, checkpoints and the report");

@@ -114,6 +114,47 @@ void ZeroOptimizer::step() {
   stage_out();
 }
 
+FlatRange ZeroOptimizer::state_range() const {
+  const size_t r = size_t(pg_.rank());
+  return {r * shard_, (r + 1) * shard_};
+}
+
+FlatRange ZeroOptimizer::tail_range() const { return {total_ - tail_, total_}; }
+
+// The momentum buffer holds the slice, then the tail.
+std::span<float> ZeroOptimizer::local(FlatRange range) const {
+  if (!has_state() || range.size() == 0) return {};
+  float* mom = const_cast<AlignedBuffer&>(momentum_).as<float>().data();
+  const FlatRange own = state_range(), tail = tail_range();
+  if (range.begin >= own.begin && range.end <= own.end) return {mom + (range.begin - own.begin), range.size()};
+  if (range.begin >= tail.begin && range.end <= tail.end) return {mom + shard_ + (range.begin - tail.begin), range.size()};
+  return {};
+}
+
+std::span<const float> ZeroOptimizer::state(FlatRange range) const {
+  LOCKSTEP_CHECK(range.begin <= range.end && range.end <= total_, "ZeroOptimizer::state: range [", range.begin,
+                 ", ", range.end, ") outside the ", total_, " parameters");
+  if (range.size() == 0) return {};
+  const std::span<float> s = local(range);
+  LOCKSTEP_CHECK(!has_state() || s.size() == range.size(), "ZeroOptimizer::state: rank ", pg_.rank(),
+                 " holds [", state_range().begin, ", ", state_range().end, ") and the tail [", tail_range().begin,
+                 ", ", tail_range().end, "), not [", range.begin, ", ", range.end, ")");
+  return s;
+}
+
+size_t ZeroOptimizer::import_state(size_t offset, std::span<const float> values) {
+  if (!has_state()) return 0;
+  size_t copied = 0;
+  for (const FlatRange own : {state_range(), tail_range()}) {
+    const size_t b = std::max(own.begin, offset), e = std::min(own.end, offset + values.size());
+    if (b >= e) continue;
+    const std::span<float> dst = local({b, e});
+    std::memcpy(dst.data(), values.data() + (b - offset), (e - b) * sizeof(float));
+    copied += e - b;
+  }
+  return copied;
+}
+
 ZeroMemoryReport ZeroOptimizer::memory() const {
   ZeroMemoryReport m;
   const size_t slots = opt_.momentum > 0.0f ? 1 : 0;

@@ -11,6 +11,11 @@
 // gradients are each one contiguous range with the same offsets (nn::Model before any
 // re-layout): then nothing is copied. Otherwise values and gradients are staged.
 // The last N mod W elements are all-reduced and updated by every rank.
+//
+// Checkpoints address the state by global flat offsets, so that it reloads at any world size:
+// state_range() / tail_range() say which [begin, end) of the flat order this rank holds,
+// state(range) reads it and import_state(offset, values) writes whatever part of a global
+// piece falls inside them (train/zero_checkpoint.h builds the shard files on these).
 #pragma once
 
 #include <string>
@@ -37,21 +42,45 @@ struct ZeroMemoryReport {
   std::string str() const;
 };
 
+// [begin, end) of the flattened parameter vector.
+struct FlatRange {
+  size_t begin = 0, end = 0;
+  size_t size() const { return end - begin; }
+  bool operator==(const FlatRange&) const = default;
+};
+
 class ZeroOptimizer {
  public:
   ZeroOptimizer(comm::ProcessGroup& pg, ParamSource& params, ZeroSgdOptions opt,
                 Millis timeout = std::chrono::seconds(300));
   void step();
   void set_lr(float lr) { opt_.lr = lr; }
+  float lr() const { return opt_.lr; }
   ZeroMemoryReport memory() const;
   bool zero_copy() const { return zero_copy_; }
   size_t shard_size() const { return shard_; }
+
+  // The flat order: N elements, parameter i (of the ParamSource) at param_offset(i).
+  size_t total() const { return total_; }
+  size_t param_offset(size_t i) const { return offsets_[i]; }
+  // False with momentum 0 (plain SGD keeps no state; the ranges below then hold nothing).
+  bool has_state() const { return momentum_.size() > 0; }
+  // This rank's slice [r N/W, (r+1) N/W), and the tail [W (N/W), N) that every rank holds.
+  FlatRange state_range() const;
+  FlatRange tail_range() const;
+  // The momentum of `range`, which must lie inside state_range() or tail_range().
+  std::span<const float> state(FlatRange range) const;
+  // Copies the part of the global piece [offset, offset + values.size()) that falls inside
+  // state_range() or tail_range() into the momentum; returns how many elements it copied.
+  size_t import_state(size_t offset, std::span<const float> values);
 
  private:
   void bind_flat();
   void stage_in();
   void stage_out();
   void sgd(float* w, const float* g, float* b, size_t n) const;
+  // The momentum elements of `range` (inside the slice or the tail), or an empty span.
+  std::span<float> local(FlatRange range) const;
 
   comm::ProcessGroup& pg_;
   ParamSource& params_;

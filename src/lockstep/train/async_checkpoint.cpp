@@ -35,6 +35,11 @@ void AsyncCheckpointWriter::submit(const CheckpointSave& c) {
   snap->meta.optimizer.clear();
   for (const auto& t : snap->weights) snap->meta.weights.push_back(t.view());
   for (const auto& t : snap->optimizer) snap->meta.optimizer.push_back(t.view());
+  for (TensorFile& f : snap->meta.extra_files) {
+    snap->extra.push_back(copy(f.tensors));
+    f.tensors.clear();
+    for (const auto& t : snap->extra.back()) f.tensors.push_back(t.view());
+  }
   thread_ = std::thread([this, snap] {
     try {
       fs::path p = save_checkpoint(dir_, snap->meta, opts_);

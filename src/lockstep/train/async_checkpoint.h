@@ -35,8 +35,9 @@ class AsyncCheckpointWriter {
 
  private:
   struct Snapshot {
-    CheckpointSave meta;  // tensor views point into `weights` / `optimizer`
+    CheckpointSave meta;  // tensor views point into `weights` / `optimizer` / `extra`
     std::vector<StoredTensor> weights, optimizer;
+    std::vector<std::vector<StoredTensor>> extra;  // one per meta.extra_files
   };
   static std::vector<StoredTensor> copy(const std::vector<TensorView>& views);
 

@@ -42,17 +42,23 @@ FileRecord write_tensor_file(const fs::path& path, const std::vector<TensorView>
   return {f.size(), f.crc32()};
 }
 
-json manifest_json(const CheckpointSave& c, const FileRecord& model, const FileRecord& optim) {
+json manifest_json(const CheckpointSave& c, const std::map<std::string, FileRecord>& files) {
+  json f = json::object();
+  for (const auto& [name, rec] : files) f[name] = {{"size", rec.size}, {"crc32", rec.crc32}};
   return {{"format", kFormat},
           {"version", kCheckpointVersion},
           {"model", c.model},
           {"step", c.step},
           {"epoch", c.epoch},
           {"world_size", c.world_size},
-          {"files",
-           {{kModelFile, {{"size", model.size}, {"crc32", model.crc32}}},
-            {kOptimFile, {{"size", optim.size}, {"crc32", optim.crc32}}}}},
+          {"files", f},
           {"state", c.state}};
+}
+
+// A file name inside the checkpoint directory: no path, nothing hidden.
+bool plain_file_name(const std::string& name) {
+  return !name.empty() && name.size() <= 255 && name[0] != '.' && name.find('/') == std::string::npos &&
+         name.find('\0') == std::string::npos;
 }
 
 // Removes temporaries that a crashed writer left behind (only hidden ".step-" names).
@@ -152,10 +158,18 @@ fs::path save_checkpoint(const fs::path& dir, const CheckpointSave& c, const Che
     fs::create_directory(tmp);
     const Metadata meta = {{"format", "pt"}, {"lockstep.model", c.model},
                            {"lockstep.step", std::to_string(c.step)}};
-    const FileRecord model = write_tensor_file(tmp / kModelFile, c.weights, meta, opts.hook);
-    const FileRecord optim = write_tensor_file(tmp / kOptimFile, c.optimizer, meta, opts.hook);
+    std::map<std::string, FileRecord> files;
+    files[kModelFile] = write_tensor_file(tmp / kModelFile, c.weights, meta, opts.hook);
+    files[kOptimFile] = write_tensor_file(tmp / kOptimFile, c.optimizer, meta, opts.hook);
+    for (const TensorFile& f : c.extra_files) {
+      if (!plain_file_name(f.name) || files.count(f.name) || f.name == kManifestFile)
+        LOCKSTEP_THROW(InvalidArgument, "save_checkpoint: extra file name '", f.name, "' is taken or not a plain name");
+      Metadata m = meta;
+      m.insert(f.metadata.begin(), f.metadata.end());
+      files[f.name] = write_tensor_file(tmp / f.name, f.tensors, m, opts.hook);
+    }
     AtomicFile mf(tmp / kManifestFile, opts.hook);
-    mf.write(manifest_json(c, model, optim).dump(2) + "\n");
+    mf.write(manifest_json(c, files).dump(2) + "\n");
     mf.commit();
     install(tmp, final_dir);
   } catch (...) {
@@ -189,6 +203,8 @@ Manifest parse_manifest(std::string_view text, const std::string& origin) {
     LOCKSTEP_THROW(DataError, origin, ": missing object 'files'");
   for (const auto& [name, rec] : j["files"].items()) {
     if (!rec.is_object()) LOCKSTEP_THROW(DataError, origin, ": files.", name, " is not an object");
+    if (!plain_file_name(name) || name == kManifestFile)
+      LOCKSTEP_THROW(DataError, origin, ": files: '", name, "' is not a plain file name of the checkpoint");
     m.files[name] = {get_field<uint64_t>(rec, "size", origin), get_field<uint32_t>(rec, "crc32", origin)};
   }
   if (j.contains("state")) {
@@ -204,9 +220,27 @@ Checkpoint load_checkpoint(const fs::path& checkpoint_dir) {
   const fs::path mpath = checkpoint_dir / kManifestFile;
   const auto text = read_file_bounded(mpath, kMaxManifestBytes);
   c.manifest = parse_manifest({reinterpret_cast<const char*>(text.data()), text.size()}, mpath.string());
+  // Every recorded file is there with its size (a missing shard is reported before any state
+  // is read; its checksum is verified when it is read).
+  for (const auto& [name, rec] : c.manifest.files) {
+    const fs::path path = checkpoint_dir / name;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0)
+      LOCKSTEP_THROW(DataError, path.string(), ": missing (checkpoint incomplete or moved; resume from an older "
+                     "checkpoint)");
+    if (uint64_t(st.st_size) != rec.size)
+      LOCKSTEP_THROW(DataError, path.string(), ": size is ", st.st_size, " bytes but state.json records ",
+                     rec.size, " (truncated or replaced file; resume from an older checkpoint)");
+  }
   c.weights = load_tensor_file(checkpoint_dir, c.manifest, kModelFile);
   c.optimizer = load_tensor_file(checkpoint_dir, c.manifest, kOptimFile);
   return c;
+}
+
+SafetensorsData load_checkpoint_file(const Checkpoint& c, const std::string& name) {
+  if (!plain_file_name(name))
+    LOCKSTEP_THROW(DataError, (c.path / kManifestFile).string(), ": '", name, "' is not a plain file name");
+  return load_tensor_file(c.path, c.manifest, name.c_str());
 }
 
 std::vector<fs::path> list_checkpoints(const fs::path& dir) {

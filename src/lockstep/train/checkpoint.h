@@ -4,9 +4,10 @@
 //   RUN_DIR/checkpoints/step-000000120/
 //     model.safetensors      weights and buffers (opens in Python's safetensors / torch)
 //     optimizer.safetensors  optimizer state tensors ("<param>.momentum_buffer", "step", ...)
+//     zero-shard-*.safetensors  with ZeRO: each rank's optimizer state shard (zero_checkpoint.h)
 //     state.json             model name, step, epoch, world size, the trainer's state
 //                            (sampler position, RNG seeds, ...) and the size + CRC-32 of
-//                            both tensor files, verified on load
+//                            every tensor file, verified on load
 //
 // The directory is assembled under a hidden temporary name, every file and the directory are
 // fsynced, then it is renamed into place; older checkpoints beyond keep_last are removed
@@ -34,6 +35,13 @@ inline constexpr int kCheckpointVersion = 1;
 inline constexpr uint64_t kMaxManifestBytes = uint64_t(64) << 20;
 inline constexpr uint64_t kMaxTensorFileBytes = uint64_t(64) << 30;
 
+// One more tensor file of a checkpoint (a plain file name, not one of the fixed ones).
+struct TensorFile {
+  std::string name;
+  std::vector<TensorView> tensors;
+  Metadata metadata;
+};
+
 // What to save; the tensor views point into live memory that must stay unchanged until
 // save_checkpoint returns.
 struct CheckpointSave {
@@ -43,6 +51,7 @@ struct CheckpointSave {
   int world_size = 1;
   std::vector<TensorView> weights;
   std::vector<TensorView> optimizer;
+  std::vector<TensorFile> extra_files;  // recorded in state.json like the two above
   nlohmann::json state = nlohmann::json::object();
 };
 
@@ -80,8 +89,10 @@ std::filesystem::path save_checkpoint(const std::filesystem::path& dir, const Ch
                                       const CheckpointOptions& opts = {});
 
 // Loads one checkpoint directory; DataError naming the file and the problem when anything is
-// missing, truncated, fails its checksum or is malformed.
+// missing, truncated, fails its checksum or is malformed. Extra files are checked for presence
+// and size here, and read (checksum verified) with load_checkpoint_file.
 Checkpoint load_checkpoint(const std::filesystem::path& checkpoint_dir);
+SafetensorsData load_checkpoint_file(const Checkpoint& c, const std::string& name);
 
 // Complete checkpoint directories under `dir` (step-N names only), oldest first.
 std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path& dir);

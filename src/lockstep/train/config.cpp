@@ -101,6 +101,7 @@ const std::vector<Field>& fields() {
       float_field("momentum", &C::momentum, 0.0, 1.0),
       float_field("weight_decay", &C::weight_decay, 0.0, 10.0),
       bool_field("nesterov", &C::nesterov),
+      bool_field("zero", &C::zero),
       int_field("warmup_steps", &C::warmup_steps, 0, kBig),
       string_field("schedule", &C::schedule, {"constant", "cosine", "step"}),
       int_field("step_size", &C::step_size, 1, kBig),
@@ -239,6 +240,14 @@ void validate(const TrainConfig& c) {
   if (c.min_lr > c.lr) LOCKSTEP_THROW(ConfigError, "min_lr (", c.min_lr, ") must not exceed lr (", c.lr, ")");
   if (c.optimizer == "adamw" && c.nesterov)
     LOCKSTEP_THROW(ConfigError, "nesterov applies to optimizer = \"sgd\" only");
+  // ZeroOptimizer shards SGD's momentum and reduces the gradients inside its own step.
+  if (c.zero && c.optimizer != "sgd")
+    LOCKSTEP_THROW(ConfigError, "zero = true (--zero) shards the state of optimizer = \"sgd\" only, not \"",
+                   c.optimizer, "\"; use optimizer = \"sgd\" or drop zero");
+  if (c.zero && c.clip > 0)
+    LOCKSTEP_THROW(ConfigError, "zero = true (--zero) cannot clip gradients (clip = ", c.clip,
+                   "): ZeroOptimizer averages them inside its step, after clipping would run; set clip = 0 "
+                   "or drop zero");
 }
 
 }  // namespace lockstep::train

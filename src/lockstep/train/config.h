@@ -29,6 +29,7 @@ struct TrainConfig {
   double momentum = 0.9;
   double weight_decay = 0.0;
   bool nesterov = false;
+  bool zero = false;                  // ZeRO stage 1: SGD momentum sharded over the workers
   int64_t warmup_steps = 0;
   std::string schedule = "constant";  // constant | cosine | step
   int64_t step_size = 1000;           // schedule = "step": decay every step_size steps

@@ -108,6 +108,7 @@ std::vector<std::pair<std::string, std::string>> agreement_fields(const TrainCon
           {"batch", std::to_string(c.batch)},
           {"grad_accum", std::to_string(c.grad_accum)},
           {"optimizer", c.optimizer},
+          {"zero", c.zero ? "true" : "false"},
           {"lr", str_cat(c.lr)},
           {"epochs", std::to_string(c.epochs)},
           {"max_steps", std::to_string(c.max_steps)},

@@ -5,6 +5,7 @@
 #include "lockstep/core/log.h"
 #include "lockstep/data/data_loader.h"
 #include "lockstep/ddp/ddp.h"
+#include "lockstep/ddp/zero_optimizer.h"
 #include "lockstep/nn/blas.h"
 #include "lockstep/nn/loss.h"
 #include "lockstep/train/async_checkpoint.h"
@@ -53,7 +54,10 @@ struct Trainer::Impl {
   TrainerHooks hooks;
   int rank = 0, world = 1;
 
-  std::unique_ptr<nn::Optimizer> opt;
+  std::unique_ptr<nn::Optimizer> opt;           // without ZeRO
+  std::unique_ptr<ddp::ZeroOptimizer> zero;     // zero = true: SGD state sharded over ranks
+  std::optional<Checkpoint> zero_resume;        // read before the ZeroOptimizer exists
+  float zero_step[1] = {0.0f};                  // "step" of a ZeRO checkpoint (as nn::Sgd saves it)
   std::unique_ptr<nn::LrSchedule> sched;
   std::unique_ptr<ddp::DistributedDataParallel> ddp;
   std::unique_ptr<data::DataLoader> loader, test_loader;
@@ -87,7 +91,10 @@ struct Trainer::Impl {
   int64_t train_step();
   void after_step(int64_t samples, double step_seconds);
   void evaluate();
-  CheckpointSave snapshot();
+  CheckpointSave snapshot(const ZeroSnapshot& zs);
+  void setup_zero();
+  float lr_now() const { return zero ? zero->lr() : opt->lr(); }
+  Millis timeout() const { return Millis(int64_t(cfg.timeout * 1000)); }
   void save(bool wait_now);
   std::string where() const { return str_cat("rank ", rank, ", step ", step, ", epoch ", epoch); }
 };
@@ -110,7 +117,7 @@ void Trainer::Impl::setup() {
   if (cfg.max_steps > 0) total_steps = std::min(total_steps, cfg.max_steps);
   global_batch = cfg.batch * world * cfg.grad_accum;
   base_lr = effective_lr(cfg, global_batch);
-  opt = make_optimizer(cfg, model, base_lr);
+  if (!cfg.zero) opt = make_optimizer(cfg, model, base_lr);
   sched = make_schedule(cfg, base_lr, total_steps);
   if (test_set) {
     test_loader = std::make_unique<data::DataLoader>(
@@ -125,8 +132,10 @@ void Trainer::Impl::setup() {
   const auto resume = resume_path();
   if (resume) resume_from(*resume);
   // Every rank has the same weights now; DDP checks the architectures and broadcasts rank 0's.
+  // With ZeRO the gradients stay local until ZeroOptimizer::step reduce-scatters them.
   ddp = std::make_unique<ddp::DistributedDataParallel>(
-      model, pg, ddp::DdpOptions{.deterministic = true});
+      model, pg, ddp::DdpOptions{.gradient_sync = !cfg.zero, .deterministic = true});
+  if (cfg.zero) setup_zero();
   metrics = std::make_unique<MetricsWriter>(run_dir, rank == 0, resume ? step : -1);
   metrics->write_run_info(cfg.to_json(), collect_run_env(world, pg.backend_name(), nn::num_threads()),
                           {{"global_batch", global_batch}, {"effective_lr", base_lr},
@@ -143,14 +152,43 @@ std::optional<fs::path> Trainer::Impl::resume_path() const {
   return resolve_checkpoint(cfg.resume);
 }
 
+// ZeRO stage 1: built on DDP's view of the parameters (after DDP, which may re-lay the
+// gradients out), then each rank loads its slice of a resumed checkpoint's state. Every rank
+// learns whether all could, so a bad shard read by one rank stops all of them at once.
+void Trainer::Impl::setup_zero() {
+  zero = std::make_unique<ddp::ZeroOptimizer>(
+      pg, ddp->params(),
+      ddp::ZeroSgdOptions{.lr = float(base_lr), .momentum = float(cfg.momentum),
+                          .weight_decay = float(cfg.weight_decay), .nesterov = cfg.nesterov},
+      timeout());
+  if (!zero_resume) return;
+  double failed[1] = {0};
+  std::exception_ptr error;
+  try {
+    restore_zero_optimizer(*zero, ddp->params(), *zero_resume);
+  } catch (const std::exception&) {
+    failed[0] = 1;
+    error = std::current_exception();
+  }
+  sum_over_ranks(pg, failed);
+  const fs::path origin = zero_resume->path;
+  zero_resume.reset();
+  if (error) std::rethrow_exception(error);
+  if (failed[0] != 0)
+    LOCKSTEP_THROW(DataError, origin.string(), ": ", int64_t(failed[0]), " rank(s) could not load their ZeRO "
+                   "optimizer state (see their error); nothing was changed. Resume from an older checkpoint");
+}
+
 void Trainer::Impl::resume_from(const fs::path& path) {
-  const Checkpoint c = load_checkpoint(path);
+  Checkpoint c = load_checkpoint(path);
   const std::string origin = path.string();
   if (c.manifest.model != cfg.model)
     LOCKSTEP_THROW(DataError, origin, ": checkpoint of model '", c.manifest.model, "', but the run trains '",
                    cfg.model, "'; pass --model ", c.manifest.model, " or another checkpoint");
   restore_model(model, c.weights, origin + "/model.safetensors");
-  restore_optimizer(*opt, c.optimizer, origin + "/optimizer.safetensors");
+  if (!cfg.zero)  // a ZeRO checkpoint's state is assembled from its shards
+    restore_optimizer(*opt, is_zero_checkpoint(c) ? assemble_zero_state(c) : c.optimizer,
+                      origin + "/optimizer.safetensors");
   const auto& st = c.manifest.state;
   if (!st.contains("sampler") || !st["sampler"].is_string())
     LOCKSTEP_THROW(DataError, origin, "/state.json: no sampler position ('state.sampler')");
@@ -164,6 +202,7 @@ void Trainer::Impl::resume_from(const fs::path& path) {
                  "bitwise that of an uninterrupted run");
   if (rank == 0)
     LOCKSTEP_LOG(info, "resumed from ", origin, " at step ", step, ", epoch ", epoch);
+  if (cfg.zero) zero_resume = std::move(c);
 }
 
 int64_t Trainer::Impl::train_step() {
@@ -188,9 +227,15 @@ int64_t Trainer::Impl::train_step() {
     stats[1] += double(b->size());
     stats[2] += double(ce.correct());
   }
-  if (cfg.clip > 0) nn::clip_grad_norm(model, float(cfg.clip));
-  opt->set_lr(sched->lr(step));
-  const bool stepped = ddp->step(*opt);
+  if (cfg.clip > 0) nn::clip_grad_norm(model, float(cfg.clip));  // never with ZeRO (validate)
+  bool stepped = true;
+  if (zero) {
+    zero->set_lr(sched->lr(step));
+    zero->step();  // reduce-scatter, update this rank's slice, all-gather
+  } else {
+    opt->set_lr(sched->lr(step));
+    stepped = ddp->step(*opt);
+  }
   sum_over_ranks(pg, stats);
   const double loss = stats[0] / std::max(1.0, stats[1]);
   if (!stepped || !std::isfinite(loss)) {
@@ -198,7 +243,7 @@ int64_t Trainer::Impl::train_step() {
     LOCKSTEP_THROW(DivergedError, "training diverged at step ", step + 1, " (epoch ", epoch, "): ",
                    !std::isfinite(loss) ? str_cat("the mean loss over the global batch is ", loss)
                                         : str_cat("gradient of '", r.nonfinite_param, "' is not finite"),
-                   "; the weights were not updated. Lower the learning rate (lr = ", opt->lr(),
+                   "; the weights were not updated. Lower the learning rate (lr = ", lr_now(),
                    "), add warm-up (warmup_steps) or clipping (clip = 1.0), and resume from the last "
                    "checkpoint in ", ckpt_dir.string());
   }
@@ -215,7 +260,7 @@ void Trainer::Impl::after_step(int64_t samples, double step_seconds) {
   const double loss = window_loss / std::max(1.0, window_samples);
   progress->update(step, loss, train_samples / std::max(1e-9, train_seconds), epoch);
   if (step % cfg.log_every == 0 || step == total_steps) {
-    metrics->log_step({.step = step, .epoch = epoch, .loss = loss, .lr = opt->lr(),
+    metrics->log_step({.step = step, .epoch = epoch, .loss = loss, .lr = lr_now(),
                        .samples_per_s = sps, .time_s = seconds_since(t0)});
     result.train_loss = loss;
     window_loss = window_samples = 0;
@@ -253,14 +298,20 @@ void Trainer::Impl::evaluate() {
                             " test_acc=", result.test_acc, " (", int64_t(stats[2]), " samples)"));
 }
 
-CheckpointSave Trainer::Impl::snapshot() {
-  return {.model = cfg.model, .step = step, .epoch = epoch, .world_size = world,
-          .weights = model_views(model), .optimizer = optimizer_views(*opt),
-          .state = {{"sampler", loader->state().to_string()},
-                    {"rng", {{"seed", cfg.seed}, {"derivation", "(seed, epoch, sample index)"}}},
-                    {"lr", opt->lr()},
-                    {"global_batch", global_batch},
-                    {"config", cfg.to_json()}}};
+CheckpointSave Trainer::Impl::snapshot(const ZeroSnapshot& zs) {
+  zero_step[0] = float(step);
+  CheckpointSave s{.model = cfg.model, .step = step, .epoch = epoch, .world_size = world,
+                   .weights = model_views(model),
+                   .optimizer = zero ? std::vector<TensorView>{tensor_view<float>("step", zero_step, {1})}
+                                     : optimizer_views(*opt),
+                   .extra_files = zs.files,
+                   .state = {{"sampler", loader->state().to_string()},
+                             {"rng", {{"seed", cfg.seed}, {"derivation", "(seed, epoch, sample index)"}}},
+                             {"lr", lr_now()},
+                             {"global_batch", global_batch},
+                             {"config", cfg.to_json()}}};
+  if (!zs.section.is_null()) s.state["zero"] = zs.section;
+  return s;
 }
 
 // Rank 0 writes (in the background unless checkpoint_async is off); every rank learns whether
@@ -269,11 +320,13 @@ CheckpointSave Trainer::Impl::snapshot() {
 void Trainer::Impl::save(bool wait_now) {
   const bool fresh = step != last_saved_step;
   if (!fresh && !wait_now) return;
+  // ZeRO: every rank's slice of the optimizer state is gathered on rank 0 (a collective).
+  const ZeroSnapshot zs = fresh && zero ? gather_zero_state(pg, *zero, ddp->params(), timeout()) : ZeroSnapshot{};
   double failed[1] = {0};
   std::string error;
   if (rank == 0) {
     try {
-      if (fresh) writer->submit(snapshot());
+      if (fresh) writer->submit(snapshot(zs));
       if (wait_now || !cfg.checkpoint_async) result.last_checkpoint = writer->wait().value_or(fs::path());
     } catch (const std::exception& e) {  // std::filesystem errors too: never one rank alone
       failed[0] = 1;
