@@ -21,7 +21,11 @@ Runner add_run_command(CLI::App& app) {
       "failure or a lost node (10 s without its launcher's heartbeat) starts a new round with "
       "the nodes left (at least MIN), a newly arrived node one with more (at most MAX). Each "
       "round sets WORLD_SIZE and LOCKSTEP_RESTART_COUNT anew; workers resume from their "
-      "checkpoint (`lockstep train` does with --resume auto).");
+      "checkpoint (`lockstep train` does with --resume auto).\n"
+      "After a failure in a collective, one line names the rank(s) missing from it, from the "
+      "workers' flight recorders.\n"
+      "MPI: --via mpirun starts the N workers of this node with Open MPI's mpirun (needed by "
+      "--backend mpi): `lockstep run --via mpirun --nproc-per-node 4 -- PROGRAM --backend mpi`.");
   auto cfg = std::make_shared<launch::LaunchConfig>();
   auto grace_s = std::make_shared<double>(5.0);
   cmd->add_option("--nproc-per-node", cfg->nproc_per_node, "workers on this node")
@@ -50,6 +54,13 @@ Runner add_run_command(CLI::App& app) {
   cmd->add_option("--grace", *grace_s, "seconds between SIGTERM and SIGKILL when stopping")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  cmd->add_option("--via", cfg->via,
+                  "mpirun: start the workers with Open MPI's mpirun (single node; for the mpi "
+                  "backend), forwarding the job's environment; container-safe Open MPI settings "
+                  "unless OMPI_MCA_* are set")
+      ->check(CLI::IsMember({"mpirun"}));
+  cmd->add_option("--mpirun", cfg->mpirun,
+                  "with --via mpirun: the mpirun to use (default: $LOCKSTEP_MPIRUN, else mpirun in PATH)");
   cmd->add_flag("!--no-prefix", cfg->prefix_output, "do not prefix output lines with the rank");
   cmd->add_option("command", cfg->command, "the program and its arguments (after --)")
       ->required();

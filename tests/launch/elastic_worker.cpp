@@ -2,14 +2,17 @@
 // test (netns_link_cut_test). All-reduces a counter every 10 ms for --seconds (all ranks stop
 // together), checking each result against WORLD_SIZE, with collectives timing out after
 // --timeout seconds; prints a line when it has started and one when it is done. Exit 0, or
-// 1 with the error.
+// 1 with the error. --backend NAME picks the process group's backend (default native; mpi
+// for the `lockstep run --via mpirun` test).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <string>
 #include <thread>
 
+#include "lockstep/comm/backends/registry.h"
 #include "lockstep/comm/process_group.h"
 #include "lockstep/core/dist_env.h"
 #include "lockstep/store/rendezvous.h"
@@ -18,7 +21,9 @@ using namespace lockstep;
 
 int main(int argc, char** argv) try {
   double seconds = 5, timeout_s = 20;
+  std::string backend = "native";
   for (int i = 1; i + 1 < argc; ++i) {
+    if (!std::strcmp(argv[i], "--backend")) backend = argv[i + 1];
     if (!std::strcmp(argv[i], "--seconds")) seconds = std::atof(argv[i + 1]);
     if (!std::strcmp(argv[i], "--timeout")) timeout_s = std::atof(argv[i + 1]);
   }
@@ -27,7 +32,8 @@ int main(int argc, char** argv) try {
   auto store = store::connect_store(env, std::chrono::seconds(60));
   comm::Options o;
   o.timeout = std::chrono::milliseconds(int64_t(timeout_s * 1000));
-  auto pg = comm::ProcessGroup::create("native", *store, env.rank, env.world_size, o);
+  comm::register_builtin_backends();
+  auto pg = comm::ProcessGroup::create(backend, *store, env.rank, env.world_size, o);
   const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
   long n = 0;
   for (bool done = false; !done;) {
@@ -45,7 +51,8 @@ int main(int argc, char** argv) try {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   pg->barrier().wait();
-  std::printf("elastic_worker rank %d of %d (round %s): %ld all-reduces ok\n", env.rank, env.world_size, round, n);
+  std::printf("elastic_worker rank %d of %d (round %s): %ld all-reduces ok (backend %s)\n", env.rank, env.world_size,
+              round, n, backend.c_str());
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "elastic_worker: %s\n", e.what());

@@ -7,6 +7,8 @@
 #include <fstream>
 #include <regex>
 
+#include "lockstep/launch/flight_summary.h"
+#include "lockstep/launch/mpirun.h"
 #include "run_command.h"
 
 namespace lockstep::testing {
@@ -84,6 +86,64 @@ TEST(Launcher, KilledWorkerIsReportedWithItsSignal) {
   EXPECT_EQ(r.status.code, 128 + 9);
   EXPECT_NE(r.err.find("worker rank 0"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("killed by signal 9 (SIGKILL)"), std::string::npos) << r.err;
+  // No collective was pending anywhere: nothing in the store, no flight recorder line.
+  EXPECT_EQ(r.err.find("flight recorder"), std::string::npos) << r.err;
+}
+
+// The launcher's own summary of the flight recorders, from the reports in the store.
+TEST(FlightSummary, NamesTheRanksMissingFromTheCollective) {
+  using launch::FlightReport;
+  launch::FlightReports reports{FlightReport{7, 6, ""}, std::nullopt, FlightReport{5, 5, ""},
+                                FlightReport{7, 6, ""}};
+  EXPECT_EQ(launch::summarize_flight(reports, "default", {{1, "stopped (SIGSTOP or a debugger)"}}),
+            "flight recorder: collective #7 (group 'default'): rank(s) 2 never reached it (last "
+            "completed #5); rank(s) 1 missing (no report: rank 1 stopped (SIGSTOP or a debugger)); "
+            "rank(s) 0, 3 reached it (last completed #6)");
+  EXPECT_EQ(launch::summarize_flight({FlightReport{3, 2, "allreduce"}, std::nullopt}, "default"),
+            "flight recorder: collective #3 (allreduce, group 'default'): rank(s) 1 missing (no report: "
+            "dead, stopped, or waiting in another operation); rank(s) 0 reached it (last completed #2)");
+  EXPECT_EQ(launch::summarize_flight({std::nullopt, std::nullopt}, "default"), "");
+  EXPECT_EQ(launch::parse_flight_report("12 11 allreduce")->op, "allreduce");
+  EXPECT_FALSE(launch::parse_flight_report("garbage"));
+  EXPECT_EQ(launch::flight_key("attempt0", "default", 3), "attempt0/lockstep/pg/default/flight/3");
+}
+
+// A stopped worker makes its peer's all-reduce time out; the launcher itself then names the
+// stopped rank and the collective (the same number as in the peer's own error).
+pid_t child_with_rank(pid_t launcher, int rank) {
+  std::ifstream kids("/proc/" + std::to_string(launcher) + "/task/" + std::to_string(launcher) + "/children");
+  for (pid_t kid; kids >> kid;) {
+    std::ifstream env("/proc/" + std::to_string(kid) + "/environ");
+    std::string var;
+    while (std::getline(env, var, '\0'))
+      if (var == "RANK=" + std::to_string(rank)) return kid;
+  }
+  return -1;
+}
+
+TEST(Launcher, FlightRecorderLineNamesTheStoppedRank) {
+  static pid_t stopped = -1;
+  auto r = run_command({LOCKSTEP_BIN, "run", "--nproc-per-node", "2", "--grace", "2", "--", ELASTIC_WORKER,
+                        "--seconds", "60", "--timeout", "2"},
+                       kTimeout, {}, 2.0, [](pid_t launcher) {
+                         stopped = child_with_rank(launcher, 1);
+                         if (stopped > 0) ::kill(stopped, SIGSTOP);
+                       });
+  ASSERT_FALSE(r.timed_out);
+  ASSERT_GT(stopped, 0) << "rank 1's worker not found under the launcher";
+  EXPECT_NE(r.status.code, 0);
+  std::smatch worker, launcher;
+  ASSERT_TRUE(std::regex_search(r.err, worker, std::regex("\\[rank 0\\] .*allreduce #([0-9]+) \\(rank 0")))
+      << r.err;
+  ASSERT_TRUE(std::regex_search(
+      r.err, launcher,
+      std::regex("lockstep run: flight recorder: collective #([0-9]+) \\(group 'default'\\): rank\\(s\\) 1 "
+                 "missing \\(no report: rank 1 stopped \\(SIGSTOP or a debugger\\)\\); rank\\(s\\) 0 "
+                 "reached it \\(last completed #([0-9]+)\\)")))
+      << r.err;
+  EXPECT_EQ(launcher[1].str(), worker[1].str()) << r.err;
+  EXPECT_EQ(std::stoll(launcher[2].str()) + 1, std::stoll(launcher[1].str())) << r.err;
+  EXPECT_LT(r.seconds, 30.0);
 }
 
 TEST(Launcher, ForwardsSigtermToWorkers) {
@@ -129,6 +189,47 @@ TEST(Launcher, RejectsBadUsageWithAHint) {
       {LOCKSTEP_BIN, "run", "--master-addr", "no-such-host.invalid", "--", "true"}, kTimeout);
   EXPECT_NE(addr.status.code, 0);
   EXPECT_NE(addr.err.find("does not resolve"), std::string::npos) << addr.err;
+  auto no_mpirun = run_command(
+      {LOCKSTEP_BIN, "run", "--via", "mpirun", "--mpirun", "/nonexistent/mpirun", "--", "true"}, kTimeout);
+  EXPECT_NE(no_mpirun.status.code, 0);
+  EXPECT_NE(no_mpirun.err.find("apt-get install openmpi-bin"), std::string::npos) << no_mpirun.err;
+  auto mpirun_nodes = run_command({LOCKSTEP_BIN, "run", "--via", "mpirun", "--nnodes", "2", "--master-port",
+                                   "29500", "--", "true"},
+                                  kTimeout, {{"LOCKSTEP_STORE_TOKEN", "x"}});
+  EXPECT_NE(mpirun_nodes.status.code, 0);
+  EXPECT_NE(mpirun_nodes.err.find("--via mpirun starts the workers of one node"), std::string::npos)
+      << mpirun_nodes.err;
+}
+
+// mpirun's tagged output relayed as the launcher's own, and its report of the failed rank.
+TEST(Mpirun, RelaysTaggedOutputAndNotesTheFailedRank) {
+  launch::MpirunOutput out(true);
+  EXPECT_EQ(out.line("[1,3]<stdout>:hello [x]"), "[rank 3] hello [x]");
+  EXPECT_EQ(out.line("[2,0]<stderr>:"), "[rank 0] ");
+  EXPECT_EQ(out.line("  Process name: [[24974,1],1]"), "[mpirun]   Process name: [[24974,1],1]");
+  EXPECT_EQ(out.failed_rank(), 1);
+  out.line("  Exit code:    3");
+  EXPECT_EQ(out.how(), "exited with code 3");
+  launch::MpirunOutput sig(false);
+  EXPECT_EQ(sig.line("[1,1]<stdout>:plain"), "plain");
+  sig.line("mpirun noticed that process rank 2 with PID 0 on node vm exited on signal 9 (Killed).");
+  EXPECT_EQ(sig.failed_rank(), 2);
+  EXPECT_EQ(sig.how(), "killed by signal 9 (Killed)");
+
+  launch::LaunchConfig cfg;
+  cfg.nproc_per_node = 3;
+  cfg.command = {"./trainer", "--backend", "mpi"};
+  auto env = launch::mpirun_environment({{"MASTER_PORT", "1234"}, {"LOCKSTEP_STORE_TOKEN", "t"}},
+                                        [](std::string_view k) -> std::optional<std::string> {
+                                          if (k == "OMPI_MCA_btl") return "self,tcp";
+                                          return std::nullopt;
+                                        });
+  EXPECT_EQ(env["RANK"], "");  // a worker must take its rank from OMPI_COMM_WORLD_RANK
+  EXPECT_EQ(env["OMPI_MCA_pml"], "ob1");
+  EXPECT_EQ(env.count("OMPI_MCA_btl"), 0u);  // the user's setting stands
+  EXPECT_EQ(launch::mpirun_command("mpirun", cfg, env),
+            (std::vector<std::string>{"mpirun", "--tag-output", "-n", "3", "-x", "LOCKSTEP_STORE_TOKEN", "-x",
+                                      "MASTER_PORT", "./trainer", "--backend", "mpi"}));
 }
 
 TEST(Launcher, SelfcheckWorkersMeetThroughTheStore) {

@@ -15,6 +15,8 @@
 #include "lockstep/core/dist_env.h"
 #include "lockstep/core/error.h"
 #include "lockstep/launch/elastic.h"
+#include "lockstep/launch/flight_summary.h"
+#include "lockstep/launch/mpirun.h"
 #include "lockstep/launch/output.h"
 #include "lockstep/launch/store_host.h"
 #include "lockstep/launch/subprocess.h"
@@ -46,6 +48,13 @@ void validate(const LaunchConfig& c) {
     LOCKSTEP_THROW(ConfigError, "--master-port=", c.master_port, " must be in [0, 65535]");
   }
   if (c.max_restarts < 0) LOCKSTEP_THROW(ConfigError, "--max-restarts must be >= 0");
+  if (!c.via.empty() && c.via != "mpirun")
+    LOCKSTEP_THROW(ConfigError, "--via ", c.via, ": the only other way to start workers is mpirun");
+  if (c.via == "mpirun" && (c.nnodes > 1 || c.min_nodes > 0)) {
+    LOCKSTEP_THROW(ConfigError, "--via mpirun starts the workers of one node (--nnodes 1); across "
+                                "hosts, run mpirun with a hostfile yourself (workers read "
+                                "OMPI_COMM_WORLD_*)");
+  }
   if (c.nnodes > 1 && !getenv_opt("LOCKSTEP_STORE_TOKEN")) {
     LOCKSTEP_THROW(ConfigError, "LOCKSTEP_STORE_TOKEN must be set to the same secret on every "
                                 "node of a multi-node job (e.g. export "
@@ -83,7 +92,7 @@ class SignalFd {
 };
 
 struct Worker {
-  int rank;
+  int rank;  // -1: mpirun, which starts all the ranks of this node
   int local_rank;
   std::unique_ptr<Subprocess> proc;
   std::unique_ptr<LinePrefixer> out, err;
@@ -102,6 +111,7 @@ struct GroupResult {
   Outcome outcome = Outcome::success;
   int exit_code = 0;
   std::string message;
+  std::map<int, std::string> notes;  // worker_failed: ranks found stopped or exited by then
 };
 
 class Group {
@@ -109,6 +119,10 @@ class Group {
   Group(const LaunchConfig& cfg, const std::map<std::string, std::string>& env, SignalFd& sig,
         Placement at, Watch watch = {})
       : cfg_(cfg), sig_(sig), watch_(std::move(watch)) {
+    if (cfg.via == "mpirun") {
+      start_mpirun(env);
+      return;
+    }
     const int world = at.world;
     for (int l = 0; l < cfg.nproc_per_node; ++l) {
       Worker w;
@@ -127,6 +141,19 @@ class Group {
       w.err = std::make_unique<LinePrefixer>(STDERR_FILENO, prefix);
       workers_.push_back(std::move(w));
     }
+  }
+
+  // One child, mpirun, whose output lines carry the rank tags it adds (mpirun.h).
+  void start_mpirun(std::map<std::string, std::string> env) {
+    if (!env.count("OMP_NUM_THREADS")) env["OMP_NUM_THREADS"] = "1";
+    env = mpirun_environment(std::move(env));
+    Worker w{-1, -1, nullptr, nullptr, nullptr};
+    w.proc = std::make_unique<Subprocess>(mpirun_command(cfg_.mpirun, cfg_, env), env);
+    mpirun_out_ = std::make_shared<MpirunOutput>(cfg_.prefix_output);
+    auto relay = [out = mpirun_out_](std::string_view line) { return out->line(line); };
+    w.out = std::make_unique<LinePrefixer>(STDOUT_FILENO, relay);
+    w.err = std::make_unique<LinePrefixer>(STDERR_FILENO, relay);
+    workers_.push_back(std::move(w));
   }
 
   GroupResult run() {
@@ -170,6 +197,7 @@ class Group {
     for (auto& w : workers_) {
       auto st = w.proc->poll();
       if (!st || st->ok()) continue;
+      if (w.rank < 0) return record_mpirun_failure(w, *st, result);
       const std::string stopped = stopped_workers();
       result = {Outcome::worker_failed, st->shell_code(),
                 str_cat("worker rank ", w.rank, " (local rank ", w.local_rank, ", pid ",
@@ -179,9 +207,24 @@ class Group {
                                                   "debugger), which likely caused it"),
                         "; stopped the other workers. See its output above (lines "
                         "prefixed [rank ", w.rank, "]).")};
+      result.notes = std::move(notes_);
       return true;
     }
     return false;
+  }
+
+  bool record_mpirun_failure(Worker& w, const ExitStatus& st, GroupResult& result) {
+    forward(w);  // mpirun's report of the failed rank may still be in the pipe
+    const int rank = mpirun_out_->failed_rank();
+    const std::string how = mpirun_out_->how().empty() ? "failed" : mpirun_out_->how();
+    result = {Outcome::worker_failed, st.shell_code(),
+              rank >= 0 ? str_cat("worker rank ", rank, " ", how, " (as mpirun reports); mpirun (pid ",
+                                  w.proc->pid(), ") stopped the others and ", st.describe(),
+                                  ". See its output above (lines prefixed [rank ", rank, "]).")
+                        : str_cat("mpirun (pid ", w.proc->pid(), ") ", st.describe(),
+                                  "; see its output above (lines prefixed [mpirun])."),
+              {}};
+    return true;
   }
 
   bool all_done() {
@@ -195,22 +238,38 @@ class Group {
   // otherwise keep SIGTERM pending and hold the group for the whole grace period.
   void signal_all(int s) {
     for (auto& w : workers_) {
+      // mpirun's ranks are its children in process groups of their own: mpirun stops them on
+      // SIGTERM, but when mpirun itself must be killed they would outlive it.
+      if (s == SIGKILL && w.rank < 0) kill_children(w.proc->pid());
       w.proc->signal(s);
       if (s == SIGTERM || s == SIGINT || s == SIGHUP) w.proc->signal(SIGCONT);
     }
   }
 
+  static void kill_children(pid_t pid) {
+    std::ifstream kids(str_cat("/proc/", pid, "/task/", pid, "/children"));
+    for (pid_t kid; kids >> kid;) {
+      ::kill(-kid, SIGKILL);
+      ::kill(kid, SIGKILL);
+    }
+  }
+
   // Workers the kernel shows as stopped (state T or t in /proc/PID/stat), named in the
   // failure message: a stopped worker makes its peers time out, and is the likelier cause.
-  std::string stopped_workers() const {
+  // Also notes, by rank, which workers were stopped or had exited (for the flight summary).
+  std::string stopped_workers() {
     std::string out;
+    notes_.clear();
     for (const auto& w : workers_) {
+      if (const auto& st = w.proc->status()) notes_[w.rank] = st->describe();
       std::ifstream f("/proc/" + std::to_string(w.proc->pid()) + "/stat");
       std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
       const size_t close = stat.rfind(')');
       if (close != std::string::npos && close + 2 < stat.size() &&
-          (stat[close + 2] == 'T' || stat[close + 2] == 't'))
+          (stat[close + 2] == 'T' || stat[close + 2] == 't')) {
         out += str_cat(out.empty() ? "" : ", ", "rank ", w.rank, " (pid ", w.proc->pid(), ")");
+        notes_[w.rank] = "stopped (SIGSTOP or a debugger)";
+      }
     }
     return out;
   }
@@ -246,11 +305,41 @@ class Group {
   SignalFd& sig_;
   Watch watch_;
   std::vector<Worker> workers_;
+  std::map<int, std::string> notes_;
+  std::shared_ptr<MpirunOutput> mpirun_out_;
 };
 
 void note(const LaunchConfig& cfg, const std::string& msg) {
   if (cfg.log) std::fprintf(cfg.log, "lockstep run: %s\n", msg.c_str());
   if (cfg.log) std::fflush(cfg.log);
+}
+
+// After a worker failure, the line naming the rank missing from the collective that failed,
+// from what the ranks' flight recorders posted in the store (flight_summary.h); nothing when
+// none posted. Bounded (~2 s) and best effort: the workers are gone by now, the store is not
+// asked to wait for them. Only the default group: the store cannot list keys.
+constexpr Millis kFlightBudget{2000};
+
+void note_flight(const LaunchConfig& cfg, store::Store& store, const std::string& prefix, int world,
+                 const std::map<int, std::string>& notes) {
+  const auto reports = read_flight_reports(store, prefix, "default", world, kFlightBudget);
+  if (auto line = summarize_flight(reports, "default", notes); !line.empty()) note(cfg, line);
+}
+
+void note_flight(const LaunchConfig& cfg, const std::string& host, int port, const std::string& token,
+                 const std::string& prefix, int world, const std::map<int, std::string>& notes) {
+  try {
+    store::TcpStoreOptions so;
+    so.host = host;
+    so.port = uint16_t(port);
+    so.token = token;
+    so.connect_timeout = kFlightBudget / 2;
+    so.timeout = kFlightBudget / 2;
+    store::TcpStore client(so);
+    note_flight(cfg, client, prefix, world, notes);
+  } catch (const std::exception&) {
+    // No store to ask (node 0 gone): the workers' own errors are all there is.
+  }
 }
 
 // Elastic: the launcher meets the other nodes' launchers in rounds (elastic.h) and runs its
@@ -294,6 +383,7 @@ int run_elastic(const LaunchConfig& cfg, std::map<std::string, std::string> env,
     }
     if (r.outcome == Outcome::worker_failed) rdzv.report_failure(m, r.message);
     note(cfg, str_cat("round ", m.round, " ended: ", r.message));
+    if (r.outcome == Outcome::worker_failed) note_flight(cfg, client, env["LOCKSTEP_STORE_PREFIX"], m.world, r.notes);
     if (stop && stop->final) return 1;
     if (r.outcome == Outcome::worker_failed || (stop && stop->counts_as_restart)) {
       if (++restarts > cfg.max_restarts) {
@@ -338,8 +428,10 @@ void preflight(const LaunchConfig& cfg) {
   ::freeaddrinfo(res);
 }
 
-int launch_workers(const LaunchConfig& cfg) {
-  preflight(cfg);
+int launch_workers(const LaunchConfig& config) {
+  preflight(config);
+  LaunchConfig cfg = config;
+  if (cfg.via == "mpirun") cfg.mpirun = find_mpirun(cfg.mpirun);
   SignalFd sig;  // before any thread starts, so that every thread inherits the mask
   std::map<std::string, std::string> env = cfg.env;
   std::string token = getenv_or_make_token();
@@ -360,6 +452,10 @@ int launch_workers(const LaunchConfig& cfg) {
                                           cfg.nnodes * cfg.nproc_per_node}).run();
     if (r.outcome == Outcome::success) return 0;
     note(cfg, r.message);
+    if (r.outcome == Outcome::worker_failed) {
+      note_flight(cfg, store ? store->host() : cfg.master_addr, std::stoi(env["MASTER_PORT"]), token,
+                  env["LOCKSTEP_STORE_PREFIX"], cfg.nnodes * cfg.nproc_per_node, r.notes);
+    }
     if (r.outcome == Outcome::interrupted || attempt >= cfg.max_restarts) {
       if (r.outcome == Outcome::worker_failed && cfg.max_restarts > 0) {
         note(cfg, str_cat("giving up after ", attempt, " restart(s) (--max-restarts=",

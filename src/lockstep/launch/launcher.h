@@ -2,7 +2,10 @@
 // the distributed environment set (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK,
 // MASTER_ADDR, MASTER_PORT, LOCKSTEP_STORE_TOKEN), hosts the rendezvous store on node 0,
 // prefixes every output line with the worker's rank, forwards SIGINT/SIGTERM, and when one
-// worker fails stops the others and returns a non-zero code naming the failed rank.
+// worker fails stops the others and returns a non-zero code naming the failed rank, and the
+// rank missing from the collective that failed (from the flight recorders, flight_summary.h).
+// With via = "mpirun" the workers are started by Open MPI's mpirun instead (mpirun.h), for
+// the mpi backend.
 //
 //   LaunchConfig cfg;  cfg.nproc_per_node = 4;  cfg.command = {"./my_trainer", "--epochs", "2"};
 //   int code = launch_workers(cfg);   // what `main` returns
@@ -31,6 +34,8 @@ struct LaunchConfig {
   Millis store_timeout{std::chrono::seconds(300)};
   std::map<std::string, std::string> env;  // extra environment for every worker
   bool prefix_output = true;
+  std::string via;                // "" (start the workers here) or "mpirun" (single node)
+  std::string mpirun;             // via mpirun: its path ("": $LOCKSTEP_MPIRUN, else PATH)
   FILE* log = stderr;             // where the launcher's own messages go
 };
 

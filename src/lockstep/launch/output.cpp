@@ -36,20 +36,29 @@ bool LinePrefixer::pump(int fd) {
   return true;
 }
 
+void LinePrefixer::add_line(std::string& out, std::string_view line) {
+  if (rewrite_) {
+    out += rewrite_(line);
+  } else {
+    out += prefix_;
+    out += line;
+  }
+  out += '\n';
+}
+
 void LinePrefixer::emit(const char* data, size_t n) {
   std::string out;
   size_t start = 0;
   for (size_t i = 0; i < n; ++i) {
     if (data[i] != '\n') continue;
-    out += prefix_;
-    out += partial_;
-    out.append(data + start, i + 1 - start);
+    partial_.append(data + start, i - start);
+    add_line(out, partial_);
     partial_.clear();
     start = i + 1;
   }
   partial_.append(data + start, n - start);
   if (partial_.size() > kMaxPartial) {
-    out += prefix_ + partial_ + "\n";
+    add_line(out, partial_);
     partial_.clear();
   }
   if (!out.empty()) write_all(target_, out);
@@ -57,7 +66,9 @@ void LinePrefixer::emit(const char* data, size_t n) {
 
 void LinePrefixer::flush() {
   if (partial_.empty()) return;
-  write_all(target_, prefix_ + partial_ + "\n");
+  std::string out;
+  add_line(out, partial_);
+  write_all(target_, out);
   partial_.clear();
 }
 
