@@ -3,7 +3,8 @@
 // together), checking each result against WORLD_SIZE, with collectives timing out after
 // --timeout seconds; prints a line when it has started and one when it is done. Exit 0, or
 // 1 with the error. --backend NAME picks the process group's backend (default native; mpi
-// for the `lockstep run --via mpirun` test).
+// for the `lockstep run --via mpirun` test). --ready-file P: create P.<rank> once the first
+// all-reduce is done (a test's cue that the ranks are in their loop of collectives).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -21,9 +22,10 @@ using namespace lockstep;
 
 int main(int argc, char** argv) try {
   double seconds = 5, timeout_s = 20;
-  std::string backend = "native";
+  std::string backend = "native", ready;
   for (int i = 1; i + 1 < argc; ++i) {
     if (!std::strcmp(argv[i], "--backend")) backend = argv[i + 1];
+    if (!std::strcmp(argv[i], "--ready-file")) ready = argv[i + 1];
     if (!std::strcmp(argv[i], "--seconds")) seconds = std::atof(argv[i + 1]);
     if (!std::strcmp(argv[i], "--timeout")) timeout_s = std::atof(argv[i + 1]);
   }
@@ -46,7 +48,10 @@ int main(int argc, char** argv) try {
       return 1;
     }
     done = v[1] > 0;
-    if (n++ == 0) std::printf("elastic_worker rank %d of %d (round %s): started\n", env.rank, env.world_size, round);
+    if (n++ == 0) {
+      std::printf("elastic_worker rank %d of %d (round %s): started\n", env.rank, env.world_size, round);
+      if (!ready.empty()) std::fclose(std::fopen((ready + "." + std::to_string(env.rank)).c_str(), "w"));
+    }
     std::fflush(stdout);
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }

@@ -122,10 +122,13 @@ pid_t child_with_rank(pid_t launcher, int rank) {
 }
 
 TEST(Launcher, FlightRecorderLineNamesTheStoppedRank) {
+  static TempDir tmp;
   static pid_t stopped = -1;
   auto r = run_command({LOCKSTEP_BIN, "run", "--nproc-per-node", "2", "--grace", "2", "--", ELASTIC_WORKER,
-                        "--seconds", "60", "--timeout", "2"},
-                       kTimeout, {}, 2.0, [](pid_t launcher) {
+                        "--seconds", "60", "--timeout", "2", "--ready-file", (tmp.path / "ready").string()},
+                       kTimeout, {}, 0.1, [](pid_t launcher) {
+                         // Once rank 1 is in its loop of all-reduces (bounded: 30 s), stop it.
+                         for (int i = 0; i < 300 && !fs::exists(tmp.path / "ready.1"); ++i) ::usleep(100000);
                          stopped = child_with_rank(launcher, 1);
                          if (stopped > 0) ::kill(stopped, SIGSTOP);
                        });
