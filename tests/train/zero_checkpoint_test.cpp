@@ -1,0 +1,458 @@
+// ZeRO stage 1 in `lockstep train` and its checkpoints: the shard files tile the optimizer
+// state by global flat offsets and their union is bitwise the state the ranks hold; a
+// checkpoint of 4 ranks loads at 4, 3, 2 and 1 (every rank's slice bitwise the saved piece);
+// a resume at the same world size ends bitwise equal to an uninterrupted run; ZeRO and plain
+// checkpoints convert both ways; a missing, corrupt or inconsistent shard is refused naming
+// the file, on every rank, and nothing saved is touched. Ranks are threads (as trainer_test).
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "lockstep/comm/process_group.h"
+#include "lockstep/ddp/ddp.h"
+#include "lockstep/ddp/zero_optimizer.h"
+#include "lockstep/nn/loss.h"
+#include "lockstep/nn/models.h"
+#include "lockstep/store/hash_store.h"
+#include "lockstep/train/checkpoint.h"
+#include "lockstep/train/train_state.h"
+#include "lockstep/train/trainer.h"
+#include "test_util.h"
+
+namespace lockstep::train {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// Learnable synthetic images (the label is the quadrant of the brightest pixel).
+data::Dataset synthetic(int64_t n, uint64_t seed) {
+  std::vector<float> f(size_t(n) * 784);
+  std::vector<int32_t> y(static_cast<size_t>(n));
+  uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+  for (int64_t i = 0; i < n; ++i) {
+    int best = 0;
+    for (int p = 0; p < 784; ++p) {
+      s = s * 6364136223846793005ull + 1442695040888963407ull;
+      f[size_t(i * 784 + p)] = float(s >> 40) / float(1 << 24);
+      if (f[size_t(i * 784 + p)] > f[size_t(i * 784 + best)]) best = p;
+    }
+    y[size_t(i)] = (best / 28 < 14 ? 0 : 2) + (best % 28 < 14 ? 0 : 1);
+  }
+  return data::Dataset::from_f32("synthetic", {1, 28, 28}, std::move(f), std::move(y), 1, 10);
+}
+
+// Runs fn(rank, pg) on `world` thread ranks; rethrows the first rank's error, and reports
+// every rank's error text in `errors` when given.
+void run_ranks(int world, const std::function<void(int, comm::ProcessGroup&)>& fn,
+               std::vector<std::string>* errors = nullptr) {
+  store::HashStore store;
+  std::vector<std::exception_ptr> failed(static_cast<size_t>(world));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        auto pg = comm::ProcessGroup::create("native", store, r, world,
+                                             {.timeout = std::chrono::seconds(30), .algorithm = "ring"});
+        fn(r, *pg);
+      } catch (...) {
+        failed[size_t(r)] = std::current_exception();
+      }
+    });
+  for (auto& t : threads) t.join();
+  if (errors) {
+    errors->assign(size_t(world), "");
+    for (int r = 0; r < world; ++r) {
+      if (!failed[size_t(r)]) continue;
+      try {
+        std::rethrow_exception(failed[size_t(r)]);
+      } catch (const std::exception& e) {
+        (*errors)[size_t(r)] = e.what();
+      }
+    }
+    return;
+  }
+  for (auto& e : failed)
+    if (e) std::rethrow_exception(e);
+}
+
+TrainConfig zero_config(const fs::path& run_dir) {
+  TrainConfig c;
+  c.model = "fmnist-mlp";
+  c.run_dir = run_dir.string();
+  c.epochs = 2;
+  c.batch = 8;
+  c.lr = 0.05;
+  c.momentum = 0.9;
+  c.weight_decay = 1e-4;
+  c.warmup_steps = 2;
+  c.schedule = "cosine";
+  c.checkpoint_every = 2;
+  c.checkpoint_keep = 0;
+  c.checkpoint_async = false;
+  c.log_every = 1;
+  c.seed = 7;
+  c.prefetch = 1;
+  c.zero = true;
+  return c;
+}
+
+struct RunOut {
+  std::vector<float> weights;  // rank 0's final parameters
+  TrainResult result;
+};
+
+RunOut train(int world, const TrainConfig& cfg, const data::Dataset& tr, int64_t stop_after = -1) {
+  RunOut out;
+  run_ranks(world, [&](int r, comm::ProcessGroup& pg) {
+    auto model = nn::make_model(cfg.model, cfg.seed);
+    TrainerHooks hooks{.out = nullptr, .tty = false};
+    if (stop_after > 0) hooks.stop_after = [=](int64_t s) { return s == stop_after; };
+    Trainer t(cfg, *model, tr, nullptr, pg, hooks);
+    TrainResult res = t.run();
+    if (r == 0) {
+      out.result = res;
+      auto p = model->flat_params();
+      out.weights.assign(p.begin(), p.end());
+    }
+  });
+  return out;
+}
+
+bool bitwise_equal(std::span<const float> a, std::span<const float> b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size_bytes()) == 0;
+}
+
+// The union of a checkpoint's shard files, read independently of train_state.cpp: each
+// file's "momentum_buffer" placed at the [begin, end) that state.zero records for it.
+std::vector<float> union_of_shards(const Checkpoint& c) {
+  const json& z = c.manifest.state.at("zero");
+  std::vector<float> full(z.at("total").get<size_t>(), NAN);
+  std::vector<bool> seen(full.size());
+  for (const json& s : z.at("shards")) {
+    const SafetensorsData d = load_checkpoint_file(c, s.at("file").get<std::string>());
+    const std::vector<float> v = d.find("momentum_buffer")->to_floats();
+    const size_t b = s.at("begin").get<size_t>(), e = s.at("end").get<size_t>();
+    EXPECT_EQ(v.size(), e - b) << s.dump();
+    for (size_t i = b; i < e; ++i) {
+      EXPECT_FALSE(seen[i]) << "element " << i << " in two shards";
+      seen[i] = true;
+      full[i] = v[i - b];
+    }
+  }
+  for (size_t i = 0; i < seen.size(); ++i)
+    if (!seen[i]) ADD_FAILURE() << "element " << i << " in no shard";
+  return full;
+}
+
+// Every file below `dir` with its bytes (to show that nothing saved was touched).
+std::map<std::string, std::string> fingerprint(const fs::path& dir) {
+  std::map<std::string, std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    std::ifstream f(e.path(), std::ios::binary);
+    out[fs::relative(e.path(), dir).string()] = {std::istreambuf_iterator<char>(f), {}};
+  }
+  return out;
+}
+
+// A ZeRO run of 4 ranks stopped after step 4 (checkpoints at 2 and 4); returns step 4's path.
+fs::path zero_checkpoint_of_4_ranks(const fs::path& dir, const data::Dataset& tr) {
+  TrainConfig c = zero_config(dir / "saved");
+  train(4, c, tr, /*stop_after=*/4);
+  const auto p = latest_checkpoint(dir / "saved" / "checkpoints");
+  EXPECT_TRUE(p.has_value());
+  EXPECT_EQ(p->filename(), "step-000000004");
+  return *p;
+}
+
+// ---- the shards are the state ------------------------------------------------------------
+
+// ZeroOptimizer trained a few steps at world 3 and 4 (N mod 4 = 2: a tail every rank holds);
+// what gather_zero_state writes tiles [0, N) and its union is bitwise the state all-gathered
+// in memory from the ranks.
+TEST(ZeroCheckpoint, ShardUnionEqualsTheAllGatheredStateBitwise) {
+  const data::Dataset tr = synthetic(96, 1);
+  for (int world : {3, 4}) {
+    const auto dir = testing::fresh_dir("zero_w" + std::to_string(world));
+    std::vector<float> gathered;
+    run_ranks(world, [&](int r, comm::ProcessGroup& pg) {
+      auto model = nn::make_model("fmnist-mlp", 7);
+      ddp::DistributedDataParallel d(*model, pg, {.gradient_sync = false, .deterministic = true});
+      ddp::ZeroOptimizer zero(pg, d.params(), {.lr = 0.05f, .momentum = 0.9f, .weight_decay = 1e-4f});
+      if (world == 4) ASSERT_EQ(zero.tail_range().size(), 2u) << "535818 mod 4: a tail every rank holds";
+      nn::CrossEntropyLoss ce;
+      nn::Tensor x;
+      for (int step = 0; step < 3; ++step) {
+        const int64_t first = (step * world + r) * 8;
+        x.resize(nn::Shape{8, 1, 28, 28});
+        std::vector<int32_t> y;
+        for (int64_t i = 0; i < 8; ++i) {
+          auto f = tr.f32_features(first + i);
+          std::copy(f.begin(), f.end(), x.data() + i * 784);
+          y.push_back(tr.targets(first + i)[0]);
+        }
+        model->zero_grad();
+        ce.forward(d.forward(x), y);
+        d.backward(ce.backward());
+        zero.step();
+      }
+      // The reference: every slice all-gathered, then the tail (each rank's copy: identical).
+      const ddp::FlatRange mine = zero.state_range(), tail = zero.tail_range();
+      std::vector<float> full(zero.total());
+      pg.allgather(zero.state(mine).data(), full.data(), mine.size(), DType::f32).wait();
+      const auto t = zero.state(tail);
+      std::copy(t.begin(), t.end(), full.begin() + std::ptrdiff_t(tail.begin));
+      std::vector<float> tail0(t.begin(), t.end());
+      pg.broadcast(std::span<float>(tail0), 0).wait();
+      EXPECT_TRUE(bitwise_equal(tail0, t)) << "rank " << r << "'s tail differs from rank 0's";
+
+      const ZeroSnapshot zs = gather_zero_state(pg, zero, d.params(), std::chrono::seconds(30));
+      if (r != 0) return;
+      EXPECT_EQ(zs.files.size(), size_t(world));
+      gathered = full;
+      float step[1] = {3.0f};
+      CheckpointSave s{.model = "fmnist-mlp", .step = 3, .world_size = world, .weights = model_views(*model),
+                       .optimizer = {tensor_view<float>("step", step, {1})}, .extra_files = zs.files};
+      s.state["zero"] = zs.section;
+      save_checkpoint(dir, s);
+    });
+    const Checkpoint c = load_checkpoint(dir / "step-000000003");
+    ASSERT_EQ(c.manifest.state["zero"]["shards"].size(), size_t(world));
+    for (const json& s : c.manifest.state["zero"]["shards"])
+      EXPECT_TRUE(c.manifest.files.count(s["file"].get<std::string>())) << "shard not in the manifest: " << s;
+    const std::vector<float> shards = union_of_shards(c);
+    EXPECT_TRUE(bitwise_equal(shards, gathered)) << "world " << world;
+    // And as a run without ZeRO loads it: per-parameter buffers at their offsets.
+    const SafetensorsData plain = assemble_zero_state(c);
+    for (const json& p : c.manifest.state["zero"]["params"]) {
+      const auto v = plain.find(p[0].get<std::string>() + ".momentum_buffer")->to_floats();
+      EXPECT_TRUE(bitwise_equal(v, std::span<const float>(gathered).subspan(p[1].get<size_t>(), p[2].get<size_t>())))
+          << p;
+    }
+  }
+}
+
+// ---- elastic resume ----------------------------------------------------------------------
+
+// A checkpoint of 4 ZeRO ranks loads at 4 (same), 3, 2 (fewer) and, without ZeRO, at 1: every
+// rank's slice and tail are bitwise the corresponding piece of the saved state.
+TEST(ZeroCheckpoint, LoadsAtAnyWorldSizeEachSliceBitwiseTheSavedPiece) {
+  const auto dir = testing::fresh_dir("zero");
+  const data::Dataset tr = synthetic(96, 1);
+  const Checkpoint c = load_checkpoint(zero_checkpoint_of_4_ranks(dir, tr));
+  EXPECT_EQ(c.manifest.world_size, 4);
+  const std::vector<float> saved = union_of_shards(c);
+  for (int world : {4, 3, 2}) {
+    std::vector<size_t> covered(static_cast<size_t>(world));
+    run_ranks(world, [&](int r, comm::ProcessGroup& pg) {
+      auto model = nn::make_model("fmnist-mlp", 7);
+      ddp::ModelParams params(*model);
+      ddp::ZeroOptimizer zero(pg, params, {.lr = 0.05f, .momentum = 0.9f});
+      restore_zero_optimizer(zero, params, c);
+      for (const ddp::FlatRange range : {zero.state_range(), zero.tail_range()}) {
+        EXPECT_TRUE(bitwise_equal(zero.state(range), std::span<const float>(saved).subspan(range.begin, range.size())))
+            << "world " << world << " rank " << r << " [" << range.begin << ", " << range.end << ")";
+      }
+      covered[size_t(r)] = zero.state_range().size();
+    });
+    EXPECT_GT(covered[0], 0u);
+  }
+  // A run without ZeRO: nn::Sgd's per-parameter buffers, assembled from all shards.
+  auto model = nn::make_model("fmnist-mlp", 7);
+  nn::Sgd sgd(*model, {.lr = 0.05f, .momentum = 0.9f});
+  restore_optimizer(sgd, assemble_zero_state(c), c.path.string());
+  size_t n = 0;
+  for (nn::Parameter* p : model->parameters()) {
+    for (const nn::NamedSpan& s : sgd.state())
+      if (s.name == p->name() + ".momentum_buffer") {
+        EXPECT_TRUE(bitwise_equal(s.values, std::span<const float>(saved).subspan(p->value_offset(), s.values.size())))
+            << s.name;
+        n += s.values.size();
+      }
+  }
+  EXPECT_EQ(n, saved.size());
+  EXPECT_EQ(sgd.steps(), 4);
+}
+
+// Stopped after step 4 and resumed at the same world size (4), a ZeRO run ends with bitwise
+// the weights and optimizer state of an uninterrupted one.
+TEST(ZeroTrainer, ResumedAtTheSameWorldSizeEqualsUninterruptedBitwise) {
+  const auto dir = testing::fresh_dir("zero");
+  const data::Dataset tr = synthetic(96, 1);
+  const TrainConfig full = zero_config(dir / "full");
+  const RunOut a = train(4, full, tr);
+  EXPECT_EQ(a.result.steps, 6);
+  zero_checkpoint_of_4_ranks(dir, tr);
+  TrainConfig part = zero_config(dir / "saved");
+  part.resume = "auto";
+  const RunOut b = train(4, part, tr);
+  EXPECT_EQ(b.result.steps, a.result.steps);
+  EXPECT_TRUE(bitwise_equal(b.weights, a.weights)) << "resumed weights differ from the uninterrupted run";
+  const Checkpoint ca = load_checkpoint(*latest_checkpoint(dir / "full" / "checkpoints"));
+  const Checkpoint cb = load_checkpoint(*latest_checkpoint(dir / "saved" / "checkpoints"));
+  EXPECT_EQ(ca.manifest.step, 6);
+  EXPECT_EQ(cb.manifest.step, 6);
+  EXPECT_TRUE(bitwise_equal(union_of_shards(cb), union_of_shards(ca))) << "optimizer state differs";
+}
+
+// Elastic: the 4-rank ZeRO checkpoint continues with 2 ZeRO workers and with 1 plain worker;
+// a plain checkpoint continues under ZeRO, each rank taking its slice of the per-parameter
+// momentum.
+TEST(ZeroTrainer, ResumesWithFewerWorkersAndBetweenZeroAndPlain) {
+  const auto dir = testing::fresh_dir("zero");
+  const data::Dataset tr = synthetic(96, 1);
+  const fs::path ckpt = zero_checkpoint_of_4_ranks(dir, tr);
+  for (const bool zero : {true, false}) {
+    TrainConfig c = zero_config(dir / (zero ? "two" : "one"));
+    c.zero = zero;
+    c.resume = ckpt.string();
+    const RunOut r = train(zero ? 2 : 1, c, tr);
+    EXPECT_FALSE(r.result.stopped);
+    EXPECT_GT(r.result.steps, 4);
+    for (float w : r.weights) ASSERT_TRUE(std::isfinite(w));
+    const Checkpoint last = load_checkpoint(*latest_checkpoint(dir / (zero ? "two" : "one") / "checkpoints"));
+    EXPECT_EQ(last.manifest.world_size, zero ? 2 : 1);
+    EXPECT_EQ(is_zero_checkpoint(last), zero);
+  }
+  // Plain (world 2) -> ZeRO (world 3): slices equal the saved per-parameter buffers.
+  TrainConfig plain = zero_config(dir / "plain");
+  plain.zero = false;
+  train(2, plain, tr, /*stop_after=*/4);
+  const Checkpoint pc = load_checkpoint(*latest_checkpoint(dir / "plain" / "checkpoints"));
+  ASSERT_FALSE(is_zero_checkpoint(pc));
+  run_ranks(3, [&](int r, comm::ProcessGroup& pg) {
+    auto model = nn::make_model("fmnist-mlp", 7);
+    ddp::ModelParams params(*model);
+    ddp::ZeroOptimizer zero(pg, params, {.lr = 0.05f, .momentum = 0.9f});
+    restore_zero_optimizer(zero, params, pc);
+    std::vector<float> flat(zero.total(), NAN);
+    for (size_t i = 0; i < params.num_params(); ++i) {
+      const auto v = pc.optimizer.find(params.param_info(i).name + ".momentum_buffer")->to_floats();
+      std::copy(v.begin(), v.end(), flat.begin() + std::ptrdiff_t(zero.param_offset(i)));
+    }
+    for (const ddp::FlatRange range : {zero.state_range(), zero.tail_range()})
+      EXPECT_TRUE(bitwise_equal(zero.state(range), std::span<const float>(flat).subspan(range.begin, range.size())))
+          << "rank " << r;
+  });
+  TrainConfig z = zero_config(dir / "plain_to_zero");
+  z.resume = pc.path.string();
+  const RunOut r = train(3, z, tr);
+  EXPECT_FALSE(r.result.stopped);
+  EXPECT_GT(r.result.steps, 4);
+}
+
+// ---- bad shards --------------------------------------------------------------------------
+
+// The message a ZeRO resume at `world` ranks gives on each rank ("" when it loads).
+std::vector<std::string> resume_errors(const fs::path& ckpt, int world, const data::Dataset& tr,
+                                       const fs::path& run_dir) {
+  TrainConfig c = zero_config(run_dir);
+  c.resume = ckpt.string();
+  std::vector<std::string> errors;
+  run_ranks(world, [&](int, comm::ProcessGroup& pg) {
+    auto model = nn::make_model(c.model, c.seed);
+    Trainer(c, *model, tr, nullptr, pg, {.out = nullptr, .tty = false}).run();
+  }, &errors);
+  return errors;
+}
+
+void edit_manifest(const fs::path& ckpt, const std::function<void(json&)>& edit) {
+  std::ifstream in(ckpt / "state.json");
+  json j = json::parse(in);
+  in.close();
+  edit(j);
+  std::ofstream(ckpt / "state.json") << j.dump(2);
+}
+
+TEST(ZeroCheckpoint, BadShardsAreRefusedOnEveryRankNamingTheFileAndNothingIsTouched) {
+  const auto dir = testing::fresh_dir("zero");
+  const data::Dataset tr = synthetic(96, 1);
+  const fs::path good = zero_checkpoint_of_4_ranks(dir, tr);
+  struct Case {
+    std::string name;
+    std::function<void(const fs::path&)> damage;
+    std::vector<std::string> expect;  // in the error of the rank that reads the bad part
+  };
+  const std::string shard1 = "zero-shard-00001-of-00004.safetensors";
+  const std::vector<Case> cases = {
+      {"corrupt", [&](const fs::path& p) {
+         std::fstream f(p / shard1, std::ios::in | std::ios::out | std::ios::binary);
+         f.seekp(-3, std::ios::end);
+         f.put('\x7f');
+       }, {shard1, "CRC-32", "resume from an older checkpoint"}},
+      {"truncated", [&](const fs::path& p) { fs::resize_file(p / shard1, fs::file_size(p / shard1) - 8); },
+       {shard1, "truncated"}},
+      {"missing", [&](const fs::path& p) { fs::remove(p / shard1); }, {shard1, "missing"}},
+      {"overlap", [&](const fs::path& p) {
+         edit_manifest(p, [](json& j) { j["state"]["zero"]["shards"][2]["begin"] = j["state"]["zero"]["shards"][2]["begin"].get<int64_t>() - 1; });
+       }, {"state.json", "overlap", shard1}},
+      {"gap", [&](const fs::path& p) {
+         edit_manifest(p, [](json& j) { j["state"]["zero"]["shards"].erase(1); });
+       }, {"state.json", "in no file", "zero-shard-00002-of-00004.safetensors"}},
+      {"wrong total", [&](const fs::path& p) {
+         edit_manifest(p, [](json& j) { j["state"]["zero"]["total"] = j["state"]["zero"]["total"].get<int64_t>() + 5; });
+       }, {"state.json", "'total'"}},
+  };
+  for (const Case& k : cases) {
+    SCOPED_TRACE(k.name);
+    const fs::path ckpt = dir / ("bad-" + std::to_string(&k - cases.data())) / "step-000000004";
+    fs::create_directories(ckpt.parent_path());
+    fs::copy(good, ckpt);
+    k.damage(ckpt);
+    const auto before = fingerprint(ckpt.parent_path());
+    const fs::path run = dir / ("run-" + std::to_string(&k - cases.data()));
+    const auto errors = resume_errors(ckpt, 2, tr, run);
+    ASSERT_EQ(errors.size(), 2u);
+    bool named = false;
+    for (const std::string& e : errors) {
+      EXPECT_FALSE(e.empty()) << "every rank must stop";
+      bool all = !e.empty();
+      for (const std::string& want : k.expect) all = all && e.find(want) != std::string::npos;
+      named = named || all;
+    }
+    EXPECT_TRUE(named) << errors[0] << "\n" << errors[1];
+    EXPECT_EQ(fingerprint(ckpt.parent_path()), before) << "the checkpoint was changed";
+    EXPECT_FALSE(fs::exists(run / "checkpoints" / "step-000000006")) << "a failed resume saved something";
+    EXPECT_FALSE(fs::exists(run / "metrics.jsonl"));
+  }
+  // Another model: the saved layout is refused by name.
+  {
+    run_ranks(1, [&](int, comm::ProcessGroup& pg) {
+      auto model = nn::make_model("fmnist-cnn", 7);
+      ddp::ModelParams params(*model);
+      ddp::ZeroOptimizer zero(pg, params, {.lr = 0.05f, .momentum = 0.9f});
+      try {
+        restore_zero_optimizer(zero, params, load_checkpoint(good));
+        ADD_FAILURE() << "another model's ZeRO state must be refused";
+      } catch (const DataError& e) {
+        EXPECT_NE(std::string(e.what()).find("a checkpoint of another model"), std::string::npos) << e.what();
+      }
+    });
+  }
+}
+
+TEST(ZeroConfig, CombinationsZeroCannotDoAreRefusedNamingTheOption) {
+  TrainConfig c;
+  c.zero = true;
+  EXPECT_NO_THROW(validate(c));
+  c.optimizer = "adamw";
+  try {
+    validate(c);
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("zero = true (--zero)"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("adamw"), std::string::npos) << e.what();
+  }
+  c.optimizer = "sgd";
+  c.clip = 1.0;
+  EXPECT_THROW(validate(c), ConfigError);
+  EXPECT_TRUE(parse_config("zero = true\n", "inline").zero);
+  EXPECT_THROW(parse_config("zero = true\noptimizer = \"adamw\"\n", "inline"), ConfigError);
+}
+
+}  // namespace
+}  // namespace lockstep::train
