@@ -204,6 +204,43 @@ TEST(Launcher, RejectsBadUsageWithAHint) {
       << mpirun_nodes.err;
 }
 
+// --via mpirun with a stand-in mpirun (runs everywhere): tagged output relayed as "[rank N]";
+// on SIGTERM an mpirun that does not exit, and a rank in a process group of its own that
+// ignores SIGTERM, are both killed after --grace.
+TEST(Mpirun, StubbornMpirunAndItsRanksAreKilledAfterGrace) {
+  static TempDir tmp;
+  const fs::path fake = tmp.path / "mpirun";
+  fs::create_directory(tmp.path / "pids");
+  {
+    std::ofstream f(fake);
+    f << "#!/bin/sh\n"
+         "[ \"$1\" = --version ] && { echo 'mpirun (Open MPI) 4.1.4'; exit 0; }\n"
+         "trap '' TERM\n"
+         "setsid sh -c 'trap \"\" TERM; echo $$ > " << (tmp.path / "pids" / "rank").string()
+      << "; while :; do sleep 0.05; done' &\n"
+         "echo '[1,0]<stdout>:fake rank up'\n"
+         "while :; do wait; done\n";
+  }
+  fs::permissions(fake, fs::perms::owner_all);
+  auto r = run_command({LOCKSTEP_BIN, "run", "--via", "mpirun", "--mpirun", fake.string(), "--grace", "1",
+                        "--nproc-per-node", "2", "--", "true"},
+                       kTimeout, {}, 1.0, [](pid_t launcher) { ::kill(launcher, SIGTERM); });
+  ASSERT_FALSE(r.timed_out);
+  EXPECT_EQ(r.status.code, 128 + SIGTERM) << r.err;
+  EXPECT_NE(r.out.find("[rank 0] fake rank up"), std::string::npos) << r.out;
+  auto pids = read_pids(tmp.path / "pids");
+  ASSERT_EQ(pids.size(), 1u);
+  auto running = [](pid_t p) {  // a zombie (not yet reaped by its new parent) counts as gone
+    std::ifstream f("/proc/" + std::to_string(p) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    const size_t close = stat.rfind(')');
+    return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
+  };
+  for (int i = 0; i < 50 && running(pids[0]); ++i) ::usleep(20000);
+  EXPECT_FALSE(running(pids[0])) << "the rank under the stand-in mpirun survived";
+  EXPECT_LT(r.seconds, 10.0);
+}
+
 // mpirun's tagged output relayed as the launcher's own, and its report of the failed rank.
 TEST(Mpirun, RelaysTaggedOutputAndNotesTheFailedRank) {
   launch::MpirunOutput out(true);

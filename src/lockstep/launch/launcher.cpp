@@ -7,6 +7,7 @@
 
 #include <csignal>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -214,7 +215,8 @@ class Group {
   }
 
   bool record_mpirun_failure(Worker& w, const ExitStatus& st, GroupResult& result) {
-    forward(w);  // mpirun's report of the failed rank may still be in the pipe
+    // mpirun's report of the failed rank may still be in the pipes (bounded: it has exited).
+    for (int i = 0; i < 1000 && (w.proc->stdout_fd() >= 0 || w.proc->stderr_fd() >= 0); ++i) forward(w);
     const int rank = mpirun_out_->failed_rank();
     const std::string how = mpirun_out_->how().empty() ? "failed" : mpirun_out_->how();
     result = {Outcome::worker_failed, st.shell_code(),
@@ -246,11 +248,15 @@ class Group {
     }
   }
 
+  // Children of any of its threads (each thread has its own list).
   static void kill_children(pid_t pid) {
-    std::ifstream kids(str_cat("/proc/", pid, "/task/", pid, "/children"));
-    for (pid_t kid; kids >> kid;) {
-      ::kill(-kid, SIGKILL);
-      ::kill(kid, SIGKILL);
+    std::error_code ec;
+    for (const auto& task : std::filesystem::directory_iterator(str_cat("/proc/", pid, "/task"), ec)) {
+      std::ifstream kids(task.path() / "children");
+      for (pid_t kid; kids >> kid;) {
+        ::kill(-kid, SIGKILL);
+        ::kill(kid, SIGKILL);
+      }
     }
   }
 
