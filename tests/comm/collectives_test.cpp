@@ -93,6 +93,27 @@ TEST_P(CollectivesTest, ManyInFlightCompleteInIssueOrder) {
   });
 }
 
+// Back-to-back small all-reduces of integer counters whose sizes change every call: a rank
+// that read a peer's previous data (a stale slot, or old data mistaken for a fresh tag)
+// would see an earlier iteration's values. Mixes the low-latency, one-barrier and chunked
+// paths of shm.
+TEST_P(CollectivesTest, BackToBackSmallAllreducesNeverSeeStaleData) {
+  constexpr size_t kSizes[] = {1, 2, 7, 64, 511, 512, 513, 1500, 2100};
+  each_rank([&](ProcessGroup& pg) {
+    const int iters = pg.size() <= 2 ? 3000 : 600;
+    std::vector<int64_t> v(2100);
+    for (int it = 1; it <= iters; ++it) {
+      const size_t n = kSizes[size_t(it) % std::size(kSizes)];
+      for (size_t i = 0; i < n; ++i) v[i] = int64_t(it) * 1000 + pg.rank() + int64_t(i);
+      pg.allreduce(v.data(), n, DType::i64, ReduceOp::sum).wait();
+      const int64_t ranks = int64_t(pg.size()) * (pg.size() - 1) / 2;
+      for (size_t i = 0; i < n; ++i)
+        ASSERT_EQ(v[i], pg.size() * (int64_t(it) * 1000 + int64_t(i)) + ranks)
+            << "iteration " << it << " n=" << n << " element " << i << " rank " << pg.rank();
+    }
+  });
+}
+
 TEST_P(CollectivesTest, ReduceToEachRoot) {
   each_rank([&](ProcessGroup& pg) {
     for (DType dt : {DType::f32, DType::bf16, DType::i64})

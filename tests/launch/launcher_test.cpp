@@ -140,7 +140,7 @@ TEST(Launcher, FlightRecorderLineNamesTheStoppedRank) {
       << r.err;
   ASSERT_TRUE(std::regex_search(
       r.err, launcher,
-      std::regex("lockstep run: flight recorder: collective #([0-9]+) \\(group 'default'\\): rank\\(s\\) 1 "
+      std::regex("lockstep run: flight recorder: collective #([0-9]+) \\(allreduce, group 'default'\\): rank\\(s\\) 1 "
                  "missing \\(no report: rank 1 stopped \\(SIGSTOP or a debugger\\)\\); rank\\(s\\) 0 "
                  "reached it \\(last completed #([0-9]+)\\)")))
       << r.err;

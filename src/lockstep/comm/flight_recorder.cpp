@@ -6,47 +6,51 @@
 
 namespace lockstep::comm {
 
+namespace {
+constexpr auto kRelaxed = std::memory_order_relaxed;
+}
+
 size_t FlightRecorder::start(const OpInfo& info, bool collective, size_t bytes) {
-  std::lock_guard<std::mutex> lk(mu_);
-  const size_t slot = next_;
-  ring_[slot] = Entry{info.kind, collective, info.seq, bytes, Clock::now(), {}, State::running};
-  next_ = (next_ + 1) % ring_.size();
-  used_ = std::min(used_ + 1, ring_.size());
-  if (collective) last_started_ = int64_t(info.seq);
+  const size_t slot = next_.load(kRelaxed);
+  Entry& e = ring_[slot];
+  e.kind.store(info.kind, kRelaxed);
+  e.collective.store(collective, kRelaxed);
+  e.seq.store(info.seq, kRelaxed);
+  e.bytes.store(bytes, kRelaxed);
+  e.start.store(Clock::now().time_since_epoch().count(), kRelaxed);
+  e.end.store(0, kRelaxed);
+  e.state.store(State::running, kRelaxed);
+  next_.store((slot + 1) % ring_.size(), kRelaxed);
+  used_.store(std::min(used_.load(kRelaxed) + 1, ring_.size()), kRelaxed);
+  if (collective) last_started_.store(int64_t(info.seq), std::memory_order_release);
   return slot;
 }
 
 void FlightRecorder::finish(size_t slot, bool ok) {
-  std::lock_guard<std::mutex> lk(mu_);
   Entry& e = ring_[slot];
-  e.end = Clock::now();
-  e.state = ok ? State::done : State::failed;
-  if (ok && e.collective) last_completed_ = int64_t(e.seq);
-}
-
-int64_t FlightRecorder::last_started() const {
-  std::lock_guard<std::mutex> lk(mu_);
-  return last_started_;
-}
-
-int64_t FlightRecorder::last_completed() const {
-  std::lock_guard<std::mutex> lk(mu_);
-  return last_completed_;
+  e.end.store(Clock::now().time_since_epoch().count(), kRelaxed);
+  e.state.store(ok ? State::done : State::failed, kRelaxed);
+  if (ok && e.collective.load(kRelaxed))
+    last_completed_.store(int64_t(e.seq.load(kRelaxed)), std::memory_order_release);
 }
 
 std::string FlightRecorder::dump() const {
-  std::lock_guard<std::mutex> lk(mu_);
   const auto now = Clock::now();
   auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
+  auto at = [](Clock::rep r) { return Clock::time_point(Clock::duration(r)); };
+  const size_t used = used_.load(kRelaxed), next = next_.load(kRelaxed);
   std::string out;
-  for (size_t i = 0; i < used_; ++i) {
-    const Entry& e = ring_[(next_ + ring_.size() - used_ + i) % ring_.size()];
+  for (size_t i = 0; i < used; ++i) {
+    const Entry& e = ring_[(next + ring_.size() - used + i) % ring_.size()];
+    const State st = e.state.load(kRelaxed);
+    const auto start = at(e.start.load(kRelaxed));
     char line[160];
-    const char* state = e.state == State::done ? "done" : e.state == State::failed ? "FAILED" : "RUNNING";
-    const double ran = ms((e.state == State::running ? now : e.end) - e.start);
+    const char* state = st == State::done ? "done" : st == State::failed ? "FAILED" : "RUNNING";
+    const double ran = ms((st == State::running ? now : at(e.end.load(kRelaxed))) - start);
     std::snprintf(line, sizeof line, "  %s#%llu %-14s %12zu B  started %9.1f ms ago, ran %9.1f ms  %s\n",
-                  e.collective ? "" : "p2p ", (unsigned long long)e.seq, std::string(op_kind_name(e.kind)).c_str(), e.bytes,
-                  ms(now - e.start), ran, state);
+                  e.collective.load(kRelaxed) ? "" : "p2p ", (unsigned long long)e.seq.load(kRelaxed),
+                  std::string(op_kind_name(e.kind.load(kRelaxed))).c_str(), e.bytes.load(kRelaxed),
+                  ms(now - start), ran, state);
     out += line;
   }
   return out;

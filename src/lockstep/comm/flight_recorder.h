@@ -10,7 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -22,32 +22,35 @@ namespace lockstep::comm {
 class FlightRecorder {
  public:
   enum class State : uint8_t { running, done, failed };
-  struct Entry {
-    OpKind kind = OpKind::barrier;
-    bool collective = true;
-    uint64_t seq = 0;
-    size_t bytes = 0;
-    Clock::time_point start, end;
-    State state = State::running;
-  };
 
   explicit FlightRecorder(size_t capacity = 64) : ring_(capacity) {}
 
-  // Records that an operation starts; returns its slot for finish().
+  // Records that an operation starts; returns its slot for finish(). One writer at a time
+  // (the thread running the group's operations); no lock: every field is a relaxed atomic,
+  // so a failure path may read the ring while an operation still runs.
   size_t start(const OpInfo& info, bool collective, size_t bytes);
   void finish(size_t slot, bool ok);
 
   // The last collective started and the last one completed (-1: none yet).
-  int64_t last_started() const;
-  int64_t last_completed() const;
+  int64_t last_started() const { return last_started_.load(std::memory_order_acquire); }
+  int64_t last_completed() const { return last_completed_.load(std::memory_order_acquire); }
   // The ring, oldest first: "#seq op bytes started -Xms ran Yms done|FAILED|RUNNING".
   std::string dump() const;
 
  private:
-  mutable std::mutex mu_;  // uncontended: one writer, readers only on failure
+  template <class T>
+  using A = std::atomic<T>;
+  struct Entry {
+    A<OpKind> kind{OpKind::barrier};
+    A<bool> collective{true};
+    A<uint64_t> seq{0};
+    A<size_t> bytes{0};
+    A<Clock::rep> start{0}, end{0};  // Clock::time_point::time_since_epoch().count()
+    A<State> state{State::running};
+  };
   std::vector<Entry> ring_;
-  size_t next_ = 0, used_ = 0;
-  int64_t last_started_ = -1, last_completed_ = -1;
+  A<size_t> next_{0}, used_{0};
+  A<int64_t> last_started_{-1}, last_completed_{-1};
 };
 
 }  // namespace lockstep::comm

@@ -319,7 +319,9 @@ std::string NativeProcessGroup::compare_progress(const OpInfo& info) {
   LOCKSTEP_LOG(error, "flight recorder of rank ", rank_, " in group '", opt_.group_name,
                "' (last operations, oldest first):\n", flight_.dump());
   if (world_ == 1) return {};
-  const std::string mine = str_cat(flight_.last_started(), " ", flight_.last_completed());
+  // "started completed op": the launcher reads these keys too (its flight-recorder line).
+  const std::string mine = str_cat(flight_.last_started(), " ", flight_.last_completed(), " ",
+                                   op_kind_name(info.kind));
   std::string out = str_cat("; flight recorder: this rank (", rank_, ") last completed collective #",
                             flight_.last_completed());
   if (store_silent_) return out + " (the store did not answer: no reports from the other ranks)";

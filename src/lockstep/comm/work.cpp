@@ -11,27 +11,28 @@ std::string OpInfo::describe() const {
 }
 
 void WorkState::complete(std::exception_ptr error) {
+  bool wake;
   {
     std::lock_guard<std::mutex> lk(mu_);
-    done_ = true;
+    if (done_.load(std::memory_order_relaxed)) return;  // the first outcome stays
     error_ = std::move(error);
+    done_.store(true, std::memory_order_release);
+    wake = blocked_ > 0;
   }
-  cv_.notify_all();
-}
-
-bool WorkState::is_completed() const {
-  std::lock_guard<std::mutex> lk(mu_);
-  return done_;
+  if (wake) cv_.notify_all();
 }
 
 bool WorkState::wait_for(Clock::duration timeout) const {
+  if (is_completed()) return true;
   std::unique_lock<std::mutex> lk(mu_);
-  return cv_.wait_for(lk, timeout, [&] { return done_; });
+  ++blocked_;
+  const bool done = cv_.wait_for(lk, timeout, [&] { return done_.load(std::memory_order_relaxed); });
+  --blocked_;
+  return done;
 }
 
 std::exception_ptr WorkState::error() const {
-  std::lock_guard<std::mutex> lk(mu_);
-  return error_;
+  return is_completed() ? error_ : nullptr;  // error_ is final once done_ is set
 }
 
 void Work::wait(Clock::duration timeout) const {

@@ -6,6 +6,7 @@
 //   w.wait(std::chrono::seconds(60));     // throws PeerError / TimeoutError / AbortedError
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <exception>
 #include <functional>
@@ -22,7 +23,8 @@ class WorkState {
  public:
   explicit WorkState(OpInfo info) : info_(info) {}
   void complete(std::exception_ptr error = nullptr);
-  bool is_completed() const;
+  // Lock-free: an acquire load (error_ is written once, before done_).
+  bool is_completed() const { return done_.load(std::memory_order_acquire); }
   // Blocks until completion or timeout; true when completed.
   bool wait_for(Clock::duration timeout) const;
   std::exception_ptr error() const;
@@ -37,9 +39,12 @@ class WorkState {
 
  private:
   OpInfo info_;
+  // A small operation is usually complete before anyone waits (its waiter ran it): then no
+  // lock is taken at all. The mutex and condition variable only serve waiters that block.
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
-  bool done_ = false;
+  mutable int blocked_ = 0;  // waiters inside wait_for (under mu_)
+  std::atomic<bool> done_{false};
   std::exception_ptr error_;
   std::function<void(Clock::duration)> helper_;  // set before the state is shared; never changed after
 };

@@ -23,6 +23,12 @@ constexpr long kLivenessPeriodNs = 100'000'000;
 // All-reduces up to this size (per rank) take one barrier instead of two: every rank folds
 // the whole buffer from every slot itself. Latency is all that counts at these sizes.
 constexpr size_t kOneBarrierBytes = 16 << 10;
+// All-reduces up to this size (per rank) take the low-latency path: no barrier at all. Each
+// rank writes its data behind an 8-byte tag (the operation's epoch, stored last with release
+// semantics) in its own low-latency slot; readers poll the tags. The tag shares a cache line
+// with the first 56 bytes of data, so a tiny message costs one cache-line transfer per peer.
+constexpr size_t kLowLatencyBytes = 4 << 10;
+constexpr size_t kTagBytes = 8;
 
 size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 uint8_t* u8(void* p) { return static_cast<uint8_t*>(p); }
@@ -53,15 +59,20 @@ ShmGroup::ShmGroup(store::Store& store, const std::string& prefix, int rank, int
       half_bytes_(round_up(std::max<size_t>(chunk_bytes ? chunk_bytes : kDefaultHalfBytes,
                                             size_t(world) * 64), 64)),
       ring_bytes_(kRingBytes) {
-  // Layout: [bell][RankCtl x P][RingCtl x P^2][ring data x P^2][slots: P x 2 halves].
+  // Layout: [bell][low-latency bell][RankCtl x P][RingCtl x P^2][ring data x P^2]
+  //         [slots: P x 2 halves][low-latency slots: P x 2 halves].
   const size_t P = size_t(world);
-  const size_t ctl_off = 64, rings_off = ctl_off + P * sizeof(RankCtl);
+  const size_t ctl_off = 128, rings_off = ctl_off + P * sizeof(RankCtl);
   const size_t ring_data_off = round_up(rings_off + P * P * sizeof(RingCtl), kPage);
   const size_t slots_off = round_up(ring_data_off + P * P * ring_bytes_, kPage);
-  const size_t total = slots_off + P * 2 * half_bytes_;
+  const size_t ll_off = round_up(slots_off + P * 2 * half_bytes_, kPage);
+  ll_half_bytes_ = round_up(kTagBytes + kLowLatencyBytes, 64);
+  const size_t total = ll_off + P * 2 * ll_half_bytes_;
   seg_ = std::make_unique<ShmSegment>(store, prefix, rank, world, total, timeout);
   std::byte* b = seg_->data();
   bell_ = reinterpret_cast<FutexWord*>(b);
+  ll_bell_ = reinterpret_cast<FutexWord*>(b + 64);
+  ll_slots_ = b + ll_off;
   ctl_ = reinterpret_cast<RankCtl*>(b + ctl_off);
   rings_ = reinterpret_cast<RingCtl*>(b + rings_off);
   ring_data_ = b + ring_data_off;
@@ -88,6 +99,7 @@ std::byte* ShmGroup::slot(int r, int half) const {
 void ShmGroup::abort() {
   aborted_ = true;
   bell_->wake_all();
+  ll_bell_->wake_all();
   ctl_[rank_].doorbell.wake_all();
 }
 
@@ -117,7 +129,7 @@ void ShmGroup::wait_until(FutexWord& word, const std::function<bool()>& ready,
   // Phase 2: sleep on the futex, waking periodically to check abort, deadline and liveness.
   auto next_liveness = Clock::now();
   for (;;) {
-    uint32_t seen = word.seq.load(std::memory_order_seq_cst);
+    Sleeper sleeper(word);
     if (ready()) return;
     if (aborted_) LOCKSTEP_THROW(AbortedError, info.describe(), ": process group aborted");
     if (Clock::now() >= next_liveness) {
@@ -142,7 +154,7 @@ void ShmGroup::wait_until(FutexWord& word, const std::function<bool()>& ready,
       throw TimeoutError(broken_);
     }
     auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(dl.remaining()).count();
-    word.sleep(seen, std::max<long>(1000, std::min<long>(kMaxSleepNs, left)));
+    sleeper.sleep(std::max<long>(1000, std::min<long>(kMaxSleepNs, left)));
   }
 }
 
@@ -182,6 +194,7 @@ void ShmGroup::allreduce(void* data, size_t count, DType dt, ReduceOp op, const 
   check_usable(info);
   const size_t es = dtype_size(dt), per_round = std::max<size_t>(1, half_bytes_ / es);
   const size_t P = size_t(world_), me = size_t(rank_);
+  if (count * es <= kLowLatencyBytes) return allreduce_low_latency(data, count, dt, op, info, dl);
   if (count * es <= std::min(kOneBarrierBytes, half_bytes_)) {
     const int half = int(chunk_++ & 1);
     std::memcpy(slot(rank_, half), data, count * es);
@@ -209,6 +222,31 @@ void ShmGroup::allreduce(void* data, size_t count, DType dt, ReduceOp op, const 
     for (size_t r = 0; r < P; ++r)
       if (r != me) std::memcpy(mine + cut(r), u8(slot(int(r), half)) + cut(r), cut(r + 1) - cut(r));
   }
+}
+
+// The low-latency all-reduce: publish data + tag, wait for every peer's tag of this epoch,
+// fold all slots in rank order (the same order everywhere: every rank ends with the same bits).
+// Two halves alternate by epoch, so no barrier is needed: a rank rewrites half h for epoch
+// e + 2 only after finishing epoch e + 1, which needed every peer's epoch e + 1 data, which a
+// peer writes only after it finished reading epoch e from half h.
+void ShmGroup::allreduce_low_latency(void* data, size_t count, DType dt, ReduceOp op,
+                                     const OpInfo& info, Deadline dl) {
+  const size_t bytes = count * dtype_size(dt);
+  const uint64_t e = ++ll_epoch_;
+  const int half = int(e & 1);
+  std::memcpy(ll_slot(rank_, half) + kTagBytes, data, bytes);
+  ll_tag(rank_, half).store(e, std::memory_order_release);
+  ll_bell_->notify_sleepers();
+  auto arrived = [this, e](int r) { return ll_tag(r, int(e & 1)).load(std::memory_order_acquire) == e; };
+  auto all = [&arrived, this] {
+    for (int r = 0; r < world_; ++r)
+      if (!arrived(r)) return false;
+    return true;
+  };
+  wait_until(*ll_bell_, all, [&](int r) { return !arrived(r); }, info, dl, "a low-latency all-reduce");
+  for (int r = 0; r < world_; ++r) srcs_[size_t(r)] = r == rank_ ? data : ll_slot(r, half) + kTagBytes;
+  reduce_many(data, srcs_.data(), world_, count, dt, op);
+  finish_avg(data, count, dt, op, world_);
 }
 
 // Reduce = all-reduce (every rank gets the result; non-roots' buffers are unspecified anyway).

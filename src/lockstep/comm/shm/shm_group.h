@@ -72,6 +72,15 @@ class ShmGroup {
 
  private:
   std::byte* slot(int r, int half) const;
+  // [tag][data], see allreduce_low_latency
+  std::byte* ll_slot(int r, int half) const {
+    return ll_slots_ + (size_t(r) * 2 + size_t(half)) * ll_half_bytes_;
+  }
+  std::atomic<uint64_t>& ll_tag(int r, int half) const {
+    return *reinterpret_cast<std::atomic<uint64_t>*>(ll_slot(r, half));
+  }
+  void allreduce_low_latency(void* data, size_t count, DType dt, ReduceOp op, const OpInfo& info,
+                             Deadline dl);
   void sync(const OpInfo& info, Deadline dl);  // barrier without the usable check
   [[noreturn]] void fail(std::exception_ptr e, const std::string& msg);
   bool peer_dead(int r) const;
@@ -84,6 +93,10 @@ class ShmGroup {
   RingCtl* rings_ = nullptr;
   std::byte* ring_data_ = nullptr;
   std::byte* slots_ = nullptr;
+  FutexWord* ll_bell_ = nullptr;  // rung by a low-latency publish when someone sleeps
+  std::byte* ll_slots_ = nullptr;
+  size_t ll_half_bytes_ = 0;
+  uint64_t ll_epoch_ = 0;         // low-latency all-reduces done
   uint64_t epoch_ = 0;           // barriers passed
   uint64_t chunk_ = 0;           // staging rounds done (selects the half-slot)
   long spin_ns_;
