@@ -54,13 +54,25 @@ H from_f(float f) {
   else return float_to_bf16(f);
 }
 
+template <class T>
+void divide(void* data, size_t count, int world) {
+  auto* p = static_cast<T*>(data);
+  if constexpr (std::is_same_v<T, f16> || std::is_same_v<T, bf16>) {
+    for (size_t i = 0; i < count; ++i) p[i] = from_f<T>(to_f(p[i]) / float(world));
+  } else {
+    for (size_t i = 0; i < count; ++i) p[i] = T(p[i] / T(world));
+  }
+}
+
 constexpr size_t kBlockBytes = 8192;  // output block kept in L1 while sources are folded in
 
 // Native types: dst = s0 op s1 for the first pair, then dst op= sk, one L1 block at a time.
 // Writing the first pair into dst avoids a copy and keeps aliasing (dst == srcs[k]) safe
 // because each element is read from every source before the block moves on.
+// The many-source kernels finish each block in L1: avg divides by `world` (when > 0) and the
+// block is stored to dst and, when given, to `also` (no second pass over the output).
 template <class T, ReduceOp Op>
-void many_native(T* dst, const void* const* srcs, int nsrc, size_t count) {
+void many_native(T* dst, T* also, const void* const* srcs, int nsrc, size_t count, int world) {
   constexpr size_t kBlock = kBlockBytes / sizeof(T);
   T tmp[kBlock];
   for (size_t lo = 0; lo < count; lo += kBlock) {
@@ -72,13 +84,15 @@ void many_native(T* dst, const void* const* srcs, int nsrc, size_t count) {
       fold2<T, Op>(tmp, s0, static_cast<const T*>(srcs[1]) + lo, n);
       for (int k = 2; k < nsrc; ++k) fold<T, Op>(tmp, static_cast<const T*>(srcs[k]) + lo, n);
     }
+    if (Op == ReduceOp::avg && world > 0) divide<T>(tmp, n, world);
     std::memcpy(dst + lo, tmp, n * sizeof(T));
+    if (also) std::memcpy(also + lo, tmp, n * sizeof(T));
   }
 }
 
 // 16-bit floats: widen each source block to f32, accumulate in f32, round once at the end.
 template <class H, ReduceOp Op>
-void many_half(H* dst, const void* const* srcs, int nsrc, size_t count) {
+void many_half(H* dst, H* also, const void* const* srcs, int nsrc, size_t count, int world) {
   constexpr size_t kBlock = kBlockBytes / sizeof(float);
   float acc[kBlock];
   for (size_t lo = 0; lo < count; lo += kBlock) {
@@ -90,6 +104,9 @@ void many_half(H* dst, const void* const* srcs, int nsrc, size_t count) {
       for (size_t i = 0; i < n; ++i) acc[i] = apply<float, Op>(acc[i], to_f(s[i]));
     }
     for (size_t i = 0; i < n; ++i) dst[lo + i] = from_f<H>(acc[i]);
+    // Rounded to H first, then divided: the same bits as finish_avg after the sum.
+    if (Op == ReduceOp::avg && world > 0) divide<H>(dst + lo, n, world);
+    if (also) std::memcpy(also + lo, dst + lo, n * sizeof(H));
   }
 }
 
@@ -105,11 +122,11 @@ void into_one(void* dst, const void* src, size_t count) {
 }
 
 template <class T, ReduceOp Op>
-void many_one(void* dst, const void* const* srcs, int nsrc, size_t count) {
+void many_one(void* dst, void* also, const void* const* srcs, int nsrc, size_t count, int world) {
   if constexpr (std::is_same_v<T, f16> || std::is_same_v<T, bf16>)
-    many_half<T, Op>(static_cast<T*>(dst), srcs, nsrc, count);
+    many_half<T, Op>(static_cast<T*>(dst), static_cast<T*>(also), srcs, nsrc, count, world);
   else
-    many_native<T, Op>(static_cast<T*>(dst), srcs, nsrc, count);
+    many_native<T, Op>(static_cast<T*>(dst), static_cast<T*>(also), srcs, nsrc, count, world);
 }
 
 // Calls F<T, Op> for the runtime dtype and op.
@@ -142,18 +159,10 @@ struct IntoOne {
 };
 template <class T, ReduceOp Op>
 struct ManyOne {
-  static void run(void* d, const void* const* s, int k, size_t n) { many_one<T, Op>(d, s, k, n); }
-};
-
-template <class T>
-void divide(void* data, size_t count, int world) {
-  auto* p = static_cast<T*>(data);
-  if constexpr (std::is_same_v<T, f16> || std::is_same_v<T, bf16>) {
-    for (size_t i = 0; i < count; ++i) p[i] = from_f<T>(to_f(p[i]) / float(world));
-  } else {
-    for (size_t i = 0; i < count; ++i) p[i] = T(p[i] / T(world));
+  static void run(void* d, void* also, const void* const* s, int k, size_t n, int world) {
+    many_one<T, Op>(d, also, s, k, n, world);
   }
-}
+};
 
 }  // namespace
 
@@ -166,7 +175,14 @@ void reduce_many(void* dst, const void* const* srcs, int nsrc, size_t count, DTy
                  ReduceOp op) {
   LOCKSTEP_CHECK(nsrc >= 1, "reduce_many needs a source");
   if (count == 0) return;
-  dispatch<ManyOne>(dtype, op, dst, srcs, nsrc, count);
+  dispatch<ManyOne>(dtype, op, dst, static_cast<void*>(nullptr), srcs, nsrc, count, 0);
+}
+
+void reduce_many_finish(void* dst, void* also, const void* const* srcs, int nsrc, size_t count,
+                        DType dtype, ReduceOp op, int world) {
+  LOCKSTEP_CHECK(nsrc >= 1 && world >= 1, "reduce_many_finish needs a source and a world size");
+  if (count == 0) return;
+  dispatch<ManyOne>(dtype, op, dst, also, srcs, nsrc, count, world);
 }
 
 void finish_avg(void* data, size_t count, DType dtype, ReduceOp op, int world) {

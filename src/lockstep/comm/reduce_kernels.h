@@ -19,6 +19,12 @@ void reduce_into(void* dst, const void* src, size_t count, DType dtype, ReduceOp
 void reduce_many(void* dst, const void* const* srcs, int nsrc, size_t count, DType dtype,
                  ReduceOp op);
 
+// reduce_many, then finish_avg (op avg: divide by world), and the result stored to dst and,
+// unless null, also to `also` — all in one pass, each block finished while in L1. The bits
+// equal those of reduce_many + finish_avg + memcpy.
+void reduce_many_finish(void* dst, void* also, const void* const* srcs, int nsrc, size_t count,
+                        DType dtype, ReduceOp op, int world);
+
 // data[i] /= world (integer division for integer dtypes); no-op unless op is avg.
 void finish_avg(void* data, size_t count, DType dtype, ReduceOp op, int world);
 

@@ -182,7 +182,7 @@ void ShmGroup::barrier(const OpInfo& info, Deadline dl) {
 // may publish round k+1 while slower peers still read round k.
 //  1. publish: copy my chunk into my slot (all but my own slice, which I read in place);
 //  2. reduce-scatter: after a barrier each rank folds ITS slice from every rank's slot at
-//     once (cache-blocked reduce_many), writes it to its own buffer and back into its slot;
+//     once (cache-blocked, finished in L1), and stores it to its own buffer and its slot;
 //  3. all-gather: after a second barrier each rank copies every other slice from its owner.
 //  Small buffers: publish all of it, one barrier, every rank folds all slots in rank order
 //  (the same order everywhere, so every rank ends with the same bits).
@@ -200,8 +200,7 @@ void ShmGroup::allreduce(void* data, size_t count, DType dt, ReduceOp op, const 
     std::memcpy(slot(rank_, half), data, count * es);
     sync(info, dl);
     for (size_t r = 0; r < P; ++r) srcs_[r] = r == me ? u8(data) : u8(slot(int(r), half));
-    reduce_many(data, srcs_.data(), world_, count, dt, op);
-    finish_avg(data, count, dt, op, world_);
+    reduce_many_finish(data, nullptr, srcs_.data(), world_, count, dt, op, world_);
     return;
   }
   for (size_t lo = 0; lo < count; lo += per_round) {
@@ -215,9 +214,7 @@ void ShmGroup::allreduce(void* data, size_t count, DType dt, ReduceOp op, const 
     std::memcpy(my_slot + b, mine + b, n * es - b);
     sync(info, dl);
     for (size_t r = 0; r < P; ++r) srcs_[r] = r == me ? mine + a : u8(slot(int(r), half)) + a;
-    reduce_many(mine + a, srcs_.data(), world_, (b - a) / es, dt, op);
-    finish_avg(mine + a, (b - a) / es, dt, op, world_);
-    std::memcpy(my_slot + a, mine + a, b - a);
+    reduce_many_finish(mine + a, my_slot + a, srcs_.data(), world_, (b - a) / es, dt, op, world_);
     sync(info, dl);
     for (size_t r = 0; r < P; ++r)
       if (r != me) std::memcpy(mine + cut(r), u8(slot(int(r), half)) + cut(r), cut(r + 1) - cut(r));
@@ -245,8 +242,7 @@ void ShmGroup::allreduce_low_latency(void* data, size_t count, DType dt, ReduceO
   };
   wait_until(*ll_bell_, all, [&](int r) { return !arrived(r); }, info, dl, "a low-latency all-reduce");
   for (int r = 0; r < world_; ++r) srcs_[size_t(r)] = r == rank_ ? data : ll_slot(r, half) + kTagBytes;
-  reduce_many(data, srcs_.data(), world_, count, dt, op);
-  finish_avg(data, count, dt, op, world_);
+  reduce_many_finish(data, nullptr, srcs_.data(), world_, count, dt, op, world_);
 }
 
 // Reduce = all-reduce (every rank gets the result; non-roots' buffers are unspecified anyway).
@@ -300,8 +296,7 @@ void ShmGroup::reduce_scatter(const void* in, void* out, size_t count, DType dt,
     sync(info, dl);
     for (size_t r = 0; r < P; ++r)
       srcs_[r] = r == me ? u8(in) + (me * count + lo) * es : u8(slot(int(r), half)) + me * n * es;
-    reduce_many(u8(out) + lo * es, srcs_.data(), world_, n, dt, op);
-    finish_avg(u8(out) + lo * es, n, dt, op, world_);
+    reduce_many_finish(u8(out) + lo * es, nullptr, srcs_.data(), world_, n, dt, op, world_);
   }
 }
 
