@@ -50,6 +50,13 @@ NativeProcessGroup::NativeProcessGroup(store::Store& store, int rank, int world,
   if (opt_.transport == "auto") opt_.transport = env_or("LOCKSTEP_TRANSPORT", "auto");
   if (opt_.algorithm == "auto") opt_.algorithm = env_or("LOCKSTEP_ALGO", "auto");
   if (env_or("LOCKSTEP_DEBUG", "") == "detail") opt_.debug_checks = true;
+  if (opt_.shm_spin_us < 0) {
+    const std::string spin = env_or("LOCKSTEP_SHM_SPIN_US", "");
+    char* end = nullptr;
+    if (!spin.empty()) opt_.shm_spin_us = int(std::strtol(spin.c_str(), &end, 10));
+    if (!spin.empty() && (*end != '\0' || opt_.shm_spin_us < 0))
+      LOCKSTEP_THROW(ConfigError, "LOCKSTEP_SHM_SPIN_US='", spin, "': expected microseconds >= 0");
+  }
   prefix_ = str_cat("lockstep/pg/", opt_.group_name, "/");
   if (world_ > 1) rendezvous();
   worker_ = std::thread([this] { worker_loop(); });
@@ -117,6 +124,7 @@ void NativeProcessGroup::rendezvous() {
                ? "shm" : "tcp";
   if (kind == "shm") {
     shm_ = std::make_unique<shm::ShmGroup>(store_, prefix_, rank_, world_, opt_.shm_chunk_bytes,
+                                           opt_.shm_spin_us,
                                            opt_.timeout);
     transport_ = &shm_->transport();
   } else if (kind == "tcp") {
@@ -247,7 +255,7 @@ void NativeProcessGroup::worker_loop() {
       queue_.pop_front();
       running_ = true;
       lk.unlock();
-      run_task(task);
+      run_task(task, false);
       lk.lock();
       running_ = false;
       idle = 0;
@@ -277,7 +285,7 @@ void NativeProcessGroup::help_until(const WorkState* target) {
       running_ = true;
     }
     bool mine = task.state.get() == target;
-    run_task(task);
+    run_task(task, true);
     {
       std::lock_guard<std::mutex> lk(mu_);
       running_ = false;
@@ -287,13 +295,16 @@ void NativeProcessGroup::help_until(const WorkState* target) {
   }
 }
 
-void NativeProcessGroup::run_task(Task& task) {
+// on_caller: the waiting thread runs the operation (it has nothing else to do, so its waits
+// may spin); otherwise the group's own thread runs it beside the caller's computation.
+void NativeProcessGroup::run_task(Task& task, bool on_caller) {
   const OpInfo& info = task.state->info();
   const bool collective = info.kind != OpKind::send && info.kind != OpKind::recv;
   const size_t slot = flight_.start(info, collective, task.bytes);
   try {
     if (aborted_) LOCKSTEP_THROW(AbortedError, info.describe(), ": process group was aborted");
     auto deadline = Deadline::after(opt_.timeout);
+    if (shm_) shm_->set_caller_runs(on_caller);
     if (opt_.debug_checks && collective) check_signature(info, task.signature);
     task.body(info, deadline);
     flight_.finish(slot, true);
@@ -316,8 +327,10 @@ void NativeProcessGroup::run_task(Task& task) {
 // with every store call bounded: after a network failure the store may be unreachable too,
 // and once a store call has timed out on this failure path it is not tried again.
 std::string NativeProcessGroup::compare_progress(const OpInfo& info) {
+  std::string table = flight_.dump();
+  if (!table.empty() && table.back() == '\n') table.pop_back();  // the log adds its own
   LOCKSTEP_LOG(error, "flight recorder of rank ", rank_, " in group '", opt_.group_name,
-               "' (last operations, oldest first):\n", flight_.dump());
+               "' (last operations, oldest first):\n", table);
   if (world_ == 1) return {};
   // "started completed op": the launcher reads these keys too (its flight-recorder line).
   const std::string mine = str_cat(flight_.last_started(), " ", flight_.last_completed(), " ",

@@ -87,7 +87,7 @@ class NativeProcessGroup final : public ProcessGroup {
   // Runs queued tasks on the calling thread, in order, while the worker is idle, until
   // `target` is done or another thread holds the queue front.
   void help_until(const WorkState* target);
-  void run_task(Task& task);
+  void run_task(Task& task, bool on_caller);
   // After an operation failed: prints the flight recorder, posts this rank's progress to the
   // store and reads the others' (briefly), and returns a summary of who got how far.
   std::string compare_progress(const OpInfo& info);

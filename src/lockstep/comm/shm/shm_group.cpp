@@ -54,7 +54,7 @@ bool process_dead(int pid) {
 }  // namespace
 
 ShmGroup::ShmGroup(store::Store& store, const std::string& prefix, int rank, int world,
-                   size_t chunk_bytes, Millis timeout)
+                   size_t chunk_bytes, int spin_us, Millis timeout)
     : rank_(rank), world_(world),
       half_bytes_(round_up(std::max<size_t>(chunk_bytes ? chunk_bytes : kDefaultHalfBytes,
                                             size_t(world) * 64), 64)),
@@ -78,8 +78,12 @@ ShmGroup::ShmGroup(store::Store& store, const std::string& prefix, int rank, int
   ring_data_ = b + ring_data_off;
   slots_ = b + slots_off;
   ctl_[rank].pid.store(::getpid());
-  // Spinning only pays when every rank has a core; oversubscribed ranks go to sleep at once.
-  spin_ns_ = int(std::thread::hardware_concurrency()) >= world ? 300'000 : 0;
+  // Spinning only pays when every busy thread has a core; oversubscribed ones sleep at once.
+  // A rank whose group thread communicates while its caller computes has two busy threads.
+  const int cores = int(std::thread::hardware_concurrency());
+  spin_caller_ns_ = spin_us >= 0 ? long(spin_us) * 1000 : cores >= world ? 300'000 : 0;
+  spin_async_ns_ = spin_us >= 0 ? long(spin_us) * 1000 : cores >= 2 * world ? 300'000 : 0;
+  spin_ns_ = spin_caller_ns_;
   srcs_.resize(P);
   transport_ = std::make_unique<ShmTransport>(*this);
 }

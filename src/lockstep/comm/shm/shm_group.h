@@ -39,9 +39,10 @@ class ShmTransport;
 
 class ShmGroup {
  public:
-  // chunk_bytes: staging bytes per rank per half-slot (0 = default).
+  // chunk_bytes: staging bytes per rank per half-slot (0 = default). spin_us: how long waits
+  // spin before sleeping (-1 = auto: 300 us when every busy thread has a core, else 0).
   ShmGroup(store::Store& store, const std::string& prefix, int rank, int world, size_t chunk_bytes,
-           Millis timeout);
+           int spin_us, Millis timeout);
   ~ShmGroup();
 
   Transport& transport();
@@ -55,6 +56,10 @@ class ShmGroup {
                       const OpInfo& info, Deadline dl);
   void barrier(const OpInfo& info, Deadline dl);
   void abort();
+  // Whether the next operations run on the thread that waits for them (then waits spin as
+  // configured) or on the group's thread beside the caller's computation (then they spin
+  // only when every rank has two cores: one for its computation, one for communication).
+  void set_caller_runs(bool caller) { spin_ns_ = caller ? spin_caller_ns_ : spin_async_ns_; }
 
   // --- used by ShmTransport ---
   int rank() const { return rank_; }
@@ -99,7 +104,7 @@ class ShmGroup {
   uint64_t ll_epoch_ = 0;         // low-latency all-reduces done
   uint64_t epoch_ = 0;           // barriers passed
   uint64_t chunk_ = 0;           // staging rounds done (selects the half-slot)
-  long spin_ns_;
+  long spin_ns_, spin_caller_ns_, spin_async_ns_;
   std::atomic<bool> aborted_{false};
   std::string broken_;
   std::vector<const void*> srcs_;  // per-round source pointers (no allocation per call)
