@@ -436,9 +436,12 @@ void preflight(const LaunchConfig& cfg) {
 
 int launch_workers(const LaunchConfig& config) {
   preflight(config);
+  // Before any thread starts, so that every thread inherits the mask; and before mpirun's
+  // --version is asked, so that a SIGTERM meanwhile waits for the workers' loop (which
+  // forwards it) instead of killing the launcher.
+  SignalFd sig;
   LaunchConfig cfg = config;
   if (cfg.via == "mpirun") cfg.mpirun = find_mpirun(cfg.mpirun);
-  SignalFd sig;  // before any thread starts, so that every thread inherits the mask
   std::map<std::string, std::string> env = cfg.env;
   std::string token = getenv_or_make_token();
   auto store = host_store_if_leader(cfg, token);  // node 0 hosts the rendezvous store
