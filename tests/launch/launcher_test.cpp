@@ -250,6 +250,23 @@ TEST(Mpirun, StubbornMpirunAndItsRanksAreKilledAfterGrace) {
   EXPECT_LT(after_term, 10.0) << "the launcher took that long to stop after SIGTERM (--grace 1)";
 }
 
+// An mpirun that does not answer --version is named as such, not as "not Open MPI's".
+TEST(Mpirun, SilentVersionProbeIsNamed) {
+  TempDir tmp;
+  const fs::path fake = tmp.path / "mpirun";
+  {
+    std::ofstream f(fake);
+    f << "#!/bin/sh\nexec sleep 30\n";
+  }
+  fs::permissions(fake, fs::perms::owner_all);
+  auto r = run_command({LOCKSTEP_BIN, "run", "--via", "mpirun", "--mpirun", fake.string(), "--", "true"},
+                       kTimeout);
+  ASSERT_FALSE(r.timed_out);
+  EXPECT_NE(r.status.code, 0);
+  EXPECT_NE(r.err.find("did not answer --version within 5 s"), std::string::npos) << r.err;
+  EXPECT_LT(r.seconds, 15.0);
+}
+
 // mpirun's tagged output relayed as the launcher's own, and its report of the failed rank.
 TEST(Mpirun, RelaysTaggedOutputAndNotesTheFailedRank) {
   launch::MpirunOutput out(true);
@@ -264,6 +281,14 @@ TEST(Mpirun, RelaysTaggedOutputAndNotesTheFailedRank) {
   sig.line("mpirun noticed that process rank 2 with PID 0 on node vm exited on signal 9 (Killed).");
   EXPECT_EQ(sig.failed_rank(), 2);
   EXPECT_EQ(sig.how(), "killed by signal 9 (Killed)");
+  // Open MPI 5 (PRRTE/PMIx): a space after the tag, the job possibly named in full.
+  launch::MpirunOutput five(true);
+  EXPECT_EQ(five.line("[prterun-vm-4242@1,2]<stdout>: hello"), "[rank 2] hello");
+  EXPECT_EQ(five.line("[1,0]<stderr>:  indented"), "[rank 0]  indented");
+  five.line("   Process name: [prterun-vm-4242@1,1]");
+  five.line("   Exit code:    4");
+  EXPECT_EQ(five.failed_rank(), 1);
+  EXPECT_EQ(five.how(), "exited with code 4");
 
   launch::LaunchConfig cfg;
   cfg.nproc_per_node = 3;

@@ -34,12 +34,15 @@ std::optional<std::string> in_path(const std::string& name, const EnvLookup& loo
   return std::nullopt;
 }
 
-// `mpirun --version`, bounded (5 s): its first line, or "" when it did not answer.
-std::string version_line(const std::string& mpirun) {
+constexpr int kVersionWaitSeconds = 5;
+
+// `mpirun --version`, bounded: its first line, or nullopt when it gave neither a whole line
+// nor the end of its output within kVersionWaitSeconds (a hung or very slow mpirun).
+std::optional<std::string> version_line(const std::string& mpirun) {
   Subprocess p({mpirun, "--version"}, {});
   std::string out;
-  const Deadline until = Deadline::after(std::chrono::seconds(5));
-  while (p.stdout_fd() >= 0 && !until.expired()) {
+  const Deadline until = Deadline::after(std::chrono::seconds(kVersionWaitSeconds));
+  while (p.stdout_fd() >= 0 && out.find('\n') == std::string::npos && !until.expired()) {
     pollfd fd{p.stdout_fd(), POLLIN, 0};
     if (::poll(&fd, 1, until.poll_timeout_ms()) <= 0) continue;
     char buf[4096];
@@ -47,6 +50,7 @@ std::string version_line(const std::string& mpirun) {
     if (n <= 0) p.close_stdout();
     else out.append(buf, size_t(n));
   }
+  if (p.stdout_fd() >= 0 && out.find('\n') == std::string::npos) return std::nullopt;
   return out.substr(0, out.find('\n'));
 }
 
@@ -62,10 +66,15 @@ std::string find_mpirun(const std::string& given, const EnvLookup& lookup) {
   if (name.empty()) name = "mpirun";
   auto path = in_path(name, lookup);
   if (!path) LOCKSTEP_THROW(ConfigError, "--via mpirun: '", name, "' not found (PATH); ", kInstallHint);
-  const std::string version = version_line(*path);
-  if (version.find("Open MPI") == std::string::npos && version.find("OpenRTE") == std::string::npos) {
+  const auto version = version_line(*path);
+  if (!version) {
+    LOCKSTEP_THROW(ConfigError, "--via mpirun: ", *path, " did not answer --version within ",
+                   kVersionWaitSeconds, " s, so it cannot be checked to be Open MPI's mpirun; ",
+                   kInstallHint);
+  }
+  if (version->find("Open MPI") == std::string::npos && version->find("OpenRTE") == std::string::npos) {
     LOCKSTEP_THROW(ConfigError, "--via mpirun: ", *path, " is not Open MPI's mpirun (its --version says '",
-                   version, "'); ", kInstallHint);
+                   *version, "'); ", kInstallHint);
   }
   return *path;
 }
@@ -101,8 +110,11 @@ std::vector<std::string> mpirun_command(const std::string& mpirun, const LaunchC
 }
 
 std::string MpirunOutput::line(std::string_view text) {
-  // Open MPI 4: "[<job>,<rank>]<stdout>:" or "<stderr>:" before each line of a rank.
-  static const std::regex tag(R"(^\[\d+,(\d+)\]<std(?:out|err)>:)");
+  // "[<job>,<rank>]<stdout>:" or "<stderr>:" before each line of a rank: Open MPI 4 writes
+  // "[1,0]<stdout>:text"; Open MPI 5 (PRRTE/PMIx) adds a space and may name the job in full,
+  // "[prterun-host-123@1,0]<stdout>: text". One space after the tag is taken as part of it
+  // (under Open MPI 4 a line of a rank that starts with a space loses that space).
+  static const std::regex tag(R"(^\[[^\]]*,(\d+)\]<std(?:out|err)>: ?)");
   std::match_results<std::string_view::const_iterator> m;
   if (std::regex_search(text.begin(), text.end(), m, tag)) {
     const std::string_view rest = text.substr(size_t(m.length(0)));
@@ -112,11 +124,12 @@ std::string MpirunOutput::line(std::string_view text) {
   return prefix_ ? str_cat("[mpirun] ", text) : std::string(text);
 }
 
-// Open MPI 4's reports of the first failure:
+// mpirun's reports of the first failure (Open MPI 4; Open MPI 5's prterun names a process
+// "[prterun-host-123@1,1]"):
 //   "  Process name: [[24974,1],1]" then "  Exit code:    3"
 //   "mpirun noticed that process rank 1 with PID 0 on node vm exited on signal 9 (Killed)."
 void MpirunOutput::scan(std::string_view text) {
-  static const std::regex name(R"(Process name: \[\[\d+,\d+\],(\d+)\])");
+  static const std::regex name(R"(Process name: \[(?:\[\d+,\d+\]|[^\[\],]+),(\d+)\])");
   static const std::regex code(R"(Exit code:\s*(\d+))");
   static const std::regex noticed(R"(process rank (\d+) with PID \d+ on node \S+ exited on (signal \d+(?: \([^)]*\))?))");
   std::match_results<std::string_view::const_iterator> m;

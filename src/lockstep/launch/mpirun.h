@@ -37,9 +37,9 @@ std::map<std::string, std::string> mpirun_environment(std::map<std::string, std:
 std::vector<std::string> mpirun_command(const std::string& mpirun, const LaunchConfig& cfg,
                                         const std::map<std::string, std::string>& env);
 
-// Relays mpirun's output line by line: a tagged line "[1,R]<stdout>:text" becomes
-// "[rank R] text" (or "text" without prefixes); mpirun's own lines get "[mpirun] ". Also
-// notes which rank mpirun says failed first and how.
+// Relays mpirun's output line by line: a tagged line "[1,R]<stdout>:text" (Open MPI 4) or
+// "[JOB,R]<stdout>: text" (Open MPI 5) becomes "[rank R] text" (or "text" without prefixes);
+// mpirun's own lines get "[mpirun] ". Also notes which rank mpirun says failed first and how.
 class MpirunOutput {
  public:
   explicit MpirunOutput(bool prefix) : prefix_(prefix) {}
