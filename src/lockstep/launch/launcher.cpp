@@ -215,8 +215,7 @@ class Group {
   }
 
   bool record_mpirun_failure(Worker& w, const ExitStatus& st, GroupResult& result) {
-    // mpirun's report of the failed rank may still be in the pipes (bounded: it has exited).
-    for (int i = 0; i < 1000 && (w.proc->stdout_fd() >= 0 || w.proc->stderr_fd() >= 0); ++i) forward(w);
+    drain(w);  // mpirun's report of the failed rank may still be in the pipes
     const int rank = mpirun_out_->failed_rank();
     const std::string how = mpirun_out_->how().empty() ? "failed" : mpirun_out_->how();
     result = {Outcome::worker_failed, st.shell_code(),
@@ -296,12 +295,15 @@ class Group {
     if (w.proc->stderr_fd() >= 0 && !w.err->pump(w.proc->stderr_fd())) w.proc->close_stderr();
   }
 
-  // After exit, read what is left in the pipes (bounded: children are gone).
+  // Reads what is left in an exited worker's pipes (bounded: 1000 non-blocking reads; a pipe
+  // ends once all its writers are gone).
+  void drain(Worker& w) {
+    for (int i = 0; i < 1000 && (w.proc->stdout_fd() >= 0 || w.proc->stderr_fd() >= 0); ++i) forward(w);
+  }
+
   void drain_output() {
     for (auto& w : workers_) {
-      for (int i = 0; i < 1000 && (w.proc->stdout_fd() >= 0 || w.proc->stderr_fd() >= 0); ++i) {
-        forward(w);
-      }
+      drain(w);
       w.out->flush();
       w.err->flush();
     }
@@ -322,27 +324,30 @@ void note(const LaunchConfig& cfg, const std::string& msg) {
 
 // After a worker failure, the line naming the rank missing from the collective that failed,
 // from what the ranks' flight recorders posted in the store (flight_summary.h); nothing when
-// none posted. Bounded (~2 s) and best effort: the workers are gone by now, the store is not
-// asked to wait for them. Only the default group: the store cannot list keys.
+// none posted. Bounded (2 s in all, connecting included) and best effort: the workers are gone
+// by now, the store is not asked to wait for them. Only the default group: the store cannot
+// list keys.
 constexpr Millis kFlightBudget{2000};
 
 void note_flight(const LaunchConfig& cfg, store::Store& store, const std::string& prefix, int world,
-                 const std::map<int, std::string>& notes) {
-  const auto reports = read_flight_reports(store, prefix, "default", world, kFlightBudget);
+                 const std::map<int, std::string>& notes, const Deadline& until) {
+  const auto left = std::chrono::duration_cast<Millis>(until.remaining());
+  const auto reports = read_flight_reports(store, prefix, "default", world, left);
   if (auto line = summarize_flight(reports, "default", notes); !line.empty()) note(cfg, line);
 }
 
 void note_flight(const LaunchConfig& cfg, const std::string& host, int port, const std::string& token,
                  const std::string& prefix, int world, const std::map<int, std::string>& notes) {
+  const Deadline until = Deadline::after(kFlightBudget);  // shared by the connect and the reads
   try {
     store::TcpStoreOptions so;
     so.host = host;
     so.port = uint16_t(port);
     so.token = token;
-    so.connect_timeout = kFlightBudget / 2;
-    so.timeout = kFlightBudget / 2;
+    so.connect_timeout = kFlightBudget;
+    so.timeout = kFlightBudget;
     store::TcpStore client(so);
-    note_flight(cfg, client, prefix, world, notes);
+    note_flight(cfg, client, prefix, world, notes, until);
   } catch (const std::exception&) {
     // No store to ask (node 0 gone): the workers' own errors are all there is.
   }
@@ -389,7 +394,10 @@ int run_elastic(const LaunchConfig& cfg, std::map<std::string, std::string> env,
     }
     if (r.outcome == Outcome::worker_failed) rdzv.report_failure(m, r.message);
     note(cfg, str_cat("round ", m.round, " ended: ", r.message));
-    if (r.outcome == Outcome::worker_failed) note_flight(cfg, client, env["LOCKSTEP_STORE_PREFIX"], m.world, r.notes);
+    if (r.outcome == Outcome::worker_failed) {
+      note_flight(cfg, client, env["LOCKSTEP_STORE_PREFIX"], m.world, r.notes,
+                  Deadline::after(kFlightBudget));
+    }
     if (stop && stop->final) return 1;
     if (r.outcome == Outcome::worker_failed || (stop && stop->counts_as_restart)) {
       if (++restarts > cfg.max_restarts) {
