@@ -5,6 +5,7 @@
 // 1 with the error. --backend NAME picks the process group's backend (default native; mpi
 // for the `lockstep run --via mpirun` test). --ready-file P: create P.<rank> once the first
 // all-reduce is done (a test's cue that the ranks are in their loop of collectives).
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -50,7 +51,16 @@ int main(int argc, char** argv) try {
     done = v[1] > 0;
     if (n++ == 0) {
       std::printf("elastic_worker rank %d of %d (round %s): started\n", env.rank, env.world_size, round);
-      if (!ready.empty()) std::fclose(std::fopen((ready + "." + std::to_string(env.rank)).c_str(), "w"));
+      if (!ready.empty()) {
+        const std::string path = ready + "." + std::to_string(env.rank);
+        std::FILE* f = std::fopen(path.c_str(), "w");
+        if (!f) {
+          std::fprintf(stderr, "elastic_worker rank %d: cannot create %s: %s\n", env.rank, path.c_str(),
+                       std::strerror(errno));
+          return 1;
+        }
+        std::fclose(f);
+      }
     }
     std::fflush(stdout);
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
