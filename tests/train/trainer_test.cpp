@@ -25,23 +25,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Learnable synthetic images: the label is the quadrant holding the brightest pixel.
-data::Dataset synthetic(int64_t n, uint64_t seed, bool with_nan = false) {
-  std::vector<float> f(size_t(n) * 784);
-  std::vector<int32_t> y(static_cast<size_t>(n));
-  uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
-  for (int64_t i = 0; i < n; ++i) {
-    int best = 0;
-    for (int p = 0; p < 784; ++p) {
-      s = s * 6364136223846793005ull + 1442695040888963407ull;
-      f[size_t(i * 784 + p)] = float(s >> 40) / float(1 << 24);
-      if (f[size_t(i * 784 + p)] > f[size_t(i * 784 + best)]) best = p;
-    }
-    y[size_t(i)] = (best / 28 < 14 ? 0 : 2) + (best % 28 < 14 ? 0 : 1);
-  }
-  if (with_nan) f[5] = NAN;
-  return data::Dataset::from_f32("synthetic", {1, 28, 28}, std::move(f), std::move(y), 1, 10);
-}
+using testing::synthetic;
 
 struct RunOut {
   std::vector<float> weights;  // rank 0's final parameters

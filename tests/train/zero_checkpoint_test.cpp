@@ -3,12 +3,14 @@
 // checkpoint of 4 ranks loads at 4, 3, 2 and 1 (every rank's slice bitwise the saved piece);
 // a resume at the same world size ends bitwise equal to an uninterrupted run; ZeRO and plain
 // checkpoints convert both ways; a missing, corrupt or inconsistent shard is refused naming
-// the file, on every rank, and nothing saved is touched. Ranks are threads (as trainer_test).
+// the file, on every rank, and nothing saved is touched; a non-finite gradient on one rank
+// skips the step on every rank. Ranks are threads (as trainer_test).
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <stdexcept>
 #include <thread>
 
 #include "lockstep/comm/process_group.h"
@@ -28,22 +30,8 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-// Learnable synthetic images (the label is the quadrant of the brightest pixel).
-data::Dataset synthetic(int64_t n, uint64_t seed) {
-  std::vector<float> f(size_t(n) * 784);
-  std::vector<int32_t> y(static_cast<size_t>(n));
-  uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
-  for (int64_t i = 0; i < n; ++i) {
-    int best = 0;
-    for (int p = 0; p < 784; ++p) {
-      s = s * 6364136223846793005ull + 1442695040888963407ull;
-      f[size_t(i * 784 + p)] = float(s >> 40) / float(1 << 24);
-      if (f[size_t(i * 784 + p)] > f[size_t(i * 784 + best)]) best = p;
-    }
-    y[size_t(i)] = (best / 28 < 14 ? 0 : 2) + (best % 28 < 14 ? 0 : 1);
-  }
-  return data::Dataset::from_f32("synthetic", {1, 28, 28}, std::move(f), std::move(y), 1, 10);
-}
+using testing::fingerprint;
+using testing::synthetic;
 
 // Runs fn(rank, pg) on `world` thread ranks; rethrows the first rank's error, and reports
 // every rank's error text in `errors` when given.
@@ -148,17 +136,6 @@ std::vector<float> union_of_shards(const Checkpoint& c) {
   return full;
 }
 
-// Every file below `dir` with its bytes (to show that nothing saved was touched).
-std::map<std::string, std::string> fingerprint(const fs::path& dir) {
-  std::map<std::string, std::string> out;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (!e.is_regular_file()) continue;
-    std::ifstream f(e.path(), std::ios::binary);
-    out[fs::relative(e.path(), dir).string()] = {std::istreambuf_iterator<char>(f), {}};
-  }
-  return out;
-}
-
 // A ZeRO run of 4 ranks stopped after step 4 (checkpoints at 2 and 4); returns step 4's path.
 fs::path zero_checkpoint_of_4_ranks(const fs::path& dir, const data::Dataset& tr) {
   TrainConfig c = zero_config(dir / "saved");
@@ -176,6 +153,7 @@ fs::path zero_checkpoint_of_4_ranks(const fs::path& dir, const data::Dataset& tr
 // in memory from the ranks.
 TEST(ZeroCheckpoint, ShardUnionEqualsTheAllGatheredStateBitwise) {
   const data::Dataset tr = synthetic(96, 1);
+  ASSERT_EQ(nn::make_model("fmnist-mlp", 7)->num_params() % 4, 2) << "535818 mod 4: a tail every rank holds";
   for (int world : {3, 4}) {
     const auto dir = testing::fresh_dir("zero_w" + std::to_string(world));
     std::vector<float> gathered;
@@ -183,7 +161,7 @@ TEST(ZeroCheckpoint, ShardUnionEqualsTheAllGatheredStateBitwise) {
       auto model = nn::make_model("fmnist-mlp", 7);
       ddp::DistributedDataParallel d(*model, pg, {.gradient_sync = false, .deterministic = true});
       ddp::ZeroOptimizer zero(pg, d.params(), {.lr = 0.05f, .momentum = 0.9f, .weight_decay = 1e-4f});
-      if (world == 4) ASSERT_EQ(zero.tail_range().size(), 2u) << "535818 mod 4: a tail every rank holds";
+      EXPECT_EQ(zero.tail_range().size(), world == 4 ? 2u : 0u);
       nn::CrossEntropyLoss ce;
       nn::Tensor x;
       for (int step = 0; step < 3; ++step) {
@@ -233,6 +211,119 @@ TEST(ZeroCheckpoint, ShardUnionEqualsTheAllGatheredStateBitwise) {
       EXPECT_TRUE(bitwise_equal(v, std::span<const float>(gathered).subspan(p[1].get<size_t>(), p[2].get<size_t>())))
           << p;
     }
+  }
+}
+
+// ---- non-finite gradients ------------------------------------------------------------
+
+// The gradient element at global flat offset k (in ZeroOptimizer's flat order).
+float& grad_at(ddp::ParamSource& params, const ddp::ZeroOptimizer& zero, size_t k) {
+  for (size_t i = 0; i < params.num_params(); ++i) {
+    const size_t lo = zero.param_offset(i);
+    if (k >= lo && k < lo + params.grad(i).size()) return params.grad(i)[k - lo];
+  }
+  throw std::out_of_range("no parameter holds flat offset " + std::to_string(k));
+}
+
+// An Inf or NaN put into one rank's local gradient lands, averaged, in some rank's slice (its
+// own or another's) or in the tail: step() returns false on every rank, and no rank changes
+// its weights or momentum; the next finite step updates all of them alike.
+TEST(ZeroOptimizer, NonFiniteGradientOnOneRankSkipsTheStepOnEveryRank) {
+  const data::Dataset tr = synthetic(96, 1);
+  const int world = 4;
+  struct Bad {
+    int rank;      // the rank whose local gradient is damaged
+    int owner;     // the rank whose slice holds it; -1: the tail
+    float value;
+  };
+  const std::vector<Bad> cases = {{1, 2, INFINITY}, {0, 0, NAN}, {3, -1, -INFINITY}};
+  run_ranks(world, [&](int r, comm::ProcessGroup& pg) {
+    auto model = nn::make_model("fmnist-mlp", 7);
+    ddp::DistributedDataParallel d(*model, pg, {.gradient_sync = false, .deterministic = true});
+    ddp::ZeroOptimizer zero(pg, d.params(), {.lr = 0.05f, .momentum = 0.9f, .weight_decay = 1e-4f});
+    EXPECT_EQ(zero.tail_range().size(), 2u);
+    nn::CrossEntropyLoss ce;
+    nn::Tensor x;
+    int step = 0;
+    auto backward = [&] {
+      const int64_t first = (step++ % 3 * world + r) * 8;
+      x.resize(nn::Shape{8, 1, 28, 28});
+      std::vector<int32_t> y;
+      for (int64_t i = 0; i < 8; ++i) {
+        auto f = tr.f32_features(first + i);
+        std::copy(f.begin(), f.end(), x.data() + i * 784);
+        y.push_back(tr.targets(first + i)[0]);
+      }
+      model->zero_grad();
+      ce.forward(d.forward(x), y);
+      d.backward(ce.backward());
+    };
+    auto momentum = [&] {
+      std::vector<float> m;
+      for (const ddp::FlatRange range : {zero.state_range(), zero.tail_range()}) {
+        const auto s = zero.state(range);
+        m.insert(m.end(), s.begin(), s.end());
+      }
+      return m;
+    };
+    backward();
+    EXPECT_TRUE(zero.step()) << "rank " << r;  // some momentum to keep
+    for (const Bad& bad : cases) {
+      backward();
+      const std::vector<float> w0(model->flat_params().begin(), model->flat_params().end()), m0 = momentum();
+      if (r == bad.rank) {
+        const size_t shard = zero.state_range().size();
+        const size_t k = bad.owner < 0 ? zero.tail_range().begin + 1 : size_t(bad.owner) * shard + shard / 2;
+        grad_at(d.params(), zero, k) = bad.value;
+      }
+      EXPECT_FALSE(zero.step()) << "rank " << r << ", damaged on rank " << bad.rank;
+      EXPECT_TRUE(bitwise_equal(model->flat_params(), w0)) << "rank " << r << " changed its weights";
+      EXPECT_TRUE(bitwise_equal(momentum(), m0)) << "rank " << r << " changed its momentum";
+    }
+    EXPECT_EQ(zero.skipped_steps(), int64_t(cases.size()));
+    backward();
+    const std::vector<float> w0(model->flat_params().begin(), model->flat_params().end());
+    EXPECT_TRUE(zero.step()) << "rank " << r;
+    EXPECT_FALSE(bitwise_equal(model->flat_params(), w0)) << "rank " << r << ": a finite step must update";
+    std::vector<float> w(model->flat_params().begin(), model->flat_params().end());
+    for (float v : w) ASSERT_TRUE(std::isfinite(v)) << "rank " << r;
+    pg.broadcast(std::span<float>(w), 0).wait();
+    EXPECT_TRUE(bitwise_equal(model->flat_params(), w)) << "rank " << r << "'s replica differs from rank 0's";
+  });
+}
+
+// In the trainer a NaN input stops every rank: the message says truthfully that the weights
+// were not updated and suggests nothing ZeRO refuses (clip); every checkpoint saved before it
+// holds finite weights, and the replicas are still equal.
+TEST(ZeroTrainer, NonFiniteStepStopsEveryRankWithTheWeightsUnchanged) {
+  const auto dir = testing::fresh_dir("zero");
+  const data::Dataset tr = synthetic(64, 1, /*with_nan=*/true);
+  TrainConfig c = zero_config(dir / "run");
+  c.checkpoint_every = 1;
+  std::vector<std::vector<float>> weights(2);
+  std::vector<std::string> errors;
+  run_ranks(2, [&](int r, comm::ProcessGroup& pg) {
+    auto model = nn::make_model(c.model, c.seed);
+    try {
+      Trainer(c, *model, tr, nullptr, pg, {.out = nullptr, .tty = false}).run();
+    } catch (const DivergedError&) {
+      weights[size_t(r)].assign(model->flat_params().begin(), model->flat_params().end());
+      throw;
+    }
+  }, &errors);
+  for (const std::string& e : errors) {
+    EXPECT_NE(e.find("training diverged at step"), std::string::npos) << e;
+    EXPECT_NE(e.find("the weights were not updated"), std::string::npos) << e;
+    EXPECT_EQ(e.find("clip"), std::string::npos) << "ZeRO refuses clip: " << e;
+  }
+  ASSERT_FALSE(weights[0].empty());
+  for (float v : weights[0]) ASSERT_TRUE(std::isfinite(v));
+  EXPECT_TRUE(bitwise_equal(weights[0], weights[1])) << "the replicas differ after the skipped step";
+  if (!fs::exists(dir / "run" / "checkpoints")) return;  // diverged at the first step
+  for (const fs::path& p : list_checkpoints(dir / "run" / "checkpoints")) {
+    const Checkpoint ck = load_checkpoint(p);
+    for (const StoredTensor& t : ck.weights.tensors)
+      for (float v : t.to_floats()) ASSERT_TRUE(std::isfinite(v)) << p << " " << t.name;
   }
 }
 
@@ -379,11 +470,8 @@ TEST(ZeroCheckpoint, BadShardsAreRefusedOnEveryRankNamingTheFileAndNothingIsTouc
   };
   const std::string shard1 = "zero-shard-00001-of-00004.safetensors";
   const std::vector<Case> cases = {
-      {"corrupt", [&](const fs::path& p) {
-         std::fstream f(p / shard1, std::ios::in | std::ios::out | std::ios::binary);
-         f.seekp(-3, std::ios::end);
-         f.put('\x7f');
-       }, {shard1, "CRC-32", "resume from an older checkpoint"}},
+      {"corrupt", [&](const fs::path& p) { testing::corrupt_byte(p / shard1, 3); },
+       {shard1, "CRC-32", "resume from an older checkpoint"}},
       {"truncated", [&](const fs::path& p) { fs::resize_file(p / shard1, fs::file_size(p / shard1) - 8); },
        {shard1, "truncated"}},
       {"missing", [&](const fs::path& p) { fs::remove(p / shard1); }, {shard1, "missing"}},

@@ -2,7 +2,8 @@
 // which starts its workers through the launcher): a ZeRO run of 3 workers saves one shard per
 // worker; it resumes with 2; a corrupt shard stops every worker with an error naming the file,
 // the command exits non-zero, and the saved checkpoint keeps its bytes. Every command runs in
-// a process group of its own, killed by id if it outlives its time limit.
+// a process group of its own, killed by id if it outlives its time limit (its workers then
+// die by PR_SET_PDEATHSIG with the launcher).
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -51,27 +52,21 @@ Result run(const std::vector<std::string>& argv, const fs::path& log, std::chron
       break;
     }
     if (std::chrono::steady_clock::now() > deadline) {
-      ::kill(-pid, SIGKILL);  // the command and its workers
+      // The command's process group. The workers are not in it (Subprocess gives each a group
+      // of its own); they die by PR_SET_PDEATHSIG when the launcher does.
+      ::kill(-pid, SIGKILL);
       ::waitpid(pid, &status, 0);
       break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  ::kill(-pid, SIGKILL);  // nothing of the job may outlive it
+  ::kill(-pid, SIGKILL);  // whatever is left in the command's group (workers: PDEATHSIG)
   std::ifstream in(log);
   r.out.assign(std::istreambuf_iterator<char>(in), {});
   return r;
 }
 
-std::map<std::string, std::string> fingerprint(const fs::path& dir) {
-  std::map<std::string, std::string> out;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (!e.is_regular_file()) continue;
-    std::ifstream f(e.path(), std::ios::binary);
-    out[fs::relative(e.path(), dir).string()] = {std::istreambuf_iterator<char>(f), {}};
-  }
-  return out;
-}
+using testing::fingerprint;
 
 TEST(ZeroCli, ShardsPerWorkerResumeWithFewerAndACorruptShardStopsEveryWorker) {
   if (!fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"))
@@ -109,11 +104,7 @@ TEST(ZeroCli, ShardsPerWorkerResumeWithFewerAndACorruptShardStopsEveryWorker) {
 
   // A corrupt shard: every worker stops, the command fails, the checkpoint keeps its bytes.
   const std::string shard = "zero-shard-00001-of-00003.safetensors";
-  {
-    std::fstream f(ckpt / shard, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(-5, std::ios::end);
-    f.put('\x55');
-  }
+  testing::corrupt_byte(ckpt / shard, 5);
   const auto before = fingerprint(dir / "a");
   const Result bad = run(with({"--nproc", "2", "--run-dir", (dir / "c").string(), "--resume", ckpt.string()}),
                          dir / "c.log", std::chrono::seconds(90));

@@ -1,9 +1,12 @@
 #include "lockstep/ddp/zero_optimizer.h"
 
 #include <algorithm>
+#include <bit>
+#include <cstdint>
 #include <cstring>
 
 #include "lockstep/core/error.h"
+#include "lockstep/core/log.h"
 
 namespace lockstep::ddp {
 
@@ -90,7 +93,10 @@ void ZeroOptimizer::sgd(float* w, const float* g, float* b, size_t n) const {
   }
 }
 
-void ZeroOptimizer::step() {
+// Phases: reduce the gradients (this rank's slice by reduce-scatter, the tail by all-reduce),
+// agree on whether all of them are finite (one i32 max), then update and all-gather. A bad
+// step changes nothing on any rank, momentum included, so the replicas stay equal.
+bool ZeroOptimizer::step() {
   stage_in();
   const size_t w = size_t(pg_.size()), r = size_t(pg_.rank());
   float* mom = momentum_.size() ? momentum_.as<float>().data() : nullptr;
@@ -99,19 +105,37 @@ void ZeroOptimizer::step() {
   float* tail_g = grads_.data() + shard_ * w;
   comm::Work tail_work;
   if (tail_ > 0) tail_work = pg_.allreduce(tail_g, tail_, DType::f32, comm::ReduceOp::avg);
+  if (shard_ > 0) pg_.reduce_scatter(grads_.data(), gs, shard_, DType::f32, comm::ReduceOp::avg).wait(timeout_);
+  if (tail_ > 0) tail_work.wait(timeout_);
+  if (!agree_finite({gs, shard_}, {tail_g, tail_})) return false;
   if (shard_ > 0) {
-    pg_.reduce_scatter(grads_.data(), gs, shard_, DType::f32, comm::ReduceOp::avg).wait(timeout_);
     std::memcpy(vs, values_.data() + r * shard_, shard_ * sizeof(float));
     sgd(vs, gs, mom, shard_);
   }
   comm::Work gather;
   if (shard_ > 0) gather = pg_.allgather(vs, values_.data(), shard_, DType::f32);
-  if (tail_ > 0) {
-    tail_work.wait(timeout_);
-    sgd(values_.data() + shard_ * w, tail_g, mom ? mom + shard_ : nullptr, tail_);
-  }
+  if (tail_ > 0) sgd(values_.data() + shard_ * w, tail_g, mom ? mom + shard_ : nullptr, tail_);
   if (gather.valid()) gather.wait(timeout_);
   stage_out();
+  return true;
+}
+
+// Whether every rank's reduced slice and tail are finite. The tail is the same on every
+// rank, but each rank's slice is its own: one max over a flag tells them all alike.
+bool ZeroOptimizer::agree_finite(std::span<const float> slice, std::span<const float> tail) {
+  auto bad = [](std::span<const float> x) {
+    uint32_t any = 0;  // branch-free, so the common all-finite pass vectorises
+    for (float v : x) any |= uint32_t((std::bit_cast<uint32_t>(v) & 0x7f800000u) == 0x7f800000u);
+    return any != 0;
+  };
+  const bool here = bad(slice) || bad(tail);
+  int32_t flag[1] = {here ? 1 : 0};
+  if (pg_.size() > 1) pg_.allreduce(flag, 1, DType::i32, comm::ReduceOp::max).wait(timeout_);
+  if (flag[0] == 0) return true;
+  LOCKSTEP_LOG(warn, "zero: skipping a step: an averaged gradient is not finite in ",
+               here ? "this rank's slice or the tail" : "another rank's slice", " (all ranks skip it)");
+  ++skipped_;
+  return false;
 }
 
 FlatRange ZeroOptimizer::state_range() const {

@@ -2,6 +2,7 @@
 // contiguous 1/W slice of the flattened parameters and keeps momentum only for it.
 //
 //   step():  reduce-scatter the gradients (average)  -> this rank's slice of the gradient
+//            every rank agrees whether all are finite  -> if not, no rank changes anything
 //            SGD (torch.optim.SGD semantics) on the slice with its own momentum
 //            all-gather the updated slices             -> every rank has all parameters
 //
@@ -18,6 +19,8 @@
 // piece falls inside them (train/zero_checkpoint.h builds the shard files on these).
 #pragma once
 
+#include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -53,7 +56,10 @@ class ZeroOptimizer {
  public:
   ZeroOptimizer(comm::ProcessGroup& pg, ParamSource& params, ZeroSgdOptions opt,
                 Millis timeout = std::chrono::seconds(300));
-  void step();
+  // Returns false, on every rank alike, when an averaged gradient (in any rank's slice or the
+  // tail) is NaN or Inf: then neither the weights nor the momentum were changed.
+  bool step();
+  int64_t skipped_steps() const { return skipped_; }
   void set_lr(float lr) { opt_.lr = lr; }
   float lr() const { return opt_.lr; }
   ZeroMemoryReport memory() const;
@@ -79,6 +85,7 @@ class ZeroOptimizer {
   void stage_in();
   void stage_out();
   void sgd(float* w, const float* g, float* b, size_t n) const;
+  bool agree_finite(std::span<const float> slice, std::span<const float> tail);
   // The momentum elements of `range` (inside the slice or the tail), or an empty span.
   std::span<float> local(FlatRange range) const;
 
@@ -87,6 +94,7 @@ class ZeroOptimizer {
   ZeroSgdOptions opt_;
   Millis timeout_;
   size_t total_ = 0, shard_ = 0, tail_ = 0;  // N, N / W, N mod W
+  int64_t skipped_ = 0;                     // steps not taken (non-finite gradients)
   bool zero_copy_ = false;
   std::span<float> values_, grads_;         // flat N
   std::vector<size_t> offsets_;             // per parameter, into the flat order

@@ -90,6 +90,7 @@ struct Trainer::Impl {
   void run_epochs();
   int64_t train_step();
   void after_step(int64_t samples, double step_seconds);
+  DivergedError diverged(double loss, bool stepped) const;
   void evaluate();
   CheckpointSave snapshot(const ZeroSnapshot& zs);
   void setup_zero();
@@ -202,7 +203,10 @@ void Trainer::Impl::resume_from(const fs::path& path) {
                  "bitwise that of an uninterrupted run");
   if (rank == 0)
     LOCKSTEP_LOG(info, "resumed from ", origin, " at step ", step, ", epoch ", epoch);
-  if (cfg.zero) zero_resume = std::move(c);
+  if (cfg.zero) {  // kept until setup_zero: the manifest, the path and a plain run's optimizer state
+    c.weights = {};  // restored above; a model's worth of memory not to hold until then
+    zero_resume = std::move(c);
+  }
 }
 
 int64_t Trainer::Impl::train_step() {
@@ -228,28 +232,34 @@ int64_t Trainer::Impl::train_step() {
     stats[2] += double(ce.correct());
   }
   if (cfg.clip > 0) nn::clip_grad_norm(model, float(cfg.clip));  // never with ZeRO (validate)
-  bool stepped = true;
+  bool stepped;  // false: a gradient was not finite and no rank changed its weights
   if (zero) {
     zero->set_lr(sched->lr(step));
-    zero->step();  // reduce-scatter, update this rank's slice, all-gather
+    stepped = zero->step();  // reduce-scatter, check, update this rank's slice, all-gather
   } else {
     opt->set_lr(sched->lr(step));
     stepped = ddp->step(*opt);
   }
   sum_over_ranks(pg, stats);
   const double loss = stats[0] / std::max(1.0, stats[1]);
-  if (!stepped || !std::isfinite(loss)) {
-    const auto& r = ddp->last_result();
-    LOCKSTEP_THROW(DivergedError, "training diverged at step ", step + 1, " (epoch ", epoch, "): ",
-                   !std::isfinite(loss) ? str_cat("the mean loss over the global batch is ", loss)
-                                        : str_cat("gradient of '", r.nonfinite_param, "' is not finite"),
-                   "; the weights were not updated. Lower the learning rate (lr = ", lr_now(),
-                   "), add warm-up (warmup_steps) or clipping (clip = 1.0), and resume from the last "
-                   "checkpoint in ", ckpt_dir.string());
-  }
+  if (!stepped || !std::isfinite(loss)) throw diverged(loss, stepped);
   window_loss += stats[0];
   window_samples += stats[1];
   return int64_t(stats[1]);
+}
+
+// Every rank throws it at the same step. Without ZeRO DDP names the parameter; with ZeRO each
+// rank checked only its own slice of the averaged gradients, and clipping is not available.
+DivergedError Trainer::Impl::diverged(double loss, bool stepped) const {
+  std::string what;
+  if (!std::isfinite(loss)) what = str_cat("the mean loss over the global batch is ", loss);
+  else if (zero) what = "an averaged gradient is not finite (found by ZeRO's check of the reduced slices)";
+  else what = str_cat("gradient of '", ddp->last_result().nonfinite_param, "' is not finite");
+  return DivergedError(str_cat(
+      "training diverged at step ", step + 1, " (epoch ", epoch, "): ", what,
+      stepped ? "; this step's update was applied" : "; the weights were not updated",
+      ". Lower the learning rate (lr = ", lr_now(), "), add warm-up (warmup_steps)",
+      zero ? "" : " or clipping (clip = 1.0)", ", and resume from the last checkpoint in ", ckpt_dir.string()));
 }
 
 void Trainer::Impl::after_step(int64_t samples, double step_seconds) {
