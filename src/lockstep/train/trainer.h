@@ -11,6 +11,13 @@
 // counted once across ranks). Rank 0 writes metrics and checkpoints; `resume` continues a
 // run bitwise-exactly (same world size): the model, optimizer, sampler position and step are
 // restored, and all other randomness derives from (seed, epoch, sample index).
+//
+// With `zero` (ZeRO stage 1, SGD only) DDP does not synchronise gradients; ddp::ZeroOptimizer
+// reduce-scatters them, steps each rank's slice of the momentum and all-gathers the weights
+// (a step whose averaged gradients are not finite is skipped on every rank, then training
+// stops). There is no clipping (validate refuses clip > 0). Checkpoints keep one momentum
+// shard per rank (zero_checkpoint.h), and `resume` works at any world size, with or without
+// ZeRO; it is bitwise-exact at the same world size.
 #pragma once
 
 #include <chrono>
