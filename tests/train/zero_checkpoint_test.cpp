@@ -22,6 +22,7 @@
 #include "lockstep/train/checkpoint.h"
 #include "lockstep/train/train_state.h"
 #include "lockstep/train/trainer.h"
+#include "lockstep/train/zero_checkpoint.h"
 #include "test_util.h"
 
 namespace lockstep::train {
@@ -114,7 +115,7 @@ bool bitwise_equal(std::span<const float> a, std::span<const float> b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size_bytes()) == 0;
 }
 
-// The union of a checkpoint's shard files, read independently of train_state.cpp: each
+// The union of a checkpoint's shard files, read independently of zero_checkpoint.cpp: each
 // file's "momentum_buffer" placed at the [begin, end) that state.zero records for it.
 std::vector<float> union_of_shards(const Checkpoint& c) {
   const json& z = c.manifest.state.at("zero");

@@ -13,6 +13,7 @@
 #include "lockstep/train/metrics.h"
 #include "lockstep/train/progress.h"
 #include "lockstep/train/train_state.h"
+#include "lockstep/train/zero_checkpoint.h"
 
 namespace lockstep::train {
 
