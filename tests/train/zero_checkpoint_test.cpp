@@ -482,6 +482,9 @@ TEST(ZeroCheckpoint, BadShardsAreRefusedOnEveryRankNamingTheFileAndNothingIsTouc
       {"gap", [&](const fs::path& p) {
          edit_manifest(p, [](json& j) { j["state"]["zero"]["shards"].erase(1); });
        }, {"state.json", "in no file", "zero-shard-00002-of-00004.safetensors"}},
+      {"parameters overlap", [&](const fs::path& p) {  // their sizes still add up to the total
+         edit_manifest(p, [](json& j) { j["state"]["zero"]["params"][1][1] = j["state"]["zero"]["params"][1][1].get<int64_t>() - 1; });
+       }, {"state.json", "state.zero.params", "overlap"}},
       {"wrong total", [&](const fs::path& p) {
          edit_manifest(p, [](json& j) { j["state"]["zero"]["total"] = j["state"]["zero"]["total"].get<int64_t>() + 5; });
        }, {"state.json", "'total'"}},
@@ -508,7 +511,7 @@ TEST(ZeroCheckpoint, BadShardsAreRefusedOnEveryRankNamingTheFileAndNothingIsTouc
     EXPECT_FALSE(fs::exists(run / "checkpoints" / "step-000000006")) << "a failed resume saved something";
     EXPECT_FALSE(fs::exists(run / "metrics.jsonl"));
   }
-  // Another model: the saved layout is refused by name.
+  // Another model (here: under another name): the saved layout is refused, saying what to do.
   {
     run_ranks(1, [&](int, comm::ProcessGroup& pg) {
       auto model = nn::make_model("fmnist-cnn", 7);
@@ -518,7 +521,9 @@ TEST(ZeroCheckpoint, BadShardsAreRefusedOnEveryRankNamingTheFileAndNothingIsTouc
         restore_zero_optimizer(zero, params, load_checkpoint(good));
         ADD_FAILURE() << "another model's ZeRO state must be refused";
       } catch (const DataError& e) {
-        EXPECT_NE(std::string(e.what()).find("a checkpoint of another model"), std::string::npos) << e.what();
+        const std::string msg = e.what();
+        EXPECT_NE(msg.find("the model's parameters changed since the checkpoint was saved"), std::string::npos) << msg;
+        EXPECT_NE(msg.find("without --resume"), std::string::npos) << msg;
       }
     });
   }

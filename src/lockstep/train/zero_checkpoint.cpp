@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <string_view>
 
 #include "lockstep/core/error.h"
 
@@ -12,6 +13,10 @@ namespace lockstep::train {
 namespace {
 
 constexpr const char* kShardTensor = "momentum_buffer";
+// The model name matched (the trainer checks it first), so its parameters differ from the saved ones.
+constexpr const char* kParamsChanged =
+    "; the model's parameters changed since the checkpoint was saved; resume with the build and "
+    "config that saved it, or start without --resume";
 
 std::string shard_file_name(int rank, int world) {
   char buf[64];
@@ -30,8 +35,36 @@ struct ZeroShard {
 struct ZeroLayout {
   uint64_t total = 0;
   std::vector<ZeroParam> params;
-  std::vector<ZeroShard> shards;  // sorted by begin, tiling [0, total)
+  std::vector<ZeroShard> shards;  // tiling [0, total), in the manifest's order
 };
+
+// A named [begin, end) of the flat order, and the first place where a set of them fails to
+// tile [0, total) exactly: a gap before `cur`, `cur` overlapping `prev`, or an end short of
+// or past the total (then `at` is where the pieces end).
+struct Piece {
+  const std::string* name = nullptr;
+  uint64_t begin = 0, end = 0;
+};
+struct TilingFault {
+  enum Kind { none, gap, overlap, wrong_end } kind = none;
+  Piece prev, cur;
+  uint64_t at = 0;
+};
+
+TilingFault find_tiling_fault(std::vector<Piece> pieces, uint64_t total) {
+  std::sort(pieces.begin(), pieces.end(), [](const Piece& a, const Piece& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  uint64_t at = 0;
+  Piece prev;
+  for (const Piece& p : pieces) {
+    if (p.begin != at) return {p.begin > at ? TilingFault::gap : TilingFault::overlap, prev, p, at};
+    at = p.end;
+    prev = p;
+  }
+  if (at != total) return {TilingFault::wrong_end, prev, {}, at};
+  return {};
+}
 
 uint64_t uint_of(const nlohmann::json& j, const std::string& origin, const char* what) {
   if (!j.is_number_integer() || (!j.is_number_unsigned() && j.get<int64_t>() < 0))
@@ -39,8 +72,48 @@ uint64_t uint_of(const nlohmann::json& j, const std::string& origin, const char*
   return j.get<uint64_t>();
 }
 
-// Reads and checks state.zero (hostile input): the layout adds up to the total, and the shards
-// tile [0, total) with neither overlap nor gap.
+// Every saved element belongs to exactly one parameter; a duplicate name is refused too.
+void check_params_tile(const ZeroLayout& l, const std::string& origin) {
+  std::vector<Piece> pieces;
+  std::map<std::string_view, int> seen;
+  for (const ZeroParam& p : l.params) {
+    if (seen[p.name]++)
+      LOCKSTEP_THROW(DataError, origin, ": state.zero.params names '", p.name, "' twice; the manifest is corrupt: "
+                     "resume from an older checkpoint");
+    pieces.push_back({&p.name, p.offset, p.offset + p.numel});
+  }
+  const TilingFault f = find_tiling_fault(std::move(pieces), l.total);
+  const char* hint = "; the manifest is corrupt: resume from an older checkpoint";
+  if (f.kind == TilingFault::gap)
+    LOCKSTEP_THROW(DataError, origin, ": state.zero.params leave the elements [", f.at, ", ", f.cur.begin,
+                   ") in no parameter (before '", *f.cur.name, "')", hint);
+  if (f.kind == TilingFault::overlap)
+    LOCKSTEP_THROW(DataError, origin, ": state.zero.params: '", *f.prev.name, "' [", f.prev.begin, ", ",
+                   f.prev.end, ") and '", *f.cur.name, "' [", f.cur.begin, ", ", f.cur.end, ") overlap", hint);
+  if (f.kind == TilingFault::wrong_end)
+    LOCKSTEP_THROW(DataError, origin, ": state.zero.params cover [0, ", f.at, ") but 'total' is ", l.total, hint);
+}
+
+// The shards tile [0, total) with neither overlap nor gap.
+void check_shards_tile(const ZeroLayout& l, const std::string& origin) {
+  std::vector<Piece> pieces;
+  for (const ZeroShard& s : l.shards) pieces.push_back({&s.file, s.begin, s.end});
+  const TilingFault f = find_tiling_fault(std::move(pieces), l.total);
+  if (f.kind == TilingFault::gap)
+    LOCKSTEP_THROW(DataError, origin, ": ZeRO shards leave the elements [", f.at, ", ", f.cur.begin,
+                   ") of the optimizer state in no file (before ", *f.cur.name,
+                   "); a shard is missing from the manifest: resume from an older checkpoint");
+  if (f.kind == TilingFault::overlap)
+    LOCKSTEP_THROW(DataError, origin, ": ZeRO shards ", *f.prev.name, " [", f.prev.begin, ", ", f.prev.end,
+                   ") and ", *f.cur.name, " [", f.cur.begin, ", ", f.cur.end, ") overlap; the checkpoint mixes "
+                   "shards of different runs: resume from an older checkpoint");
+  if (f.kind == TilingFault::wrong_end)
+    LOCKSTEP_THROW(DataError, origin, ": ZeRO shards cover [0, ", f.at, ") but 'total' is ", l.total,
+                   "; resume from an older checkpoint");
+}
+
+// Reads and checks state.zero (hostile input): the parameters tile [0, total) (each element
+// belongs to exactly one), and so do the shards.
 ZeroLayout parse_zero_layout(const Checkpoint& c) {
   const std::string origin = (c.path / "state.json").string();
   if (!c.manifest.state.contains("zero")) LOCKSTEP_THROW(DataError, origin, ": not a ZeRO checkpoint (no state.zero)");
@@ -50,7 +123,6 @@ ZeroLayout parse_zero_layout(const Checkpoint& c) {
     LOCKSTEP_THROW(DataError, origin, ": state.zero needs 'total', 'params' and 'shards'");
   ZeroLayout l;
   l.total = uint_of(z["total"], origin, "total");
-  uint64_t sum = 0;
   for (const auto& p : z["params"]) {
     if (!p.is_array() || p.size() != 3 || !p[0].is_string())
       LOCKSTEP_THROW(DataError, origin, ": state.zero.params: each entry must be [name, offset, numel]");
@@ -59,12 +131,9 @@ ZeroLayout parse_zero_layout(const Checkpoint& c) {
     if (zp.offset > l.total || zp.numel > l.total - zp.offset)
       LOCKSTEP_THROW(DataError, origin, ": state.zero: parameter '", zp.name, "' [", zp.offset, ", ",
                      zp.offset + zp.numel, ") lies outside the total of ", l.total);
-    sum += zp.numel;
     l.params.push_back(std::move(zp));
   }
-  if (sum != l.total)
-    LOCKSTEP_THROW(DataError, origin, ": state.zero: the parameters hold ", sum, " elements but 'total' is ",
-                   l.total, "; the manifest is corrupt, resume from an older checkpoint");
+  check_params_tile(l, origin);
   for (const auto& s : z["shards"]) {
     if (!s.is_object() || !s.contains("file") || !s["file"].is_string() || !s.contains("begin") ||
         !s.contains("end"))
@@ -78,26 +147,7 @@ ZeroLayout parse_zero_layout(const Checkpoint& c) {
                      "files; resume from an older checkpoint");
     l.shards.push_back(std::move(zs));
   }
-  std::sort(l.shards.begin(), l.shards.end(), [](const ZeroShard& a, const ZeroShard& b) {
-    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
-  });
-  uint64_t at = 0;
-  const ZeroShard* prev = nullptr;
-  for (const ZeroShard& s : l.shards) {
-    if (s.begin > at)
-      LOCKSTEP_THROW(DataError, origin, ": ZeRO shards leave the elements [", at, ", ", s.begin,
-                     ") of the optimizer state in no file (before ", s.file,
-                     "); a shard is missing from the manifest: resume from an older checkpoint");
-    if (s.begin < at)
-      LOCKSTEP_THROW(DataError, origin, ": ZeRO shards ", prev->file, " [", prev->begin, ", ", prev->end, ") and ",
-                     s.file, " [", s.begin, ", ", s.end, ") overlap; the checkpoint mixes shards of different "
-                     "runs: resume from an older checkpoint");
-    at = s.end;
-    prev = &s;
-  }
-  if (at != l.total)
-    LOCKSTEP_THROW(DataError, origin, ": ZeRO shards cover [0, ", at, ") but 'total' is ", l.total,
-                   "; resume from an older checkpoint");
+  check_shards_tile(l, origin);
   return l;
 }
 
@@ -195,7 +245,7 @@ void restore_zero_optimizer(ddp::ZeroOptimizer& zero, ddp::ParamSource& params, 
     if (layout.total != zero.total() || layout.params.size() != params.num_params())
       LOCKSTEP_THROW(DataError, origin, ": the ZeRO state is of ", layout.params.size(), " parameters with ",
                      layout.total, " elements, but the model has ", params.num_params(), " with ", zero.total(),
-                     " (a checkpoint of another model)");
+                     kParamsChanged);
   }
   ShardReader reader(c, layout);
   const ddp::FlatRange owned[2] = {zero.state_range(), zero.tail_range()};
@@ -212,7 +262,7 @@ void restore_zero_optimizer(ddp::ZeroOptimizer& zero, ddp::ParamSource& params, 
         LOCKSTEP_THROW(DataError, origin, ": parameter '", name, "' (", n, " elements) is ",
                        it == saved.end() ? std::string("not in the saved ZeRO layout")
                                          : str_cat("saved with ", it->second->numel, " elements"),
-                       " (a checkpoint of another model)");
+                       kParamsChanged);
       saved_offset = it->second->offset;
     } else {
       const std::string tname = name + ".momentum_buffer";

@@ -32,8 +32,8 @@ bool is_zero_checkpoint(const Checkpoint& c);
 // Loads this rank's slice and the tail into `zero`, at any world size: from the shards that
 // overlap them (only those are read), or, for a checkpoint saved without ZeRO, from the
 // per-parameter "<name>.momentum_buffer" tensors. DataError naming the file and what to do
-// for a missing or corrupt shard, shards that overlap or leave a gap, a wrong total, or the
-// layout of another model.
+// for a missing or corrupt shard, parameters or shards that overlap or leave a gap, a wrong
+// total, or a layout the model no longer has (its parameters changed since the save).
 void restore_zero_optimizer(ddp::ZeroOptimizer& zero, ddp::ParamSource& params, const Checkpoint& c);
 // A ZeRO checkpoint's optimizer state as a run without ZeRO saves it ("step" and every
 // parameter's "<name>.momentum_buffer"), assembled from all shards.
