@@ -111,6 +111,37 @@ RunOut train(int world, const TrainConfig& cfg, const data::Dataset& tr, int64_t
   return out;
 }
 
+// One thread rank: fmnist-mlp under DDP without gradient sync, and a ZeroOptimizer on it.
+struct ZeroRank {
+  std::unique_ptr<nn::Model> model = nn::make_model("fmnist-mlp", 7);
+  ddp::DistributedDataParallel ddp;
+  ddp::ZeroOptimizer zero;
+  nn::CrossEntropyLoss ce;
+  nn::Tensor x;
+  int rank, world;
+
+  explicit ZeroRank(comm::ProcessGroup& pg)
+      : ddp(*model, pg, {.gradient_sync = false, .deterministic = true}),
+        zero(pg, ddp.params(), {.lr = 0.05f, .momentum = 0.9f, .weight_decay = 1e-4f}),
+        rank(pg.rank()),
+        world(pg.size()) {}
+
+  // Forward and backward of this rank's 8 samples of `step`: local gradients, not yet reduced.
+  void backward(const data::Dataset& tr, int step) {
+    const int64_t first = (int64_t(step) * world + rank) * 8;
+    x.resize(nn::Shape{8, 1, 28, 28});
+    std::vector<int32_t> y;
+    for (int64_t i = 0; i < 8; ++i) {
+      auto f = tr.f32_features(first + i);
+      std::copy(f.begin(), f.end(), x.data() + i * 784);
+      y.push_back(tr.targets(first + i)[0]);
+    }
+    model->zero_grad();
+    ce.forward(ddp.forward(x), y);
+    ddp.backward(ce.backward());
+  }
+};
+
 bool bitwise_equal(std::span<const float> a, std::span<const float> b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size_bytes()) == 0;
 }
@@ -159,25 +190,14 @@ TEST(ZeroCheckpoint, ShardUnionEqualsTheAllGatheredStateBitwise) {
     const auto dir = testing::fresh_dir("zero_w" + std::to_string(world));
     std::vector<float> gathered;
     run_ranks(world, [&](int r, comm::ProcessGroup& pg) {
-      auto model = nn::make_model("fmnist-mlp", 7);
-      ddp::DistributedDataParallel d(*model, pg, {.gradient_sync = false, .deterministic = true});
-      ddp::ZeroOptimizer zero(pg, d.params(), {.lr = 0.05f, .momentum = 0.9f, .weight_decay = 1e-4f});
+      ZeroRank rank(pg);
+      nn::Model* model = rank.model.get();
+      ddp::DistributedDataParallel& d = rank.ddp;
+      ddp::ZeroOptimizer& zero = rank.zero;
       EXPECT_EQ(zero.tail_range().size(), world == 4 ? 2u : 0u);
-      nn::CrossEntropyLoss ce;
-      nn::Tensor x;
       for (int step = 0; step < 3; ++step) {
-        const int64_t first = (step * world + r) * 8;
-        x.resize(nn::Shape{8, 1, 28, 28});
-        std::vector<int32_t> y;
-        for (int64_t i = 0; i < 8; ++i) {
-          auto f = tr.f32_features(first + i);
-          std::copy(f.begin(), f.end(), x.data() + i * 784);
-          y.push_back(tr.targets(first + i)[0]);
-        }
-        model->zero_grad();
-        ce.forward(d.forward(x), y);
-        d.backward(ce.backward());
-        zero.step();
+        rank.backward(tr, step);
+        EXPECT_TRUE(zero.step());
       }
       // The reference: every slice all-gathered, then the tail (each rank's copy: identical).
       const ddp::FlatRange mine = zero.state_range(), tail = zero.tail_range();
@@ -239,26 +259,13 @@ TEST(ZeroOptimizer, NonFiniteGradientOnOneRankSkipsTheStepOnEveryRank) {
   };
   const std::vector<Bad> cases = {{1, 2, INFINITY}, {0, 0, NAN}, {3, -1, -INFINITY}};
   run_ranks(world, [&](int r, comm::ProcessGroup& pg) {
-    auto model = nn::make_model("fmnist-mlp", 7);
-    ddp::DistributedDataParallel d(*model, pg, {.gradient_sync = false, .deterministic = true});
-    ddp::ZeroOptimizer zero(pg, d.params(), {.lr = 0.05f, .momentum = 0.9f, .weight_decay = 1e-4f});
+    ZeroRank rank(pg);
+    nn::Model* model = rank.model.get();
+    ddp::DistributedDataParallel& d = rank.ddp;
+    ddp::ZeroOptimizer& zero = rank.zero;
     EXPECT_EQ(zero.tail_range().size(), 2u);
-    nn::CrossEntropyLoss ce;
-    nn::Tensor x;
     int step = 0;
-    auto backward = [&] {
-      const int64_t first = (step++ % 3 * world + r) * 8;
-      x.resize(nn::Shape{8, 1, 28, 28});
-      std::vector<int32_t> y;
-      for (int64_t i = 0; i < 8; ++i) {
-        auto f = tr.f32_features(first + i);
-        std::copy(f.begin(), f.end(), x.data() + i * 784);
-        y.push_back(tr.targets(first + i)[0]);
-      }
-      model->zero_grad();
-      ce.forward(d.forward(x), y);
-      d.backward(ce.backward());
-    };
+    auto backward = [&] { rank.backward(tr, step++ % 3); };
     auto momentum = [&] {
       std::vector<float> m;
       for (const ddp::FlatRange range : {zero.state_range(), zero.tail_range()}) {
