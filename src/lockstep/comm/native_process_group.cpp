@@ -304,7 +304,7 @@ void NativeProcessGroup::run_task(Task& task, bool on_caller) {
   try {
     if (aborted_) LOCKSTEP_THROW(AbortedError, info.describe(), ": process group was aborted");
     auto deadline = Deadline::after(opt_.timeout);
-    if (shm_) shm_->set_caller_runs(on_caller);
+    if (shm_) shm_->set_runner(on_caller, task.state.get());
     if (opt_.debug_checks && collective) check_signature(info, task.signature);
     task.body(info, deadline);
     flight_.finish(slot, true);

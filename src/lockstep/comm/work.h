@@ -29,6 +29,8 @@ class WorkState {
   bool wait_for(Clock::duration timeout) const;
   std::exception_ptr error() const;
   const OpInfo& info() const { return info_; }
+  // Whether some thread is blocked in wait_for (its core is free: a backend may spin).
+  bool has_blocked_waiter() const { return blocked_.load(std::memory_order_relaxed) > 0; }
   // A backend may let the waiting thread run the operation itself when its own thread is
   // idle (saves two thread hand-offs on small messages); wait() calls help() first.
   // The helper gets the waiter's timeout and declines when it could overrun it.
@@ -43,7 +45,7 @@ class WorkState {
   // lock is taken at all. The mutex and condition variable only serve waiters that block.
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
-  mutable int blocked_ = 0;  // waiters inside wait_for (under mu_)
+  mutable std::atomic<int> blocked_{0};  // waiters inside wait_for (changed under mu_)
   std::atomic<bool> done_{false};
   std::exception_ptr error_;
   std::function<void(Clock::duration)> helper_;  // set before the state is shared; never changed after

@@ -83,7 +83,6 @@ ShmGroup::ShmGroup(store::Store& store, const std::string& prefix, int rank, int
   const int cores = int(std::thread::hardware_concurrency());
   spin_caller_ns_ = spin_us >= 0 ? long(spin_us) * 1000 : cores >= world ? 300'000 : 0;
   spin_async_ns_ = spin_us >= 0 ? long(spin_us) * 1000 : cores >= 2 * world ? 300'000 : 0;
-  spin_ns_ = spin_caller_ns_;
   srcs_.resize(P);
   transport_ = std::make_unique<ShmTransport>(*this);
 }
@@ -121,8 +120,10 @@ void ShmGroup::wait_until(FutexWord& word, const std::function<bool()>& ready,
                           Deadline dl, const char* what) {
   if (ready()) return;
   // Phase 1: spin (only when ranks have a core each) — the peer is usually microseconds away.
-  if (spin_ns_ > 0) {
-    auto until = Clock::now() + std::chrono::nanoseconds(spin_ns_);
+  const long spin_ns = caller_runs_ || (work_ && work_->has_blocked_waiter()) ? spin_caller_ns_
+                                                                            : spin_async_ns_;
+  if (spin_ns > 0) {
+    auto until = Clock::now() + std::chrono::nanoseconds(spin_ns);
     do {
       for (int i = 0; i < 32; ++i) {
         cpu_relax();

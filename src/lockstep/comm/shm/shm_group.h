@@ -18,6 +18,7 @@
 #include "lockstep/comm/shm/segment.h"
 #include "lockstep/comm/transport.h"
 #include "lockstep/comm/types.h"
+#include "lockstep/comm/work.h"
 #include "lockstep/core/dtype.h"
 
 namespace lockstep::comm::shm {
@@ -56,10 +57,14 @@ class ShmGroup {
                       const OpInfo& info, Deadline dl);
   void barrier(const OpInfo& info, Deadline dl);
   void abort();
-  // Whether the next operations run on the thread that waits for them (then waits spin as
-  // configured) or on the group's thread beside the caller's computation (then they spin
-  // only when every rank has two cores: one for its computation, one for communication).
-  void set_caller_runs(bool caller) { spin_ns_ = caller ? spin_caller_ns_ : spin_async_ns_; }
+  // Who runs the next operations: the thread that waits for them (then waits spin as
+  // configured), or the group's thread beside the caller's computation — then waits spin
+  // only while `work` has a blocked waiter (the caller's core is free) or when every rank
+  // has two cores (one for its computation, one for communication).
+  void set_runner(bool caller, const WorkState* work) {
+    caller_runs_ = caller;
+    work_ = work;
+  }
 
   // --- used by ShmTransport ---
   int rank() const { return rank_; }
@@ -104,7 +109,9 @@ class ShmGroup {
   uint64_t ll_epoch_ = 0;         // low-latency all-reduces done
   uint64_t epoch_ = 0;           // barriers passed
   uint64_t chunk_ = 0;           // staging rounds done (selects the half-slot)
-  long spin_ns_, spin_caller_ns_, spin_async_ns_;
+  long spin_caller_ns_, spin_async_ns_;
+  bool caller_runs_ = true;
+  const WorkState* work_ = nullptr;
   std::atomic<bool> aborted_{false};
   std::string broken_;
   std::vector<const void*> srcs_;  // per-round source pointers (no allocation per call)
