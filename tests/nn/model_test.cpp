@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <set>
 
 #include "grad_check.h"
@@ -38,6 +39,25 @@ TEST(Model, GradientsAreFlatInReverseOrderOfUse) {
     expect += size_t(params[i]->numel());
   }
   EXPECT_EQ(expect, m->flat_grads().size());
+}
+
+// The model's input needs no gradient, and neither does anything in front of the first
+// layer with parameters: for the MLP the Flatten and the first Linear's dx are skipped.
+// Parameter gradients are bitwise those of a backward that computes every dx.
+TEST(Model, NoInputGradientInFrontOfTheFirstParameters) {
+  auto lean = make_model("fmnist-mlp", 5), full = make_model("fmnist-mlp", 5);
+  full->root().set_needs_input_grad(true);
+  Tensor x = testing::random_tensor({4, 1, 28, 28}, 2), dy = testing::random_tensor({4, 10}, 3);
+  lean->zero_grad();
+  full->zero_grad();
+  lean->forward(x);
+  full->forward(x);
+  EXPECT_FALSE(lean->backward(dy).shape() == x.shape()) << "the input gradient was computed";
+  EXPECT_EQ(full->backward(dy).shape(), x.shape());
+  auto a = lean->flat_grads(), b = full->flat_grads();
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+  EXPECT_GT(std::abs(a[a.size() - 1]), 0.0f);  // the first Linear's weights got a gradient
 }
 
 TEST(Model, EveryGradientIsReportedOnceAfterItIsFinal) {

@@ -18,7 +18,12 @@ const Tensor& Sequential::forward(const Tensor& x) {
 
 const Tensor& Sequential::backward(const Tensor& dy) {
   const Tensor* cur = &dy;
-  for (auto it = children_.rbegin(); it != children_.rend(); ++it) cur = &(*it)->backward(*cur);
+  for (auto it = children_.rbegin(); it != children_.rend(); ++it) {
+    cur = &(*it)->backward(*cur);
+    // No input gradient here means none is needed before it either: the children in front
+    // have no parameters (set_needs_input_grad), so their backward is skipped.
+    if (!(*it)->needs_input_grad()) break;
+  }
   return *cur;
 }
 
@@ -32,10 +37,25 @@ void Sequential::for_each_child(const std::function<void(const std::string&, Mod
   for (size_t i = 0; i < children_.size(); ++i) fn(std::to_string(i), *children_[i]);
 }
 
+namespace {
+bool has_parameters(Module& m) {
+  if (!m.own_parameters().empty()) return true;
+  bool any = false;
+  m.for_each_child([&](const std::string&, Module& c) { any = any || has_parameters(c); });
+  return any;
+}
+}  // namespace
+
 void Sequential::set_needs_input_grad(bool needs) {
-  // Only the first child sees the container's input; every later one feeds a predecessor.
+  // A child's input gradient is needed when the container's is, or when some earlier child
+  // has parameters to receive it (a Flatten in front of the first Linear needs none, and
+  // then neither does that Linear: its dx would be one more GEMM thrown away).
   needs_input_grad_ = needs;
-  for (size_t i = 0; i < children_.size(); ++i) children_[i]->set_needs_input_grad(i == 0 ? needs : true);
+  bool before = needs;
+  for (auto& c : children_) {
+    c->set_needs_input_grad(before);
+    before = before || has_parameters(*c);
+  }
 }
 
 Residual::Residual(std::unique_ptr<Module> inner) : inner_(std::move(inner)) {
