@@ -96,6 +96,7 @@ void profile_layers(Trainer& t, int64_t steps) {
       a = cpu_seconds();
       cur = &seq[i].backward(*cur);
       bwd[i] += secs(a, cpu_seconds());
+      if (!seq[i].needs_input_grad()) break;  // as Sequential::backward: nothing in front needs it
     }
     a = cpu_seconds();
     t.opt.step();
