@@ -58,6 +58,20 @@ TEST(BucketPlan, DefaultsPutSmallModelInFewBuckets) {
   EXPECT_EQ(p.buckets[0], (std::vector<size_t>{3}));
 }
 
+TEST(BucketPlan, FirstBucketClosesBeforeAParameterThatWouldOverflowIt) {
+  // fmnist-mlp's shape: small last layers, then a first layer larger than the first cap.
+  std::vector<size_t> numel = {401408, 512, 131072, 256, 2560, 10};
+  std::vector<size_t> order = {5, 4, 3, 2, 1, 0};
+  BucketPlan p = plan_buckets(order, numel, {});
+  ASSERT_EQ(p.size(), 2u);
+  EXPECT_EQ(p.buckets[0], (std::vector<size_t>{5, 4, 3, 2, 1}));  // 538 KB, under 1 MiB
+  EXPECT_EQ(p.buckets[1], (std::vector<size_t>{0}));
+  // Later buckets keep PyTorch's rule: closed once they hold at least the cap.
+  BucketPlan q = plan_buckets(order, numel, {.bucket_cap_bytes = 1000, .first_bucket_bytes = 40});
+  EXPECT_EQ(q.buckets[0], (std::vector<size_t>{5}));
+  EXPECT_EQ(q.buckets[1], (std::vector<size_t>{4}));
+}
+
 TEST(BucketPlan, RejectsRepeatsAndWrongCounts) {
   std::vector<size_t> numel = {1, 1};
   std::vector<size_t> dup = {0, 0}, short_order = {0};

@@ -27,13 +27,20 @@ BucketPlan plan_buckets(std::span<const size_t> order, std::span<const size_t> n
   for (size_t i : order) {
     if (i >= numel.size() || plan.bucket_of[i] != size_t(-1))
       LOCKSTEP_THROW(InvalidArgument, "plan_buckets: parameter index ", i, " is out of range or repeated");
+    const size_t bytes = numel[i] * elem_bytes;
+    // The first bucket closes before a parameter that would overflow it, so that its
+    // all-reduce really starts early (PyTorch adds it and closes after: a small model whose
+    // first layer is large then gets one bucket, ready only when backward ends).
+    if (plan.buckets.size() == 1 && open_bytes != size_t(-1) && open_bytes > 0 &&
+        open_bytes + bytes > opt.first_bucket_bytes)
+      open_bytes = size_t(-1);
     if (plan.buckets.empty() || open_bytes == size_t(-1)) {
       plan.buckets.emplace_back();
       open_bytes = 0;
     }
     plan.buckets.back().push_back(i);
     plan.bucket_of[i] = plan.buckets.size() - 1;
-    open_bytes += numel[i] * elem_bytes;
+    open_bytes += bytes;
     const size_t cap = plan.buckets.size() == 1 ? opt.first_bucket_bytes : opt.bucket_cap_bytes;
     if (open_bytes >= cap) open_bytes = size_t(-1);  // closed: the next parameter opens a bucket
   }

@@ -4,7 +4,9 @@
 // Assignment follows PyTorch DDP: walk the parameters in the order their gradients become
 // final (reverse order of use), add each to the open bucket, and close the bucket once it
 // holds at least its cap — `first_bucket_bytes` for the first (so the first all-reduce
-// starts early in backward), `bucket_cap_bytes` for the rest.
+// starts early in backward), `bucket_cap_bytes` for the rest. One difference: the first
+// bucket closes *before* a parameter that would take it past its cap (unless it is empty),
+// so a small model with one large early layer still gets an all-reduce during backward.
 //
 // Storage is zero copy whenever a bucket's gradients tile one contiguous range of memory:
 // the bucket is then a span over the model's own gradients and the all-reduce writes the
