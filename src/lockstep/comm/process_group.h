@@ -45,7 +45,8 @@ struct Options {
   // Bytes per rank staged per step in the shared-memory path (0 = default).
   size_t shm_chunk_bytes = 0;
   // How long a shared-memory wait spins before it sleeps on a futex, in microseconds; -1 =
-  // auto (300 when every rank has a core, else 0). Env: LOCKSTEP_SHM_SPIN_US.
+  // auto (300 when every busy thread has a core, else 0; an operation the group thread runs
+  // while its caller computes counts two threads per rank). Env: LOCKSTEP_SHM_SPIN_US.
   int shm_spin_us = -1;
 };
 
