@@ -143,7 +143,8 @@ struct ZeroRank {
 };
 
 bool bitwise_equal(std::span<const float> a, std::span<const float> b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size_bytes()) == 0;
+  // memcmp must not see a null pointer, even for zero bytes (an empty slice has none).
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size_bytes()) == 0);
 }
 
 // The union of a checkpoint's shard files, read independently of zero_checkpoint.cpp: each
