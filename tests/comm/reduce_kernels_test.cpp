@@ -19,7 +19,7 @@ TEST(ReduceKernels, ManyFinishEqualsManyThenAvgThenCopyBitwise) {
   for (DType dt : kAllDTypes)
     for (ReduceOp op : kAllReduceOps)
       for (int nsrc : {1, 2, 3, 8})
-        for (size_t count : {size_t(1), size_t(13), size_t(2049), size_t(5000)}) {
+        for (size_t count : {size_t(1), size_t(13), size_t(2049), size_t(5000), size_t(20011)}) {
           const size_t es = dtype_size(dt);
           std::vector<std::vector<uint8_t>> in;
           std::vector<const void*> srcs;
@@ -40,6 +40,25 @@ TEST(ReduceKernels, ManyFinishEqualsManyThenAvgThenCopyBitwise) {
           reduce_many_finish(self.data() + es, nullptr, srcs.data(), nsrc, count, dt, op, nsrc);
           ASSERT_EQ(0, std::memcmp(want.data() + es, self.data() + es, count * es)) << what << " aliased";
         }
+}
+
+// copy_to_shared streams large copies (non-temporal stores after an aligning head, memcpy for
+// the tail): every size and misalignment gives memcpy's bytes and touches nothing around dst.
+TEST(ReduceKernels, CopyToSharedEqualsMemcpyAndStaysInBounds) {
+  constexpr size_t kGuard = 64;
+  for (size_t bytes : {size_t(0), size_t(1), size_t(63), kStreamCopyBytes - 1, kStreamCopyBytes,
+                       kStreamCopyBytes + 17, size_t(100003)})
+    for (size_t dst_off : {0, 1, 8, 15, 16, 33})
+      for (size_t src_off : {0, 3, 16}) {
+        std::vector<uint8_t> src(bytes + src_off + 1), dst(bytes + dst_off + 2 * kGuard, 0xA5);
+        for (size_t i = 0; i < src.size(); ++i) src[i] = uint8_t(i * 131 + 7);
+        copy_to_shared(dst.data() + kGuard + dst_off, src.data() + src_off, bytes);
+        const std::string what = str_cat("bytes=", bytes, " dst+", dst_off, " src+", src_off);
+        ASSERT_EQ(0, std::memcmp(dst.data() + kGuard + dst_off, src.data() + src_off, bytes)) << what;
+        for (size_t i = 0; i < kGuard + dst_off; ++i) ASSERT_EQ(0xA5, dst[i]) << what << " before, at " << i;
+        for (size_t i = kGuard + dst_off + bytes; i < dst.size(); ++i)
+          ASSERT_EQ(0xA5, dst[i]) << what << " after, at " << i;
+      }
 }
 
 }  // namespace

@@ -7,8 +7,19 @@
 
 #include "lockstep/core/error.h"
 
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
 namespace lockstep::comm {
 namespace {
+
+// Orders earlier non-temporal stores before later stores (they are weakly ordered on x86).
+inline void store_fence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
 
 // Integer sum/prod wrap around (two's complement), as in MPI and NCCL; done in unsigned
 // arithmetic so that overflow is defined.
@@ -71,9 +82,41 @@ constexpr size_t kBlockBytes = 8192;  // output block kept in L1 while sources a
 // because each element is read from every source before the block moves on.
 // The many-source kernels finish each block in L1: avg divides by `world` (when > 0) and the
 // block is stored to dst and, when given, to `also` (no second pass over the output).
+// Non-temporal copy of whole 64-byte groups to a 16-byte aligned dst; returns bytes copied.
+size_t stream_body(uint8_t* d, const uint8_t* s, size_t bytes) {
+#if defined(__SSE2__)
+  size_t i = 0;
+  for (; i + 64 <= bytes; i += 64) {
+    __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
+    __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 16));
+    __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 32));
+    __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 48));
+    _mm_stream_si128(reinterpret_cast<__m128i*>(d + i), a);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 16), b);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 32), c);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 48), e);
+  }
+  return i;
+#else
+  (void)d, (void)s, (void)bytes;
+  return 0;
+#endif
+}
+
+// copy_to_shared for blocks of a larger copy: streams whatever the block's size.
+void stream_copy(void* dst, const void* src, size_t bytes) {
+  auto* d = static_cast<uint8_t*>(dst);
+  auto* s = static_cast<const uint8_t*>(src);
+  const size_t head = std::min(bytes, size_t(-reinterpret_cast<uintptr_t>(d) & 15));
+  std::memcpy(d, s, head);
+  const size_t body = head + stream_body(d + head, s + head, bytes - head);
+  std::memcpy(d + body, s + body, bytes - body);
+}
+
 template <class T, ReduceOp Op>
 void many_native(T* dst, T* also, const void* const* srcs, int nsrc, size_t count, int world) {
   constexpr size_t kBlock = kBlockBytes / sizeof(T);
+  const bool stream = count * sizeof(T) >= kStreamCopyBytes;
   T tmp[kBlock];
   for (size_t lo = 0; lo < count; lo += kBlock) {
     size_t n = std::min(kBlock, count - lo);
@@ -86,14 +129,17 @@ void many_native(T* dst, T* also, const void* const* srcs, int nsrc, size_t coun
     }
     if (Op == ReduceOp::avg && world > 0) divide<T>(tmp, n, world);
     std::memcpy(dst + lo, tmp, n * sizeof(T));
-    if (also) std::memcpy(also + lo, tmp, n * sizeof(T));
+    if (also && stream) stream_copy(also + lo, tmp, n * sizeof(T));
+    else if (also) std::memcpy(also + lo, tmp, n * sizeof(T));
   }
+  if (also && stream) store_fence();
 }
 
 // 16-bit floats: widen each source block to f32, accumulate in f32, round once at the end.
 template <class H, ReduceOp Op>
 void many_half(H* dst, H* also, const void* const* srcs, int nsrc, size_t count, int world) {
   constexpr size_t kBlock = kBlockBytes / sizeof(float);
+  const bool stream = count * sizeof(H) >= kStreamCopyBytes;
   float acc[kBlock];
   for (size_t lo = 0; lo < count; lo += kBlock) {
     size_t n = std::min(kBlock, count - lo);
@@ -106,8 +152,10 @@ void many_half(H* dst, H* also, const void* const* srcs, int nsrc, size_t count,
     for (size_t i = 0; i < n; ++i) dst[lo + i] = from_f<H>(acc[i]);
     // Rounded to H first, then divided: the same bits as finish_avg after the sum.
     if (Op == ReduceOp::avg && world > 0) divide<H>(dst + lo, n, world);
-    if (also) std::memcpy(also + lo, dst + lo, n * sizeof(H));
+    if (also && stream) stream_copy(also + lo, dst + lo, n * sizeof(H));
+    else if (also) std::memcpy(also + lo, dst + lo, n * sizeof(H));
   }
+  if (also && stream) store_fence();
 }
 
 template <class T, ReduceOp Op>
@@ -183,6 +231,13 @@ void reduce_many_finish(void* dst, void* also, const void* const* srcs, int nsrc
   LOCKSTEP_CHECK(nsrc >= 1 && world >= 1, "reduce_many_finish needs a source and a world size");
   if (count == 0) return;
   dispatch<ManyOne>(dtype, op, dst, also, srcs, nsrc, count, world);
+}
+
+void copy_to_shared(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  if (bytes < kStreamCopyBytes) return void(std::memcpy(dst, src, bytes));
+  stream_copy(dst, src, bytes);
+  store_fence();
 }
 
 void finish_avg(void* data, size_t count, DType dtype, ReduceOp op, int world) {

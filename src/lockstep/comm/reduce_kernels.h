@@ -20,10 +20,21 @@ void reduce_many(void* dst, const void* const* srcs, int nsrc, size_t count, DTy
                  ReduceOp op);
 
 // reduce_many, then finish_avg (op avg: divide by world), and the result stored to dst and,
-// unless null, also to `also` — all in one pass, each block finished while in L1. The bits
-// equal those of reduce_many + finish_avg + memcpy.
+// unless null, also to `also` (with copy_to_shared's stores: `also` is memory another core
+// reads next) — all in one pass, each block finished while in L1. The bits equal those of
+// reduce_many + finish_avg + memcpy.
 void reduce_many_finish(void* dst, void* also, const void* const* srcs, int nsrc, size_t count,
                         DType dtype, ReduceOp op, int world);
+
+// memcpy into memory that another core reads next (a shared-memory staging slot). From
+// kStreamCopyBytes on, non-temporal stores: the slot's lines are usually still cached by the
+// peer that read them last round, and ordinary stores then pay one read-for-ownership per
+// line across cores (1 MiB: 7.5 GB/s against 38 GB/s streamed on this project's AMD EPYC VM;
+// the reader's copy-out got faster too, 27 -> 30 GB/s). Smaller copies use memcpy (the data
+// then stays in cache for the reader). Ends with a store fence, so a release store that
+// follows publishes the data.
+inline constexpr size_t kStreamCopyBytes = 32 << 10;
+void copy_to_shared(void* dst, const void* src, size_t bytes);
 
 // data[i] /= world (integer division for integer dtypes); no-op unless op is avg.
 void finish_avg(void* data, size_t count, DType dtype, ReduceOp op, int world);

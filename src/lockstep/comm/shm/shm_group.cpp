@@ -215,8 +215,8 @@ void ShmGroup::allreduce(void* data, size_t count, DType dt, ReduceOp op, const 
     uint8_t* my_slot = u8(slot(rank_, half));
     auto cut = [&](size_t r) { return n * r / P * es; };  // slice r = [cut(r), cut(r+1)) bytes
     const size_t a = cut(me), b = cut(me + 1);
-    std::memcpy(my_slot, mine, a);
-    std::memcpy(my_slot + b, mine + b, n * es - b);
+    copy_to_shared(my_slot, mine, a);
+    copy_to_shared(my_slot + b, mine + b, n * es - b);
     sync(info, dl);
     for (size_t r = 0; r < P; ++r) srcs_[r] = r == me ? mine + a : u8(slot(int(r), half)) + a;
     reduce_many_finish(mine + a, my_slot + a, srcs_.data(), world_, (b - a) / es, dt, op, world_);
@@ -263,7 +263,7 @@ void ShmGroup::broadcast(void* data, size_t bytes, int root, const OpInfo& info,
   for (size_t lo = 0; lo < bytes; lo += half_bytes_) {
     const size_t n = std::min(half_bytes_, bytes - lo);
     const int half = int(chunk_++ & 1);
-    if (rank_ == root) std::memcpy(slot(root, half), u8(data) + lo, n);
+    if (rank_ == root) copy_to_shared(slot(root, half), u8(data) + lo, n);
     sync(info, dl);
     if (rank_ != root) std::memcpy(u8(data) + lo, slot(root, half), n);
   }
@@ -276,7 +276,7 @@ void ShmGroup::allgather(const void* in, void* out, size_t bpr, const OpInfo& in
   for (size_t lo = 0; lo < bpr; lo += half_bytes_) {
     const size_t n = std::min(half_bytes_, bpr - lo);
     const int half = int(chunk_++ & 1);
-    std::memcpy(slot(rank_, half), u8(in) + lo, n);
+    copy_to_shared(slot(rank_, half), u8(in) + lo, n);
     sync(info, dl);
     for (int r = 0; r < world_; ++r) {
       const uint8_t* src = r == rank_ ? u8(in) + lo : u8(slot(r, half));
@@ -297,7 +297,7 @@ void ShmGroup::reduce_scatter(const void* in, void* out, size_t count, DType dt,
     const int half = int(chunk_++ & 1);
     uint8_t* my_slot = u8(slot(rank_, half));
     for (size_t j = 0; j < P; ++j)
-      if (j != me) std::memcpy(my_slot + j * n * es, u8(in) + (j * count + lo) * es, n * es);
+      if (j != me) copy_to_shared(my_slot + j * n * es, u8(in) + (j * count + lo) * es, n * es);
     sync(info, dl);
     for (size_t r = 0; r < P; ++r)
       srcs_[r] = r == me ? u8(in) + (me * count + lo) * es : u8(slot(int(r), half)) + me * n * es;
