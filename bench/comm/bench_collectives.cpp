@@ -8,6 +8,9 @@
 //
 // Columns: size(B) count type redop time(us) algbw(GB/s) busbw(GB/s) #wrong, then the
 // single-core memcpy bandwidth of a buffer of the same size (the shared-memory ceiling).
+// Per size: warm-up of at least --warmup operations and --warmup-ms, then the best of --reps
+// batches, each at least --batch-ms long (the slowest rank's time counts). The peers' scripts
+// in bench/comm time the same way.
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -33,6 +36,10 @@ namespace {
 struct Flags {
   std::string backend = "native", transport = "shm", op = "allreduce", redop = "sum";
   int nproc = 2, iters = 20, warmup = 3, factor = 2, reps = 5;
+  // Warm-up lasts at least this long and every timed batch at least batch_ms (a point taken
+  // right after the previous size's ceilings ran on rank 0 alone, or over a 2 ms batch, sees
+  // the peer's core still waking up: the same size measured 7.6 and 19 GB/s in one minute).
+  double warmup_ms = 20, batch_ms = 10;
   size_t min_bytes = 8, max_bytes = 256u << 20;
   DType dtype = DType::f32;
   int timeout_s = 300;
@@ -56,7 +63,8 @@ size_t parse_size(const std::string& s) {
                "usage: bench_collectives [--backend native] [--transport shm|tcp|auto]\n"
                "  [--op allreduce|broadcast|reduce|allgather|reduce_scatter|alltoall|barrier]\n"
                "  [--nproc N] [--min-bytes 8] [--max-bytes 256M] [--step-factor 2]\n"
-               "  [--dtype float32] [--redop sum] [--iters 20] [--warmup 3] [--reps 5] [--timeout 300]\n");
+               "  [--dtype float32] [--redop sum] [--iters 20] [--warmup 3] [--reps 5] [--timeout 300]\n"
+               "  [--warmup-ms 20] [--batch-ms 10]\n");
   std::exit(2);
 }
 
@@ -76,6 +84,8 @@ Flags parse(int argc, char** argv) {
     else if (a == "--iters") f.iters = std::stoi(val());
     else if (a == "--warmup") f.warmup = std::stoi(val());
     else if (a == "--reps") f.reps = std::max(1, std::stoi(val()));
+    else if (a == "--warmup-ms") f.warmup_ms = std::stod(val());
+    else if (a == "--batch-ms") f.batch_ms = std::stod(val());
     else if (a == "--step-factor") f.factor = std::stoi(val());
     else if (a == "--min-bytes") f.min_bytes = parse_size(val());
     else if (a == "--max-bytes") f.max_bytes = parse_size(val());
@@ -231,20 +241,34 @@ int rank_main(const Flags& f, int rank, int world, store::Store& store) {
     const size_t count = count_for(f, bytes, world);
     const size_t sz = count * dtype_size(f.dtype) *
                       (f.op == "allgather" || f.op == "reduce_scatter" || f.op == "alltoall" ? world : 1);
-    // Fewer iterations for big sizes: keep each point around a second at most.
-    const int iters = int(std::clamp<size_t>((size_t(1) << 30) / std::max<size_t>(bytes, 1) / 8 /
-                                                 size_t(f.reps), 2, size_t(f.iters) * 50));
-    for (int i = 0; i < f.warmup; ++i) issue(*pg, f, bufs, count, *op).wait();
+    // Warm-up: at least f.warmup iterations and f.warmup_ms, in doubling batches; the slowest
+    // rank's clock decides, so every rank runs the same number of operations.
+    auto timed_batch_us = [&](int n) {  // the slowest rank's time for n operations
+      auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < n; ++i) issue(*pg, f, bufs, count, *op).wait();
+      double t = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+      pg->allreduce(&t, 1, DType::f64, ReduceOp::max).wait();
+      return t;
+    };
+    int warm = 0;
+    double warm_us = 0;
+    while (warm < f.warmup || warm_us < f.warmup_ms * 1e3) {
+      const int n = std::max({1, f.warmup, warm});
+      warm_us += timed_batch_us(n);
+      warm += n;
+    }
+    // Iterations per batch: fewer for big sizes (each point around a second at most), but
+    // every batch lasts at least f.batch_ms.
+    const size_t by_size = std::clamp<size_t>((size_t(1) << 30) / std::max<size_t>(bytes, 1) / 8 /
+                                                  size_t(f.reps), 2, size_t(f.iters) * 50);
+    const double per_op_us = warm_us / warm;
+    const int iters = int(std::max<size_t>(by_size, std::min<size_t>(size_t(f.batch_ms * 1e3 / per_op_us) + 1, 1'000'000)));
     // The machine is shared and noisy: time `reps` batches and keep the best batch average
     // (the same rule as peers.sh applies to its peers).
     double us = 1e300;
     for (int rep = 0; rep < f.reps; ++rep) {
       pg->barrier().wait();
-      auto t0 = std::chrono::steady_clock::now();
-      for (int i = 0; i < iters; ++i) issue(*pg, f, bufs, count, *op).wait();
-      double t = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / iters;
-      pg->allreduce(&t, 1, DType::f64, ReduceOp::max).wait();  // the slowest rank counts
-      us = std::min(us, t);
+      us = std::min(us, timed_batch_us(iters) / iters);  // the slowest rank counts
     }
     int64_t wrong = check(*pg, f, bufs, count, *op);
     pg->barrier().wait();

@@ -1,5 +1,5 @@
 /* Open MPI's MPI_Allreduce (float32, sum, in place) timed like bench_collectives: per size,
- * warm-up, then the best of `reps` batches (slowest rank per batch). Prints "size time_us".
+ * warm-up (>= 20 ms), then the best of `reps` batches of >= 10 ms (slowest rank per batch). Prints "size time_us".
  *   mpicc -O2 mpi_allreduce.c -o mpi_allreduce
  *   mpirun --allow-run-as-root --oversubscribe -n 2 ./mpi_allreduce 8 268435456 4 */
 #include <mpi.h>
@@ -24,7 +24,22 @@ int main(int argc, char** argv) {
     size_t it = (1ull << 30) / (b ? b : 1) / 8 / reps;
     int iters = it < 2 ? 2 : (it > (size_t)iters_cap ? iters_cap : (int)it);
     for (int i = 0; i < count; ++i) buf[i] = (float)((rank + i) % 4);
-    for (int i = 0; i < warmup; ++i) MPI_Allreduce(MPI_IN_PLACE, buf, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    /* warm-up: >= warmup iterations and >= 20 ms in doubling batches (slowest rank decides);
+     * then every batch lasts >= 10 ms — the same rule as bench_collectives */
+    int warm = 0;
+    double warm_us = 0;
+    while (warm < warmup || warm_us < 20e3) {
+      int n = warm > warmup ? warm : warmup;
+      double t0 = MPI_Wtime(), t, tmax;
+      for (int i = 0; i < n; ++i) MPI_Allreduce(MPI_IN_PLACE, buf, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+      t = (MPI_Wtime() - t0) * 1e6;
+      MPI_Allreduce(&t, &tmax, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+      warm_us += tmax;
+      warm += n;
+    }
+    double by_time = 10e3 / (warm_us / warm) + 1;
+    if (by_time > 1e6) by_time = 1e6;
+    if (by_time > iters) iters = (int)by_time;
     double best = 1e300;
     for (int r = 0; r < reps; ++r) {
       MPI_Barrier(MPI_COMM_WORLD);

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """torch.distributed (gloo) all_reduce of float32, timed like bench_collectives: per size,
-warm-up, then the best of `reps` batches (slowest rank per batch). Prints "size time_us".
+warm-up (>= 20 ms), then the best of `reps` batches of >= 10 ms (slowest rank per batch). Prints "size time_us".
 
     /usr/bin/python3 torch_allreduce.py --nproc 2 --min-bytes 8 --max-bytes 268435456 --factor 4
 """
@@ -26,8 +26,19 @@ def run(rank, world, port, args):
         t = buf[:count]
         iters = max(2, min((1 << 30) // max(b, 1) // 8 // reps, 20 * 50))
         t.copy_(torch.arange(count, dtype=torch.float32).add_(rank).remainder_(4))
-        for _ in range(warmup):
-            dist.all_reduce(t)
+        # warm-up: >= warmup iterations and >= 20 ms in doubling batches (slowest rank decides);
+        # then every batch lasts >= 10 ms — the same rule as bench_collectives
+        warm, warm_us = 0, 0.0
+        while warm < warmup or warm_us < 20e3:
+            n = max(warm, warmup)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                dist.all_reduce(t)
+            el = torch.tensor([(time.perf_counter() - t0) * 1e6], dtype=torch.float64)
+            dist.all_reduce(el, op=dist.ReduceOp.MAX)
+            warm_us += el.item()
+            warm += n
+        iters = max(iters, min(int(10e3 / (warm_us / warm)) + 1, 1000000))
         best = float("inf")
         for _ in range(reps):
             dist.barrier()
