@@ -93,6 +93,29 @@ TEST_P(CollectivesTest, ManyInFlightCompleteInIssueOrder) {
   });
 }
 
+// A wait that accepts the group's own timeout (as DDP's does) runs a queued operation itself.
+// It used to decline and leave a small operation, enqueued without waking the group's thread,
+// to that thread's next look at the queue, up to a 2 ms nap later (fmnist-mlp DDP: 0.6-1 ms
+// per 1 MiB bucket instead of 0.1). A few may still be taken by the group's thread when its
+// nap ends between the enqueue and the wait.
+TEST_P(CollectivesTest, WaitWithTheGroupTimeoutRunsTheOperationItself) {
+  const Options o = test_options(GetParam().transport);
+  each_rank([&](ProcessGroup& pg) {
+    if (pg.size() == 1) return;  // completes at once, nothing to run
+    constexpr size_t kCount = 16384;
+    int on_waiter = 0;
+    for (int k = 0; k < 20; ++k) {
+      auto buf = make_input(pg.rank(), kCount, DType::f32, ReduceOp::sum);
+      Work w = pg.allreduce(buf.data(), kCount, DType::f32, ReduceOp::sum);
+      w.wait(o.timeout);
+      on_waiter += w.ran_on_waiter();
+      expect_reduced(buf.data(), kCount, pg.size(), DType::f32, ReduceOp::sum, "waited");
+    }
+    EXPECT_GE(on_waiter, 10) << "rank " << pg.rank() << ": of 20 operations waited with the "
+                             << "group's timeout, only " << on_waiter << " ran on the waiter";
+  }, o);
+}
+
 // Back-to-back small all-reduces of integer counters whose sizes change every call: a rank
 // that read a peer's previous data (a stale slot, or old data mistaken for a fresh tag)
 // would see an earlier iteration's values. Mixes the low-latency, one-barrier and chunked

@@ -30,7 +30,7 @@ int main() try {
           double got = load_as_double(buf.data(), dt, i);
           if (std::abs(got - want) > comm::testing::tolerance(dt) * std::max(1.0, std::abs(want))) {
             std::fprintf(stderr, "hier_worker rank %d: allreduce %s %s n=%zu element %zu: %g, want %g\n",
-                         env.rank, dtype_name(dt), comm::reduce_op_name(op), count, i, got, want);
+                         env.rank, std::string(dtype_name(dt)).c_str(), std::string(comm::reduce_op_name(op)).c_str(), count, i, got, want);
             return 1;
           }
         }

@@ -230,11 +230,15 @@ Work NativeProcessGroup::enqueue(OpKind kind, std::string signature, Body body, 
   }
   std::weak_ptr<int> alive = alive_;
   WorkState* raw = state.get();
-  // Inline help only when the waiter accepts the operation's own timeout: a shorter wait
-  // must be able to give up without failing the operation.
+  // Inline help only when the waiter accepts the operation's own timeout (a shorter wait must
+  // be able to give up without failing the operation); otherwise the worker is woken, so an
+  // operation enqueued without a notify does not sit out the worker's light-sleep slice.
   state->set_helper([this, alive, raw](Clock::duration wait_timeout) {
-    if (wait_timeout <= opt_.timeout) return;
-    if (auto keep = alive.lock()) help_until(raw);
+    auto keep = alive.lock();
+    if (!keep) return;
+    if (wait_timeout >= opt_.timeout) return help_until(raw);
+    std::lock_guard<std::mutex> lk(mu_);
+    cv_.notify_one();
   });
   queue_.push_back(Task{std::move(state), collective ? std::move(signature) : std::string(),
                         std::move(body), bytes});
@@ -308,6 +312,7 @@ void NativeProcessGroup::run_task(Task& task, bool on_caller) {
     if (opt_.debug_checks && collective) check_signature(info, task.signature);
     task.body(info, deadline);
     flight_.finish(slot, true);
+    if (on_caller) task.state->set_ran_on_waiter();
     task.state->complete();
   } catch (const TimeoutError& e) {
     flight_.finish(slot, false);

@@ -38,6 +38,9 @@ class WorkState {
   void help(Clock::duration timeout) const {
     if (helper_) helper_(timeout);
   }
+  // Set by a backend before complete() when the waiting thread ran the operation itself.
+  void set_ran_on_waiter() { ran_on_waiter_.store(true, std::memory_order_relaxed); }
+  bool ran_on_waiter() const { return ran_on_waiter_.load(std::memory_order_relaxed); }
 
  private:
   OpInfo info_;
@@ -47,6 +50,7 @@ class WorkState {
   mutable std::condition_variable cv_;
   mutable std::atomic<int> blocked_{0};  // waiters inside wait_for (changed under mu_)
   std::atomic<bool> done_{false};
+  std::atomic<bool> ran_on_waiter_{false};
   std::exception_ptr error_;
   std::function<void(Clock::duration)> helper_;  // set before the state is shared; never changed after
 };
@@ -68,6 +72,9 @@ class Work {
   bool failed() const { return is_completed() && error() != nullptr; }
   const OpInfo& info() const;
   bool valid() const { return state_ != nullptr; }
+  // Diagnostics: whether the thread that waited ran the operation (no hand-off to the
+  // backend's thread). Meaningful once completed.
+  bool ran_on_waiter() const { return state_ && state_->ran_on_waiter(); }
 
   // A Work that is already complete (world size 1, empty buffers).
   static Work completed(OpInfo info);
