@@ -6,6 +6,9 @@ fraction of all-reduce time hidden behind backward, from lockstep's timeline, ov
 
     /usr/bin/python3 bench/ddp/run.py [--build build/release] [--steps 100] [--repeat 2]
 
+The machine ceiling: two lockstep single workers run at once with no communication, against
+twice one alone (what this machine's shared memory bus and cores allow any two workers).
+
 Throughput = world * batch * steps / slowest rank's wall time over the timed steps (after
 --warmup steps); with --repeat > 1 the best repetition is kept (the machine is shared).
 "cpu" columns divide by process CPU time instead: what a worker that had its core to itself
@@ -57,6 +60,18 @@ def run(impl, model, world, a, env_extra=None, extra_args=()):
     cpu = max(r["cpu_s"] for r in rows)
     n = world * a.batch * a.steps
     return {"thr": n / el, "cpu_thr": n / cpu, "step_ms": 1e3 * el / a.steps, "rows": rows, "tmp": tmp}
+
+
+def independent(model, copies, a):
+    """`copies` lockstep single workers (world 1, own store) at once: what the machine gives
+    two workers with no communication at all (shared memory bus, caches, the VM's cores)."""
+    cmds = [[a.bin, "--model", model, "--rank", "0", "--world", "1",
+             "--store", os.path.join(tempfile.mkdtemp(prefix="ddpbench-"), "store"),
+             "--batch", str(a.batch), "--steps", str(a.steps), "--warmup", str(a.warmup), "--data", a.data]
+            for _ in range(copies)]
+    env = dict(os.environ, LOCKSTEP_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    rows = launch(cmds, env, a.timeout)
+    return {"thr": sum(a.batch * a.steps / r["elapsed_s"] for r in rows)}
 
 
 def best(impl, model, world, a, **kw):
@@ -119,6 +134,15 @@ def main():
                 vs = r["thr"] / res["torch", model, world]["thr"]
                 print(f"{model:<11} {impl:<9} {world:>2} {r['thr']:10.1f} {r['step_ms']:8.2f} {r['cpu_thr']:10.1f} "
                       f"{eff:6.2f} {ceff:8.2f} {vs:8.2f}x")
+    print("\nMachine ceiling: 2 independent lockstep single workers at once (no communication) against "
+          "2 x one alone;\n'DDP eff / ceiling' is the part of the loss that DDP itself costs.")
+    print(f"{'model':<11} {'2 alone smp/s':>14} {'ceiling':>8} {'DDP eff':>8} {'DDP eff / ceiling':>18}")
+    for model in a.models.split(","):
+        two = max((independent(model, 2, a) for _ in range(a.repeat)), key=lambda r: r["thr"])
+        one = res["lockstep", model, 1]["thr"]
+        ceiling = two["thr"] / (2 * one)
+        eff = res["lockstep", model, 2]["thr"] / (2 * one)
+        print(f"{model:<11} {two['thr']:14.1f} {ceiling:8.2f} {eff:8.2f} {eff / ceiling:18.2f}")
     print(f"\n{'model':<11} {'overlap':<13} {'samples/s':>10} {'comm ms/step':>13} {'wait ms/step':>13} "
           f"{'hidden (timeline)':>18}")
     configs = (("on", ("--overlap", "1")), ("off", ("--overlap", "0")),
