@@ -94,7 +94,12 @@ void expect_matches_reference(const RunSpec& s, const RunResult& r) {
   auto ref = run_reference(s, ref_loss);
   const double diff = rel_diff(*ref, r.params[0]);
   ::testing::Test::RecordProperty("max_rel_diff", std::to_string(diff));
-  EXPECT_LE(diff, 1e-4) << s.model << " W=" << s.world;
+  // One step's gradients agree to ~1e-6 (float sums in another order: oneDNN's convolution
+  // sums a batch of 4W in other blocks than W batches of 4; im2col ~3e-7); 50 steps through
+  // ReLUs amplify that — measured up to 1.2e-4 for the CNN on oneDNN (W=4), 2e-6 on im2col.
+  // A real fault (a sample lost, a sum not averaged) is off by 1e-2 or more.
+  const double tol = s.model == "fmnist-cnn" ? 5e-4 : 1e-4;
+  EXPECT_LE(diff, tol) << s.model << " W=" << s.world;
   for (size_t step = 0; step < ref_loss.size(); ++step)
     ASSERT_NEAR(r.loss[step], ref_loss[step], 5e-4 * std::fabs(ref_loss[step]))
         << "loss differs in the 4th significant digit at step " << step;

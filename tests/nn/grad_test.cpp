@@ -2,8 +2,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include "grad_check.h"
+#include "lockstep/core/error.h"
 #include "lockstep/nn/layers.h"
 
 namespace lockstep::nn {
@@ -25,13 +28,89 @@ TEST(GradCheck, LinearNoBiasThreeDims) {
   check_gradients(*m, x);
 }
 
+// Both implementations: im2col always, oneDNN when built with it.
+std::vector<ConvImpl> conv_impls() {
+  if (have_dnnl_conv()) return {ConvImpl::kIm2col, ConvImpl::kDnnl};
+  return {ConvImpl::kIm2col};
+}
+
+struct ConvImplGuard {
+  ConvImpl was = conv_impl();
+  explicit ConvImplGuard(ConvImpl impl) { set_conv_impl(impl); }
+  ~ConvImplGuard() { set_conv_impl(was); }
+};
+
+const char* name(ConvImpl impl) { return impl == ConvImpl::kDnnl ? "oneDNN" : "im2col"; }
+
 TEST(GradCheck, Conv2dPaddingAndStride) {
   struct Case { int64_t n, c, oc, h, w, k, s, p; };
-  for (Case c : {Case{1, 1, 2, 5, 5, 3, 1, 1}, Case{2, 3, 4, 6, 5, 3, 2, 1}, Case{1, 2, 3, 4, 4, 2, 1, 0},
-                 Case{2, 2, 2, 7, 6, 3, 3, 2}}) {
-    auto m = wrap<Conv2d>(c.c, c.oc, c.k, c.s, c.p);
-    Tensor x = testing::random_tensor({c.n, c.c, c.h, c.w}, 3);
-    check_gradients(*m, x);
+  for (ConvImpl impl : conv_impls()) {
+    ConvImplGuard use(impl);
+    for (Case c : {Case{1, 1, 2, 5, 5, 3, 1, 1}, Case{2, 3, 4, 6, 5, 3, 2, 1}, Case{1, 2, 3, 4, 4, 2, 1, 0},
+                   Case{2, 2, 2, 7, 6, 3, 3, 2}}) {
+      SCOPED_TRACE(name(impl));
+      auto m = wrap<Conv2d>(c.c, c.oc, c.k, c.s, c.p);
+      Tensor x = testing::random_tensor({c.n, c.c, c.h, c.w}, 3);
+      check_gradients(*m, x);
+    }
+  }
+}
+
+// oneDNN and im2col agree on y, dx, dw and db — across strides, paddings, odd sizes, batch
+// 1, k 5, no bias, a shape change and back, and gradients accumulated over two backwards.
+TEST(Conv2dImpl, OneDnnAgreesWithIm2col) {
+  if (!have_dnnl_conv()) GTEST_SKIP() << "built without oneDNN";
+  struct Case { int64_t n, c, oc, h, w, k, s, p; bool bias; };
+  struct Out {
+    std::vector<float> y, dx, grads;
+  };
+  auto run = [](ConvImpl impl, const Case& c) {
+    ConvImplGuard use(impl);
+    auto m = wrap<Conv2d>(c.c, c.oc, c.k, c.s, c.p, c.bias);
+    m->root().set_needs_input_grad(true);  // a model's first layer skips dx otherwise
+    Out o;
+    m->zero_grad();
+    for (int64_t n : {c.n, c.n + 2, c.n}) {  // a second shape, then the first again
+      Tensor x = testing::random_tensor({n, c.c, c.h, c.w}, uint64_t(11 + n));
+      const Tensor& y = m->forward(x);
+      o.y.assign(y.data(), y.data() + y.numel());
+      Tensor dy = testing::random_tensor(y.shape(), uint64_t(17 + n));
+      const Tensor& dx = m->backward(dy);
+      o.dx.assign(dx.data(), dx.data() + dx.numel());
+    }
+    auto g = m->flat_grads();
+    o.grads.assign(g.begin(), g.end());
+    return o;
+  };
+  auto expect_close = [](const std::vector<float>& a, const std::vector<float>& b, const char* what) {
+    ASSERT_EQ(a.size(), b.size()) << what;
+    double worst = 0, mag = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      worst = std::max(worst, double(std::fabs(a[i] - b[i])));
+      mag = std::max(mag, double(std::fabs(b[i])));
+    }
+    EXPECT_LE(worst, 1e-5 * std::max(mag, 1.0)) << what << ": max |oneDNN - im2col| " << worst << ", max |im2col| " << mag;
+  };
+  for (Case c : {Case{1, 1, 2, 5, 5, 3, 1, 1, true}, Case{3, 3, 4, 9, 7, 3, 2, 1, true},
+                 Case{2, 2, 3, 8, 8, 2, 1, 0, false}, Case{2, 4, 5, 11, 9, 5, 1, 2, true},
+                 Case{1, 32, 64, 14, 14, 3, 1, 1, true}, Case{2, 3, 6, 13, 13, 5, 2, 2, false}}) {
+    SCOPED_TRACE("n=" + std::to_string(c.n) + " c=" + std::to_string(c.c) + " oc=" + std::to_string(c.oc) +
+                 " hw=" + std::to_string(c.h) + "x" + std::to_string(c.w) + " k=" + std::to_string(c.k) +
+                 " s=" + std::to_string(c.s) + " p=" + std::to_string(c.p) + (c.bias ? "" : " no bias"));
+    const Out a = run(ConvImpl::kDnnl, c), b = run(ConvImpl::kIm2col, c);
+    expect_close(a.y, b.y, "y");
+    expect_close(a.dx, b.dx, "dx");
+    expect_close(a.grads, b.grads, "dw, db (accumulated over 3 backwards)");
+  }
+}
+
+TEST(Conv2dImpl, ChoosingOneDnnWithoutItIsAConfigError) {
+  if (have_dnnl_conv()) {
+    ConvImplGuard use(ConvImpl::kDnnl);
+    EXPECT_EQ(conv_impl(), ConvImpl::kDnnl);
+  } else {
+    EXPECT_THROW(set_conv_impl(ConvImpl::kDnnl), lockstep::ConfigError);
+    EXPECT_EQ(conv_impl(), ConvImpl::kIm2col);
   }
 }
 

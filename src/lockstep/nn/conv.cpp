@@ -1,10 +1,11 @@
-// Conv2d by im2col + GEMM, and the pooling layers.
+// Conv2d on oneDNN when built with it (conv_dnnl.h), else by im2col + GEMM; the pooling layers.
 #include <algorithm>
 #include <cstring>
 #include <limits>
 
 #include "lockstep/core/error.h"
 #include "lockstep/nn/blas.h"
+#include "lockstep/nn/conv_dnnl.h"
 #include "lockstep/nn/kernels.h"
 #include "lockstep/nn/layers.h"
 
@@ -116,9 +117,15 @@ const Tensor& Conv2d::forward(const Tensor& x) {
   const Geometry one{1, g.c, g.h, g.w, g.ho, g.wo};
   const int64_t plane = g.ho * g.wo, ckk = c_ * k_ * k_, in_sample = g.c * g.h * g.w;
   x_ = x;
-  col_.resize({ckk, plane});
   y_.resize({g.n, oc_, g.ho, g.wo});
   const float* bias = b_ ? b_->value_data() : nullptr;
+  ran_dnnl_ = conv_impl() == ConvImpl::kDnnl;
+  if (ran_dnnl_) {
+    dnnl_conv_prepare(dnnl_, dnnl_spare_, ConvShape{g.n, g.c, g.h, g.w, oc_, k_, stride_, pad_, g.ho, g.wo, b_ != nullptr});
+    dnnl_conv_forward(*dnnl_, x_.data(), w_->value_data(), bias, y_.data());
+    return y_;
+  }
+  col_.resize({ckk, plane});
   for (int64_t n = 0; n < g.n; ++n) {
     float* yn = y_.data() + n * oc_ * plane;
     if (bias)
@@ -136,6 +143,15 @@ const Tensor& Conv2d::backward(const Tensor& dy) {
   const int64_t plane = g.ho * g.wo, ckk = c_ * k_ * k_, in_sample = g.c * g.h * g.w;
   LOCKSTEP_CHECK_EQ(dy.numel(), g.n * oc_ * plane, describe(), ": gradient ", dy.shape().str(),
                     " does not match output ", y_.shape().str());
+  const bool want_dx = needs_input_grad();
+  if (want_dx) dx_.resize(x_.shape());
+  if (ran_dnnl_) {
+    dnnl_conv_backward(*dnnl_, dy.data(), w_->value_data(), w_->grad_data(), b_ ? b_->grad_data() : nullptr,
+                       want_dx ? dx_.data() : nullptr);
+    grad_ready(*w_);
+    if (b_) grad_ready(*b_);
+    return dx_;
+  }
   if (b_ != nullptr) {
     float* db = b_->grad_data();
     for (int64_t o = 0; o < oc_; ++o) {
@@ -144,12 +160,11 @@ const Tensor& Conv2d::backward(const Tensor& dy) {
       db[o] += acc;
     }
   }
-  const bool want_dx = needs_input_grad();
   if (want_dx) {
-    dx_.resize(x_.shape());
     dx_.zero();
     tmp_.resize({ckk, plane});
   }
+  col_.resize({ckk, plane});
   for (int64_t n = 0; n < g.n; ++n) {
     const float* dyn = dy.data() + n * oc_ * plane;
     im2col(x_.data() + n * in_sample, one, k_, stride_, pad_, col_.data());

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "lockstep/nn/conv_dnnl.h"
 #include "lockstep/nn/module.h"
 
 namespace lockstep::nn {
@@ -31,8 +32,9 @@ class Linear : public Module {
   Tensor x_, y_, dx_;
 };
 
-// 2-D convolution by im2col + GEMM, one sample at a time so that the column matrix stays in
-// cache (see conv.cpp).
+// 2-D convolution: on oneDNN's JIT kernels when lockstep is built with it (conv_dnnl.h),
+// otherwise (or with LOCKSTEP_CONV=im2col) by im2col + GEMM, one sample at a time so that
+// the column matrix stays in cache (see conv.cpp).
 class Conv2d : public Module {
  public:
   Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride = 1, int64_t padding = 0,
@@ -45,6 +47,8 @@ class Conv2d : public Module {
   int64_t c_, oc_, k_, stride_, pad_;
   Parameter* w_;
   Parameter* b_ = nullptr;
+  DnnlConvPtr dnnl_, dnnl_spare_;  // oneDNN primitives for the current and the previous shape
+  bool ran_dnnl_ = false;          // the last forward ran on oneDNN
   Tensor x_;    // the input, kept for backward (columns are recomputed from it)
   Tensor col_;  // [C*K*K, Ho*Wo] columns of one sample
   Tensor tmp_;  // [C*K*K, Ho*Wo] column gradient of one sample
