@@ -61,6 +61,10 @@ Runner add_run_command(CLI::App& app) {
       ->check(CLI::IsMember({"mpirun"}));
   cmd->add_option("--mpirun", cfg->mpirun,
                   "with --via mpirun: the mpirun to use (default: $LOCKSTEP_MPIRUN, else mpirun in PATH)");
+  cmd->add_option("--cpu-bind", cfg->cpu_bind,
+                  "auto: bind each local worker to its own cores when there are at least as many "
+                  "CPUs as workers (default; env LOCKSTEP_CPU_BIND); none; cores: always")
+      ->check(CLI::IsMember({"auto", "none", "cores"}));
   cmd->add_flag("!--no-prefix", cfg->prefix_output, "do not prefix output lines with the rank");
   cmd->add_option("command", cfg->command, "the program and its arguments (after --)")
       ->required();

@@ -9,6 +9,11 @@ fraction of all-reduce time hidden behind backward, from lockstep's timeline, ov
 The machine ceiling: two lockstep single workers run at once with no communication, against
 twice one alone (what this machine's shared memory bus and cores allow any two workers).
 
+CPU binding: lockstep's workers are bound as `lockstep run` binds them by default
+(--cpu-bind auto: each local worker its own slice of the CPUs, when there are at least as
+many as workers), the independent pair alike; PyTorch's as torchrun leaves them (unbound)
+unless --torch-cpu-bind auto.
+
 Throughput = world * batch * steps / slowest rank's wall time over the timed steps (after
 --warmup steps); with --repeat > 1 the best repetition is kept (the machine is shared).
 "cpu" columns divide by process CPU time instead: what a worker that had its core to itself
@@ -24,6 +29,28 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def cpu_slices(world):
+    """The CPUs of each of `world` local workers under `lockstep run --cpu-bind auto`
+    (src/lockstep/launch/affinity.cpp); None when it does not bind."""
+    allowed = sorted(os.sched_getaffinity(0))
+    n = len(allowed)
+    if world < 2 or world > n:
+        return None
+    out, nxt = [], 0
+    for l in range(world):
+        take = n // world + (1 if l < n % world else 0)
+        out.append(allowed[nxt:nxt + take])
+        nxt += take
+    return out
+
+
+def bind(cmds, mode):
+    slices = cpu_slices(len(cmds)) if mode == "auto" else None
+    if not slices:
+        return cmds
+    return [["taskset", "-c", ",".join(map(str, cpus))] + c for c, cpus in zip(cmds, slices)]
 
 
 def launch(cmds, env, timeout):
@@ -55,7 +82,7 @@ def run(impl, model, world, a, env_extra=None, extra_args=()):
             cmds.append(["/usr/bin/python3", os.path.join(ROOT, "bench/ddp/torch_ddp_peer.py")] + common)
     env = dict(os.environ, LOCKSTEP_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     env.update(env_extra or {})
-    rows = launch(cmds, env, a.timeout)
+    rows = launch(bind(cmds, a.cpu_bind if impl == "lockstep" else a.torch_cpu_bind), env, a.timeout)
     el = max(r["elapsed_s"] for r in rows)
     cpu = max(r["cpu_s"] for r in rows)
     n = world * a.batch * a.steps
@@ -70,7 +97,7 @@ def independent(model, copies, a):
              "--batch", str(a.batch), "--steps", str(a.steps), "--warmup", str(a.warmup), "--data", a.data]
             for _ in range(copies)]
     env = dict(os.environ, LOCKSTEP_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    rows = launch(cmds, env, a.timeout)
+    rows = launch(bind(cmds, a.cpu_bind), env, a.timeout)
     return {"thr": sum(a.batch * a.steps / r["elapsed_s"] for r in rows)}
 
 
@@ -105,6 +132,10 @@ def main():
     p.add_argument("--timeout", type=int, default=600)
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--models", default="fmnist-mlp,fmnist-cnn")
+    p.add_argument("--cpu-bind", choices=("auto", "none"), default="auto",
+                   help="lockstep workers: bound as `lockstep run` does (auto, its default) or not")
+    p.add_argument("--torch-cpu-bind", choices=("auto", "none"), default="none",
+                   help="PyTorch workers: unbound as under torchrun (none, default) or bound like lockstep's")
     a = p.parse_args()
     a.bin = os.path.join(a.build, "bench/ddp/ddp_bench")
     if not os.path.exists(a.bin):
@@ -117,7 +148,8 @@ def main():
     print(f"# command: /usr/bin/python3 bench/ddp/run.py {' '.join(sys.argv[1:])}")
     print(f"# machine: {os.cpu_count()} cores, {mem:.1f} GiB, load {open('/proc/loadavg').read().split()[:3]}")
     print(f"# date: {datetime.datetime.utcnow():%Y-%m-%dT%H:%M:%SZ}; batch {a.batch}/worker, {a.steps} timed steps "
-          f"after {a.warmup}, 1 compute thread/worker, data: {a.data}")
+          f"after {a.warmup}, 1 compute thread/worker, data: {a.data}; cpu binding: lockstep {a.cpu_bind}, "
+          f"torch {a.torch_cpu_bind}")
     res = {}
     for model in a.models.split(","):
         for world in (1, 2):

@@ -7,6 +7,8 @@
 #include <fstream>
 #include <regex>
 
+#include "lockstep/core/error.h"
+#include "lockstep/launch/affinity.h"
 #include "lockstep/launch/flight_summary.h"
 #include "lockstep/launch/mpirun.h"
 #include "run_command.h"
@@ -62,6 +64,50 @@ TEST(Launcher, SetsEnvironmentAndPrefixesOutput) {
               std::string::npos)
         << r.err;
   }
+}
+
+TEST(CpuBind, PartitionGivesEachWorkerItsOwnContiguousCpus) {
+  using launch::cpu_partition;
+  const std::vector<int> eight{0, 1, 2, 3, 4, 5, 6, 7}, odd{2, 3, 5, 8, 9};
+  EXPECT_EQ(cpu_partition("auto", 2, eight), (std::vector<std::vector<int>>{{0, 1, 2, 3}, {4, 5, 6, 7}}));
+  EXPECT_EQ(cpu_partition("auto", 3, odd), (std::vector<std::vector<int>>{{2, 3}, {5, 8}, {9}}));
+  EXPECT_EQ(cpu_partition("auto", 5, odd), (std::vector<std::vector<int>>{{2}, {3}, {5}, {8}, {9}}));
+  EXPECT_TRUE(cpu_partition("auto", 1, eight).empty());  // one worker: nothing to separate
+  EXPECT_TRUE(cpu_partition("auto", 6, odd).empty());    // oversubscribed: the scheduler decides
+  EXPECT_TRUE(cpu_partition("none", 2, eight).empty());
+  EXPECT_EQ(cpu_partition("cores", 3, {4, 6}), (std::vector<std::vector<int>>{{4}, {6}, {4}}));
+  EXPECT_EQ(cpu_partition("cores", 1, {4, 6}), (std::vector<std::vector<int>>{{4, 6}}));
+  EXPECT_EQ(launch::cpu_list({0, 1, 2, 3, 8, 10, 11}), "0-3,8,10-11");
+  EXPECT_EQ(launch::cpu_list({5}), "5");
+  EXPECT_THROW(launch::resolve_cpu_bind("numa"), ConfigError);
+}
+
+// The CPUs each worker ends up allowed, as /proc reports them, against the partition of the
+// CPUs this test may use; --cpu-bind none leaves every worker all of them.
+TEST(CpuBind, WorkersRunOnTheirOwnCpus) {
+  const std::vector<int> all = launch::allowed_cpus();
+  const std::string script = "grep Cpus_allowed_list /proc/self/status";
+  auto expect_cpus = [](const CommandResult& r, int rank, const std::string& list) {
+    EXPECT_NE(r.out.find("[rank " + std::to_string(rank) + "] Cpus_allowed_list:\t" + list + "\n"), std::string::npos)
+        << "rank " << rank << " should run on " << list << "; got:\n"
+        << r.out << r.err;
+  };
+  auto bound = run_command(run_args(2, script), kTimeout);
+  ASSERT_FALSE(bound.timed_out);
+  ASSERT_TRUE(bound.status.ok()) << bound.status.describe() << "\n" << bound.err;
+  const auto parts = launch::cpu_partition("auto", 2, all);
+  for (int rank = 0; rank < 2; ++rank)
+    expect_cpus(bound, rank, parts.empty() ? launch::cpu_list(all) : launch::cpu_list(parts[size_t(rank)]));
+  auto free = run_command(run_args(2, script, {"--cpu-bind", "none"}), kTimeout);
+  ASSERT_TRUE(free.status.ok()) << free.status.describe() << "\n" << free.err;
+  for (int rank = 0; rank < 2; ++rank) expect_cpus(free, rank, launch::cpu_list(all));
+  auto forced = run_command(run_args(3, script), kTimeout, {{"LOCKSTEP_CPU_BIND", "cores"}});
+  ASSERT_TRUE(forced.status.ok()) << forced.status.describe() << "\n" << forced.err;
+  const auto rr = launch::cpu_partition("cores", 3, all);
+  for (int rank = 0; rank < 3; ++rank) expect_cpus(forced, rank, launch::cpu_list(rr[size_t(rank)]));
+  auto bad = run_command(run_args(2, "true"), kTimeout, {{"LOCKSTEP_CPU_BIND", "numa"}});
+  EXPECT_FALSE(bad.status.ok());
+  EXPECT_NE(bad.err.find("LOCKSTEP_CPU_BIND='numa'"), std::string::npos) << bad.err;
 }
 
 TEST(Launcher, OneFailureStopsTheOthersAndNamesTheRank) {

@@ -15,6 +15,7 @@
 
 #include "lockstep/core/dist_env.h"
 #include "lockstep/core/error.h"
+#include "lockstep/launch/affinity.h"
 #include "lockstep/launch/elastic.h"
 #include "lockstep/launch/flight_summary.h"
 #include "lockstep/launch/mpirun.h"
@@ -51,6 +52,7 @@ void validate(const LaunchConfig& c) {
   if (c.max_restarts < 0) LOCKSTEP_THROW(ConfigError, "--max-restarts must be >= 0");
   if (!c.via.empty() && c.via != "mpirun")
     LOCKSTEP_THROW(ConfigError, "--via ", c.via, ": the only other way to start workers is mpirun");
+  resolve_cpu_bind(c.cpu_bind);  // throws on a bad value
   if (c.via == "mpirun" && (c.nnodes > 1 || c.min_nodes > 0)) {
     LOCKSTEP_THROW(ConfigError, "--via mpirun starts the workers of one node (--nnodes 1); across "
                                 "hosts, run mpirun with a hostfile yourself (workers read "
@@ -125,6 +127,7 @@ class Group {
       return;
     }
     const int world = at.world;
+    const auto cpus = cpu_partition(resolve_cpu_bind(cfg.cpu_bind), cfg.nproc_per_node, allowed_cpus());
     for (int l = 0; l < cfg.nproc_per_node; ++l) {
       Worker w;
       w.local_rank = l;
@@ -136,7 +139,7 @@ class Group {
       e["LOCAL_WORLD_SIZE"] = std::to_string(cfg.nproc_per_node);
       e["GROUP_RANK"] = std::to_string(at.node_rank);
       e["OMP_NUM_THREADS"] = e.count("OMP_NUM_THREADS") ? e["OMP_NUM_THREADS"] : "1";
-      w.proc = std::make_unique<Subprocess>(cfg.command, e);
+      w.proc = std::make_unique<Subprocess>(cfg.command, e, cpus.empty() ? std::vector<int>{} : cpus[size_t(l)]);
       std::string prefix = cfg.prefix_output ? str_cat("[rank ", w.rank, "] ") : "";
       w.out = std::make_unique<LinePrefixer>(STDOUT_FILENO, prefix);
       w.err = std::make_unique<LinePrefixer>(STDERR_FILENO, prefix);

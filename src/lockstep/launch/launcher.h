@@ -4,6 +4,7 @@
 // prefixes every output line with the worker's rank, forwards SIGINT/SIGTERM, and when one
 // worker fails stops the others and returns a non-zero code naming the failed rank, and the
 // rank missing from the collective that failed (from the flight recorders, flight_summary.h).
+// Local workers are bound to their own CPUs when there are enough (affinity.h).
 // With via = "mpirun" the workers are started by Open MPI's mpirun instead (mpirun.h), for
 // the mpi backend.
 //
@@ -36,6 +37,7 @@ struct LaunchConfig {
   bool prefix_output = true;
   std::string via;                // "" (start the workers here) or "mpirun" (single node)
   std::string mpirun;             // via mpirun: its path ("": $LOCKSTEP_MPIRUN, else PATH)
+  std::string cpu_bind;           // auto, none, cores; "": $LOCKSTEP_CPU_BIND, else auto (affinity.h)
   FILE* log = stderr;             // where the launcher's own messages go
 };
 

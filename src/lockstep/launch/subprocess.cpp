@@ -1,6 +1,7 @@
 #include "lockstep/launch/subprocess.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -37,7 +38,7 @@ std::vector<std::string> merged_environment(const std::map<std::string, std::str
 // `args` and `envp`: null-terminated, built before fork (no allocation in the child: another
 // thread of the parent may have held an allocator lock at the fork).
 [[noreturn]] void exec_child(char* const* args, char* const* envp, int out_w, int err_w,
-                             pid_t parent) {
+                             pid_t parent, const cpu_set_t* cpus) {
   // Only async-signal-safe calls from here on.
   ::setpgid(0, 0);
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -47,6 +48,12 @@ std::vector<std::string> merged_environment(const std::map<std::string, std::str
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
   ::signal(SIGPIPE, SIG_DFL);
   if (::getppid() != parent) ::_exit(127);  // parent already gone
+  if (cpus != nullptr && ::sched_setaffinity(0, sizeof *cpus, cpus) != 0) {
+    const char msg[] = "lockstep: sched_setaffinity failed; run with --cpu-bind none\n";
+    ssize_t r = ::write(err_w, msg, sizeof msg - 1);
+    (void)r;
+    ::_exit(127);
+  }
   ::dup2(out_w, STDOUT_FILENO);
   ::dup2(err_w, STDERR_FILENO);
   ::execvpe(args[0], args, envp);
@@ -61,7 +68,7 @@ std::vector<std::string> merged_environment(const std::map<std::string, std::str
 }  // namespace
 
 Subprocess::Subprocess(const std::vector<std::string>& argv,
-                       const std::map<std::string, std::string>& env) {
+                       const std::map<std::string, std::string>& env, const std::vector<int>& cpus) {
   if (argv.empty()) LOCKSTEP_THROW(InvalidArgument, "Subprocess: empty command line");
   int out[2], err[2];
   LOCKSTEP_CHECK_ERRNO(::pipe2(out, O_CLOEXEC), "pipe for worker stdout");
@@ -76,9 +83,15 @@ Subprocess::Subprocess(const std::vector<std::string>& argv,
   args.push_back(nullptr);
   for (auto& e : envv) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
+  cpu_set_t cpu_set;
+  CPU_ZERO(&cpu_set);
+  for (int c : cpus) {
+    LOCKSTEP_CHECK(c >= 0 && c < CPU_SETSIZE, "Subprocess: CPU ", c, " out of range");
+    CPU_SET(c, &cpu_set);
+  }
   pid_t parent = ::getpid();
   pid_t pid = ::fork();
-  if (pid == 0) exec_child(args.data(), envp.data(), out[1], err[1], parent);
+  if (pid == 0) exec_child(args.data(), envp.data(), out[1], err[1], parent, cpus.empty() ? nullptr : &cpu_set);
   ::close(out[1]);
   ::close(err[1]);
   if (pid < 0) {

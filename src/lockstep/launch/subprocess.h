@@ -25,8 +25,10 @@ struct ExitStatus {
 
 class Subprocess {
  public:
-  // Starts argv[0] (searched in PATH) with the current environment plus `env` overrides.
-  Subprocess(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env);
+  // Starts argv[0] (searched in PATH) with the current environment plus `env` overrides,
+  // bound to `cpus` when not empty (sched_setaffinity in the child, before exec).
+  Subprocess(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
+             const std::vector<int>& cpus = {});
   ~Subprocess();
   Subprocess(const Subprocess&) = delete;
   Subprocess& operator=(const Subprocess&) = delete;
