@@ -3,6 +3,8 @@
 // op, any number of sources, unaligned starts and sizes that end mid-block.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <cstring>
 #include <vector>
 
@@ -29,11 +31,15 @@ TEST(ReduceKernels, ManyFinishEqualsManyThenAvgThenCopyBitwise) {
           std::vector<uint8_t> want((count + 1) * es), got((count + 1) * es), also((count + 1) * es);
           reduce_many(want.data() + es, srcs.data(), nsrc, count, dt, op);
           finish_avg(want.data() + es, count, dt, op, nsrc);
-          reduce_many_finish(got.data() + es, also.data() + es, srcs.data(), nsrc, count, dt, op, nsrc);
           const std::string what = str_cat(dtype_name(dt), " ", reduce_op_name(op), " nsrc=", nsrc,
                                            " n=", count);
-          ASSERT_EQ(0, std::memcmp(want.data() + es, got.data() + es, count * es)) << what;
-          ASSERT_EQ(0, std::memcmp(want.data() + es, also.data() + es, count * es)) << what;
+          for (bool stream : {true, false}) {  // `also` with non-temporal or ordinary stores
+            reduce_many_finish(got.data() + es, also.data() + es, srcs.data(), nsrc, count, dt, op, nsrc, stream);
+            ASSERT_EQ(0, std::memcmp(want.data() + es, got.data() + es, count * es)) << what;
+            ASSERT_EQ(0, std::memcmp(want.data() + es, also.data() + es, count * es)) << what << " stream=" << stream;
+            std::fill(got.begin(), got.end(), 0);
+            std::fill(also.begin(), also.end(), 0);
+          }
           // dst may alias a source (the shared-memory paths fold into the caller's buffer).
           std::vector<uint8_t> self = in[0];
           srcs[0] = self.data() + es;
@@ -43,16 +49,17 @@ TEST(ReduceKernels, ManyFinishEqualsManyThenAvgThenCopyBitwise) {
 }
 
 // copy_to_shared streams large copies (non-temporal stores after an aligning head, memcpy for
-// the tail): every size and misalignment gives memcpy's bytes and touches nothing around dst.
+// the tail) when asked: every size and misalignment gives memcpy's bytes and touches nothing
+// around dst (even sizes streamed, odd ones not).
 TEST(ReduceKernels, CopyToSharedEqualsMemcpyAndStaysInBounds) {
   constexpr size_t kGuard = 64;
   for (size_t bytes : {size_t(0), size_t(1), size_t(63), kStreamCopyBytes - 1, kStreamCopyBytes,
-                       kStreamCopyBytes + 17, size_t(100003)})
+                       kStreamCopyBytes + 17, kStreamCopyBytes + 18, size_t(100003), size_t(100004)})
     for (size_t dst_off : {0, 1, 8, 15, 16, 33})
       for (size_t src_off : {0, 3, 16}) {
         std::vector<uint8_t> src(bytes + src_off + 1), dst(bytes + dst_off + 2 * kGuard, 0xA5);
         for (size_t i = 0; i < src.size(); ++i) src[i] = uint8_t(i * 131 + 7);
-        copy_to_shared(dst.data() + kGuard + dst_off, src.data() + src_off, bytes);
+        copy_to_shared(dst.data() + kGuard + dst_off, src.data() + src_off, bytes, /*stream=*/(bytes & 1) == 0);
         const std::string what = str_cat("bytes=", bytes, " dst+", dst_off, " src+", src_off);
         ASSERT_EQ(0, std::memcmp(dst.data() + kGuard + dst_off, src.data() + src_off, bytes)) << what;
         for (size_t i = 0; i < kGuard + dst_off; ++i) ASSERT_EQ(0xA5, dst[i]) << what << " before, at " << i;

@@ -57,6 +57,18 @@ NativeProcessGroup::NativeProcessGroup(store::Store& store, int rank, int world,
     if (!spin.empty() && (*end != '\0' || opt_.shm_spin_us < 0))
       LOCKSTEP_THROW(ConfigError, "LOCKSTEP_SHM_SPIN_US='", spin, "': expected microseconds >= 0");
   }
+  if (opt_.shm_chunk_bytes == 0) {
+    const std::string chunk = env_or("LOCKSTEP_SHM_CHUNK_BYTES", "");
+    char* end = nullptr;
+    const long long v = chunk.empty() ? 0 : std::strtoll(chunk.c_str(), &end, 10);
+    if (!chunk.empty() && (*end != '\0' || v < 4096 || v > (1ll << 30)))
+      LOCKSTEP_THROW(ConfigError, "LOCKSTEP_SHM_CHUNK_BYTES='", chunk, "': expected bytes from 4096 to 2^30");
+    opt_.shm_chunk_bytes = size_t(v);
+  }
+  if (opt_.shm_stream == "auto") opt_.shm_stream = env_or("LOCKSTEP_SHM_STREAM", "auto");
+  if (opt_.shm_stream != "auto" && opt_.shm_stream != "on" && opt_.shm_stream != "off")
+    LOCKSTEP_THROW(ConfigError, "LOCKSTEP_SHM_STREAM (or Options::shm_stream)='", opt_.shm_stream,
+                   "': expected auto, on or off");
   prefix_ = str_cat("lockstep/pg/", opt_.group_name, "/");
   if (world_ > 1) rendezvous();
   worker_ = std::thread([this] { worker_loop(); });
@@ -124,8 +136,10 @@ void NativeProcessGroup::rendezvous() {
                ? "shm" : "tcp";
   if (kind == "shm") {
     shm_ = std::make_unique<shm::ShmGroup>(store_, prefix_, rank_, world_, opt_.shm_chunk_bytes,
-                                           opt_.shm_spin_us,
-                                           opt_.timeout);
+                                           opt_.shm_spin_us, opt_.timeout,
+                                           opt_.shm_stream == "on"    ? shm::StreamTuner::Mode::kAlways
+                                           : opt_.shm_stream == "off" ? shm::StreamTuner::Mode::kNever
+                                                                      : shm::StreamTuner::Mode::kAuto);
     transport_ = &shm_->transport();
   } else if (kind == "tcp") {
     // Bounded: after a network failure the store may be unreachable too.

@@ -44,6 +44,10 @@ struct Options {
   bool debug_checks = false;
   // Bytes per rank staged per step in the shared-memory path (0 = default).
   size_t shm_chunk_bytes = 0;
+  // How all-reduce stores into the shared staging slots from 256 KiB on: "auto" (default:
+  // measured per size class, shm/stream_tuner.h), "on" (non-temporal stores), "off" (ordinary
+  // stores). Env: LOCKSTEP_SHM_STREAM.
+  std::string shm_stream = "auto";
   // How long a shared-memory wait spins before it sleeps on a futex, in microseconds; -1 =
   // auto (300 when every busy thread has a core, else 0; an operation the group thread runs
   // while its caller computes counts two threads per rank). Env: LOCKSTEP_SHM_SPIN_US.

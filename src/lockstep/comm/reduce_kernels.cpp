@@ -114,9 +114,9 @@ void stream_copy(void* dst, const void* src, size_t bytes) {
 }
 
 template <class T, ReduceOp Op>
-void many_native(T* dst, T* also, const void* const* srcs, int nsrc, size_t count, int world) {
+void many_native(T* dst, T* also, const void* const* srcs, int nsrc, size_t count, int world, bool stream_also) {
   constexpr size_t kBlock = kBlockBytes / sizeof(T);
-  const bool stream = count * sizeof(T) >= kStreamCopyBytes;
+  const bool stream = stream_also && count * sizeof(T) >= kStreamCopyBytes;
   T tmp[kBlock];
   for (size_t lo = 0; lo < count; lo += kBlock) {
     size_t n = std::min(kBlock, count - lo);
@@ -137,9 +137,9 @@ void many_native(T* dst, T* also, const void* const* srcs, int nsrc, size_t coun
 
 // 16-bit floats: widen each source block to f32, accumulate in f32, round once at the end.
 template <class H, ReduceOp Op>
-void many_half(H* dst, H* also, const void* const* srcs, int nsrc, size_t count, int world) {
+void many_half(H* dst, H* also, const void* const* srcs, int nsrc, size_t count, int world, bool stream_also) {
   constexpr size_t kBlock = kBlockBytes / sizeof(float);
-  const bool stream = count * sizeof(H) >= kStreamCopyBytes;
+  const bool stream = stream_also && count * sizeof(H) >= kStreamCopyBytes;
   float acc[kBlock];
   for (size_t lo = 0; lo < count; lo += kBlock) {
     size_t n = std::min(kBlock, count - lo);
@@ -170,11 +170,11 @@ void into_one(void* dst, const void* src, size_t count) {
 }
 
 template <class T, ReduceOp Op>
-void many_one(void* dst, void* also, const void* const* srcs, int nsrc, size_t count, int world) {
+void many_one(void* dst, void* also, const void* const* srcs, int nsrc, size_t count, int world, bool stream) {
   if constexpr (std::is_same_v<T, f16> || std::is_same_v<T, bf16>)
-    many_half<T, Op>(static_cast<T*>(dst), static_cast<T*>(also), srcs, nsrc, count, world);
+    many_half<T, Op>(static_cast<T*>(dst), static_cast<T*>(also), srcs, nsrc, count, world, stream);
   else
-    many_native<T, Op>(static_cast<T*>(dst), static_cast<T*>(also), srcs, nsrc, count, world);
+    many_native<T, Op>(static_cast<T*>(dst), static_cast<T*>(also), srcs, nsrc, count, world, stream);
 }
 
 // Calls F<T, Op> for the runtime dtype and op.
@@ -207,8 +207,8 @@ struct IntoOne {
 };
 template <class T, ReduceOp Op>
 struct ManyOne {
-  static void run(void* d, void* also, const void* const* s, int k, size_t n, int world) {
-    many_one<T, Op>(d, also, s, k, n, world);
+  static void run(void* d, void* also, const void* const* s, int k, size_t n, int world, bool stream) {
+    many_one<T, Op>(d, also, s, k, n, world, stream);
   }
 };
 
@@ -223,19 +223,19 @@ void reduce_many(void* dst, const void* const* srcs, int nsrc, size_t count, DTy
                  ReduceOp op) {
   LOCKSTEP_CHECK(nsrc >= 1, "reduce_many needs a source");
   if (count == 0) return;
-  dispatch<ManyOne>(dtype, op, dst, static_cast<void*>(nullptr), srcs, nsrc, count, 0);
+  dispatch<ManyOne>(dtype, op, dst, static_cast<void*>(nullptr), srcs, nsrc, count, 0, false);
 }
 
 void reduce_many_finish(void* dst, void* also, const void* const* srcs, int nsrc, size_t count,
-                        DType dtype, ReduceOp op, int world) {
+                        DType dtype, ReduceOp op, int world, bool stream_also) {
   LOCKSTEP_CHECK(nsrc >= 1 && world >= 1, "reduce_many_finish needs a source and a world size");
   if (count == 0) return;
-  dispatch<ManyOne>(dtype, op, dst, also, srcs, nsrc, count, world);
+  dispatch<ManyOne>(dtype, op, dst, also, srcs, nsrc, count, world, stream_also);
 }
 
-void copy_to_shared(void* dst, const void* src, size_t bytes) {
+void copy_to_shared(void* dst, const void* src, size_t bytes, bool stream) {
   if (bytes == 0) return;
-  if (bytes < kStreamCopyBytes) return void(std::memcpy(dst, src, bytes));
+  if (!stream || bytes < kStreamCopyBytes) return void(std::memcpy(dst, src, bytes));
   stream_copy(dst, src, bytes);
   store_fence();
 }

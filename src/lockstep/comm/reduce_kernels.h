@@ -20,21 +20,22 @@ void reduce_many(void* dst, const void* const* srcs, int nsrc, size_t count, DTy
                  ReduceOp op);
 
 // reduce_many, then finish_avg (op avg: divide by world), and the result stored to dst and,
-// unless null, also to `also` (with copy_to_shared's stores: `also` is memory another core
-// reads next) — all in one pass, each block finished while in L1. The bits equal those of
-// reduce_many + finish_avg + memcpy.
+// unless null, also to `also` (with copy_to_shared's stores and `stream_also` as its
+// `stream`: `also` is memory another core reads next) — all in one pass, each block finished
+// while in L1. The bits equal those of reduce_many + finish_avg + memcpy.
 void reduce_many_finish(void* dst, void* also, const void* const* srcs, int nsrc, size_t count,
-                        DType dtype, ReduceOp op, int world);
+                        DType dtype, ReduceOp op, int world, bool stream_also = true);
 
-// memcpy into memory that another core reads next (a shared-memory staging slot). From
-// kStreamCopyBytes on, non-temporal stores: the slot's lines are usually still cached by the
-// peer that read them last round, and ordinary stores then pay one read-for-ownership per
-// line across cores (1 MiB: 7.5 GB/s against 38 GB/s streamed on this project's AMD EPYC VM;
-// the reader's copy-out got faster too, 27 -> 30 GB/s). Smaller copies use memcpy (the data
-// then stays in cache for the reader). Ends with a store fence, so a release store that
-// follows publishes the data.
+// memcpy into memory that another core reads next (a shared-memory staging slot). With
+// `stream`, from kStreamCopyBytes on, non-temporal stores: when the slot's lines are still
+// cached by the peer that read them last round, ordinary stores pay one read-for-ownership
+// per line across cores (1 MiB: 7.5 GB/s against 38 GB/s streamed, on this project's AMD
+// EPYC VM at one time) — but when the two cores share a cache, the data the reader wants is
+// then no longer in it (the same VM another time: all-reduce 2x faster with ordinary stores).
+// The shared-memory group measures which is faster (shm/stream_tuner.h). Smaller copies use
+// memcpy. Ends with a store fence, so a release store that follows publishes the data.
 inline constexpr size_t kStreamCopyBytes = 32 << 10;
-void copy_to_shared(void* dst, const void* src, size_t bytes);
+void copy_to_shared(void* dst, const void* src, size_t bytes, bool stream = true);
 
 // data[i] /= world (integer division for integer dtypes); no-op unless op is avg.
 void finish_avg(void* data, size_t count, DType dtype, ReduceOp op, int world);

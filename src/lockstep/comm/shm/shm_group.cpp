@@ -54,11 +54,11 @@ bool process_dead(int pid) {
 }  // namespace
 
 ShmGroup::ShmGroup(store::Store& store, const std::string& prefix, int rank, int world,
-                   size_t chunk_bytes, int spin_us, Millis timeout)
+                   size_t chunk_bytes, int spin_us, Millis timeout, StreamTuner::Mode stream)
     : rank_(rank), world_(world),
       half_bytes_(round_up(std::max<size_t>(chunk_bytes ? chunk_bytes : kDefaultHalfBytes,
                                             size_t(world) * 64), 64)),
-      ring_bytes_(kRingBytes) {
+      ring_bytes_(kRingBytes), tuner_(stream) {
   // Layout: [bell][low-latency bell][RankCtl x P][RingCtl x P^2][ring data x P^2]
   //         [slots: P x 2 halves][low-latency slots: P x 2 halves].
   const size_t P = size_t(world);
@@ -208,6 +208,9 @@ void ShmGroup::allreduce(void* data, size_t count, DType dt, ReduceOp op, const 
     reduce_many_finish(data, nullptr, srcs_.data(), world_, count, dt, op, world_);
     return;
   }
+  // How this operation stores into the slots: measured per size class (stream_tuner.h).
+  const StreamTuner::Trial trial = tuner_.begin(count * es);
+  const auto started = Clock::now();
   for (size_t lo = 0; lo < count; lo += per_round) {
     const size_t n = std::min(per_round, count - lo);
     const int half = int(chunk_++ & 1);
@@ -215,15 +218,16 @@ void ShmGroup::allreduce(void* data, size_t count, DType dt, ReduceOp op, const 
     uint8_t* my_slot = u8(slot(rank_, half));
     auto cut = [&](size_t r) { return n * r / P * es; };  // slice r = [cut(r), cut(r+1)) bytes
     const size_t a = cut(me), b = cut(me + 1);
-    copy_to_shared(my_slot, mine, a);
-    copy_to_shared(my_slot + b, mine + b, n * es - b);
+    copy_to_shared(my_slot, mine, a, trial.stream);
+    copy_to_shared(my_slot + b, mine + b, n * es - b, trial.stream);
     sync(info, dl);
     for (size_t r = 0; r < P; ++r) srcs_[r] = r == me ? mine + a : u8(slot(int(r), half)) + a;
-    reduce_many_finish(mine + a, my_slot + a, srcs_.data(), world_, (b - a) / es, dt, op, world_);
+    reduce_many_finish(mine + a, my_slot + a, srcs_.data(), world_, (b - a) / es, dt, op, world_, trial.stream);
     sync(info, dl);
     for (size_t r = 0; r < P; ++r)
       if (r != me) std::memcpy(mine + cut(r), u8(slot(int(r), half)) + cut(r), cut(r + 1) - cut(r));
   }
+  tuner_.end(trial, count * es, std::chrono::duration<double>(Clock::now() - started).count());
 }
 
 // The low-latency all-reduce: publish data + tag, wait for every peer's tag of this epoch,
@@ -263,7 +267,7 @@ void ShmGroup::broadcast(void* data, size_t bytes, int root, const OpInfo& info,
   for (size_t lo = 0; lo < bytes; lo += half_bytes_) {
     const size_t n = std::min(half_bytes_, bytes - lo);
     const int half = int(chunk_++ & 1);
-    if (rank_ == root) copy_to_shared(slot(root, half), u8(data) + lo, n);
+    if (rank_ == root) copy_to_shared(slot(root, half), u8(data) + lo, n, tuner_.preferred(bytes));
     sync(info, dl);
     if (rank_ != root) std::memcpy(u8(data) + lo, slot(root, half), n);
   }
@@ -276,7 +280,7 @@ void ShmGroup::allgather(const void* in, void* out, size_t bpr, const OpInfo& in
   for (size_t lo = 0; lo < bpr; lo += half_bytes_) {
     const size_t n = std::min(half_bytes_, bpr - lo);
     const int half = int(chunk_++ & 1);
-    copy_to_shared(slot(rank_, half), u8(in) + lo, n);
+    copy_to_shared(slot(rank_, half), u8(in) + lo, n, tuner_.preferred(bpr));
     sync(info, dl);
     for (int r = 0; r < world_; ++r) {
       const uint8_t* src = r == rank_ ? u8(in) + lo : u8(slot(r, half));
@@ -297,7 +301,7 @@ void ShmGroup::reduce_scatter(const void* in, void* out, size_t count, DType dt,
     const int half = int(chunk_++ & 1);
     uint8_t* my_slot = u8(slot(rank_, half));
     for (size_t j = 0; j < P; ++j)
-      if (j != me) copy_to_shared(my_slot + j * n * es, u8(in) + (j * count + lo) * es, n * es);
+      if (j != me) copy_to_shared(my_slot + j * n * es, u8(in) + (j * count + lo) * es, n * es, tuner_.preferred(count * es));
     sync(info, dl);
     for (size_t r = 0; r < P; ++r)
       srcs_[r] = r == me ? u8(in) + (me * count + lo) * es : u8(slot(int(r), half)) + me * n * es;

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "lockstep/comm/shm/stream_tuner.h"
 #include "lockstep/comm/shm/futex.h"
 #include "lockstep/comm/shm/segment.h"
 #include "lockstep/comm/transport.h"
@@ -42,8 +43,9 @@ class ShmGroup {
  public:
   // chunk_bytes: staging bytes per rank per half-slot (0 = default). spin_us: how long waits
   // spin before sleeping (-1 = auto: 300 us when every busy thread has a core, else 0).
+  // stream: how large copies into the slots store (stream_tuner.h; kAuto measures).
   ShmGroup(store::Store& store, const std::string& prefix, int rank, int world, size_t chunk_bytes,
-           int spin_us, Millis timeout);
+           int spin_us, Millis timeout, StreamTuner::Mode stream = StreamTuner::Mode::kAuto);
   ~ShmGroup();
 
   Transport& transport();
@@ -115,6 +117,7 @@ class ShmGroup {
   std::atomic<bool> aborted_{false};
   std::string broken_;
   std::vector<const void*> srcs_;  // per-round source pointers (no allocation per call)
+  StreamTuner tuner_;
   std::unique_ptr<ShmTransport> transport_;
 };
 

@@ -1,0 +1,67 @@
+// The shared-memory store-mode tuner: explores both modes, settles on the faster, probes the
+// other periodically and follows a change; classes by size are independent.
+#include <gtest/gtest.h>
+
+#include "lockstep/comm/shm/stream_tuner.h"
+
+namespace lockstep::comm::shm {
+namespace {
+
+constexpr size_t kMiB = 1 << 20;
+
+// Runs `ops` operations of `bytes` where streamed ones take stream_s and cached ones cached_s
+// seconds; returns how many were streamed.
+int simulate(StreamTuner& t, size_t bytes, int ops, double stream_s, double cached_s) {
+  int streamed = 0;
+  for (int i = 0; i < ops; ++i) {
+    const auto trial = t.begin(bytes);
+    streamed += trial.stream;
+    t.end(trial, bytes, trial.stream ? stream_s : cached_s);
+  }
+  return streamed;
+}
+
+TEST(StreamTuner, SettlesOnTheFasterModeAndProbesTheOther) {
+  StreamTuner t;
+  // Exploration: runs of kRun streamed, cached, streamed, cached.
+  for (int i = 0; i < int(StreamTuner::kExplore); ++i) {
+    const auto trial = t.begin(kMiB);
+    EXPECT_EQ(trial.stream, (i / int(StreamTuner::kRun)) % 2 == 0) << i;
+    // The first of a run pays for the mode change: not measured (else cached would look slow).
+    EXPECT_EQ(trial.cls < 0, i % int(StreamTuner::kRun) == 0) << i;
+    t.end(trial, kMiB, trial.cls < 0 ? 1.0 : trial.stream ? 2e-4 : 1e-4);  // cached twice as fast
+  }
+  EXPECT_FALSE(t.preferred(kMiB));
+  // Then cached, except kProbes streamed probes per kPeriod.
+  const int ops = int(StreamTuner::kPeriod) * 4;
+  EXPECT_EQ(simulate(t, kMiB, ops, 2e-4, 1e-4), 4 * int(StreamTuner::kProbes));
+  // The machine changes: streaming becomes 3x faster; the probes notice and it switches.
+  simulate(t, kMiB, int(StreamTuner::kPeriod) * 2, 0.5e-4, 1.5e-4);
+  EXPECT_TRUE(t.preferred(kMiB));
+  EXPECT_EQ(simulate(t, kMiB, ops, 0.5e-4, 1.5e-4), ops - 4 * int(StreamTuner::kProbes));
+  const auto est = t.estimate(kMiB);
+  EXPECT_LT(est[1], est[0]);
+}
+
+TEST(StreamTuner, SizeClassesAreIndependentAndSmallCopiesAreNotStreamed) {
+  StreamTuner t;
+  simulate(t, kMiB, 64, 2e-4, 1e-4);           // 1 MiB: cached wins
+  simulate(t, 8 * kMiB, 64, 0.8e-3, 1.6e-3);   // 8 MiB: streamed wins
+  EXPECT_FALSE(t.preferred(kMiB));
+  EXPECT_FALSE(t.preferred(kMiB + kMiB / 2));  // same class as 1 MiB
+  EXPECT_TRUE(t.preferred(8 * kMiB));
+  EXPECT_FALSE(t.begin(StreamTuner::kMinBytes - 1).stream);
+  EXPECT_FALSE(t.preferred(64 << 10));
+}
+
+TEST(StreamTuner, FixedModesDoNotMeasure) {
+  StreamTuner on(StreamTuner::Mode::kAlways), off(StreamTuner::Mode::kNever);
+  EXPECT_EQ(simulate(on, kMiB, 50, 1.0, 1e-9), 50);
+  EXPECT_EQ(simulate(off, kMiB, 50, 1e-9, 1.0), 0);
+  EXPECT_TRUE(on.preferred(kMiB));
+  EXPECT_FALSE(off.preferred(kMiB));
+  EXPECT_EQ(on.estimate(kMiB)[0], -1);
+}
+
+}  // namespace
+}  // namespace lockstep::comm::shm
