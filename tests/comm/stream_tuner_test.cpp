@@ -45,8 +45,8 @@ TEST(StreamTuner, SettlesOnTheFasterModeAndProbesTheOther) {
 
 TEST(StreamTuner, SizeClassesAreIndependentAndSmallCopiesAreNotStreamed) {
   StreamTuner t;
-  simulate(t, kMiB, 64, 2e-4, 1e-4);           // 1 MiB: cached wins
-  simulate(t, 8 * kMiB, 64, 0.8e-3, 1.6e-3);   // 8 MiB: streamed wins
+  simulate(t, kMiB, 64, 2e-4, 1e-4);          // 1 MiB: cached wins
+  simulate(t, 8 * kMiB, 64, 0.8e-3, 1.6e-3);  // 8 MiB: streamed wins
   EXPECT_FALSE(t.preferred(kMiB));
   EXPECT_FALSE(t.preferred(kMiB + kMiB / 2));  // same class as 1 MiB
   EXPECT_TRUE(t.preferred(8 * kMiB));

@@ -113,11 +113,7 @@ class Equivalence : public ::testing::TestWithParam<EqCase> {};
 TEST_P(Equivalence, MatchesOneWorkerOnConcatenatedBatch) {
   const EqCase c = GetParam();
   if (c.conv == nn::ConvImpl::kDnnl && !nn::have_dnnl_conv()) GTEST_SKIP() << "built without oneDNN";
-  struct Restore {
-    nn::ConvImpl was = nn::conv_impl();
-    ~Restore() { nn::set_conv_impl(was); }
-  } restore;
-  nn::set_conv_impl(c.conv);  // the convolution the CNN runs on (both when built with oneDNN)
+  nn::ScopedConvImpl use(c.conv);  // the convolution the CNN runs on (both when built with oneDNN)
   RunSpec s;
   s.model = c.model;
   s.world = c.world;

@@ -73,25 +73,21 @@ Counts steady_state_allocations(const std::string& name) {
 }
 
 TEST(NoAllocation, TrainingStepsAfterTheFirstAllocateNothing) {
-  const ConvImpl was = conv_impl();
-  set_conv_impl(ConvImpl::kIm2col);
+  ScopedConvImpl use(ConvImpl::kIm2col);
   for (const char* name : {"fmnist-mlp", "fmnist-cnn", "char-gpt"}) {
     const Counts c = steady_state_allocations(name);
     EXPECT_EQ(c.small + c.large, 0) << name;
   }
-  set_conv_impl(was);
 }
 
 // oneDNN's execute() keeps a few small maps per call (~40 of 32-120 bytes per convolution
 // step); no buffer may be allocated per step.
 TEST(NoAllocation, OneDnnConvolutionsAllocateNoBuffers) {
   if (!have_dnnl_conv()) GTEST_SKIP() << "built without oneDNN";
-  const ConvImpl was = conv_impl();
-  set_conv_impl(ConvImpl::kDnnl);
+  ScopedConvImpl use(ConvImpl::kDnnl);
   const Counts c = steady_state_allocations("fmnist-cnn");
   EXPECT_EQ(c.large, 0);
   EXPECT_LE(c.small, 3 * 2 * 100) << "3 steps, 2 convolutions";
-  set_conv_impl(was);
 }
 
 }  // namespace

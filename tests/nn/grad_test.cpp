@@ -34,18 +34,12 @@ std::vector<ConvImpl> conv_impls() {
   return {ConvImpl::kIm2col};
 }
 
-struct ConvImplGuard {
-  ConvImpl was = conv_impl();
-  explicit ConvImplGuard(ConvImpl impl) { set_conv_impl(impl); }
-  ~ConvImplGuard() { set_conv_impl(was); }
-};
-
 const char* name(ConvImpl impl) { return impl == ConvImpl::kDnnl ? "oneDNN" : "im2col"; }
 
 TEST(GradCheck, Conv2dPaddingAndStride) {
   struct Case { int64_t n, c, oc, h, w, k, s, p; };
   for (ConvImpl impl : conv_impls()) {
-    ConvImplGuard use(impl);
+    ScopedConvImpl use(impl);
     for (Case c : {Case{1, 1, 2, 5, 5, 3, 1, 1}, Case{2, 3, 4, 6, 5, 3, 2, 1}, Case{1, 2, 3, 4, 4, 2, 1, 0},
                    Case{2, 2, 2, 7, 6, 3, 3, 2}}) {
       SCOPED_TRACE(name(impl));
@@ -65,7 +59,7 @@ TEST(Conv2dImpl, OneDnnAgreesWithIm2col) {
     std::vector<float> y, dx, grads;
   };
   auto run = [](ConvImpl impl, const Case& c) {
-    ConvImplGuard use(impl);
+    ScopedConvImpl use(impl);
     auto m = wrap<Conv2d>(c.c, c.oc, c.k, c.s, c.p, c.bias);
     m->root().set_needs_input_grad(true);  // a model's first layer skips dx otherwise
     Out o;
@@ -106,7 +100,7 @@ TEST(Conv2dImpl, OneDnnAgreesWithIm2col) {
 
 TEST(Conv2dImpl, ChoosingOneDnnWithoutItIsAConfigError) {
   if (have_dnnl_conv()) {
-    ConvImplGuard use(ConvImpl::kDnnl);
+    ScopedConvImpl use(ConvImpl::kDnnl);
     EXPECT_EQ(conv_impl(), ConvImpl::kDnnl);
   } else {
     EXPECT_THROW(set_conv_impl(ConvImpl::kDnnl), lockstep::ConfigError);

@@ -12,6 +12,7 @@
 #include "lockstep/comm/reduce_kernels.h"
 #include "lockstep/comm/shm/shm_group.h"
 #include "lockstep/comm/tcp/tcp_transport.h"
+#include "lockstep/core/dist_env.h"
 #include "lockstep/core/error.h"
 #include "lockstep/core/log.h"
 
@@ -50,21 +51,9 @@ NativeProcessGroup::NativeProcessGroup(store::Store& store, int rank, int world,
   if (opt_.transport == "auto") opt_.transport = env_or("LOCKSTEP_TRANSPORT", "auto");
   if (opt_.algorithm == "auto") opt_.algorithm = env_or("LOCKSTEP_ALGO", "auto");
   if (env_or("LOCKSTEP_DEBUG", "") == "detail") opt_.debug_checks = true;
-  if (opt_.shm_spin_us < 0) {
-    const std::string spin = env_or("LOCKSTEP_SHM_SPIN_US", "");
-    char* end = nullptr;
-    if (!spin.empty()) opt_.shm_spin_us = int(std::strtol(spin.c_str(), &end, 10));
-    if (!spin.empty() && (*end != '\0' || opt_.shm_spin_us < 0))
-      LOCKSTEP_THROW(ConfigError, "LOCKSTEP_SHM_SPIN_US='", spin, "': expected microseconds >= 0");
-  }
-  if (opt_.shm_chunk_bytes == 0) {
-    const std::string chunk = env_or("LOCKSTEP_SHM_CHUNK_BYTES", "");
-    char* end = nullptr;
-    const long long v = chunk.empty() ? 0 : std::strtoll(chunk.c_str(), &end, 10);
-    if (!chunk.empty() && (*end != '\0' || v < 4096 || v > (1ll << 30)))
-      LOCKSTEP_THROW(ConfigError, "LOCKSTEP_SHM_CHUNK_BYTES='", chunk, "': expected bytes from 4096 to 2^30");
-    opt_.shm_chunk_bytes = size_t(v);
-  }
+  if (opt_.shm_spin_us < 0) opt_.shm_spin_us = env_int("LOCKSTEP_SHM_SPIN_US", -1, 0, 1 << 30);
+  if (opt_.shm_chunk_bytes == 0)
+    opt_.shm_chunk_bytes = size_t(env_int("LOCKSTEP_SHM_CHUNK_BYTES", 0, 4096, 1 << 30));
   if (opt_.shm_stream == "auto") opt_.shm_stream = env_or("LOCKSTEP_SHM_STREAM", "auto");
   if (opt_.shm_stream != "auto" && opt_.shm_stream != "on" && opt_.shm_stream != "off")
     LOCKSTEP_THROW(ConfigError, "LOCKSTEP_SHM_STREAM (or Options::shm_stream)='", opt_.shm_stream,

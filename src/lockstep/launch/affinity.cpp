@@ -16,12 +16,16 @@ std::string resolve_cpu_bind(const std::string& flag) {
     from = "LOCKSTEP_CPU_BIND";
   }
   if (mode != "auto" && mode != "none" && mode != "cores")
-    LOCKSTEP_THROW(ConfigError, from, "='", mode, "': expected auto (bind each local worker to its own cores when ",
+    LOCKSTEP_THROW(ConfigError, from, "='", mode,
+                   "': expected auto (bind each local worker to its own cores when ",
                    "there are enough), none or cores");
   return mode;
 }
 
-std::vector<std::vector<int>> cpu_partition(const std::string& mode, int nproc, const std::vector<int>& allowed) {
+std::vector<std::vector<int>> cpu_partition(const std::string& mode, int nproc,
+                                            const std::vector<int>& allowed) {
+  LOCKSTEP_CHECK(mode == "auto" || mode == "none" || mode == "cores", "cpu_partition: mode '", mode,
+                 "' (resolve_cpu_bind first)");
   const int n = int(allowed.size());
   if (mode == "none" || nproc < 1 || n == 0) return {};
   if (mode == "auto" && (nproc < 2 || nproc > n)) return {};
@@ -41,7 +45,8 @@ std::vector<std::vector<int>> cpu_partition(const std::string& mode, int nproc, 
 std::vector<int> allowed_cpus() {
   cpu_set_t set;
   CPU_ZERO(&set);
-  LOCKSTEP_CHECK_ERRNO(::sched_getaffinity(0, sizeof set, &set), "sched_getaffinity (the CPUs the launcher may use)");
+  LOCKSTEP_CHECK_ERRNO(::sched_getaffinity(0, sizeof set, &set),
+                       "sched_getaffinity (the CPUs the launcher may use)");
   std::vector<int> cpus;
   for (int c = 0; c < CPU_SETSIZE; ++c)
     if (CPU_ISSET(c, &set)) cpus.push_back(c);

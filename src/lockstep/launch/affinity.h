@@ -20,7 +20,8 @@ std::string resolve_cpu_bind(const std::string& flag);
 // `allowed`: the CPUs this process may run on (sorted). Worker l gets a contiguous slice of
 // allowed.size() / nproc CPUs (the first allowed.size() % nproc workers one more), so that a
 // worker with LOCKSTEP_NUM_THREADS > 1 has cores for its threads.
-std::vector<std::vector<int>> cpu_partition(const std::string& mode, int nproc, const std::vector<int>& allowed);
+std::vector<std::vector<int>> cpu_partition(const std::string& mode, int nproc,
+                                            const std::vector<int>& allowed);
 
 // The CPUs this process may run on (sched_getaffinity), sorted.
 std::vector<int> allowed_cpus();

@@ -127,7 +127,7 @@ class Group {
       return;
     }
     const int world = at.world;
-    const auto cpus = cpu_partition(resolve_cpu_bind(cfg.cpu_bind), cfg.nproc_per_node, allowed_cpus());
+    const auto cpus = cpu_partition(cfg.cpu_bind, cfg.nproc_per_node, allowed_cpus());  // resolved in launch_workers
     for (int l = 0; l < cfg.nproc_per_node; ++l) {
       Worker w;
       w.local_rank = l;
@@ -452,6 +452,7 @@ int launch_workers(const LaunchConfig& config) {
   // forwards it) instead of killing the launcher.
   SignalFd sig;
   LaunchConfig cfg = config;
+  cfg.cpu_bind = resolve_cpu_bind(cfg.cpu_bind);  // "" -> LOCKSTEP_CPU_BIND or auto, once
   if (cfg.via == "mpirun") cfg.mpirun = find_mpirun(cfg.mpirun);
   std::map<std::string, std::string> env = cfg.env;
   std::string token = getenv_or_make_token();

@@ -32,7 +32,8 @@ namespace {
 
 void require_dnnl(const char* what) {
   if (!have_dnnl_conv())
-    LOCKSTEP_THROW(ConfigError, what, ": this lockstep was built without oneDNN (install libdnnl-dev and rebuild, ",
+    LOCKSTEP_THROW(ConfigError, what,
+                   ": this lockstep was built without oneDNN (install libdnnl-dev and rebuild, ",
                    "or use the im2col convolution)");
 }
 
@@ -47,7 +48,8 @@ ConvImpl impl_from_env() {
     return ConvImpl::kDnnl;
   }
   if (s != "" && s != "auto")
-    LOCKSTEP_THROW(ConfigError, "LOCKSTEP_CONV='", s, "': expected auto, dnnl or im2col (auto, or unset: oneDNN ",
+    LOCKSTEP_THROW(ConfigError, "LOCKSTEP_CONV='", s,
+                   "': expected auto, dnnl or im2col (auto, or unset: oneDNN ",
                    "when lockstep was built with it, else im2col)");
   return have_dnnl_conv() ? ConvImpl::kDnnl : ConvImpl::kIm2col;
 }
@@ -110,7 +112,9 @@ struct Port {
   }
 };
 
-memory::desc md(memory::dims dims, Tag tag) { return memory::desc(std::move(dims), memory::data_type::f32, tag); }
+memory::desc md(memory::dims dims, Tag tag) {
+  return memory::desc(std::move(dims), memory::data_type::f32, tag);
+}
 
 }  // namespace
 
@@ -121,22 +125,27 @@ class DnnlConv {
   DnnlConv(const ConvShape& s, int nthreads) : shape(s), threads(nthreads), strm(cpu_engine()) {
     using namespace dnnl;
     omp_set_num_threads(threads);
-    const memory::dims src{s.n, s.c, s.h, s.w}, wei{s.oc, s.c, s.k, s.k}, dst{s.n, s.oc, s.ho, s.wo};
+    const memory::dims src{s.n, s.c, s.h, s.w}, wei{s.oc, s.c, s.k, s.k},
+        dst{s.n, s.oc, s.ho, s.wo};
     const memory::dims stride{s.stride, s.stride}, pad{s.pad, s.pad};
-    const auto src_any = md(src, Tag::any), wei_any = md(wei, Tag::any), dst_any = md(dst, Tag::any);
+    const auto src_any = md(src, Tag::any), wei_any = md(wei, Tag::any),
+               dst_any = md(dst, Tag::any);
     const auto bias_md = md({s.oc}, Tag::x);
-    const auto fd = s.bias ? convolution_forward::desc(prop_kind::forward_training, algorithm::convolution_direct,
-                                                       src_any, wei_any, bias_md, dst_any, stride, pad, pad)
-                           : convolution_forward::desc(prop_kind::forward_training, algorithm::convolution_direct,
-                                                       src_any, wei_any, dst_any, stride, pad, pad);
+    const auto fd =
+        s.bias
+            ? convolution_forward::desc(prop_kind::forward_training, algorithm::convolution_direct,
+                                        src_any, wei_any, bias_md, dst_any, stride, pad, pad)
+            : convolution_forward::desc(prop_kind::forward_training, algorithm::convolution_direct,
+                                        src_any, wei_any, dst_any, stride, pad, pad);
     fpd = convolution_forward::primitive_desc(fd, cpu_engine());
-    const auto bdd = convolution_backward_data::desc(algorithm::convolution_direct, src_any, wei_any, dst_any,
-                                                     stride, pad, pad);
+    const auto bdd = convolution_backward_data::desc(algorithm::convolution_direct, src_any,
+                                                     wei_any, dst_any, stride, pad, pad);
     bdpd = convolution_backward_data::primitive_desc(bdd, cpu_engine(), fpd);
-    const auto bwd = s.bias ? convolution_backward_weights::desc(algorithm::convolution_direct, src_any, wei_any,
-                                                                 bias_md, dst_any, stride, pad, pad)
-                            : convolution_backward_weights::desc(algorithm::convolution_direct, src_any, wei_any,
-                                                                 dst_any, stride, pad, pad);
+    const auto bwd =
+        s.bias ? convolution_backward_weights::desc(algorithm::convolution_direct, src_any, wei_any,
+                                                    bias_md, dst_any, stride, pad, pad)
+               : convolution_backward_weights::desc(algorithm::convolution_direct, src_any, wei_any,
+                                                    dst_any, stride, pad, pad);
     bwpd = convolution_backward_weights::primitive_desc(bwd, cpu_engine(), fpd);
     fwd = convolution_forward(fpd);
     bwd_data = convolution_backward_data(bdpd);
@@ -165,7 +174,8 @@ class DnnlConv {
     w_reuses_fwd_src = bwpd.src_desc() == fpd.src_desc();
     d_reuses_w_ddst = bdpd.diff_dst_desc() == bwpd.diff_dst_desc();
     d_reuses_fwd_wei = bdpd.weights_desc() == fpd.weights_desc();
-    fwd_args = {{DNNL_ARG_SRC, f_src.inner}, {DNNL_ARG_WEIGHTS, f_wei.inner}, {DNNL_ARG_DST, f_dst.inner}};
+    fwd_args = {
+        {DNNL_ARG_SRC, f_src.inner}, {DNNL_ARG_WEIGHTS, f_wei.inner}, {DNNL_ARG_DST, f_dst.inner}};
     if (s.bias) fwd_args.emplace(DNNL_ARG_BIAS, f_bias.inner);
     bwd_weights_args = {{DNNL_ARG_SRC, w_reuses_fwd_src ? f_src.inner : w_src.inner},
                         {DNNL_ARG_DIFF_DST, w_ddst.inner},
@@ -231,7 +241,9 @@ class DnnlConv {
   const float* x_ = nullptr;  // the last forward's input
 };
 
-void DnnlConvDeleter::operator()(DnnlConv* p) const { delete p; }
+void DnnlConvDeleter::operator()(DnnlConv* p) const {
+  delete p;
+}
 
 void dnnl_conv_prepare(DnnlConvPtr& p, DnnlConvPtr& spare, const ConvShape& s) {
   const int threads = num_threads();
@@ -243,9 +255,10 @@ void dnnl_conv_prepare(DnnlConvPtr& p, DnnlConvPtr& spare, const ConvShape& s) {
     spare = std::move(p);
     p = std::move(fresh);
   } catch (const dnnl::error& e) {
-    LOCKSTEP_THROW(InvalidArgument, "Conv2d: oneDNN could not set up the convolution (input [", s.n, ", ", s.c, ", ",
-                   s.h, ", ", s.w, "], ", s.oc, " filters ", s.k, "x", s.k, ", stride ", s.stride, ", pad ", s.pad,
-                   "): ", e.what(), "; set LOCKSTEP_CONV=im2col to use lockstep's own convolution");
+    LOCKSTEP_THROW(InvalidArgument, "Conv2d: oneDNN could not set up the convolution (input [", s.n,
+                   ", ", s.c, ", ", s.h, ", ", s.w, "], ", s.oc, " filters ", s.k, "x", s.k,
+                   ", stride ", s.stride, ", pad ", s.pad, "): ", e.what(),
+                   "; set LOCKSTEP_CONV=im2col to use lockstep's own convolution");
   }
 }
 
@@ -253,14 +266,17 @@ void dnnl_conv_forward(DnnlConv& p, const float* x, const float* w, const float*
   p.forward(x, w, b, y);
 }
 
-void dnnl_conv_backward(DnnlConv& p, const float* dy, const float* w, float* dw, float* db, float* dx) {
+void dnnl_conv_backward(DnnlConv& p, const float* dy, const float* w, float* dw, float* db,
+                        float* dx) {
   p.backward(dy, w, dw, db, dx);
 }
 
-#else  // no oneDNN: use_dnnl_conv() is false and Conv2d never calls these
+#else  // no oneDNN: conv_impl() is never kDnnl, so Conv2d never calls these
 
 class DnnlConv {};
-void DnnlConvDeleter::operator()(DnnlConv* p) const { delete p; }
+void DnnlConvDeleter::operator()(DnnlConv* p) const {
+  delete p;
+}
 void dnnl_conv_prepare(DnnlConvPtr&, DnnlConvPtr&, const ConvShape&) {
   LOCKSTEP_THROW(InvalidArgument, "Conv2d: built without oneDNN");
 }

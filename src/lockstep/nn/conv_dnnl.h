@@ -1,7 +1,8 @@
 // Conv2d on oneDNN (Debian's libdnnl, the library PyTorch's CPU convolutions use): the
 // convolution runs in oneDNN's blocked layouts with its JIT kernels, and lockstep's NCHW
-// tensors are reordered in and out. Internal to conv.cpp; built when oneDNN is found
-// (LOCKSTEP_HAVE_DNNL), otherwise Conv2d keeps its im2col + GEMM path.
+// tensors are reordered in and out. Built when oneDNN is found (LOCKSTEP_HAVE_DNNL),
+// otherwise Conv2d keeps its im2col + GEMM path. ConvImpl, conv_impl() and set_conv_impl()
+// are for users; the rest is used by conv.cpp only.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +33,18 @@ ConvImpl conv_impl();
 // kDnnl without oneDNN is a ConfigError.
 void set_conv_impl(ConvImpl impl);
 
+// set_conv_impl for a scope: restores the previous choice on exit (tests, benchmarks).
+class ScopedConvImpl {
+ public:
+  explicit ScopedConvImpl(ConvImpl impl) : was_(conv_impl()) { set_conv_impl(impl); }
+  ~ScopedConvImpl() { set_conv_impl(was_); }
+  ScopedConvImpl(const ScopedConvImpl&) = delete;
+  ScopedConvImpl& operator=(const ScopedConvImpl&) = delete;
+
+ private:
+  ConvImpl was_;
+};
+
 // Makes `p` fit `s` and the current num_threads() (primitives are rebuilt only when either
 // changes, e.g. a last short batch; the previous ones are kept too, so alternating train and
 // test batches do not rebuild every time).
@@ -42,6 +55,7 @@ void dnnl_conv_forward(DnnlConv& p, const float* x, const float* w, const float*
 
 // Adds the weight (and bias) gradient of the last forward into dw (db); writes the input
 // gradient into dx unless dx is null.
-void dnnl_conv_backward(DnnlConv& p, const float* dy, const float* w, float* dw, float* db, float* dx);
+void dnnl_conv_backward(DnnlConv& p, const float* dy, const float* w, float* dw, float* db,
+                        float* dx);
 
 }  // namespace lockstep::nn

@@ -59,7 +59,8 @@ class StreamTuner {
     double& avg = k.sec_per_byte[t.stream ? 1 : 0];
     const double x = seconds / double(bytes);
     avg = avg < 0 ? x : (1 - kAlpha) * avg + kAlpha * x;
-    if (k.sec_per_byte[0] >= 0 && k.sec_per_byte[1] >= 0) k.best_stream = k.sec_per_byte[1] <= k.sec_per_byte[0];
+    if (k.sec_per_byte[0] >= 0 && k.sec_per_byte[1] >= 0)
+      k.best_stream = k.sec_per_byte[1] <= k.sec_per_byte[0];
   }
 
   // The mode the class of `bytes` currently prefers (for the copies that are not measured:
