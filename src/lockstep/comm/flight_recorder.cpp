@@ -17,7 +17,7 @@ size_t FlightRecorder::start(const OpInfo& info, bool collective, size_t bytes) 
   e.collective.store(collective, kRelaxed);
   e.seq.store(info.seq, kRelaxed);
   e.bytes.store(bytes, kRelaxed);
-  e.start.store(Clock::now().time_since_epoch().count(), kRelaxed);
+  e.start.store(coarse_now().time_since_epoch().count(), kRelaxed);
   e.end.store(0, kRelaxed);
   e.state.store(State::running, kRelaxed);
   next_.store((slot + 1) % ring_.size(), kRelaxed);
@@ -28,14 +28,14 @@ size_t FlightRecorder::start(const OpInfo& info, bool collective, size_t bytes) 
 
 void FlightRecorder::finish(size_t slot, bool ok) {
   Entry& e = ring_[slot];
-  e.end.store(Clock::now().time_since_epoch().count(), kRelaxed);
+  e.end.store(coarse_now().time_since_epoch().count(), kRelaxed);
   e.state.store(ok ? State::done : State::failed, kRelaxed);
   if (ok && e.collective.load(kRelaxed))
     last_completed_.store(int64_t(e.seq.load(kRelaxed)), std::memory_order_release);
 }
 
 std::string FlightRecorder::dump() const {
-  const auto now = Clock::now();
+  const auto now = coarse_now();
   auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
   auto at = [](Clock::rep r) { return Clock::time_point(Clock::duration(r)); };
   const size_t used = used_.load(kRelaxed), next = next_.load(kRelaxed);

@@ -231,18 +231,7 @@ Work NativeProcessGroup::enqueue(OpKind kind, std::string signature, Body body, 
         AbortedError(str_cat(info.describe(), ": process group was aborted"))));
     return w;
   }
-  std::weak_ptr<int> alive = alive_;
-  WorkState* raw = state.get();
-  // Inline help only when the waiter accepts the operation's own timeout (a shorter wait must
-  // be able to give up without failing the operation); otherwise the worker is woken, so an
-  // operation enqueued without a notify does not sit out the worker's light-sleep slice.
-  state->set_helper([this, alive, raw](Clock::duration wait_timeout) {
-    auto keep = alive.lock();
-    if (!keep) return;
-    if (wait_timeout >= opt_.timeout) return help_until(raw);
-    std::lock_guard<std::mutex> lk(mu_);
-    cv_.notify_one();
-  });
+  state->set_helper(this, &NativeProcessGroup::help);  // the destructor completes every task
   queue_.push_back(Task{std::move(state), collective ? std::move(signature) : std::string(),
                         std::move(body), bytes});
   if (deep_sleep_ || bytes > kLazyBytes) cv_.notify_one();
@@ -281,6 +270,16 @@ void NativeProcessGroup::worker_loop() {
   }
 }
 
+// Inline help only when the waiter accepts the operation's own timeout (a shorter wait must be
+// able to give up without failing the operation); otherwise the worker is woken, so an
+// operation enqueued without a notify does not sit out the worker's light-sleep slice.
+void NativeProcessGroup::help(void* self, const WorkState& state, Clock::duration wait_timeout) {
+  auto& pg = *static_cast<NativeProcessGroup*>(self);
+  if (wait_timeout >= pg.opt_.timeout) return pg.help_until(&state);
+  std::lock_guard<std::mutex> lk(pg.mu_);
+  pg.cv_.notify_one();
+}
+
 void NativeProcessGroup::help_until(const WorkState* target) {
   for (;;) {
     Task task;
@@ -310,7 +309,7 @@ void NativeProcessGroup::run_task(Task& task, bool on_caller) {
   const size_t slot = flight_.start(info, collective, task.bytes);
   try {
     if (aborted_) LOCKSTEP_THROW(AbortedError, info.describe(), ": process group was aborted");
-    auto deadline = Deadline::after(opt_.timeout);
+    const Deadline deadline(coarse_now() + opt_.timeout);  // a tick early at most
     if (shm_) shm_->set_runner(on_caller, task.state.get());
     if (opt_.debug_checks && collective) check_signature(info, task.signature);
     task.body(info, deadline);

@@ -88,6 +88,7 @@ class NativeProcessGroup final : public ProcessGroup {
   // `target` is done or another thread holds the queue front.
   void help_until(const WorkState* target);
   void run_task(Task& task, bool on_caller);
+  static void help(void* self, const WorkState& state, Clock::duration wait_timeout);
   // After an operation failed: prints the flight recorder, posts this rank's progress to the
   // store and reads the others' (briefly), and returns a summary of who got how far.
   std::string compare_progress(const OpInfo& info);
@@ -114,7 +115,6 @@ class NativeProcessGroup final : public ProcessGroup {
   bool stop_ = false;
   bool deep_sleep_ = true;   // the worker sleeps until notified (else it naps in slices)
   bool running_ = false;     // a task is being run (by the worker or a helping waiter)
-  std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // helpers check the group exists
   std::atomic<bool> aborted_{false};
   // Set once a store call on a failure path timed out (network gone): later failures skip
   // the store instead of spending the diagnostics budget on it again.

@@ -11,23 +11,22 @@ std::string OpInfo::describe() const {
 }
 
 void WorkState::complete(std::exception_ptr error) {
-  bool wake;
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    if (done_.load(std::memory_order_relaxed)) return;  // the first outcome stays
-    error_ = std::move(error);
-    done_.store(true, std::memory_order_release);
-    wake = blocked_ > 0;
-  }
-  if (wake) cv_.notify_all();
+  if (claimed_.exchange(true, std::memory_order_acq_rel)) return;  // the first outcome stays
+  error_ = std::move(error);
+  done_.store(true, std::memory_order_seq_cst);
+  if (blocked_.load(std::memory_order_seq_cst) == 0) return;
+  // A waiter counted itself: it is between its count and its sleep (it holds mu_, so taking
+  // mu_ here waits until it sleeps) or asleep; either way the notify reaches it.
+  { std::lock_guard<std::mutex> lk(mu_); }
+  cv_.notify_all();
 }
 
 bool WorkState::wait_for(Clock::duration timeout) const {
   if (is_completed()) return true;
   std::unique_lock<std::mutex> lk(mu_);
-  ++blocked_;
-  const bool done = cv_.wait_for(lk, timeout, [&] { return done_.load(std::memory_order_relaxed); });
-  --blocked_;
+  blocked_.fetch_add(1, std::memory_order_seq_cst);
+  const bool done = cv_.wait_for(lk, timeout, [&] { return done_.load(std::memory_order_seq_cst); });
+  blocked_.fetch_sub(1, std::memory_order_relaxed);
   return done;
 }
 

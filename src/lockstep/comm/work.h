@@ -9,7 +9,6 @@
 #include <atomic>
 #include <condition_variable>
 #include <exception>
-#include <functional>
 #include <memory>
 #include <mutex>
 
@@ -32,11 +31,18 @@ class WorkState {
   // Whether some thread is blocked in wait_for (its core is free: a backend may spin).
   bool has_blocked_waiter() const { return blocked_.load(std::memory_order_relaxed) > 0; }
   // A backend may let the waiting thread run the operation itself when its own thread is
-  // idle (saves two thread hand-offs on small messages); wait() calls help() first.
-  // The helper gets the waiter's timeout and declines when it could overrun it.
-  void set_helper(std::function<void(Clock::duration)> helper) { helper_ = std::move(helper); }
+  // idle (saves two thread hand-offs on small messages); wait() calls help() first, and only
+  // while the operation is incomplete. `fn` gets `owner` (the backend), this state and the
+  // waiter's timeout, and declines when it could overrun that timeout. The backend must
+  // complete every operation before it goes away (so an incomplete one proves it is alive).
+  // Set before the state is shared.
+  using HelpFn = void (*)(void* owner, const WorkState& state, Clock::duration timeout);
+  void set_helper(void* owner, HelpFn fn) {
+    helper_owner_ = owner;
+    helper_fn_ = fn;
+  }
   void help(Clock::duration timeout) const {
-    if (helper_) helper_(timeout);
+    if (helper_fn_ && !is_completed()) helper_fn_(helper_owner_, *this, timeout);
   }
   // Set by a backend before complete() when the waiting thread ran the operation itself.
   void set_ran_on_waiter() { ran_on_waiter_.store(true, std::memory_order_relaxed); }
@@ -45,14 +51,18 @@ class WorkState {
  private:
   OpInfo info_;
   // A small operation is usually complete before anyone waits (its waiter ran it): then no
-  // lock is taken at all. The mutex and condition variable only serve waiters that block.
+  // lock is taken at all. The mutex and condition variable only serve waiters that block:
+  // complete() publishes done_ and then reads blocked_, a waiter counts itself in blocked_ and
+  // then reads done_ (both sequentially consistent), so one of them sees the other.
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
-  mutable std::atomic<int> blocked_{0};  // waiters inside wait_for (changed under mu_)
+  mutable std::atomic<int> blocked_{0};  // waiters inside wait_for
+  std::atomic<bool> claimed_{false};     // complete() was called (the first outcome stays)
   std::atomic<bool> done_{false};
   std::atomic<bool> ran_on_waiter_{false};
   std::exception_ptr error_;
-  std::function<void(Clock::duration)> helper_;  // set before the state is shared; never changed after
+  void* helper_owner_ = nullptr;
+  HelpFn helper_fn_ = nullptr;
 };
 
 class Work {

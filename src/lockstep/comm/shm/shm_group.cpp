@@ -66,7 +66,7 @@ ShmGroup::ShmGroup(store::Store& store, const std::string& prefix, int rank, int
   const size_t ring_data_off = round_up(rings_off + P * P * sizeof(RingCtl), kPage);
   const size_t slots_off = round_up(ring_data_off + P * P * ring_bytes_, kPage);
   const size_t ll_off = round_up(slots_off + P * 2 * half_bytes_, kPage);
-  ll_half_bytes_ = round_up(kTagBytes + kLowLatencyBytes, 64);
+  ll_half_bytes_ = round_up(kTagBytes + kLowLatencyBytes, 128);
   const size_t total = ll_off + P * 2 * ll_half_bytes_;
   seg_ = std::make_unique<ShmSegment>(store, prefix, rank, world, total, timeout);
   std::byte* b = seg_->data();
@@ -115,23 +115,9 @@ void ShmGroup::check_usable(const OpInfo& info) const {
                    "error: ", broken_, "; recreate the process group");
 }
 
-void ShmGroup::wait_until(FutexWord& word, const std::function<bool()>& ready,
-                          const std::function<bool(int)>& waiting_on, const OpInfo& info,
-                          Deadline dl, const char* what) {
-  if (ready()) return;
-  // Phase 1: spin (only when ranks have a core each) — the peer is usually microseconds away.
-  const long spin_ns = caller_runs_ || (work_ && work_->has_blocked_waiter()) ? spin_caller_ns_
-                                                                            : spin_async_ns_;
-  if (spin_ns > 0) {
-    auto until = Clock::now() + std::chrono::nanoseconds(spin_ns);
-    do {
-      for (int i = 0; i < 32; ++i) {
-        cpu_relax();
-        if (ready()) return;
-      }
-    } while (Clock::now() < until);
-  }
-  // Phase 2: sleep on the futex, waking periodically to check abort, deadline and liveness.
+void ShmGroup::sleep_until(FutexWord& word, const std::function<bool()>& ready,
+                           const std::function<bool(int)>& waiting_on, const OpInfo& info,
+                           Deadline dl, const char* what) {
   auto next_liveness = Clock::now();
   for (;;) {
     Sleeper sleeper(word);
@@ -163,19 +149,19 @@ void ShmGroup::wait_until(FutexWord& word, const std::function<bool()>& ready,
   }
 }
 
-// Barrier over the control lines: publish my epoch, and whoever sees everyone arrived rings
-// the bell (with sequentially consistent stores and loads at least one arriver sees it).
+// Barrier over the control lines: publish my epoch, wait for everyone's, then ring the bell
+// for whoever sleeps (see allreduce_low_latency for why ringing late is enough).
 void ShmGroup::sync(const OpInfo& info, Deadline dl) {
   const uint64_t e = ++epoch_;
-  ctl_[rank_].arrive.store(e, std::memory_order_seq_cst);
-  auto arrived = [&](int r) { return ctl_[r].arrive.load(std::memory_order_seq_cst) >= e; };
+  ctl_[rank_].arrive.store(e, std::memory_order_release);
+  auto arrived = [&](int r) { return ctl_[r].arrive.load(std::memory_order_acquire) >= e; };
   auto all = [&] {
     for (int r = 0; r < world_; ++r)
       if (!arrived(r)) return false;
     return true;
   };
-  if (all()) return bell_->notify();
-  wait_until(*bell_, all, [&](int r) { return !arrived(r); }, info, dl, "a staging barrier");
+  wait_until(*bell_, all, [&](int r) { return !arrived(r); }, info, dl, "a staging barrier", bell_);
+  bell_->notify_sleepers();
 }
 
 void ShmGroup::barrier(const OpInfo& info, Deadline dl) {
@@ -235,6 +221,11 @@ void ShmGroup::allreduce(void* data, size_t count, DType dt, ReduceOp op, const 
 // Two halves alternate by epoch, so no barrier is needed: a rank rewrites half h for epoch
 // e + 2 only after finishing epoch e + 1, which needed every peer's epoch e + 1 data, which a
 // peer writes only after it finished reading epoch e from half h.
+// Sleeping peers are woken only after this rank's own wait (or before it sleeps in it): the
+// wake needs a full fence after the tag store, and a fence right after it would stall until
+// the peer gave up the tag's cache line — a whole line transfer, a third of the operation.
+// Later is soon enough: a sleeper waits for every rank, so it cannot go on before the last
+// one publishes, and the last one's wait ends at once and rings.
 void ShmGroup::allreduce_low_latency(void* data, size_t count, DType dt, ReduceOp op,
                                      const OpInfo& info, Deadline dl) {
   const size_t bytes = count * dtype_size(dt);
@@ -242,14 +233,15 @@ void ShmGroup::allreduce_low_latency(void* data, size_t count, DType dt, ReduceO
   const int half = int(e & 1);
   std::memcpy(ll_slot(rank_, half) + kTagBytes, data, bytes);
   ll_tag(rank_, half).store(e, std::memory_order_release);
-  ll_bell_->notify_sleepers();
   auto arrived = [this, e](int r) { return ll_tag(r, int(e & 1)).load(std::memory_order_acquire) == e; };
   auto all = [&arrived, this] {
     for (int r = 0; r < world_; ++r)
       if (!arrived(r)) return false;
     return true;
   };
-  wait_until(*ll_bell_, all, [&](int r) { return !arrived(r); }, info, dl, "a low-latency all-reduce");
+  wait_until(*ll_bell_, all, [&](int r) { return !arrived(r); }, info, dl, "a low-latency all-reduce",
+             ll_bell_);
+  ll_bell_->notify_sleepers();
   for (int r = 0; r < world_; ++r) srcs_[size_t(r)] = r == rank_ ? data : ll_slot(r, half) + kTagBytes;
   reduce_many_finish(data, nullptr, srcs_.data(), world_, count, dt, op, world_);
 }

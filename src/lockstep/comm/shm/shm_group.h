@@ -76,10 +76,29 @@ class ShmGroup {
   std::byte* ring_data(int from, int to) const;
   size_t ring_bytes() const { return ring_bytes_; }
   // Spins, then sleeps on `word` until ready(); `waiting_on(r)` says which ranks hold us up
-  // (checked for death while asleep and named on timeout).
-  void wait_until(FutexWord& word, const std::function<bool()>& ready,
-                  const std::function<bool(int)>& waiting_on, const OpInfo& info, Deadline dl,
-                  const char* what);
+  // (checked for death while asleep and named on timeout). The spin is inline: a small
+  // collective's whole wait is usually its first few polls. `owed`: a bell this rank must
+  // ring for what it published just before; rung before sleeping, else the caller rings it
+  // once the wait is over (see allreduce_low_latency).
+  template <class Ready, class WaitingOn>
+  void wait_until(FutexWord& word, const Ready& ready, const WaitingOn& waiting_on,
+                  const OpInfo& info, Deadline dl, const char* what, FutexWord* owed = nullptr) {
+    if (ready()) return;
+    if (const long ns = spin_ns(); ns > 0) {
+      Clock::time_point until{};  // set after the first polls: most waits end within them
+      for (bool first = true;; first = false) {
+        for (int i = 0; i < 32; ++i) {
+          cpu_relax();
+          if (ready()) return;
+        }
+        const auto now = Clock::now();
+        if (first) until = now + std::chrono::nanoseconds(ns);
+        else if (now >= until) break;
+      }
+    }
+    if (owed) owed->notify_sleepers();
+    sleep_until(word, ready, waiting_on, info, dl, what);
+  }
   void check_usable(const OpInfo& info) const;
 
  private:
@@ -94,6 +113,14 @@ class ShmGroup {
   void allreduce_low_latency(void* data, size_t count, DType dt, ReduceOp op, const OpInfo& info,
                              Deadline dl);
   void sync(const OpInfo& info, Deadline dl);  // barrier without the usable check
+  // How long waits spin before sleeping (see set_runner).
+  long spin_ns() const {
+    return caller_runs_ || (work_ && work_->has_blocked_waiter()) ? spin_caller_ns_ : spin_async_ns_;
+  }
+  // wait_until's second phase: sleeps on `word`, waking to check abort, deadline and liveness.
+  void sleep_until(FutexWord& word, const std::function<bool()>& ready,
+                   const std::function<bool(int)>& waiting_on, const OpInfo& info, Deadline dl,
+                   const char* what);
   [[noreturn]] void fail(std::exception_ptr e, const std::string& msg);
   bool peer_dead(int r) const;
 
