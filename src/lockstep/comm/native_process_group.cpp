@@ -215,6 +215,11 @@ void NativeProcessGroup::abort() {
   cv_.notify_all();
 }
 
+void NativeProcessGroup::start_now() {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (!queue_.empty() && !running_) cv_.notify_one();
+}
+
 Work NativeProcessGroup::enqueue(OpKind kind, std::string signature, Body body, size_t bytes) {
   const bool collective = kind != OpKind::send && kind != OpKind::recv;
   std::lock_guard<std::mutex> lk(mu_);

@@ -55,6 +55,7 @@ class NativeProcessGroup final : public ProcessGroup {
   Work recv(void* data, size_t count, DType dtype, int src, uint32_t tag) override;
   std::unique_ptr<ProcessGroup> new_group(const std::vector<int>& ranks) override;
   void abort() override;
+  void start_now() override;
 
  private:
   using Body = std::function<void(const OpInfo&, Deadline)>;

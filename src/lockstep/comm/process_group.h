@@ -111,6 +111,12 @@ class ProcessGroup {
   // group is unusable afterwards.
   virtual void abort() = 0;
 
+  // A hint: nobody will wait for the operations issued so far for a while (DDP's gradient
+  // buckets, launched during backward), so start them now. Without it a backend may hold a
+  // small operation back for its waiter to run inline, which saves a thread hand-off when the
+  // wait follows at once. Backends that always start at once ignore it.
+  virtual void start_now() {}
+
   // Typed conveniences.
   template <class T>
   Work allreduce(std::span<T> data, ReduceOp op) {

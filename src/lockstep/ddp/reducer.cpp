@@ -115,6 +115,9 @@ void Reducer::launch(size_t b) {
   launch_us_[b] = now_us();
   done_us_[b] = 0;
   pending_[b] = hook_->launch(gb, pg_);
+  // Backward goes on after every bucket but the last: start its all-reduce now. The last one
+  // is waited for at once (finalize), so its waiter runs it without a thread hand-off.
+  if (b + 1 < plan_.size()) pg_.start_now();
 }
 
 void Reducer::poll_in_flight() {
