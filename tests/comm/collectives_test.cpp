@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <numeric>
 #include <thread>
@@ -115,6 +116,38 @@ TEST_P(CollectivesTest, WaitWithTheGroupTimeoutRunsTheOperationItself) {
     }
     EXPECT_GE(on_waiter, 10) << "rank " << pg.rank() << ": of 20 operations waited with the "
                              << "group's timeout, only " << on_waiter << " ran on the waiter";
+  }, o);
+}
+
+// allreduce_check_finite: every rank learns whether the result holds a NaN or an Inf, put by
+// one rank anywhere (in its own slice, another rank's slice, the last element), on every path
+// (low latency, one barrier, multi-round shm; tcp), and that a clean result is clean. The
+// data is reduced as by allreduce.
+TEST_P(CollectivesTest, CheckFiniteAllreduceFlagsNaNAndInfOnEveryRank) {
+  const Options o = test_options(GetParam().transport);
+  each_rank([&](ProcessGroup& pg) {
+    for (size_t count : {size_t(13), size_t(3000), size_t(70001)})
+      for (int culprit = 0; culprit < pg.size(); ++culprit)
+        for (size_t at : {size_t(0), count / 2, count - 1}) {
+          auto buf = make_input(pg.rank(), count, DType::f32, ReduceOp::avg);
+          if (pg.rank() == culprit) store_from_double(buf.data(), DType::f32, at, at % 2 ? INFINITY : std::nan(""));
+          Work w = pg.allreduce_check_finite(buf.data(), count, DType::f32, ReduceOp::avg);
+          w.wait(o.timeout);
+          ASSERT_TRUE(w.nonfinite().has_value()) << "the native group always answers";
+          EXPECT_TRUE(*w.nonfinite()) << "rank " << pg.rank() << ": n=" << count << ", rank " << culprit
+                                      << " put a NaN/Inf at " << at;
+        }
+    for (size_t count : {size_t(13), size_t(3000), size_t(70001)}) {
+      auto buf = make_input(pg.rank(), count, DType::f32, ReduceOp::avg);
+      Work w = pg.allreduce_check_finite(buf.data(), count, DType::f32, ReduceOp::avg);
+      w.wait(o.timeout);
+      ASSERT_TRUE(w.nonfinite().has_value());
+      EXPECT_FALSE(*w.nonfinite()) << "rank " << pg.rank() << ": n=" << count;
+      expect_reduced(buf.data(), count, pg.size(), DType::f32, ReduceOp::avg, "checked allreduce");
+      Work plain = pg.allreduce(buf.data(), count, DType::f32, ReduceOp::sum);
+      plain.wait(o.timeout);
+      EXPECT_FALSE(plain.nonfinite().has_value()) << "a plain allreduce does not check";
+    }
   }, o);
 }
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include <cstring>
 #include <vector>
@@ -51,6 +52,43 @@ TEST(ReduceKernels, ManyFinishEqualsManyThenAvgThenCopyBitwise) {
 // copy_to_shared streams large copies (non-temporal stores after an aligning head, memcpy for
 // the tail) when asked: every size and misalignment gives memcpy's bytes and touches nothing
 // around dst (even sizes streamed, odd ones not).
+// The NaN/Inf flag of reduce_many_finish (DDP's guard, checked in the same pass): set for a
+// NaN or an Inf in any source at any position (first element, a block edge, the last), for
+// a sum that overflows to Inf, never for finite results or integers; never cleared.
+TEST(ReduceKernels, ManyFinishFlagsNaNAndInfInTheSamePass) {
+  for (DType dt : {DType::f32, DType::f64, DType::f16, DType::bf16, DType::i32})
+    for (size_t count : {size_t(1), size_t(2049), size_t(20011)})
+      for (size_t bad : {size_t(0), size_t(2047), count - 1}) {
+        if (bad >= count) continue;
+        for (double poison : {std::nan(""), double(INFINITY), -double(INFINITY)}) {
+          std::vector<std::vector<uint8_t>> in;
+          for (int r = 0; r < 3; ++r) in.push_back(make_input(r, count, dt, ReduceOp::avg));
+          store_from_double(in[1].data(), dt, bad, poison);
+          const void* srcs[3] = {in[0].data(), in[1].data(), in[2].data()};
+          std::vector<uint8_t> out(count * dtype_size(dt) + 1);
+          bool flag = false;
+          reduce_many_finish(out.data(), nullptr, srcs, 3, count, dt, ReduceOp::avg, 3, false, &flag);
+          const bool is_int = dt == DType::i32;
+          EXPECT_EQ(flag, !is_int) << dtype_name(dt) << " n=" << count << " at " << bad << " " << poison;
+          EXPECT_EQ(has_nonfinite(out.data(), count, dt), !is_int) << dtype_name(dt);
+          bool clean = false;
+          store_from_double(in[1].data(), dt, bad, 1.0);
+          reduce_many_finish(out.data(), nullptr, srcs, 3, count, dt, ReduceOp::avg, 3, false, &clean);
+          EXPECT_FALSE(clean) << dtype_name(dt) << " n=" << count;
+          EXPECT_FALSE(has_nonfinite(out.data(), count, dt)) << dtype_name(dt);
+          bool kept = true;  // an earlier call's answer stays
+          reduce_many_finish(out.data(), nullptr, srcs, 3, count, dt, ReduceOp::avg, 3, false, &kept);
+          EXPECT_TRUE(kept);
+        }
+      }
+  // Finite inputs whose sum overflows: the result is Inf, and flagged.
+  std::vector<float> a(100, 3e38f), b(100, 3e38f), out(100);
+  const void* srcs[2] = {a.data(), b.data()};
+  bool flag = false;
+  reduce_many_finish(out.data(), nullptr, srcs, 2, a.size(), DType::f32, ReduceOp::sum, 2, false, &flag);
+  EXPECT_TRUE(flag);
+}
+
 TEST(ReduceKernels, CopyToSharedEqualsMemcpyAndStaysInBounds) {
   constexpr size_t kGuard = 64;
   for (size_t bytes : {size_t(0), size_t(1), size_t(63), kStreamCopyBytes - 1, kStreamCopyBytes,

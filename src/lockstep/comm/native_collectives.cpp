@@ -33,10 +33,30 @@ void copy(void* out, const void* in, size_t bytes) {
 #define LOCKSTEP_SIG(...) (opt_.debug_checks ? sig(__VA_ARGS__) : std::string())
 
 Work NativeProcessGroup::allreduce(void* data, size_t count, DType dt, ReduceOp op) {
-  if (world_ == 1 || count == 0) return Work::completed({OpKind::allreduce, 0, rank_, opt_.group_name});
-  return enqueue(OpKind::allreduce, LOCKSTEP_SIG(OpKind::allreduce, dt, count, op_s(op)),
+  return allreduce_impl(data, count, dt, op, false);
+}
+
+Work NativeProcessGroup::allreduce_check_finite(void* data, size_t count, DType dt, ReduceOp op) {
+  return allreduce_impl(data, count, dt, op, true);
+}
+
+Work NativeProcessGroup::allreduce_impl(void* data, size_t count, DType dt, ReduceOp op, bool check) {
+  if (world_ == 1 || count == 0) {
+    if (!check) return Work::completed({OpKind::allreduce, 0, rank_, opt_.group_name});
+    auto state = std::make_shared<WorkState>(OpInfo{OpKind::allreduce, 0, rank_, opt_.group_name});
+    state->set_nonfinite(has_nonfinite(data, count, dt));
+    state->complete();
+    return Work(std::move(state));
+  }
+  return enqueue(OpKind::allreduce,
+                 LOCKSTEP_SIG(OpKind::allreduce, dt, count, op_s(op) + (check ? " check_finite" : "")),
                  [=, this](const OpInfo& info, Deadline dl) {
-    if (shm_) return shm_->allreduce(data, count, dt, op, info, dl);
+    if (shm_) {
+      bool bad = false;
+      shm_->allreduce(data, count, dt, op, info, dl, check ? &bad : nullptr);
+      if (check) current_->set_nonfinite(bad);
+      return;
+    }
     widened(data, count, dt, [&](void* d, DType t) {
       if (hier_) return allreduce_hierarchical(d, count, t, op, info);
       LOCKSTEP_CTX;
@@ -46,6 +66,8 @@ Work NativeProcessGroup::allreduce(void* data, size_t count, DType dt, ReduceOp 
       else
         algo::allreduce_doubling(c, d, count, t, op);
     });
+    // On this thread, beside the caller's computation (the ring leaves no pass to fold it in).
+    if (check) current_->set_nonfinite(has_nonfinite(data, count, dt));
   }, count * dtype_size(dt));
 }
 

@@ -316,6 +316,7 @@ void NativeProcessGroup::run_task(Task& task, bool on_caller) {
     if (aborted_) LOCKSTEP_THROW(AbortedError, info.describe(), ": process group was aborted");
     const Deadline deadline(coarse_now() + opt_.timeout);  // a tick early at most
     if (shm_) shm_->set_runner(on_caller, task.state.get());
+    current_ = task.state.get();
     if (opt_.debug_checks && collective) check_signature(info, task.signature);
     task.body(info, deadline);
     flight_.finish(slot, true);

@@ -43,6 +43,7 @@ class NativeProcessGroup final : public ProcessGroup {
   std::string transport_name() const;
 
   Work allreduce(void* data, size_t count, DType dtype, ReduceOp op) override;
+  Work allreduce_check_finite(void* data, size_t count, DType dtype, ReduceOp op) override;
   Work broadcast(void* data, size_t count, DType dtype, int root) override;
   Work reduce(void* data, size_t count, DType dtype, ReduceOp op, int root) override;
   Work allgather(const void* in, void* out, size_t count, DType dtype) override;
@@ -89,6 +90,7 @@ class NativeProcessGroup final : public ProcessGroup {
   // `target` is done or another thread holds the queue front.
   void help_until(const WorkState* target);
   void run_task(Task& task, bool on_caller);
+  Work allreduce_impl(void* data, size_t count, DType dtype, ReduceOp op, bool check_finite);
   static void help(void* self, const WorkState& state, Clock::duration wait_timeout);
   // After an operation failed: prints the flight recorder, posts this rank's progress to the
   // store and reads the others' (briefly), and returns a summary of who got how far.
@@ -116,6 +118,7 @@ class NativeProcessGroup final : public ProcessGroup {
   bool stop_ = false;
   bool deep_sleep_ = true;   // the worker sleeps until notified (else it naps in slices)
   bool running_ = false;     // a task is being run (by the worker or a helping waiter)
+  WorkState* current_ = nullptr;  // that task's state (for bodies that report more than done)
   std::atomic<bool> aborted_{false};
   // Set once a store call on a failure path timed out (network gone): later failures skip
   // the store instead of spending the diagnostics budget on it again.

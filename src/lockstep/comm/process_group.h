@@ -79,6 +79,13 @@ class ProcessGroup {
   // In place: every rank ends with op(all ranks' data). avg divides the sum by size()
   // (integer division for integer dtypes). f16/bf16 accumulate in f32.
   virtual Work allreduce(void* data, size_t count, DType dtype, ReduceOp op) = 0;
+  // allreduce that also tells whether the result holds a NaN or an Inf (Work::nonfinite(),
+  // once complete): DDP's guard. The native group checks while the data passes through the
+  // reduction (shared memory) or on its own thread (tcp). The default is a plain allreduce
+  // and leaves nonfinite() empty: the caller scans. Every rank must call the same one.
+  virtual Work allreduce_check_finite(void* data, size_t count, DType dtype, ReduceOp op) {
+    return allreduce(data, count, dtype, op);
+  }
   // In place: root's data is copied to every rank.
   virtual Work broadcast(void* data, size_t count, DType dtype, int root) = 0;
   // In place: root ends with op(all ranks' data); other ranks' buffers are left unspecified.

@@ -75,6 +75,29 @@ void divide(void* data, size_t count, int world) {
   }
 }
 
+// Whether any element is a NaN or an Inf (exponent bits all ones); integers never are.
+// Branch-free over the block, so the compiler vectorises it.
+template <class T>
+bool any_nonfinite(const T* p, size_t n) {
+  if constexpr (std::is_integral_v<T>) {
+    (void)p, (void)n;
+    return false;
+  } else {
+    using Bits = std::conditional_t<sizeof(T) == 2, uint16_t, std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>>;
+    constexpr Bits kExp = std::is_same_v<T, f16>   ? Bits(0x7c00)
+                          : std::is_same_v<T, bf16> ? Bits(0x7f80)
+                          : sizeof(T) == 4          ? Bits(0x7f800000u)
+                                                    : Bits(0x7ff0000000000000ull);
+    Bits any = 0;
+    for (size_t i = 0; i < n; ++i) {
+      Bits b;
+      std::memcpy(&b, p + i, sizeof b);
+      any |= Bits((b & kExp) == kExp);
+    }
+    return any != 0;
+  }
+}
+
 constexpr size_t kBlockBytes = 8192;  // output block kept in L1 while sources are folded in
 
 // Native types: dst = s0 op s1 for the first pair, then dst op= sk, one L1 block at a time.
@@ -114,7 +137,8 @@ void stream_copy(void* dst, const void* src, size_t bytes) {
 }
 
 template <class T, ReduceOp Op>
-void many_native(T* dst, T* also, const void* const* srcs, int nsrc, size_t count, int world, bool stream_also) {
+void many_native(T* dst, T* also, const void* const* srcs, int nsrc, size_t count, int world, bool stream_also,
+                 bool* nonfinite) {
   constexpr size_t kBlock = kBlockBytes / sizeof(T);
   const bool stream = stream_also && count * sizeof(T) >= kStreamCopyBytes;
   T tmp[kBlock];
@@ -128,6 +152,7 @@ void many_native(T* dst, T* also, const void* const* srcs, int nsrc, size_t coun
       for (int k = 2; k < nsrc; ++k) fold<T, Op>(tmp, static_cast<const T*>(srcs[k]) + lo, n);
     }
     if (Op == ReduceOp::avg && world > 0) divide<T>(tmp, n, world);
+    if (nonfinite && any_nonfinite(tmp, n)) *nonfinite = true;
     std::memcpy(dst + lo, tmp, n * sizeof(T));
     if (also && stream) stream_copy(also + lo, tmp, n * sizeof(T));
     else if (also) std::memcpy(also + lo, tmp, n * sizeof(T));
@@ -137,7 +162,8 @@ void many_native(T* dst, T* also, const void* const* srcs, int nsrc, size_t coun
 
 // 16-bit floats: widen each source block to f32, accumulate in f32, round once at the end.
 template <class H, ReduceOp Op>
-void many_half(H* dst, H* also, const void* const* srcs, int nsrc, size_t count, int world, bool stream_also) {
+void many_half(H* dst, H* also, const void* const* srcs, int nsrc, size_t count, int world, bool stream_also,
+               bool* nonfinite) {
   constexpr size_t kBlock = kBlockBytes / sizeof(float);
   const bool stream = stream_also && count * sizeof(H) >= kStreamCopyBytes;
   float acc[kBlock];
@@ -152,6 +178,7 @@ void many_half(H* dst, H* also, const void* const* srcs, int nsrc, size_t count,
     for (size_t i = 0; i < n; ++i) dst[lo + i] = from_f<H>(acc[i]);
     // Rounded to H first, then divided: the same bits as finish_avg after the sum.
     if (Op == ReduceOp::avg && world > 0) divide<H>(dst + lo, n, world);
+    if (nonfinite && any_nonfinite(dst + lo, n)) *nonfinite = true;
     if (also && stream) stream_copy(also + lo, dst + lo, n * sizeof(H));
     else if (also) std::memcpy(also + lo, dst + lo, n * sizeof(H));
   }
@@ -170,11 +197,12 @@ void into_one(void* dst, const void* src, size_t count) {
 }
 
 template <class T, ReduceOp Op>
-void many_one(void* dst, void* also, const void* const* srcs, int nsrc, size_t count, int world, bool stream) {
+void many_one(void* dst, void* also, const void* const* srcs, int nsrc, size_t count, int world, bool stream,
+              bool* nonfinite) {
   if constexpr (std::is_same_v<T, f16> || std::is_same_v<T, bf16>)
-    many_half<T, Op>(static_cast<T*>(dst), static_cast<T*>(also), srcs, nsrc, count, world, stream);
+    many_half<T, Op>(static_cast<T*>(dst), static_cast<T*>(also), srcs, nsrc, count, world, stream, nonfinite);
   else
-    many_native<T, Op>(static_cast<T*>(dst), static_cast<T*>(also), srcs, nsrc, count, world, stream);
+    many_native<T, Op>(static_cast<T*>(dst), static_cast<T*>(also), srcs, nsrc, count, world, stream, nonfinite);
 }
 
 // Calls F<T, Op> for the runtime dtype and op.
@@ -207,8 +235,9 @@ struct IntoOne {
 };
 template <class T, ReduceOp Op>
 struct ManyOne {
-  static void run(void* d, void* also, const void* const* s, int k, size_t n, int world, bool stream) {
-    many_one<T, Op>(d, also, s, k, n, world, stream);
+  static void run(void* d, void* also, const void* const* s, int k, size_t n, int world, bool stream,
+                  bool* nonfinite) {
+    many_one<T, Op>(d, also, s, k, n, world, stream, nonfinite);
   }
 };
 
@@ -223,14 +252,28 @@ void reduce_many(void* dst, const void* const* srcs, int nsrc, size_t count, DTy
                  ReduceOp op) {
   LOCKSTEP_CHECK(nsrc >= 1, "reduce_many needs a source");
   if (count == 0) return;
-  dispatch<ManyOne>(dtype, op, dst, static_cast<void*>(nullptr), srcs, nsrc, count, 0, false);
+  dispatch<ManyOne>(dtype, op, dst, static_cast<void*>(nullptr), srcs, nsrc, count, 0, false,
+                    static_cast<bool*>(nullptr));
 }
 
 void reduce_many_finish(void* dst, void* also, const void* const* srcs, int nsrc, size_t count,
-                        DType dtype, ReduceOp op, int world, bool stream_also) {
+                        DType dtype, ReduceOp op, int world, bool stream_also, bool* nonfinite) {
   LOCKSTEP_CHECK(nsrc >= 1 && world >= 1, "reduce_many_finish needs a source and a world size");
   if (count == 0) return;
-  dispatch<ManyOne>(dtype, op, dst, also, srcs, nsrc, count, world, stream_also);
+  dispatch<ManyOne>(dtype, op, dst, also, srcs, nsrc, count, world, stream_also, nonfinite);
+}
+
+bool has_nonfinite(const void* data, size_t count, DType dtype) {
+  switch (dtype) {
+    case DType::f32: return any_nonfinite(static_cast<const float*>(data), count);
+    case DType::f64: return any_nonfinite(static_cast<const double*>(data), count);
+    case DType::f16: return any_nonfinite(static_cast<const f16*>(data), count);
+    case DType::bf16: return any_nonfinite(static_cast<const bf16*>(data), count);
+    case DType::i32:
+    case DType::i64:
+    case DType::u8: return false;
+  }
+  return false;
 }
 
 void copy_to_shared(void* dst, const void* src, size_t bytes, bool stream) {

@@ -22,9 +22,15 @@ void reduce_many(void* dst, const void* const* srcs, int nsrc, size_t count, DTy
 // reduce_many, then finish_avg (op avg: divide by world), and the result stored to dst and,
 // unless null, also to `also` (with copy_to_shared's stores and `stream_also` as its
 // `stream`: `also` is memory another core reads next) — all in one pass, each block finished
-// while in L1. The bits equal those of reduce_many + finish_avg + memcpy.
+// while in L1. The bits equal those of reduce_many + finish_avg + memcpy. With `nonfinite`,
+// sets *nonfinite when the result holds a NaN or an Inf (checked in the same pass; never
+// cleared, so one flag can gather several calls).
 void reduce_many_finish(void* dst, void* also, const void* const* srcs, int nsrc, size_t count,
-                        DType dtype, ReduceOp op, int world, bool stream_also = true);
+                        DType dtype, ReduceOp op, int world, bool stream_also = true,
+                        bool* nonfinite = nullptr);
+
+// Whether any element is a NaN or an Inf (integer dtypes: never).
+bool has_nonfinite(const void* data, size_t count, DType dtype);
 
 // memcpy into memory that another core reads next (a shared-memory staging slot). With
 // `stream`, from kStreamCopyBytes on, non-temporal stores: when the slot's lines are still

@@ -52,6 +52,11 @@ bool Work::is_completed() const { return state_ && state_->is_completed(); }
 
 std::exception_ptr Work::error() const { return state_ ? state_->error() : nullptr; }
 
+std::optional<bool> Work::nonfinite() const {
+  if (!is_completed() || error() || state_->nonfinite() < 0) return std::nullopt;
+  return state_->nonfinite() == 1;
+}
+
 const OpInfo& Work::info() const {
   LOCKSTEP_CHECK(state_ != nullptr, "info() on an empty Work handle");
   return state_->info();

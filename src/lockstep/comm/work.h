@@ -11,6 +11,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 
 #include "lockstep/comm/types.h"
 #include "lockstep/core/clock.h"
@@ -44,6 +45,10 @@ class WorkState {
   void help(Clock::duration timeout) const {
     if (helper_fn_ && !is_completed()) helper_fn_(helper_owner_, *this, timeout);
   }
+  // Set by a backend before complete() when it checked the result for NaN/Inf
+  // (ProcessGroup::allreduce_check_finite).
+  void set_nonfinite(bool any) { nonfinite_.store(any ? 1 : 0, std::memory_order_relaxed); }
+  int nonfinite() const { return nonfinite_.load(std::memory_order_relaxed); }  // -1: unchecked
   // Set by a backend before complete() when the waiting thread ran the operation itself.
   void set_ran_on_waiter() { ran_on_waiter_.store(true, std::memory_order_relaxed); }
   bool ran_on_waiter() const { return ran_on_waiter_.load(std::memory_order_relaxed); }
@@ -60,6 +65,7 @@ class WorkState {
   std::atomic<bool> claimed_{false};     // complete() was called (the first outcome stays)
   std::atomic<bool> done_{false};
   std::atomic<bool> ran_on_waiter_{false};
+  std::atomic<int8_t> nonfinite_{-1};
   std::exception_ptr error_;
   void* helper_owner_ = nullptr;
   HelpFn helper_fn_ = nullptr;
@@ -85,6 +91,9 @@ class Work {
   // Diagnostics: whether the thread that waited ran the operation (no hand-off to the
   // backend's thread). Meaningful once completed.
   bool ran_on_waiter() const { return state_ && state_->ran_on_waiter(); }
+  // Whether the result holds a NaN or an Inf, when the backend checked it (see
+  // ProcessGroup::allreduce_check_finite); empty otherwise, or until completed successfully.
+  std::optional<bool> nonfinite() const;
 
   // A Work that is already complete (world size 1, empty buffers).
   static Work completed(OpInfo info);

@@ -6,7 +6,11 @@
 namespace lockstep::ddp {
 
 Pending AllreduceHook::launch(GradBucket& bucket, comm::ProcessGroup& pg) {
-  return {pg.allreduce(bucket.data.data(), bucket.data.size(), DType::f32, comm::ReduceOp::avg), {}};
+  float* data = bucket.data.data();
+  const size_t n = bucket.data.size();
+  return {bucket.check_finite ? pg.allreduce_check_finite(data, n, DType::f32, comm::ReduceOp::avg)
+                              : pg.allreduce(data, n, DType::f32, comm::ReduceOp::avg),
+          {}};
 }
 
 CompressHook::CompressHook(DType wire) : wire_(wire) {

@@ -35,6 +35,9 @@ struct GradBucket {
   std::span<const size_t> offsets; // offsets[k]: where params[k] starts in data
   const ParamSource* source = nullptr;  // names and shapes
   int64_t iteration = 0;           // synchronised steps done so far
+  // The reducer checks the averaged bucket for NaN/Inf: a hook may have its collective do it
+  // on the way (ProcessGroup::allreduce_check_finite); otherwise the reducer scans.
+  bool check_finite = false;
 };
 
 struct Pending {

@@ -111,7 +111,8 @@ void Reducer::launch_ready() {
 void Reducer::launch(size_t b) {
   storage_.copy_in(b, params_);
   BucketView& v = storage_.view(b);
-  GradBucket gb{b, v.data, v.params, v.offsets, &params_, iteration_};
+  GradBucket gb{b, v.data, v.params, v.offsets, &params_, iteration_,
+                opt_.nonfinite != NonFinitePolicy::ignore};
   launch_us_[b] = now_us();
   done_us_[b] = 0;
   pending_[b] = hook_->launch(gb, pg_);
@@ -184,9 +185,11 @@ void Reducer::handle_unused(StepResult& r) {
 
 void Reducer::wait_bucket(size_t b, StepResult& r) {
   Pending& p = pending_[b];
+  std::optional<bool> nonfinite;  // when the collective checked on the way
   try {
     if (p.work.valid()) p.work.wait(opt_.timeout);
     if (done_us_[b] == 0) done_us_[b] = now_us();
+    if (p.work.valid() && !p.finish) nonfinite = p.work.nonfinite();  // a finish changes the data
     if (p.finish) p.finish(opt_.timeout);
   } catch (const TimeoutError& e) {
     LOCKSTEP_THROW(TimeoutError, "rank ", pg_.rank(), ": DDP ", where(b), " was not reduced within ",
@@ -198,12 +201,12 @@ void Reducer::wait_bucket(size_t b, StepResult& r) {
   p = {};
   storage_.copy_out(b, params_);
   if (timeline_) timeline_->add(str_cat("allreduce b", b), "comm", launch_us_[b], done_us_[b], Timeline::kCommTrack);
-  if (opt_.nonfinite != NonFinitePolicy::ignore && r.finite) check_finite(b, r);
+  if (opt_.nonfinite != NonFinitePolicy::ignore && r.finite) check_finite(b, r, nonfinite);
 }
 
-void Reducer::check_finite(size_t b, StepResult& r) {
+void Reducer::check_finite(size_t b, StepResult& r, std::optional<bool> known) {
   const BucketView& v = storage_.view(b);
-  if (first_nonfinite(v.data) == v.data.size()) return;
+  if (known ? !*known : first_nonfinite(v.data) == v.data.size()) return;
   r.finite = false;
   for (size_t k = 0; k < v.params.size(); ++k) {
     auto g = params_.grad(v.params[k]);

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -99,7 +100,8 @@ class Reducer {
   void poll_in_flight();
   void wait_bucket(size_t b, StepResult& r);
   void handle_unused(StepResult& r);
-  void check_finite(size_t b, StepResult& r);
+  // `known`: the collective's own NaN/Inf answer, when it gave one (else the bucket is scanned).
+  void check_finite(size_t b, StepResult& r, std::optional<bool> known);
   void rebuild();
   void install(BucketPlan plan);
   void drain() noexcept;

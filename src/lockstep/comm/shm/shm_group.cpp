@@ -180,18 +180,22 @@ void ShmGroup::barrier(const OpInfo& info, Deadline dl) {
 // Double buffering makes one barrier per operation enough: a rank overwrites half h for
 // operation k+2 only after operation k+1's barrier, which every rank reaches only after it
 // finished reading operation k's half h.
+//  With `nonfinite` (DDP's NaN/Inf guard), each rank checks the slice it reduces in the same
+//  pass, posts the answer with the barrier's epoch in its control line before the second
+//  barrier, and after it reads everyone's: no second pass over the result.
 void ShmGroup::allreduce(void* data, size_t count, DType dt, ReduceOp op, const OpInfo& info,
-                         Deadline dl) {
+                         Deadline dl, bool* nonfinite) {
   check_usable(info);
   const size_t es = dtype_size(dt), per_round = std::max<size_t>(1, half_bytes_ / es);
   const size_t P = size_t(world_), me = size_t(rank_);
-  if (count * es <= kLowLatencyBytes) return allreduce_low_latency(data, count, dt, op, info, dl);
+  if (nonfinite) *nonfinite = false;
+  if (count * es <= kLowLatencyBytes) return allreduce_low_latency(data, count, dt, op, info, dl, nonfinite);
   if (count * es <= std::min(kOneBarrierBytes, half_bytes_)) {
     const int half = int(chunk_++ & 1);
     std::memcpy(slot(rank_, half), data, count * es);
     sync(info, dl);
     for (size_t r = 0; r < P; ++r) srcs_[r] = r == me ? u8(data) : u8(slot(int(r), half));
-    reduce_many_finish(data, nullptr, srcs_.data(), world_, count, dt, op, world_);
+    reduce_many_finish(data, nullptr, srcs_.data(), world_, count, dt, op, world_, true, nonfinite);
     return;
   }
   // How this operation stores into the slots: measured per size class (stream_tuner.h).
@@ -208,8 +212,14 @@ void ShmGroup::allreduce(void* data, size_t count, DType dt, ReduceOp op, const 
     copy_to_shared(my_slot + b, mine + b, n * es - b, trial.stream);
     sync(info, dl);
     for (size_t r = 0; r < P; ++r) srcs_[r] = r == me ? mine + a : u8(slot(int(r), half)) + a;
-    reduce_many_finish(mine + a, my_slot + a, srcs_.data(), world_, (b - a) / es, dt, op, world_, trial.stream);
-    sync(info, dl);
+    bool mine_bad = false;
+    reduce_many_finish(mine + a, my_slot + a, srcs_.data(), world_, (b - a) / es, dt, op, world_,
+                       trial.stream, nonfinite ? &mine_bad : nullptr);
+    if (nonfinite) ctl_[rank_].nonfinite.store(((epoch_ + 1) << 1) | uint64_t(mine_bad), std::memory_order_relaxed);
+    sync(info, dl);  // publishes the flag with the slice (release), so it carries epoch_ now
+    if (nonfinite)
+      for (size_t r = 0; r < P; ++r)
+        if (ctl_[r].nonfinite.load(std::memory_order_relaxed) == ((epoch_ << 1) | 1)) *nonfinite = true;
     for (size_t r = 0; r < P; ++r)
       if (r != me) std::memcpy(mine + cut(r), u8(slot(int(r), half)) + cut(r), cut(r + 1) - cut(r));
   }
@@ -227,7 +237,7 @@ void ShmGroup::allreduce(void* data, size_t count, DType dt, ReduceOp op, const 
 // Later is soon enough: a sleeper waits for every rank, so it cannot go on before the last
 // one publishes, and the last one's wait ends at once and rings.
 void ShmGroup::allreduce_low_latency(void* data, size_t count, DType dt, ReduceOp op,
-                                     const OpInfo& info, Deadline dl) {
+                                     const OpInfo& info, Deadline dl, bool* nonfinite) {
   const size_t bytes = count * dtype_size(dt);
   const uint64_t e = ++ll_epoch_;
   const int half = int(e & 1);
@@ -243,7 +253,7 @@ void ShmGroup::allreduce_low_latency(void* data, size_t count, DType dt, ReduceO
              ll_bell_);
   ll_bell_->notify_sleepers();
   for (int r = 0; r < world_; ++r) srcs_[size_t(r)] = r == rank_ ? data : ll_slot(r, half) + kTagBytes;
-  reduce_many_finish(data, nullptr, srcs_.data(), world_, count, dt, op, world_);
+  reduce_many_finish(data, nullptr, srcs_.data(), world_, count, dt, op, world_, true, nonfinite);
 }
 
 // Reduce = all-reduce (every rank gets the result; non-roots' buffers are unspecified anyway).

@@ -28,6 +28,8 @@ struct alignas(64) RankCtl {
   std::atomic<uint64_t> arrive;  // last barrier epoch this rank reached
   std::atomic<int32_t> pid;
   FutexWord doorbell;            // rung when a ring toward or from this rank moves
+  // (barrier epoch << 1) | "my slice of this all-reduce holds a NaN or an Inf" (see allreduce)
+  std::atomic<uint64_t> nonfinite;
 };
 
 struct alignas(64) RingCtl {
@@ -50,7 +52,10 @@ class ShmGroup {
 
   Transport& transport();
 
-  void allreduce(void* data, size_t count, DType dt, ReduceOp op, const OpInfo& info, Deadline dl);
+  // With `nonfinite`, *nonfinite tells whether the result holds a NaN or an Inf, found while
+  // the data passes through the reduction. Every rank must ask for it on the same operations.
+  void allreduce(void* data, size_t count, DType dt, ReduceOp op, const OpInfo& info, Deadline dl,
+                 bool* nonfinite = nullptr);
   void reduce(void* data, size_t count, DType dt, ReduceOp op, int root, const OpInfo& info,
               Deadline dl);
   void broadcast(void* data, size_t bytes, int root, const OpInfo& info, Deadline dl);
@@ -111,7 +116,7 @@ class ShmGroup {
     return *reinterpret_cast<std::atomic<uint64_t>*>(ll_slot(r, half));
   }
   void allreduce_low_latency(void* data, size_t count, DType dt, ReduceOp op, const OpInfo& info,
-                             Deadline dl);
+                             Deadline dl, bool* nonfinite);
   void sync(const OpInfo& info, Deadline dl);  // barrier without the usable check
   // How long waits spin before sleeping (see set_runner).
   long spin_ns() const {
