@@ -10,7 +10,9 @@
 // single-core memcpy bandwidth of a buffer of the same size (the shared-memory ceiling).
 // Per size: warm-up of at least --warmup operations and --warmup-ms, then the best of --reps
 // batches, each at least --batch-ms long (the slowest rank's time counts). The peers' scripts
-// in bench/comm time the same way.
+// in bench/comm time the same way. Spawned ranks are bound to CPUs as `lockstep run` binds
+// its workers (--cpu-bind, LOCKSTEP_CPU_BIND; default auto), and as mpirun binds Open MPI's.
+#include <sched.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -26,6 +28,7 @@
 #include "lockstep/comm/process_group.h"
 #include "lockstep/comm/tcp/socket.h"
 #include "lockstep/core/buffer.h"
+#include "lockstep/launch/affinity.h"
 #include "lockstep/core/dist_env.h"
 #include "lockstep/store/rendezvous.h"
 #include "lockstep/core/error.h"
@@ -43,6 +46,7 @@ struct Flags {
   size_t min_bytes = 8, max_bytes = 256u << 20;
   DType dtype = DType::f32;
   int timeout_s = 300;
+  std::string cpu_bind;  // "" = LOCKSTEP_CPU_BIND, then auto
 };
 
 size_t parse_size(const std::string& s) {
@@ -64,7 +68,7 @@ size_t parse_size(const std::string& s) {
                "  [--op allreduce|broadcast|reduce|allgather|reduce_scatter|alltoall|barrier]\n"
                "  [--nproc N] [--min-bytes 8] [--max-bytes 256M] [--step-factor 2]\n"
                "  [--dtype float32] [--redop sum] [--iters 20] [--warmup 3] [--reps 5] [--timeout 300]\n"
-               "  [--warmup-ms 20] [--batch-ms 10]\n");
+               "  [--warmup-ms 20] [--batch-ms 10] [--cpu-bind auto|none|cores]\n");
   std::exit(2);
 }
 
@@ -90,6 +94,7 @@ Flags parse(int argc, char** argv) {
     else if (a == "--min-bytes") f.min_bytes = parse_size(val());
     else if (a == "--max-bytes") f.max_bytes = parse_size(val());
     else if (a == "--timeout") f.timeout_s = std::stoi(val());
+    else if (a == "--cpu-bind") f.cpu_bind = val();
     else if (a == "--dtype") {
       auto d = parse_dtype(val());
       if (!d) usage();
@@ -301,14 +306,27 @@ int main(int argc, char** argv) {
               cmd.c_str(), u.nodename, ::sysconf(_SC_NPROCESSORS_ONLN),
               double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE)) / (1 << 30),
               f.backend.c_str(), f.transport.c_str(), f.op.c_str(), f.nproc);
+  if (!std::getenv("RANK"))
+    std::printf("# cpu binding: %s\n", lockstep::launch::resolve_cpu_bind(f.cpu_bind).c_str());
   if (std::getenv("RANK")) {  // one rank of a launched job: the launcher's store, no spawning
     const lockstep::DistEnv env = lockstep::read_dist_env();
     auto store = lockstep::store::connect_store(env, std::chrono::seconds(f.timeout_s));
     return rank_main(f, env.rank, env.world_size, *store);
   }
+  const auto slices = lockstep::launch::cpu_partition(lockstep::launch::resolve_cpu_bind(f.cpu_bind), f.nproc,
+                                                      lockstep::launch::allowed_cpus());
   auto codes = local::run_local_ranks(
-      f.nproc, std::chrono::seconds(f.timeout_s),
-      [&](int rank, int world, lockstep::store::Store& s) { return rank_main(f, rank, world, s); });
+      f.nproc, std::chrono::seconds(f.timeout_s), [&](int rank, int world, lockstep::store::Store& s) {
+        if (!slices.empty()) {
+          cpu_set_t set;
+          CPU_ZERO(&set);
+          for (int c : slices[size_t(rank)]) CPU_SET(c, &set);
+          if (::sched_setaffinity(0, sizeof set, &set) != 0)
+            LOCKSTEP_THROW(lockstep::ConfigError, "bench_collectives: rank ", rank, " cannot be bound to CPUs ",
+                           lockstep::launch::cpu_list(slices[size_t(rank)]), "; use --cpu-bind none");
+        }
+        return rank_main(f, rank, world, s);
+      });
   int rc = 0;
   for (size_t r = 0; r < codes.size(); ++r)
     if (codes[r] != 0) {

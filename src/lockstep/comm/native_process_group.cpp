@@ -21,7 +21,6 @@ namespace {
 
 // Operations up to this size do not wake a lightly sleeping worker (see worker_loop).
 constexpr size_t kLazyBytes = 1 << 20;
-constexpr auto kLightSlice = std::chrono::milliseconds(2);
 constexpr int kLightSlices = 50;
 
 std::string env_or(const char* name, const std::string& fallback) {
@@ -58,6 +57,8 @@ NativeProcessGroup::NativeProcessGroup(store::Store& store, int rank, int world,
   if (opt_.shm_stream != "auto" && opt_.shm_stream != "on" && opt_.shm_stream != "off")
     LOCKSTEP_THROW(ConfigError, "LOCKSTEP_SHM_STREAM (or Options::shm_stream)='", opt_.shm_stream,
                    "': expected auto, on or off");
+  if (opt_.queue_poll <= Millis(0))
+    LOCKSTEP_THROW(ConfigError, "Options::queue_poll must be positive, got ", opt_.queue_poll.count(), " ms");
   prefix_ = str_cat("lockstep/pg/", opt_.group_name, "/");
   if (world_ > 1) rendezvous();
   worker_ = std::thread([this] { worker_loop(); });
@@ -265,7 +266,7 @@ void NativeProcessGroup::worker_loop() {
     if (stop_ && !running_) return;  // queue is empty
     if (idle < kLightSlices) {
       deep_sleep_ = false;
-      cv_.wait_for(lk, kLightSlice);
+      cv_.wait_for(lk, opt_.queue_poll);
       ++idle;
     } else {
       deep_sleep_ = true;

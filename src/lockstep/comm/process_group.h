@@ -52,6 +52,10 @@ struct Options {
   // auto (300 when every busy thread has a core, else 0; an operation the group thread runs
   // while its caller computes counts two threads per rank). Env: LOCKSTEP_SHM_SPIN_US.
   int shm_spin_us = -1;
+  // How often the group's own thread, while operations keep coming, looks for those queued
+  // without waking it (up to 1 MiB: left to their waiter, who runs them without a thread
+  // hand-off; start_now() wakes it at once).
+  Millis queue_poll{2};
 };
 
 class ProcessGroup {

@@ -24,10 +24,18 @@ constexpr long kLivenessPeriodNs = 100'000'000;
 // the whole buffer from every slot itself. Latency is all that counts at these sizes.
 constexpr size_t kOneBarrierBytes = 16 << 10;
 // All-reduces up to this size (per rank) take the low-latency path: no barrier at all. Each
-// rank writes its data behind an 8-byte tag (the operation's epoch, stored last with release
-// semantics) in its own low-latency slot; readers poll the tags. The tag shares a cache line
-// with the first 56 bytes of data, so a tiny message costs one cache-line transfer per peer.
+// rank writes its data into its own low-latency slot behind or beside tags holding the
+// operation's epoch (stored after the data, with release semantics); readers poll the tags.
+//  - Up to kLineMessageBytes, in lines: 56 bytes of data per 64-byte cache line, each line
+//    with its own tag. A reader polls every line's tag, so its polls fetch all lines at once
+//    as they are written: one cache-line transfer per peer, not one for a header and then
+//    one for the rest (2 ranks, 64-256 B: 0.52-0.57 us against 0.58-0.67).
+//  - Above, contiguous behind one tag: polling many lines while the writer fills them makes
+//    them bounce between the cores (4 KiB: 2.6 us in lines against 1.55 contiguous).
 constexpr size_t kLowLatencyBytes = 4 << 10;
+constexpr size_t kLineData = 56;  // a multiple of every dtype's size
+constexpr size_t kLineMessageBytes = 8 * kLineData;
+constexpr size_t kLinesRegion = 8 * 64;  // the slot: [8 lines][tag + kLowLatencyBytes]
 constexpr size_t kTagBytes = 8;
 
 size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
@@ -66,7 +74,7 @@ ShmGroup::ShmGroup(store::Store& store, const std::string& prefix, int rank, int
   const size_t ring_data_off = round_up(rings_off + P * P * sizeof(RingCtl), kPage);
   const size_t slots_off = round_up(ring_data_off + P * P * ring_bytes_, kPage);
   const size_t ll_off = round_up(slots_off + P * 2 * half_bytes_, kPage);
-  ll_half_bytes_ = round_up(kTagBytes + kLowLatencyBytes, 128);
+  ll_half_bytes_ = round_up(kLinesRegion + kTagBytes + kLowLatencyBytes, 128);
   const size_t total = ll_off + P * 2 * ll_half_bytes_;
   seg_ = std::make_unique<ShmSegment>(store, prefix, rank, world, total, timeout);
   std::byte* b = seg_->data();
@@ -84,6 +92,7 @@ ShmGroup::ShmGroup(store::Store& store, const std::string& prefix, int rank, int
   spin_caller_ns_ = spin_us >= 0 ? long(spin_us) * 1000 : cores >= world ? 300'000 : 0;
   spin_async_ns_ = spin_us >= 0 ? long(spin_us) * 1000 : cores >= 2 * world ? 300'000 : 0;
   srcs_.resize(P);
+  ll_gather_.resize(P * kLineMessageBytes);
   transport_ = std::make_unique<ShmTransport>(*this);
 }
 
@@ -239,20 +248,49 @@ void ShmGroup::allreduce(void* data, size_t count, DType dt, ReduceOp op, const 
 void ShmGroup::allreduce_low_latency(void* data, size_t count, DType dt, ReduceOp op,
                                      const OpInfo& info, Deadline dl, bool* nonfinite) {
   const size_t bytes = count * dtype_size(dt);
+  const bool in_lines = bytes <= kLineMessageBytes;
+  const size_t lines = in_lines ? (bytes + kLineData - 1) / kLineData : 0;
   const uint64_t e = ++ll_epoch_;
   const int half = int(e & 1);
-  std::memcpy(ll_slot(rank_, half) + kTagBytes, data, bytes);
-  ll_tag(rank_, half).store(e, std::memory_order_release);
-  auto arrived = [this, e](int r) { return ll_tag(r, int(e & 1)).load(std::memory_order_acquire) == e; };
+  std::byte* mine = ll_slot(rank_, half);
+  if (in_lines) {
+    for (size_t i = 0; i < lines; ++i) {
+      std::memcpy(mine + i * 64, u8(data) + i * kLineData, std::min(kLineData, bytes - i * kLineData));
+      ll_tag(rank_, half, i).store(e, std::memory_order_release);
+    }
+  } else {
+    std::memcpy(mine + kLinesRegion + kTagBytes, data, bytes);
+    ll_head_tag(rank_, half).store(e, std::memory_order_release);
+  }
+  auto arrived = [this, e, half, lines, in_lines](int r) {
+    if (!in_lines) return ll_head_tag(r, half).load(std::memory_order_acquire) == e;
+    bool all_lines = true;  // no early exit: every line's load is issued in the same poll
+    for (size_t i = 0; i < lines; ++i) all_lines &= ll_tag(r, half, i).load(std::memory_order_acquire) == e;
+    return all_lines;
+  };
   auto all = [&arrived, this] {
     for (int r = 0; r < world_; ++r)
-      if (!arrived(r)) return false;
+      if (r != rank_ && !arrived(r)) return false;
     return true;
   };
   wait_until(*ll_bell_, all, [&](int r) { return !arrived(r); }, info, dl, "a low-latency all-reduce",
              ll_bell_);
   ll_bell_->notify_sleepers();
-  for (int r = 0; r < world_; ++r) srcs_[size_t(r)] = r == rank_ ? data : ll_slot(r, half) + kTagBytes;
+  for (int r = 0; r < world_; ++r) {
+    const std::byte* theirs = ll_slot(r, half);
+    if (r == rank_) {
+      srcs_[size_t(r)] = data;
+    } else if (!in_lines) {
+      srcs_[size_t(r)] = theirs + kLinesRegion + kTagBytes;
+    } else if (lines == 1) {
+      srcs_[size_t(r)] = theirs;  // contiguous within the first line
+    } else {
+      std::byte* out = ll_gather_.data() + size_t(r) * kLineMessageBytes;
+      for (size_t i = 0; i < lines; ++i)
+        std::memcpy(out + i * kLineData, theirs + i * 64, std::min(kLineData, bytes - i * kLineData));
+      srcs_[size_t(r)] = out;
+    }
+  }
   reduce_many_finish(data, nullptr, srcs_.data(), world_, count, dt, op, world_, true, nonfinite);
 }
 

@@ -108,12 +108,15 @@ class ShmGroup {
 
  private:
   std::byte* slot(int r, int half) const;
-  // [tag][data], see allreduce_low_latency
+  // [8 lines of (56 bytes of data, 8-byte tag)][tag][data], see allreduce_low_latency.
   std::byte* ll_slot(int r, int half) const {
     return ll_slots_ + (size_t(r) * 2 + size_t(half)) * ll_half_bytes_;
   }
-  std::atomic<uint64_t>& ll_tag(int r, int half) const {
-    return *reinterpret_cast<std::atomic<uint64_t>*>(ll_slot(r, half));
+  std::atomic<uint64_t>& ll_tag(int r, int half, size_t line) const {
+    return *reinterpret_cast<std::atomic<uint64_t>*>(ll_slot(r, half) + line * 64 + 56);
+  }
+  std::atomic<uint64_t>& ll_head_tag(int r, int half) const {
+    return *reinterpret_cast<std::atomic<uint64_t>*>(ll_slot(r, half) + 8 * 64);
   }
   void allreduce_low_latency(void* data, size_t count, DType dt, ReduceOp op, const OpInfo& info,
                              Deadline dl, bool* nonfinite);
@@ -149,6 +152,7 @@ class ShmGroup {
   std::atomic<bool> aborted_{false};
   std::string broken_;
   std::vector<const void*> srcs_;  // per-round source pointers (no allocation per call)
+  std::vector<std::byte> ll_gather_;  // peers' low-latency lines made contiguous again
   StreamTuner tuner_;
   std::unique_ptr<ShmTransport> transport_;
 };
