@@ -235,7 +235,10 @@ struct TmpfsMount {
 // `inject` breaks the directory. Every rank must fail with the same clear error, the job must
 // exit non-zero, and every checkpoint complete at that moment must be left as it was.
 void checkpoint_dir_breaks(const std::string& name, const std::string& how, bool read_only) {
-  Workspace s(Overrides{{"checkpoint_every", "20"}, {"checkpoint_keep", "0"}, {"epochs", "4"}});
+  // Far more steps than the fault needs (it stops the job at the next checkpoint): with 4
+  // epochs (384 steps, under a second) a test thread delayed by a loaded machine could break
+  // the directory only after the job's last checkpoint, and the job then rightly succeeded.
+  Workspace s(Overrides{{"checkpoint_every", "20"}, {"checkpoint_keep", "0"}, {"epochs", "40"}});
   TmpfsMount mnt(s.run / "checkpoints", "size=64m");
   if (!mnt.mounted) GTEST_SKIP() << "cannot mount a tmpfs (needs root): " << mnt.error;
   Job job(s.train({"--nproc", "2"}));
