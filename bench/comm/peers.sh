@@ -1,7 +1,9 @@
 #!/bin/sh
 # Runs, in one go on this machine, lockstep's all-reduce (bench_collectives, shm and tcp),
 # torch.distributed gloo and Open MPI's MPI_Allreduce over the same sizes (float32, sum), and
-# prints one table with the ratios. Usage:
+# prints one table with the ratios. lockstep's ranks are bound to CPUs as `lockstep run` binds
+# workers (bench_collectives --cpu-bind auto), Open MPI's as mpirun binds them (to cores for
+# up to 2 ranks); gloo's stay unbound, as under torchrun. Usage:
 #   bench/comm/peers.sh [BUILD_DIR] [NPROC] [MIN_BYTES] [MAX_BYTES] [FACTOR]
 #   bench/comm/peers.sh build/h-comm 2 8 268435456 4
 set -eu

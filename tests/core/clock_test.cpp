@@ -25,8 +25,8 @@ TEST(Clock, DeadlineFromCoarseNowExpiresAfterItsDuration) {
   EXPECT_LE(dl.remaining(), std::chrono::milliseconds(30));
   const auto t0 = Clock::now();
   while (!dl.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  // Expires at most one tick early (the coarse clock lags), never late by much.
-  EXPECT_GE(Clock::now() - t0, std::chrono::milliseconds(30) - std::chrono::milliseconds(5));
+  // Expires at most one kernel tick early (the coarse clock lags; 4-10 ms at HZ 250-100).
+  EXPECT_GE(Clock::now() - t0, std::chrono::milliseconds(30) - std::chrono::milliseconds(15));
 }
 
 }  // namespace
