@@ -35,7 +35,6 @@ constexpr size_t kOneBarrierBytes = 16 << 10;
 constexpr size_t kLowLatencyBytes = 4 << 10;
 constexpr size_t kLineData = 56;  // a multiple of every dtype's size
 constexpr size_t kLineMessageBytes = 8 * kLineData;
-constexpr size_t kLinesRegion = 8 * 64;  // the slot: [8 lines][tag + kLowLatencyBytes]
 constexpr size_t kTagBytes = 8;
 
 size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }

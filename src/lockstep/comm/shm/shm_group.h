@@ -109,6 +109,7 @@ class ShmGroup {
  private:
   std::byte* slot(int r, int half) const;
   // [8 lines of (56 bytes of data, 8-byte tag)][tag][data], see allreduce_low_latency.
+  static constexpr size_t kLinesRegion = 8 * 64;
   std::byte* ll_slot(int r, int half) const {
     return ll_slots_ + (size_t(r) * 2 + size_t(half)) * ll_half_bytes_;
   }
@@ -116,7 +117,7 @@ class ShmGroup {
     return *reinterpret_cast<std::atomic<uint64_t>*>(ll_slot(r, half) + line * 64 + 56);
   }
   std::atomic<uint64_t>& ll_head_tag(int r, int half) const {
-    return *reinterpret_cast<std::atomic<uint64_t>*>(ll_slot(r, half) + 8 * 64);
+    return *reinterpret_cast<std::atomic<uint64_t>*>(ll_slot(r, half) + kLinesRegion);
   }
   void allreduce_low_latency(void* data, size_t count, DType dt, ReduceOp op, const OpInfo& info,
                              Deadline dl, bool* nonfinite);
