@@ -23,6 +23,11 @@ constexpr long kLivenessPeriodNs = 100'000'000;
 // All-reduces up to this size (per rank) take one barrier instead of two: every rank folds
 // the whole buffer from every slot itself. Latency is all that counts at these sizes.
 constexpr size_t kOneBarrierBytes = 16 << 10;
+// The same with more ranks than cores. A barrier then costs a turn of the scheduler for
+// every rank (tens of microseconds), more than folding P copies of up to 256 KiB: 4 ranks
+// on 2 cores, 64 KiB 85 us against 133 with two barriers, 256 KiB 155 against 181; 8 ranks,
+// 64 KiB 356-388 against 559-594. From 512 KiB (8 ranks) the P-fold reading costs more.
+constexpr size_t kOneBarrierBytesOversubscribed = 256 << 10;
 // All-reduces up to this size (per rank) take the low-latency path: no barrier at all. Each
 // rank writes its data into its own low-latency slot behind or beside tags holding the
 // operation's epoch (stored after the data, with release semantics); readers poll the tags.
@@ -90,6 +95,8 @@ ShmGroup::ShmGroup(store::Store& store, const std::string& prefix, int rank, int
   const int cores = int(std::thread::hardware_concurrency());
   spin_caller_ns_ = spin_us >= 0 ? long(spin_us) * 1000 : cores >= world ? 300'000 : 0;
   spin_async_ns_ = spin_us >= 0 ? long(spin_us) * 1000 : cores >= 2 * world ? 300'000 : 0;
+  one_barrier_bytes_ = std::min(cores >= world ? kOneBarrierBytes : kOneBarrierBytesOversubscribed,
+                                half_bytes_);
   srcs_.resize(P);
   ll_gather_.resize(P * kLineMessageBytes);
   transport_ = std::make_unique<ShmTransport>(*this);
@@ -198,7 +205,7 @@ void ShmGroup::allreduce(void* data, size_t count, DType dt, ReduceOp op, const 
   const size_t P = size_t(world_), me = size_t(rank_);
   if (nonfinite) *nonfinite = false;
   if (count * es <= kLowLatencyBytes) return allreduce_low_latency(data, count, dt, op, info, dl, nonfinite);
-  if (count * es <= std::min(kOneBarrierBytes, half_bytes_)) {
+  if (count * es <= one_barrier_bytes_) {
     const int half = int(chunk_++ & 1);
     std::memcpy(slot(rank_, half), data, count * es);
     sync(info, dl);

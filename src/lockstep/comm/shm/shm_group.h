@@ -148,6 +148,7 @@ class ShmGroup {
   uint64_t epoch_ = 0;           // barriers passed
   uint64_t chunk_ = 0;           // staging rounds done (selects the half-slot)
   long spin_caller_ns_, spin_async_ns_;
+  size_t one_barrier_bytes_;      // all-reduces up to this size take one barrier (see allreduce)
   bool caller_runs_ = true;
   const WorkState* work_ = nullptr;
   std::atomic<bool> aborted_{false};
