@@ -166,11 +166,11 @@ TEST_P(CollectivesTest, StartNowStartsHeldBackOperationsWithoutAWaiter) {
       while (!w.is_completed() && Clock::now() - t0 < limit) std::this_thread::sleep_for(std::chrono::microseconds(200));
       return w.is_completed();
     };
-    // Let the group's thread start and settle into its nap (a thread that starts late finds
-    // whatever was queued meanwhile and runs it).
     pg.barrier().wait(o.timeout);
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
     for (bool hint : {false, true, false, true}) {
+      // Let the group's thread settle into its nap: a thread that starts late, or that has
+      // just run the previous hinted operation, finds whatever is queued meanwhile and runs it.
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
       pg.barrier().wait(o.timeout);  // the ranks issue together
       auto buf = make_input(pg.rank(), kCount, DType::f32, ReduceOp::sum);
       Work w = pg.allreduce(buf.data(), kCount, DType::f32, ReduceOp::sum);
