@@ -69,6 +69,9 @@ void stop_a_worker(bool restart) {
   EXPECT_NE(named->second.find("waiting for rank 1"), std::string::npos) << out;
   EXPECT_NE(named->second.find("allreduce #"), std::string::npos) << out;
   EXPECT_NE(out.find("no report from rank(s) 1"), std::string::npos) << out;  // the flight recorder
+  // No error claims a wait it did not make (DDP's said "within 300000 ms", its own default,
+  // around the process group's error at 3 s).
+  EXPECT_EQ(out.find("300000 ms"), std::string::npos) << out;
   const auto failed = job.find_line("lockstep run: worker rank");
   ASSERT_TRUE(failed) << out;
   // The launcher names the stopped worker too (its peers' timeouts are the symptom).

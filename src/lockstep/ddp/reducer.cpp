@@ -192,8 +192,9 @@ void Reducer::wait_bucket(size_t b, StepResult& r) {
     if (p.work.valid() && !p.finish) nonfinite = p.work.nonfinite();  // a finish changes the data
     if (p.finish) p.finish(opt_.timeout);
   } catch (const TimeoutError& e) {
-    LOCKSTEP_THROW(TimeoutError, "rank ", pg_.rank(), ": DDP ", where(b), " was not reduced within ",
-                   opt_.timeout.count(), " ms: ", e.what(),
+    // e says how long: the operation's own deadline (the process group's timeout) usually
+    // passes first, with the precise error; opt_.timeout only bounds this wait.
+    LOCKSTEP_THROW(TimeoutError, "rank ", pg_.rank(), ": DDP ", where(b), " was not reduced: ", e.what(),
                    ". A peer may have stopped, skipped this step, or have a different model.");
   } catch (const PeerError& e) {
     throw PeerError(e.peer_rank(), e.op(), str_cat("rank ", pg_.rank(), ": DDP ", where(b), ": ", e.what()));
