@@ -7,7 +7,12 @@
 //       --min-bytes 8 --max-bytes 256M --dtype float32 --iters 20
 //
 // Columns: size(B) count type redop time(us) algbw(GB/s) busbw(GB/s) #wrong, then the
-// single-core memcpy bandwidth of a buffer of the same size (the shared-memory ceiling).
+// ceilings for the same size: the single-core memcpy bandwidth (what ranks sharing the memory
+// bus can move), one TCP stream between ranks 0 and 1 (tcp transport), and the cross-core
+// read bandwidth: rank 0 copying out a buffer that rank 1 has just written, through shared
+// memory. Each of two ranks must read at least a whole buffer's worth of bytes the other
+// wrote, so a 2-rank all-reduce's algbw cannot pass that rate; where the data stays in the
+// caches it is far below memcpy's.
 // Per size: warm-up of at least --warmup operations and --warmup-ms, then the best of --reps
 // batches, each at least --batch-ms long (the slowest rank's time counts). The peers' scripts
 // in bench/comm time the same way. Spawned ranks are bound to CPUs as `lockstep run` binds
@@ -17,15 +22,18 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "local_ranks.h"
 #include "lockstep/comm/process_group.h"
+#include "lockstep/comm/shm/segment.h"
 #include "lockstep/comm/tcp/socket.h"
 #include "lockstep/core/buffer.h"
 #include "lockstep/launch/affinity.h"
@@ -167,6 +175,44 @@ struct RawTcp {
   }
 };
 
+// Cross-core read bandwidth between ranks 0 and 1 of one host: per repetition rank 1 copies
+// `bytes` from its private buffer into a shared one (so the lines sit modified in its core's
+// caches), then rank 0 copies them out; GB/s of rank 0's copies on rank 0.
+struct CrossCore {
+  std::unique_ptr<shm::ShmSegment> seg;  // [flag line][pad to 4096][data]
+  uint64_t seq = 0;                      // hand-overs so far (the same count on both ranks)
+  static constexpr size_t kData = 4096;
+
+  std::atomic<uint64_t>& flag() { return *reinterpret_cast<std::atomic<uint64_t>*>(seg->data()); }
+  void await(uint64_t v, const Deadline& dl) {
+    while (flag().load(std::memory_order_acquire) != v)
+      if (dl.expired()) LOCKSTEP_THROW(TimeoutError, "bench_collectives: cross-core ceiling: the peer rank did not hand over");
+  }
+  double gbps(int rank, std::byte* buf, size_t bytes) {
+    if (bytes == 0 || !seg || rank > 1) return 0;
+    const int reps = int(std::clamp<size_t>((64u << 20) / bytes, 3, 2000));
+    const Deadline dl = Deadline::after(std::chrono::seconds(60));
+    std::byte* shared = seg->data() + kData;
+    double s = 0;
+    for (int i = 0; i < reps; ++i, seq += 2) {
+      if (rank == 1) {
+        await(seq, dl);
+        std::memcpy(shared, buf, bytes);
+        flag().store(seq + 1, std::memory_order_release);
+      } else {
+        await(seq + 1, dl);
+        auto t0 = std::chrono::steady_clock::now();
+        std::memcpy(buf, shared, bytes);
+        asm volatile("" ::: "memory");
+        s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        flag().store(seq + 2, std::memory_order_release);
+      }
+    }
+    if (rank == 1) await(seq, dl);  // rank 0 is done reading
+    return rank == 0 ? double(bytes) * reps / s / 1e9 : 0;
+  }
+};
+
 struct Bufs {
   AlignedBuffer in, out, a, b;
 };
@@ -220,7 +266,8 @@ int64_t check(ProcessGroup& pg, const Flags& f, Bufs& bufs, size_t count, Reduce
   return wrong;
 }
 
-int rank_main(const Flags& f, int rank, int world, store::Store& store) {
+// local: every rank runs on this host (spawned here), so they can share memory.
+int rank_main(const Flags& f, int rank, int world, store::Store& store, bool local) {
   Options o;
   o.transport = f.transport;
   o.timeout = std::chrono::seconds(f.timeout_s);
@@ -233,14 +280,18 @@ int rank_main(const Flags& f, int rank, int world, store::Store& store) {
   bufs.out.reserve(maxb, true);
   RawTcp raw;
   if (f.transport == "tcp" && world > 1) raw = RawTcp::connect(store, rank);
+  CrossCore xcore;
+  if (local && world > 1)
+    xcore.seg = std::make_unique<shm::ShmSegment>(store, "bench/xcore", rank, world,
+                                                  CrossCore::kData + maxb, o.timeout);
   if (rank == 0) {
     bufs.a.reserve(maxb, true);
     bufs.b.reserve(maxb, true);
-    std::printf("# %-10s %12s %8s %6s %12s %12s %12s %8s %25s\n", "", "", "", "", "", "", "", "",
+    std::printf("# %-10s %12s %8s %6s %12s %12s %12s %8s %38s\n", "", "", "", "", "", "", "", "",
                 "ceilings (same size)");
-    std::printf("%12s %12s %8s %6s %12s %12s %12s %8s %12s %12s\n", "size(B)", "count", "type",
+    std::printf("%12s %12s %8s %6s %12s %12s %12s %8s %12s %12s %12s\n", "size(B)", "count", "type",
                 "redop", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "#wrong", "memcpy(GB/s)",
-                "rawtcp(GB/s)");
+                "rawtcp(GB/s)", "xcore(GB/s)");
   }
   for (size_t bytes = f.min_bytes; bytes <= f.max_bytes; bytes *= size_t(f.factor)) {
     const size_t count = count_for(f, bytes, world);
@@ -281,11 +332,13 @@ int rank_main(const Flags& f, int rank, int world, store::Store& store) {
     pg->barrier().wait();
     double tcp_ceiling = rank <= 1 ? raw.gbps(rank, bufs.out.data(), sz) : 0;
     pg->barrier().wait();
+    double xc = xcore.gbps(rank, rank == 0 ? bufs.out.data() : bufs.in.data(), sz);
+    pg->barrier().wait();
     if (rank == 0) {
       double algbw = double(sz) / us / 1e3;
-      std::printf("%12zu %12zu %8s %6s %12.2f %12.3f %12.3f %8lld %12.3f %12.3f\n", sz, count,
+      std::printf("%12zu %12zu %8s %6s %12.2f %12.3f %12.3f %8lld %12.3f %12.3f %12.3f\n", sz, count,
                   std::string(dtype_name(f.dtype)).c_str(), f.redop.c_str(), us, algbw,
-                  algbw * bus_factor(f.op, world), (long long)wrong, mc, tcp_ceiling);
+                  algbw * bus_factor(f.op, world), (long long)wrong, mc, tcp_ceiling, xc);
       std::fflush(stdout);
     }
   }
@@ -311,7 +364,7 @@ int main(int argc, char** argv) {
   if (std::getenv("RANK")) {  // one rank of a launched job: the launcher's store, no spawning
     const lockstep::DistEnv env = lockstep::read_dist_env();
     auto store = lockstep::store::connect_store(env, std::chrono::seconds(f.timeout_s));
-    return rank_main(f, env.rank, env.world_size, *store);
+    return rank_main(f, env.rank, env.world_size, *store, false);
   }
   const auto slices = lockstep::launch::cpu_partition(lockstep::launch::resolve_cpu_bind(f.cpu_bind), f.nproc,
                                                       lockstep::launch::allowed_cpus());
@@ -325,7 +378,7 @@ int main(int argc, char** argv) {
             LOCKSTEP_THROW(lockstep::ConfigError, "bench_collectives: rank ", rank, " cannot be bound to CPUs ",
                            lockstep::launch::cpu_list(slices[size_t(rank)]), "; use --cpu-bind none");
         }
-        return rank_main(f, rank, world, s);
+        return rank_main(f, rank, world, s, true);
       });
   int rc = 0;
   for (size_t r = 0; r < codes.size(); ++r)

@@ -40,7 +40,8 @@ def ours(name):
     rows = {}
     for line in open(os.path.join(tmp, name)):
         f = line.split()
-        if f and f[0].isdigit(): rows[int(f[0])] = (float(f[4]), int(f[7]), float(f[8]), float(f[9]) if len(f) > 9 else 0.0)
+        if f and f[0].isdigit(): rows[int(f[0])] = (float(f[4]), int(f[7]), float(f[8]), float(f[9]) if len(f) > 9 else 0.0,
+                                float(f[10]) if len(f) > 10 else 0.0)
     return rows
 def peer(name):
     p = os.path.join(tmp, name)
@@ -49,14 +50,14 @@ def peer(name):
 shm, tcp, gloo, mpi = ours("shm.txt"), ours("tcp.txt"), peer("gloo.txt"), peer("mpi.txt")
 bus = 2 * (n - 1) / n
 print(f"{'size(B)':>10} {'shm us':>9} {'algbw':>7} {'busbw':>7} {'#wr':>4} {'bound':>7} "
-      f"{'tcp us':>9} {'tcp busbw':>9} {'rawtcp':>7} {'gloo us':>9} {'mpi us':>9} {'shm/bound':>9} {'x gloo':>7} {'x mpi':>7} {'tcp x gloo':>10}")
+      f"{'xcore':>7} {'tcp us':>9} {'tcp busbw':>9} {'rawtcp':>7} {'gloo us':>9} {'mpi us':>9} {'shm/bound':>9} {'shm/xcore':>9} {'x gloo':>7} {'x mpi':>7} {'tcp x gloo':>10}")
 for s in sorted(shm):
-    us, wrong, mc, _ = shm[s]
+    us, wrong, mc, _, xc = shm[s]
     alg = s / us / 1e3
     bound = mc / n  # every byte read once and written once by P ranks sharing the bus
-    t, _, _, raw = tcp.get(s, (float('nan'), 0, 0, 0.0))
+    t, _, _, raw, _ = tcp.get(s, (float('nan'), 0, 0, 0.0, 0.0))
     g, m = gloo.get(s, float('nan')), mpi.get(s, float('nan'))
-    print(f"{s:>10} {us:>9.2f} {alg:>7.3f} {alg*bus:>7.3f} {wrong:>4} {bound:>7.3f} {t:>9.2f} {s/t/1e3*bus:>9.3f} {raw:>7.3f} "
-          f"{g:>9.2f} {m:>9.2f} {alg/bound if bound else 0:>9.2f} {g/us:>7.2f} {m/us:>7.2f} {g/t:>10.2f}")
-print("# algbw/busbw/rawtcp in GB/s; rawtcp = one TCP stream rank 0 -> 1 of that size; bound = memcpy(GB/s)/P; 'x gloo' = gloo time / lockstep shm time (higher is better)")
+    print(f"{s:>10} {us:>9.2f} {alg:>7.3f} {alg*bus:>7.3f} {wrong:>4} {bound:>7.3f} {xc:>7.3f} {t:>9.2f} {s/t/1e3*bus:>9.3f} {raw:>7.3f} "
+          f"{g:>9.2f} {m:>9.2f} {alg/bound if bound else 0:>9.2f} {alg/xc if xc else 0:>9.2f} {g/us:>7.2f} {m/us:>7.2f} {g/t:>10.2f}")
+print("# algbw/busbw/rawtcp in GB/s; rawtcp = one TCP stream rank 0 -> 1 of that size; bound = memcpy(GB/s)/P; xcore = rank 0 reading what rank 1 just wrote (GB/s); 'x gloo' = gloo time / lockstep shm time (higher is better)")
 PY
