@@ -27,8 +27,8 @@ TEST(StreamTuner, SettlesOnTheFasterModeAndProbesTheOther) {
   for (int i = 0; i < int(StreamTuner::kExplore); ++i) {
     const auto trial = t.begin(kMiB);
     EXPECT_EQ(trial.stream, (i / int(StreamTuner::kRun)) % 2 == 0) << i;
-    // The first of a run pays for the mode change: not measured (else cached would look slow).
-    EXPECT_EQ(trial.cls < 0, i % int(StreamTuner::kRun) == 0) << i;
+    // The first kSkip of a run pay for the mode change: not measured (else cached would look slow).
+    EXPECT_EQ(trial.cls < 0, i % int(StreamTuner::kRun) < int(StreamTuner::kSkip)) << i;
     t.end(trial, kMiB, trial.cls < 0 ? 1.0 : trial.stream ? 2e-4 : 1e-4);  // cached twice as fast
   }
   EXPECT_FALSE(t.preferred(kMiB));
@@ -52,6 +52,30 @@ TEST(StreamTuner, SizeClassesAreIndependentAndSmallCopiesAreNotStreamed) {
   EXPECT_TRUE(t.preferred(8 * kMiB));
   EXPECT_FALSE(t.begin(StreamTuner::kMinBytes - 1).stream);
   EXPECT_FALSE(t.preferred(64 << 10));
+}
+
+// With a shared table every rank follows the leader's choice, whatever its own timings say
+// (ranks deciding alone were seen on different modes), and probes at the same operations.
+TEST(StreamTuner, FollowersUseTheLeadersChoice) {
+  std::atomic<uint8_t> table[StreamTuner::kClasses] = {};
+  StreamTuner leader, follower;
+  leader.share(table, true);
+  follower.share(table, false);
+  const int ops = int(StreamTuner::kExplore + StreamTuner::kPeriod * 3);
+  int same = 0;
+  for (int i = 0; i < ops; ++i) {
+    const auto a = leader.begin(kMiB), b = follower.begin(kMiB);
+    same += a.stream == b.stream;
+    leader.end(a, kMiB, a.stream ? 1e-4 : 2e-4);    // the leader finds streaming faster,
+    follower.end(b, kMiB, b.stream ? 2e-4 : 1e-4);  // the follower the opposite
+  }
+  EXPECT_EQ(same, ops);
+  EXPECT_TRUE(leader.preferred(kMiB));
+  EXPECT_TRUE(follower.preferred(kMiB));
+  EXPECT_EQ(table[1].load(), 0);  // other classes: not chosen yet
+  StreamTuner alone;
+  simulate(alone, kMiB, ops, 2e-4, 1e-4);
+  EXPECT_FALSE(alone.preferred(kMiB));
 }
 
 TEST(StreamTuner, FixedModesDoNotMeasure) {

@@ -71,10 +71,11 @@ ShmGroup::ShmGroup(store::Store& store, const std::string& prefix, int rank, int
       half_bytes_(round_up(std::max<size_t>(chunk_bytes ? chunk_bytes : kDefaultHalfBytes,
                                             size_t(world) * 64), 64)),
       ring_bytes_(kRingBytes), tuner_(stream) {
-  // Layout: [bell][low-latency bell][RankCtl x P][RingCtl x P^2][ring data x P^2]
-  //         [slots: P x 2 halves][low-latency slots: P x 2 halves].
+  // Layout: [bell][low-latency bell][store modes][RankCtl x P][RingCtl x P^2]
+  //         [ring data x P^2][slots: P x 2 halves][low-latency slots: P x 2 halves].
   const size_t P = size_t(world);
-  const size_t ctl_off = 128, rings_off = ctl_off + P * sizeof(RankCtl);
+  const size_t modes_off = 128, ctl_off = 192, rings_off = ctl_off + P * sizeof(RankCtl);
+  static_assert(StreamTuner::kClasses <= 64);
   const size_t ring_data_off = round_up(rings_off + P * P * sizeof(RingCtl), kPage);
   const size_t slots_off = round_up(ring_data_off + P * P * ring_bytes_, kPage);
   const size_t ll_off = round_up(slots_off + P * 2 * half_bytes_, kPage);
@@ -89,6 +90,8 @@ ShmGroup::ShmGroup(store::Store& store, const std::string& prefix, int rank, int
   rings_ = reinterpret_cast<RingCtl*>(b + rings_off);
   ring_data_ = b + ring_data_off;
   slots_ = b + slots_off;
+  static_assert(sizeof(std::atomic<uint8_t>) == 1);
+  tuner_.share(reinterpret_cast<std::atomic<uint8_t>*>(b + modes_off), rank == 0);
   ctl_[rank].pid.store(::getpid());
   // Spinning only pays when every busy thread has a core; oversubscribed ones sleep at once.
   // A rank whose group thread communicates while its caller computes has two busy threads.

@@ -5,13 +5,17 @@
 // minutes earlier on the same VM 10.9 against 21.9. So each rank measures instead of guessing:
 // the first operations of a class try the two modes in runs of kRun, then the faster (by a
 // running average of seconds per byte) is used, and every kPeriod operations the other one
-// is probed kProbes times, so that a change of placement is noticed. The first operation
-// after a change of mode is not measured (it pays for the other mode's cache state). All
-// ranks see the same sequence of operations, so their probes coincide. Not thread-safe: one
-// per ShmGroup, used by the thread that runs its collectives.
+// is probed kProbes times, so that a change of placement is noticed. The first kSkip
+// operations after a change of mode are not measured (they pay for the other mode's cache
+// state: with one skipped, a 256 KiB probe measured 2.5 GB/s streamed against 12-13 when
+// streaming throughout, and the tuner kept the slower mode). All ranks see the same sequence
+// of operations, so their probes coincide; and with share() they all follow one rank's
+// choice (each deciding alone, two ranks were seen to settle on different modes). Not
+// thread-safe: one per ShmGroup, used by the thread that runs its collectives.
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -22,10 +26,19 @@ class StreamTuner {
  public:
   enum class Mode { kAuto, kAlways, kNever };
   static constexpr size_t kMinBytes = 256 << 10;  // smaller: streaming is off (memcpy in cache)
-  static constexpr uint64_t kRun = 4, kExplore = 4 * kRun, kPeriod = 128, kProbes = 4;
+  static constexpr uint64_t kRun = 6, kExplore = 4 * kRun, kPeriod = 256, kProbes = 8, kSkip = 2;
+  static constexpr int kClasses = 8;  // 256 KiB, 512 KiB, ... 16 MiB, >= 32 MiB
   static constexpr double kAlpha = 0.3;  // weight of a new sample in the running average
 
   explicit StreamTuner(Mode mode = Mode::kAuto) : mode_(mode) {}
+
+  // The choice per size class lives in `table` (kClasses bytes every rank sees; 0 = none
+  // yet, 1 = cached, 2 = streamed): the leader writes its choice there, and after exploring
+  // every rank follows it.
+  void share(std::atomic<uint8_t>* table, bool leader) {
+    table_ = table;
+    leader_ = leader;
+  }
 
   struct Trial {
     int cls = -1;  // -1: not measured
@@ -42,12 +55,13 @@ class StreamTuner {
     bool stream, first;
     if (i < kExplore) {  // runs of kRun: streamed, cached, streamed, cached
       stream = (i / kRun) % 2 == 0;
-      first = i % kRun == 0;
+      first = i % kRun < kSkip;
     } else {
       const uint64_t p = (i - kExplore) % kPeriod;
       const bool probe = p >= kPeriod - kProbes;
-      stream = probe ? !k.best_stream : k.best_stream;
-      first = p == 0 || p == kPeriod - kProbes;
+      const bool best = best_stream(c);
+      stream = probe ? !best : best;
+      first = p < kSkip || (p >= kPeriod - kProbes && p < kPeriod - kProbes + kSkip);
     }
     return {first ? -1 : c, stream};
   }
@@ -59,8 +73,10 @@ class StreamTuner {
     double& avg = k.sec_per_byte[t.stream ? 1 : 0];
     const double x = seconds / double(bytes);
     avg = avg < 0 ? x : (1 - kAlpha) * avg + kAlpha * x;
-    if (k.sec_per_byte[0] >= 0 && k.sec_per_byte[1] >= 0)
+    if (k.sec_per_byte[0] >= 0 && k.sec_per_byte[1] >= 0) {
       k.best_stream = k.sec_per_byte[1] <= k.sec_per_byte[0];
+      if (table_ && leader_) table_[t.cls].store(k.best_stream ? 2 : 1, std::memory_order_relaxed);
+    }
   }
 
   // The mode the class of `bytes` currently prefers (for the copies that are not measured:
@@ -68,7 +84,7 @@ class StreamTuner {
   bool preferred(size_t bytes) const {
     if (bytes < kMinBytes || mode_ == Mode::kNever) return false;
     if (mode_ == Mode::kAlways) return true;
-    return classes_[size_t(size_class(bytes))].best_stream;
+    return best_stream(size_class(bytes));
   }
 
   // Seconds per byte of each mode in the class of `bytes` (-1: not measured yet).
@@ -77,7 +93,6 @@ class StreamTuner {
   }
 
  private:
-  static constexpr int kClasses = 8;  // 256 KiB, 512 KiB, ... 16 MiB, >= 32 MiB
   static int size_class(size_t bytes) {
     const int c = int(std::bit_width(bytes)) - 1 - 18;  // floor(log2(bytes)) - log2(256 KiB)
     return c < 0 ? 0 : c >= kClasses ? kClasses - 1 : c;
@@ -87,8 +102,14 @@ class StreamTuner {
     std::array<double, 2> sec_per_byte{-1, -1};
     bool best_stream = true;
   };
+  bool best_stream(int c) const {
+    const uint8_t shared = table_ ? table_[c].load(std::memory_order_relaxed) : 0;
+    return shared ? shared == 2 : classes_[size_t(c)].best_stream;
+  }
   Mode mode_;
   std::array<Class, kClasses> classes_{};
+  std::atomic<uint8_t>* table_ = nullptr;
+  bool leader_ = false;
 };
 
 }  // namespace lockstep::comm::shm
