@@ -54,6 +54,26 @@ TEST(StreamTuner, SizeClassesAreIndependentAndSmallCopiesAreNotStreamed) {
   EXPECT_FALSE(t.preferred(64 << 10));
 }
 
+// A slow outlier now and then (a timer tick, a descheduled peer) must not decide. Cached
+// stores are faster at first; then streaming becomes faster, and the first two measured
+// probes of every window take 8x as long: the probes must still notice the change (a
+// running average never did).
+TEST(StreamTuner, OutliersDoNotDecide) {
+  constexpr uint64_t kFirstMeasuredProbe = StreamTuner::kPeriod - StreamTuner::kProbes + StreamTuner::kSkip;
+  StreamTuner t;
+  simulate(t, kMiB, int(StreamTuner::kExplore + 2 * StreamTuner::kPeriod), 2e-4, 1e-4);
+  ASSERT_FALSE(t.preferred(kMiB));
+  const uint64_t explored = StreamTuner::kExplore + 2 * StreamTuner::kPeriod;
+  for (uint64_t i = explored; i < explored + 8 * StreamTuner::kPeriod; ++i) {
+    const auto trial = t.begin(kMiB);
+    const uint64_t p = (i - StreamTuner::kExplore) % StreamTuner::kPeriod;
+    const double s = trial.stream ? 1e-4 : 1.5e-4;
+    const bool outlier = p == kFirstMeasuredProbe || p == kFirstMeasuredProbe + 1;
+    t.end(trial, kMiB, outlier ? 8 * s : s);
+  }
+  EXPECT_TRUE(t.preferred(kMiB));
+}
+
 // With a shared table every rank follows the leader's choice, whatever its own timings say
 // (ranks deciding alone were seen on different modes), and probes at the same operations.
 TEST(StreamTuner, FollowersUseTheLeadersChoice) {

@@ -3,8 +3,8 @@
 // where the hypervisor placed the two vCPUs, and changes while a job runs: on this project's
 // 2-vCPU VM a 1 MiB all-reduce measured 15.6 GB/s streamed against 12.4 cached, and twenty
 // minutes earlier on the same VM 10.9 against 21.9. So each rank measures instead of guessing:
-// the first operations of a class try the two modes in runs of kRun, then the faster (by a
-// running average of seconds per byte) is used, and every kPeriod operations the other one
+// the first operations of a class try the two modes in runs of kRun, then the faster (by the
+// median seconds per byte of its last kSamples operations) is used, and every kPeriod operations the other one
 // is probed kProbes times, so that a change of placement is noticed. The first kSkip
 // operations after a change of mode are not measured (they pay for the other mode's cache
 // state: with one skipped, a 256 KiB probe measured 2.5 GB/s streamed against 12-13 when
@@ -14,6 +14,7 @@
 // thread-safe: one per ShmGroup, used by the thread that runs its collectives.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <bit>
@@ -28,7 +29,11 @@ class StreamTuner {
   static constexpr size_t kMinBytes = 256 << 10;  // smaller: streaming is off (memcpy in cache)
   static constexpr uint64_t kRun = 6, kExplore = 4 * kRun, kPeriod = 256, kProbes = 8, kSkip = 2;
   static constexpr int kClasses = 8;  // 256 KiB, 512 KiB, ... 16 MiB, >= 32 MiB
-  static constexpr double kAlpha = 0.3;  // weight of a new sample in the running average
+  // Each mode's estimate is the median of its last kSamples measured operations: one slow
+  // outlier (a timer tick, a descheduled peer: 2-8x the usual time, every few dozen
+  // operations) moved a running average for a long time, and hit the probed mode, with few
+  // samples, hardest.
+  static constexpr int kSamples = 8;
 
   explicit StreamTuner(Mode mode = Mode::kAuto) : mode_(mode) {}
 
@@ -70,9 +75,12 @@ class StreamTuner {
   void end(const Trial& t, size_t bytes, double seconds) {
     if (t.cls < 0 || bytes == 0) return;
     Class& k = classes_[size_t(t.cls)];
-    double& avg = k.sec_per_byte[t.stream ? 1 : 0];
-    const double x = seconds / double(bytes);
-    avg = avg < 0 ? x : (1 - kAlpha) * avg + kAlpha * x;
+    const int m = t.stream ? 1 : 0;
+    k.last[size_t(m)][k.seen[size_t(m)]++ % kSamples] = seconds / double(bytes);
+    std::array<double, kSamples> v = k.last[size_t(m)];
+    const auto n = std::min<uint64_t>(k.seen[size_t(m)], kSamples);
+    std::nth_element(v.begin(), v.begin() + long(n / 2), v.begin() + long(n));
+    k.sec_per_byte[size_t(m)] = v[n / 2];
     if (k.sec_per_byte[0] >= 0 && k.sec_per_byte[1] >= 0) {
       k.best_stream = k.sec_per_byte[1] <= k.sec_per_byte[0];
       if (table_ && leader_) table_[t.cls].store(k.best_stream ? 2 : 1, std::memory_order_relaxed);
@@ -99,7 +107,9 @@ class StreamTuner {
   }
   struct Class {
     uint64_t ops = 0;
-    std::array<double, 2> sec_per_byte{-1, -1};
+    std::array<std::array<double, kSamples>, 2> last{};  // per mode, a ring of samples
+    std::array<uint64_t, 2> seen{0, 0};
+    std::array<double, 2> sec_per_byte{-1, -1};  // per mode, the median of `last`
     bool best_stream = true;
   };
   bool best_stream(int c) const {
