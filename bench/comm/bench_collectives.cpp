@@ -17,6 +17,8 @@
 // batches, each at least --batch-ms long (the slowest rank's time counts). The peers' scripts
 // in bench/comm time the same way. Spawned ranks are bound to CPUs as `lockstep run` binds
 // its workers (--cpu-bind, LOCKSTEP_CPU_BIND; default auto), and as mpirun binds Open MPI's.
+// --shared-buffers takes the buffers from ProcessGroup::alloc_shared (like nccl-tests' -R,
+// registered buffers): the shared-memory all-reduce then needs no staging copies.
 #include <sched.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -55,6 +57,7 @@ struct Flags {
   DType dtype = DType::f32;
   int timeout_s = 300;
   std::string cpu_bind;  // "" = LOCKSTEP_CPU_BIND, then auto
+  bool shared_buffers = false;  // the operation's buffers from ProcessGroup::alloc_shared
 };
 
 size_t parse_size(const std::string& s) {
@@ -76,7 +79,7 @@ size_t parse_size(const std::string& s) {
                "  [--op allreduce|broadcast|reduce|allgather|reduce_scatter|alltoall|barrier]\n"
                "  [--nproc N] [--min-bytes 8] [--max-bytes 256M] [--step-factor 2]\n"
                "  [--dtype float32] [--redop sum] [--iters 20] [--warmup 3] [--reps 5] [--timeout 300]\n"
-               "  [--warmup-ms 20] [--batch-ms 10] [--cpu-bind auto|none|cores]\n");
+               "  [--warmup-ms 20] [--batch-ms 10] [--cpu-bind auto|none|cores] [--shared-buffers]\n");
   std::exit(2);
 }
 
@@ -103,6 +106,7 @@ Flags parse(int argc, char** argv) {
     else if (a == "--max-bytes") f.max_bytes = parse_size(val());
     else if (a == "--timeout") f.timeout_s = std::stoi(val());
     else if (a == "--cpu-bind") f.cpu_bind = val();
+    else if (a == "--shared-buffers") f.shared_buffers = true;
     else if (a == "--dtype") {
       auto d = parse_dtype(val());
       if (!d) usage();
@@ -214,12 +218,15 @@ struct CrossCore {
 };
 
 struct Bufs {
-  AlignedBuffer in, out, a, b;
+  AlignedBuffer plain_in, plain_out, a, b;
+  std::shared_ptr<std::byte[]> shared_in, shared_out;  // with --shared-buffers
+  std::byte* in() { return shared_in ? shared_in.get() : plain_in.data(); }
+  std::byte* out() { return shared_out ? shared_out.get() : plain_out.data(); }
 };
 
 Work issue(ProcessGroup& pg, const Flags& f, Bufs& bufs, size_t count, ReduceOp op) {
-  void* in = bufs.in.data();
-  void* out = bufs.out.data();
+  void* in = bufs.in();
+  void* out = bufs.out();
   if (f.op == "allreduce") return pg.allreduce(in, count, f.dtype, op);
   if (f.op == "broadcast") return pg.broadcast(in, count, f.dtype, 0);
   if (f.op == "reduce") return pg.reduce(in, count, f.dtype, op, 0);
@@ -235,7 +242,7 @@ Work issue(ProcessGroup& pg, const Flags& f, Bufs& bufs, size_t count, ReduceOp 
 int64_t check(ProcessGroup& pg, const Flags& f, Bufs& bufs, size_t count, ReduceOp op) {
   const int P = pg.size(), me = pg.rank();
   const size_t in_count = f.op == "reduce_scatter" || f.op == "alltoall" ? count * P : count;
-  for (size_t i = 0; i < in_count; ++i) store_from_double(bufs.in.data(), f.dtype, i, double((me + i) % 4));
+  for (size_t i = 0; i < in_count; ++i) store_from_double(bufs.in(), f.dtype, i, double((me + i) % 4));
   issue(pg, f, bufs, count, op).wait();
   int64_t wrong = 0;
   auto expect_sum = [&](size_t i) {  // sum over ranks of (r + i) % 4
@@ -249,18 +256,18 @@ int64_t check(ProcessGroup& pg, const Flags& f, Bufs& bufs, size_t count, Reduce
   };
   if (f.op == "allreduce" || (f.op == "reduce" && me == 0)) {
     if (op == ReduceOp::sum || op == ReduceOp::avg)
-      for (size_t i = 0; i < count; ++i) wrong += bad(bufs.in.data(), i, expect_sum(i));
+      for (size_t i = 0; i < count; ++i) wrong += bad(bufs.in(), i, expect_sum(i));
   } else if (f.op == "broadcast") {
-    for (size_t i = 0; i < count; ++i) wrong += bad(bufs.in.data(), i, double(i % 4));
+    for (size_t i = 0; i < count; ++i) wrong += bad(bufs.in(), i, double(i % 4));
   } else if (f.op == "allgather") {
     for (int r = 0; r < P; ++r)
-      for (size_t i = 0; i < count; ++i) wrong += bad(bufs.out.data(), r * count + i, double((r + i) % 4));
+      for (size_t i = 0; i < count; ++i) wrong += bad(bufs.out(), r * count + i, double((r + i) % 4));
   } else if (f.op == "reduce_scatter" && op == ReduceOp::sum) {
-    for (size_t i = 0; i < count; ++i) wrong += bad(bufs.out.data(), i, expect_sum(me * count + i));
+    for (size_t i = 0; i < count; ++i) wrong += bad(bufs.out(), i, expect_sum(me * count + i));
   } else if (f.op == "alltoall") {
     for (int r = 0; r < P; ++r)
       for (size_t i = 0; i < count; ++i)
-        wrong += bad(bufs.out.data(), r * count + i, double((r + me * count + i) % 4));
+        wrong += bad(bufs.out(), r * count + i, double((r + me * count + i) % 4));
   }
   pg.allreduce(&wrong, 1, DType::i64, ReduceOp::sum).wait();
   return wrong;
@@ -276,8 +283,13 @@ int rank_main(const Flags& f, int rank, int world, store::Store& store, bool loc
   if (!op) LOCKSTEP_THROW(ConfigError, "unknown --redop ", f.redop);
   Bufs bufs;
   const size_t maxb = f.max_bytes + 4096;
-  bufs.in.reserve(maxb, true);
-  bufs.out.reserve(maxb, true);
+  if (f.shared_buffers) {  // pre-faulted and zeroed like the plain ones
+    bufs.shared_in = pg->alloc_shared(maxb);
+    bufs.shared_out = pg->alloc_shared(maxb);
+  } else {
+    bufs.plain_in.reserve(maxb, true);
+    bufs.plain_out.reserve(maxb, true);
+  }
   RawTcp raw;
   if (f.transport == "tcp" && world > 1) raw = RawTcp::connect(store, rank);
   CrossCore xcore;
@@ -330,9 +342,9 @@ int rank_main(const Flags& f, int rank, int world, store::Store& store, bool loc
     pg->barrier().wait();
     double mc = rank == 0 ? memcpy_gbps(bufs.a, bufs.b, sz) : 0;
     pg->barrier().wait();
-    double tcp_ceiling = rank <= 1 ? raw.gbps(rank, bufs.out.data(), sz) : 0;
+    double tcp_ceiling = rank <= 1 ? raw.gbps(rank, bufs.out(), sz) : 0;
     pg->barrier().wait();
-    double xc = xcore.gbps(rank, rank == 0 ? bufs.out.data() : bufs.in.data(), sz);
+    double xc = xcore.gbps(rank, rank == 0 ? bufs.out() : bufs.in(), sz);
     pg->barrier().wait();
     if (rank == 0) {
       double algbw = double(sz) / us / 1e3;
@@ -361,6 +373,8 @@ int main(int argc, char** argv) {
               f.backend.c_str(), f.transport.c_str(), f.op.c_str(), f.nproc);
   if (!std::getenv("RANK"))
     std::printf("# cpu binding: %s\n", lockstep::launch::resolve_cpu_bind(f.cpu_bind).c_str());
+  if (f.shared_buffers)
+    std::printf("# buffers: ProcessGroup::alloc_shared (all-reduce reduces straight from the peers' buffers)\n");
   if (std::getenv("RANK")) {  // one rank of a launched job: the launcher's store, no spawning
     const lockstep::DistEnv env = lockstep::read_dist_env();
     auto store = lockstep::store::connect_store(env, std::chrono::seconds(f.timeout_s));

@@ -4,8 +4,11 @@
 # prints one table with the ratios. lockstep's ranks are bound to CPUs as `lockstep run` binds
 # workers (bench_collectives --cpu-bind auto), Open MPI's as mpirun binds them (to cores for
 # up to 2 ranks); gloo's stay unbound, as under torchrun. Usage:
-#   bench/comm/peers.sh [BUILD_DIR] [NPROC] [MIN_BYTES] [MAX_BYTES] [FACTOR]
+#   bench/comm/peers.sh [BUILD_DIR] [NPROC] [MIN_BYTES] [MAX_BYTES] [FACTOR] [BENCH FLAGS...]
 #   bench/comm/peers.sh build/h-comm 2 8 268435456 4
+#   bench/comm/peers.sh build/release 2 1048576 268435456 2 --shared-buffers
+# Flags after FACTOR go to both bench_collectives runs (e.g. --shared-buffers: lockstep's
+# buffers from ProcessGroup::alloc_shared, as nccl-tests' -R registers them).
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 BUILD=${1:-build/h-comm}
@@ -13,16 +16,18 @@ NPROC=${2:-2}
 MIN=${3:-8}
 MAX=${4:-268435456}
 FACTOR=${5:-4}
+ARGS="$*"
+[ $# -gt 5 ] && shift 5 || set --
 TMP=$(mktemp -d /tmp/lockstep-peers-XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 BENCH="$BUILD/bench/comm/bench_collectives"
 [ -x "$BENCH" ] || { echo "peers.sh: $BENCH not built (cmake --build $BUILD --target bench_collectives)"; exit 2; }
 
-echo "# peers.sh $*  ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, load $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "# peers.sh $ARGS  ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, load $(cut -d' ' -f1-3 /proc/loadavg))"
 "$BENCH" --transport shm --op allreduce --nproc "$NPROC" --min-bytes "$MIN" --max-bytes "$MAX" \
-  --step-factor "$FACTOR" > "$TMP/shm.txt"
+  --step-factor "$FACTOR" "$@" > "$TMP/shm.txt"
 "$BENCH" --transport tcp --op allreduce --nproc "$NPROC" --min-bytes "$MIN" --max-bytes "$MAX" \
-  --step-factor "$FACTOR" > "$TMP/tcp.txt"
+  --step-factor "$FACTOR" "$@" > "$TMP/tcp.txt"
 if /usr/bin/python3 -c "import torch.distributed" 2>/dev/null; then
   /usr/bin/python3 "$HERE/torch_allreduce.py" --nproc "$NPROC" --min-bytes "$MIN" --max-bytes "$MAX" \
     --factor "$FACTOR" > "$TMP/gloo.txt" 2> "$TMP/gloo.err" || echo "# torch gloo failed: $(tail -1 "$TMP/gloo.err")"

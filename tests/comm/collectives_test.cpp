@@ -151,6 +151,76 @@ TEST_P(CollectivesTest, CheckFiniteAllreduceFlagsNaNAndInfOnEveryRank) {
   }, o);
 }
 
+// Buffers from alloc_shared: all-reduces inside them (here not at the allocation's start)
+// reduce straight from the peers' memory on shm, every dtype and op, above and below the
+// size where that path starts; tcp and one rank get ordinary memory and the usual paths.
+TEST_P(CollectivesTest, AllreduceInSharedMemoryEveryDtypeOpAndCount) {
+  constexpr size_t kOffset = 4096 + 64, kMaxCount = 200003;
+  each_rank([&](ProcessGroup& pg) {
+    auto mem = pg.alloc_shared(kOffset + kMaxCount * 8);
+    ASSERT_TRUE(mem);
+    EXPECT_EQ(mem[kOffset + kMaxCount * 8 - 1], std::byte{0}) << "alloc_shared memory is zeroed";
+    uint8_t* data = reinterpret_cast<uint8_t*>(mem.get()) + kOffset;
+    for (DType dt : kAllDTypes)
+      for (ReduceOp op : kAllReduceOps)
+        for (size_t count : {size_t(1), size_t(1027), size_t(70001), kMaxCount}) {
+          if (count > 2000 && op != ReduceOp::sum && op != ReduceOp::avg && dt != DType::f32) continue;
+          const auto in = make_input(pg.rank(), count, dt, op);
+          std::memcpy(data, in.data(), count * dtype_size(dt));
+          pg.allreduce(data, count, dt, op).wait();
+          expect_reduced(data, count, pg.size(), dt, op,
+                         str_cat("shared allreduce ", dtype_name(dt), " ", reduce_op_name(op), " n=", count));
+        }
+  });
+}
+
+// Back to back on the same shared buffer, values changing every iteration and interleaved
+// with staged all-reduces: a rank that wrote its next input before a slow peer had read the
+// current one, or read a slice before its owner stored it, gets another iteration's values.
+// The NaN/Inf flag travels on this path too.
+TEST_P(CollectivesTest, SharedMemoryAllreducesBackToBackNeverMixIterations) {
+  constexpr size_t kCount = 70001;  // int32: 280 KB, above the one-barrier size everywhere
+  each_rank([&](ProcessGroup& pg) {
+    auto mem = pg.alloc_shared(kCount * sizeof(int32_t));
+    auto* v = reinterpret_cast<int32_t*>(mem.get());
+    std::vector<int32_t> staged(kCount);
+    const int P = pg.size(), iters = P <= 2 ? 200 : 40;
+    for (int it = 0; it < iters; ++it) {
+      for (size_t i = 0; i < kCount; ++i) v[i] = int32_t(pg.rank() * 1000 + it * 7 + int(i % 13));
+      Work w = pg.allreduce(v, kCount, DType::i32, ReduceOp::sum);
+      std::fill(staged.begin(), staged.end(), int32_t(it));
+      pg.allreduce(staged.data(), kCount, DType::i32, ReduceOp::sum).wait();
+      w.wait();
+      for (size_t i = 0; i < kCount; ++i) {
+        const int32_t want = 1000 * P * (P - 1) / 2 + P * (it * 7 + int(i % 13));
+        ASSERT_EQ(v[i], want) << "rank " << pg.rank() << " iteration " << it << " element " << i;
+        ASSERT_EQ(staged[i], P * it) << "rank " << pg.rank() << " iteration " << it;
+      }
+    }
+    auto f = pg.alloc_shared(kCount * sizeof(float));
+    auto* x = reinterpret_cast<float*>(f.get());
+    for (int culprit = 0; culprit < P; ++culprit) {
+      for (size_t i = 0; i < kCount; ++i) x[i] = float(i % 5);
+      if (pg.rank() == culprit) x[kCount - 1 - size_t(culprit)] = std::nanf("");
+      Work w = pg.allreduce_check_finite(x, kCount, DType::f32, ReduceOp::avg);
+      w.wait();
+      ASSERT_TRUE(w.nonfinite().has_value());
+      EXPECT_TRUE(*w.nonfinite()) << "rank " << pg.rank() << ": rank " << culprit << " put a NaN";
+    }
+    for (size_t i = 0; i < kCount; ++i) x[i] = float(i % 5);
+    Work w = pg.allreduce_check_finite(x, kCount, DType::f32, ReduceOp::avg);
+    w.wait();
+    EXPECT_FALSE(*w.nonfinite()) << "rank " << pg.rank();
+    for (size_t i = 0; i < kCount; ++i) ASSERT_EQ(x[i], float(i % 5)) << "element " << i;
+    mem.reset();  // gone from the group's view; the path falls back to staging for new memory
+    auto again = pg.alloc_shared(kCount * sizeof(int32_t));
+    auto* y = reinterpret_cast<int32_t*>(again.get());
+    for (size_t i = 0; i < kCount; ++i) y[i] = int32_t(i % 3);
+    pg.allreduce(y, kCount, DType::i32, ReduceOp::max).wait();
+    for (size_t i = 0; i < kCount; ++i) ASSERT_EQ(y[i], int32_t(i % 3));
+  });
+}
+
 // start_now(): an operation small enough to be held back for its waiter (up to 1 MiB) starts
 // at once on the group's thread, as DDP needs for buckets launched during backward. Without
 // it, it waits for the group thread's next look at the queue (Options::queue_poll, set here

@@ -47,6 +47,27 @@ TEST_P(ErrorsTest, DebugModeNamesMismatchedCollectives) {
   });
 }
 
+// One rank all-reduces inside alloc_shared memory, the other an ordinary buffer: on shm the
+// two would take different paths, so the debug mode names it (tcp: both are ordinary).
+TEST_P(ErrorsTest, DebugModeNamesASharedBufferOnOneRankOnly) {
+  Options o = test_options(GetParam());
+  o.debug_checks = true;
+  o.timeout = std::chrono::seconds(10);
+  constexpr size_t kCount = 100000;  // above every one-barrier size
+  run_ranks(2, [&](int rank, store::Store& store) {
+    auto pg = ProcessGroup::create("native", store, rank, 2, o);
+    auto mem = pg->alloc_shared(kCount * sizeof(float));
+    std::vector<float> plain(kCount, 1.0f);
+    float* shared = reinterpret_cast<float*>(mem.get());
+    pg->allreduce(shared, kCount, DType::f32, ReduceOp::sum).wait();  // both shared: fine
+    Work w = pg->allreduce(rank == 0 ? shared : plain.data(), kCount, DType::f32, ReduceOp::sum);
+    if (GetParam() != "shm") return w.wait();
+    std::string msg = error_of<InvalidArgument>(w);
+    EXPECT_NE(msg.find("collective mismatch at #1"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("op=sum in_shared"), std::string::npos) << msg;
+  });
+}
+
 TEST_P(ErrorsTest, WaitTimesOutNamingTheOperationThenAbortUnblocks) {
   Options o = test_options(GetParam());
   std::atomic<bool> done{false};

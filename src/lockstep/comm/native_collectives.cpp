@@ -48,8 +48,11 @@ Work NativeProcessGroup::allreduce_impl(void* data, size_t count, DType dt, Redu
     state->complete();
     return Work(std::move(state));
   }
+  // Debug mode: whether the buffer is alloc_shared memory is part of the signature (ranks must agree).
   return enqueue(OpKind::allreduce,
-                 LOCKSTEP_SIG(OpKind::allreduce, dt, count, op_s(op) + (check ? " check_finite" : "")),
+                 LOCKSTEP_SIG(OpKind::allreduce, dt, count,
+                              op_s(op) + (check ? " check_finite" : "") +
+                                  (shm_ && shm_->reduces_in_place(data, count * dtype_size(dt)) ? " in_shared" : "")),
                  [=, this](const OpInfo& info, Deadline dl) {
     if (shm_) {
       bool bad = false;

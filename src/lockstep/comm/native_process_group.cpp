@@ -10,6 +10,7 @@
 
 #include "lockstep/comm/algorithms.h"
 #include "lockstep/comm/reduce_kernels.h"
+#include "lockstep/comm/shm/segment.h"
 #include "lockstep/comm/shm/shm_group.h"
 #include "lockstep/comm/tcp/tcp_transport.h"
 #include "lockstep/core/dist_env.h"
@@ -219,6 +220,21 @@ void NativeProcessGroup::abort() {
 void NativeProcessGroup::start_now() {
   std::lock_guard<std::mutex> lk(mu_);
   if (!queue_.empty() && !running_) cv_.notify_one();
+}
+
+// One segment for all ranks, rank r's block at r * stride; the group's shared-memory path
+// knows the blocks while the memory lives.
+std::shared_ptr<std::byte[]> NativeProcessGroup::alloc_shared(size_t bytes) {
+  if (!shm_ || world_ == 1) return ProcessGroup::alloc_shared(bytes);
+  const size_t stride = (std::max<size_t>(bytes, 1) + 4095) / 4096 * 4096;
+  auto seg = std::make_shared<shm::ShmSegment>(store_, str_cat(prefix_, "shared/", shared_allocs_++, "/"),
+                                               rank_, world_, stride * size_t(world_), opt_.timeout);
+  std::byte* base = seg->data();
+  shm_->shared_blocks()->add(base, stride, bytes);
+  std::weak_ptr<shm::SharedBlocks> blocks = shm_->shared_blocks();
+  return std::shared_ptr<std::byte[]>(base + size_t(rank_) * stride, [seg, blocks, base](std::byte*) {
+    if (auto b = blocks.lock()) b->remove(base);
+  });
 }
 
 Work NativeProcessGroup::enqueue(OpKind kind, std::string signature, Body body, size_t bytes) {

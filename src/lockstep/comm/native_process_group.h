@@ -57,6 +57,7 @@ class NativeProcessGroup final : public ProcessGroup {
   std::unique_ptr<ProcessGroup> new_group(const std::vector<int>& ranks) override;
   void abort() override;
   void start_now() override;
+  std::shared_ptr<std::byte[]> alloc_shared(size_t bytes) override;
 
  private:
   using Body = std::function<void(const OpInfo&, Deadline)>;
@@ -128,6 +129,7 @@ class NativeProcessGroup final : public ProcessGroup {
   uint64_t next_seq_ = 0;    // collectives (identical on all ranks)
   uint64_t next_p2p_ = 0;    // point-to-point operations
   int subgroups_ = 0;
+  int shared_allocs_ = 0;  // alloc_shared calls (names their store keys)
   std::thread worker_;
 };
 

@@ -1,6 +1,9 @@
 #include "lockstep/comm/process_group.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
 #include <map>
 #include <mutex>
 
@@ -52,6 +55,14 @@ std::unique_ptr<ProcessGroup> ProcessGroup::create(const std::string& backend, s
     f = it->second;
   }
   return f(store, rank, world, options);
+}
+
+std::shared_ptr<std::byte[]> ProcessGroup::alloc_shared(size_t bytes) {
+  const size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
+  auto* p = static_cast<std::byte*>(std::aligned_alloc(64, rounded));
+  if (!p) throw std::bad_alloc();
+  std::memset(p, 0, rounded);
+  return std::shared_ptr<std::byte[]>(p, [](std::byte* q) { std::free(q); });
 }
 
 void ProcessGroup::check_group_ranks(const std::vector<int>& ranks, int world) {

@@ -128,6 +128,15 @@ class ProcessGroup {
   // wait follows at once. Backends that always start at once ignore it.
   virtual void start_now() {}
 
+  // Memory every rank of the group can reach: on one host, `bytes` of shared memory per rank.
+  // An all-reduce of a buffer inside it, every rank passing the same offset into its own
+  // allocation, reduces straight from the peers' memory, without copies through staging
+  // buffers (what NCCL's registered buffers do). Collective: every rank calls it, in the same
+  // order, with the same size, and then uses its allocation as the others use theirs (LOCKSTEP_DEBUG=detail checks). The memory
+  // is zeroed and lives until the last copy of the pointer goes; backends without shared
+  // memory return ordinary memory.
+  virtual std::shared_ptr<std::byte[]> alloc_shared(size_t bytes);
+
   // Typed conveniences.
   template <class T>
   Work allreduce(std::span<T> data, ReduceOp op) {

@@ -70,12 +70,12 @@ ShmGroup::ShmGroup(store::Store& store, const std::string& prefix, int rank, int
     : rank_(rank), world_(world),
       half_bytes_(round_up(std::max<size_t>(chunk_bytes ? chunk_bytes : kDefaultHalfBytes,
                                             size_t(world) * 64), 64)),
-      ring_bytes_(kRingBytes), tuner_(stream) {
+      ring_bytes_(kRingBytes), tuner_(stream), shared_tuner_(stream) {
   // Layout: [bell][low-latency bell][store modes][RankCtl x P][RingCtl x P^2]
   //         [ring data x P^2][slots: P x 2 halves][low-latency slots: P x 2 halves].
   const size_t P = size_t(world);
   const size_t modes_off = 128, ctl_off = 192, rings_off = ctl_off + P * sizeof(RankCtl);
-  static_assert(StreamTuner::kClasses <= 64);
+  static_assert(2 * StreamTuner::kClasses <= 64);
   const size_t ring_data_off = round_up(rings_off + P * P * sizeof(RingCtl), kPage);
   const size_t slots_off = round_up(ring_data_off + P * P * ring_bytes_, kPage);
   const size_t ll_off = round_up(slots_off + P * 2 * half_bytes_, kPage);
@@ -92,6 +92,7 @@ ShmGroup::ShmGroup(store::Store& store, const std::string& prefix, int rank, int
   slots_ = b + slots_off;
   static_assert(sizeof(std::atomic<uint8_t>) == 1);
   tuner_.share(reinterpret_cast<std::atomic<uint8_t>*>(b + modes_off), rank == 0);
+  shared_tuner_.share(reinterpret_cast<std::atomic<uint8_t>*>(b + modes_off + StreamTuner::kClasses), rank == 0);
   ctl_[rank].pid.store(::getpid());
   // Spinning only pays when every busy thread has a core; oversubscribed ones sleep at once.
   // A rank whose group thread communicates while its caller computes has two busy threads.
@@ -208,6 +209,9 @@ void ShmGroup::allreduce(void* data, size_t count, DType dt, ReduceOp op, const 
   const size_t P = size_t(world_), me = size_t(rank_);
   if (nonfinite) *nonfinite = false;
   if (count * es <= kLowLatencyBytes) return allreduce_low_latency(data, count, dt, op, info, dl, nonfinite);
+  if (count * es > one_barrier_bytes_)
+    if (const auto at = shared_->find(data, count * es, rank_))
+      return allreduce_shared(data, count, dt, op, *at, info, dl, nonfinite);
   if (count * es <= one_barrier_bytes_) {
     const int half = int(chunk_++ & 1);
     std::memcpy(slot(rank_, half), data, count * es);
@@ -242,6 +246,60 @@ void ShmGroup::allreduce(void* data, size_t count, DType dt, ReduceOp op, const 
       if (r != me) std::memcpy(mine + cut(r), u8(slot(int(r), half)) + cut(r), cut(r + 1) - cut(r));
   }
   tuner_.end(trial, count * es, std::chrono::duration<double>(Clock::now() - started).count());
+}
+
+// All-reduce of a buffer inside blocks the ranks allocated together (every rank's buffer at
+// the same offset of its own block): no staging. After a barrier (every block holds its
+// rank's input) each rank folds its slice from every block at once, stores the result in
+// its own block and in every peer's (with two ranks in the same pass), and a second barrier
+// says every slice has arrived everywhere. Nobody else touches slice s of any block: rank s
+// reads it, then overwrites it, so the stores race with no reader. After the second barrier
+// no rank touches another's block, so each may reuse its buffer at once.
+void ShmGroup::allreduce_shared(void* data, size_t count, DType dt, ReduceOp op,
+                                const SharedBlocks::Hit& at, const OpInfo& info, Deadline dl,
+                                bool* nonfinite) {
+  const size_t es = dtype_size(dt), P = size_t(world_), me = size_t(rank_);
+  auto block = [&](size_t r) { return u8(at.base + r * at.stride + at.offset); };
+  auto cut = [&](size_t r) { return count * r / P * es; };
+  const size_t a = cut(me), b = cut(me + 1);
+  const StreamTuner::Trial trial = shared_tuner_.begin(count * es);
+  const auto started = Clock::now();
+  sync(info, dl);
+  for (size_t r = 0; r < P; ++r) srcs_[r] = block(r) + a;
+  bool mine_bad = false;
+  void* also = P == 2 ? block(1 - me) + a : nullptr;
+  reduce_many_finish(block(me) + a, also, srcs_.data(), world_, (b - a) / es, dt, op, world_,
+                     trial.stream, nonfinite ? &mine_bad : nullptr);
+  if (P > 2)
+    for (size_t r = 0; r < P; ++r)
+      if (r != me) copy_to_shared(block(r) + a, block(me) + a, b - a, trial.stream);
+  if (nonfinite) ctl_[rank_].nonfinite.store(((epoch_ + 1) << 1) | uint64_t(mine_bad), std::memory_order_relaxed);
+  sync(info, dl);
+  if (nonfinite)
+    for (size_t r = 0; r < P; ++r)
+      if (ctl_[r].nonfinite.load(std::memory_order_relaxed) == ((epoch_ << 1) | 1)) *nonfinite = true;
+  shared_tuner_.end(trial, count * es, std::chrono::duration<double>(Clock::now() - started).count());
+}
+
+void SharedBlocks::add(std::byte* base, size_t stride, size_t bytes) {
+  std::lock_guard<std::mutex> lk(mu_);
+  blocks_.push_back({base, stride, bytes});
+}
+
+void SharedBlocks::remove(std::byte* base) {
+  std::lock_guard<std::mutex> lk(mu_);
+  std::erase_if(blocks_, [&](const Block& b) { return b.base == base; });
+}
+
+std::optional<SharedBlocks::Hit> SharedBlocks::find(const void* data, size_t bytes, int rank) const {
+  const auto p = reinterpret_cast<uintptr_t>(data);
+  std::lock_guard<std::mutex> lk(mu_);
+  for (const Block& b : blocks_) {
+    const auto mine = reinterpret_cast<uintptr_t>(b.base) + size_t(rank) * b.stride;
+    if (p >= mine && p - mine <= b.bytes && bytes <= b.bytes - (p - mine))
+      return Hit{b.base, b.stride, p - mine};
+  }
+  return std::nullopt;
 }
 
 // The low-latency all-reduce: publish data + tag, wait for every peer's tag of this epoch,

@@ -11,6 +11,8 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,6 +43,31 @@ struct alignas(64) RingCtl {
 
 class ShmTransport;
 
+// Memory the group's ranks allocated together (ProcessGroup::alloc_shared): one segment,
+// rank r's block at base + r * stride. All-reduces of buffers inside a block reduce straight
+// from the peers' blocks. Thread-safe: blocks come and go on the caller's thread while the
+// group's thread looks them up.
+class SharedBlocks {
+ public:
+  struct Hit {
+    std::byte* base;  // rank 0's block; rank r's at base + r * stride
+    size_t stride;
+    size_t offset;    // of the buffer inside this rank's block
+  };
+  void add(std::byte* base, size_t stride, size_t bytes);
+  void remove(std::byte* base);
+  // Whether [data, data + bytes) lies inside this rank's block of one allocation.
+  std::optional<Hit> find(const void* data, size_t bytes, int rank) const;
+
+ private:
+  struct Block {
+    std::byte* base;
+    size_t stride, bytes;
+  };
+  mutable std::mutex mu_;
+  std::vector<Block> blocks_;
+};
+
 class ShmGroup {
  public:
   // chunk_bytes: staging bytes per rank per half-slot (0 = default). spin_us: how long waits
@@ -58,6 +85,12 @@ class ShmGroup {
                  bool* nonfinite = nullptr);
   void reduce(void* data, size_t count, DType dt, ReduceOp op, int root, const OpInfo& info,
               Deadline dl);
+  // The blocks allocated with the group: the caller adds and removes them.
+  const std::shared_ptr<SharedBlocks>& shared_blocks() const { return shared_; }
+  // Whether an all-reduce of `bytes` at `data` takes the shared-block path (allreduce_shared).
+  bool reduces_in_place(const void* data, size_t bytes) const {
+    return bytes > one_barrier_bytes_ && shared_->find(data, bytes, rank_).has_value();
+  }
   void broadcast(void* data, size_t bytes, int root, const OpInfo& info, Deadline dl);
   void allgather(const void* in, void* out, size_t bytes_per_rank, const OpInfo& info, Deadline dl);
   void reduce_scatter(const void* in, void* out, size_t count, DType dt, ReduceOp op,
@@ -121,6 +154,8 @@ class ShmGroup {
   }
   void allreduce_low_latency(void* data, size_t count, DType dt, ReduceOp op, const OpInfo& info,
                              Deadline dl, bool* nonfinite);
+  void allreduce_shared(void* data, size_t count, DType dt, ReduceOp op, const SharedBlocks::Hit& at,
+                        const OpInfo& info, Deadline dl, bool* nonfinite);
   void sync(const OpInfo& info, Deadline dl);  // barrier without the usable check
   // How long waits spin before sleeping (see set_runner).
   long spin_ns() const {
@@ -156,6 +191,8 @@ class ShmGroup {
   std::vector<const void*> srcs_;  // per-round source pointers (no allocation per call)
   std::vector<std::byte> ll_gather_;  // peers' low-latency lines made contiguous again
   StreamTuner tuner_;
+  StreamTuner shared_tuner_;  // how allreduce_shared stores into the peers' blocks
+  std::shared_ptr<SharedBlocks> shared_ = std::make_shared<SharedBlocks>();
   std::unique_ptr<ShmTransport> transport_;
 };
 
