@@ -89,7 +89,7 @@ class ShmGroup {
   const std::shared_ptr<SharedBlocks>& shared_blocks() const { return shared_; }
   // Whether an all-reduce of `bytes` at `data` takes the shared-block path (allreduce_shared).
   bool reduces_in_place(const void* data, size_t bytes) const {
-    return bytes > one_barrier_bytes_ && shared_->find(data, bytes, rank_).has_value();
+    return bytes > shared_min_bytes_ && shared_->find(data, bytes, rank_).has_value();
   }
   void broadcast(void* data, size_t bytes, int root, const OpInfo& info, Deadline dl);
   void allgather(const void* in, void* out, size_t bytes_per_rank, const OpInfo& info, Deadline dl);
@@ -184,6 +184,7 @@ class ShmGroup {
   uint64_t chunk_ = 0;           // staging rounds done (selects the half-slot)
   long spin_caller_ns_, spin_async_ns_;
   size_t one_barrier_bytes_;      // all-reduces up to this size take one barrier (see allreduce)
+  size_t shared_min_bytes_;       // above: all-reduces in shared blocks take allreduce_shared
   bool caller_runs_ = true;
   const WorkState* work_ = nullptr;
   std::atomic<bool> aborted_{false};
