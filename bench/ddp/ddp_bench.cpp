@@ -4,7 +4,7 @@
 //
 //   ddp_bench --model fmnist-cnn --rank 0 --world 2 --store /tmp/s [--batch 64] [--steps 100]
 //             [--warmup 20] [--overlap 1] [--data DIR|synthetic] [--first-bucket-kb 1024]
-//             [--bucket-cap-kb 25600] [--hook allreduce]
+//             [--bucket-cap-kb 25600] [--hook allreduce] [--shared-gradients 1]
 // LOCKSTEP_TIMELINE=trace.json writes the timeline (per rank) for the overlap figure.
 #include <sys/resource.h>
 
@@ -95,6 +95,7 @@ int run(const Args& a) {
   opt.reducer.buckets.first_bucket_bytes = size_t(a.num("first-bucket-kb", 1024)) << 10;
   opt.reducer.buckets.bucket_cap_bytes = size_t(a.num("bucket-cap-kb", 25600)) << 10;
   opt.comm_hook = a.get("hook", "allreduce");
+  opt.shared_gradients = a.num("shared-gradients", 1) != 0;
   opt.timeout = std::chrono::seconds(120);
   ddp::DistributedDataParallel ddp(*model, *pg, opt);
   nn::Sgd sgd(*model, {.lr = 0.01f, .momentum = 0.9f});

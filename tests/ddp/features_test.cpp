@@ -97,6 +97,48 @@ TEST(Startup, BroadcastDoesNotDependOnMemoryLayout) {
   EXPECT_EQ(got[0], got[1]);
 }
 
+// On a shared-memory group the gradients live in ProcessGroup::alloc_shared memory while DDP
+// lives (its bucket all-reduces then copy nothing), and return, with their values, to the
+// model's own buffer when it goes; shared_gradients = false leaves them where they are.
+TEST(Startup, GradientsLiveInSharedMemoryWhileDdpLives) {
+  for (bool shared : {true, false})
+    run_ranks(2, [&](int, comm::ProcessGroup& pg) {
+      ASSERT_TRUE(pg.supports(comm::Capability::shared_memory));
+      auto m = nn::make_model("fmnist-mlp", 3);
+      const float* own = m->flat_grads().data();
+      std::vector<float> last;
+      {
+        DdpOptions o;
+        o.shared_gradients = shared;
+        DistributedDataParallel ddp(*m, pg, o);
+        EXPECT_EQ(m->flat_grads().data() != own, shared);
+        nn::Sgd sgd(*m, {.lr = 0.05f, .momentum = 0.9f});
+        nn::CrossEntropyLoss ce;
+        for (int step = 0; step < 3; ++step) {
+          m->zero_grad();
+          ddp_forward_backward(ddp, ce, make_batch(step * 8 + pg.rank() * 4, 4));
+          EXPECT_TRUE(ddp.last_result().reduced);
+          ddp.step(sgd);
+        }
+        last.assign(m->flat_grads().begin(), m->flat_grads().end());
+        EXPECT_NE(std::count(last.begin(), last.end(), 0.0f), std::ptrdiff_t(last.size()));
+        // A re-layout (bucket rebuild) keeps them where they are, each parameter's values kept.
+        if (!shared) return;
+        const float* at = m->flat_grads().data();
+        std::vector<float> first_param(m->parameters()[0]->grad().begin(), m->parameters()[0]->grad().end());
+        std::vector<size_t> order(m->parameters().size());
+        for (size_t i = 0; i < order.size(); ++i) order[i] = i;  // forward order: not the initial one
+        ASSERT_TRUE(ddp.params().set_grad_order(order));
+        ddp.reducer().rebind();
+        EXPECT_EQ(m->flat_grads().data(), at);
+        EXPECT_TRUE(bit_identical(first_param, m->parameters()[0]->grad()));
+        last.assign(m->flat_grads().begin(), m->flat_grads().end());
+      }
+      EXPECT_EQ(m->flat_grads().data(), own);
+      EXPECT_TRUE(bit_identical(last, m->flat_grads()));
+    });
+}
+
 TEST(Startup, WorldSizeOneIsPlainTraining) {
   std::vector<float> got;
   run_ranks(1, [&](int, comm::ProcessGroup& pg) {

@@ -21,6 +21,19 @@ DistributedDataParallel::DistributedDataParallel(nn::Model& model, comm::Process
       timeline_(Timeline::from_env(pg.rank(), pg.size())),
       reducer_(pg, params_, reducer_options(opt_)) {
   verify_same_architecture(pg_, params_, opt_.timeout);
+  // Every rank asks: the architectures (hence sizes) agree, and so does the capability.
+  if (opt_.shared_gradients && opt_.gradient_sync && pg_.size() > 1 &&
+      pg_.supports(comm::Capability::shared_memory)) {
+    size_t n = 0;
+    for (size_t i = 0; i < params_.num_params(); ++i) n += params_.param_info(i).numel();
+    shared_grads_ = pg_.alloc_shared(n * sizeof(float));
+    if (params_.move_grads_to({reinterpret_cast<float*>(shared_grads_.get()), n})) {
+      grads_home_.moved = &params_;
+      reducer_.rebind();
+    } else {
+      shared_grads_.reset();
+    }
+  }
   broadcast_state(pg_, params_, true, true, 0, opt_.timeout);
   reducer_.set_comm_hook(make_comm_hook(opt_.comm_hook));
   reducer_.set_timeline(timeline_.get());

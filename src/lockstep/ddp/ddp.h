@@ -40,6 +40,11 @@ struct DdpOptions {
   // with a fixed algorithm (Options::algorithm = "ring") and keep one compute thread.
   bool deterministic = false;
   Millis timeout{std::chrono::seconds(300)};  // every collective DDP waits for
+  // Keep the gradients in memory the ranks share (ProcessGroup::alloc_shared, when the group
+  // has shared memory): the buckets' all-reduces then read the peers' gradients in place,
+  // without copies through staging buffers. The model's own buffer gets them back when DDP
+  // goes away.
+  bool shared_gradients = true;
 };
 
 class DistributedDataParallel {
@@ -108,6 +113,15 @@ class DistributedDataParallel {
   DdpOptions opt_;
   ModelParams params_;
   std::unique_ptr<Timeline> timeline_;
+  // Declared before reducer_, so destroyed after it (it waits for buckets in flight): the
+  // gradients go back to the model's own buffer, then the shared memory is released.
+  std::shared_ptr<std::byte[]> shared_grads_;
+  struct GradsHome {
+    ParamSource* moved = nullptr;  // set while the gradients live in shared_grads_
+    ~GradsHome() {
+      if (moved) moved->move_grads_to({});
+    }
+  } grads_home_;
   Reducer reducer_;
   StepResult last_;
   float grad_scale_ = 1.0f, join_scale_ = 1.0f;

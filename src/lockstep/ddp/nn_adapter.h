@@ -19,6 +19,10 @@ class ModelParams final : public ParamSource {
   std::span<float> value(size_t i) override { return model_.parameters()[i]->value(); }
   std::span<float> grad(size_t i) override { return model_.parameters()[i]->grad(); }
   bool set_grad_order(std::span<const size_t> order) override;
+  bool move_grads_to(std::span<float> storage) override {
+    model_.move_grads_to(storage);
+    return true;
+  }
 
   size_t num_buffers() const override { return buffers_.size(); }
   const TensorInfo& buffer_info(size_t i) const override { return buffers_[i]; }

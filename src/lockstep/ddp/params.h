@@ -39,6 +39,10 @@ class ParamSource {
   // contents, so that buckets stay zero-copy views. Returns false when the framework
   // cannot; the reducer then stages non-contiguous buckets through a copy.
   virtual bool set_grad_order(std::span<const size_t> order) { return false; }
+  // Moves all gradients, keeping contents and layout, into `storage` (as many floats as all
+  // parameters hold; the caller keeps it alive), or back into the framework's own memory
+  // when empty. False when the framework cannot.
+  virtual bool move_grads_to(std::span<float> storage) { return false; }
 
   // Non-learnable state replicas must agree on (BatchNorm running statistics).
   virtual size_t num_buffers() const { return 0; }

@@ -92,6 +92,8 @@ class Reducer {
   const ReducerStats& stats() const { return stats_; }
   int64_t iteration() const { return iteration_; }
   const ReducerOptions& options() const { return opt_; }
+  // Binds the buckets again after the gradients moved (ParamSource::move_grads_to).
+  void rebind() { storage_.bind(plan_, params_); }
 
  private:
   void start_iteration();

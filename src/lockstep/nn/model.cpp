@@ -62,7 +62,7 @@ Parameter& Model::parameter(const std::string& name) {
 }
 
 void Model::zero_grad() {
-  if (num_params_ > 0) std::memset(grads_.data(), 0, size_t(num_params_) * sizeof(float));
+  if (num_params_ > 0) std::memset(grad_base(), 0, size_t(num_params_) * sizeof(float));
 }
 
 void Model::set_grad_order(std::span<const size_t> order) {
@@ -85,7 +85,26 @@ void Model::set_grad_order(std::span<const size_t> order) {
     p.grad_offset_ = off;
     off += size_t(p.numel());
   }
-  grads_ = std::move(fresh);
+  if (external_grads_.empty()) {
+    grads_ = std::move(fresh);
+  } else {  // stay in the storage given to move_grads_to
+    std::memcpy(external_grads_.data(), fresh.data(), size_t(num_params_) * sizeof(float));
+    point_grads_at(external_grads_.data());
+  }
+}
+
+void Model::point_grads_at(float* base) {
+  for (Parameter* p : params_) p->grad_ = base + p->grad_offset_;
+}
+
+void Model::move_grads_to(std::span<float> storage) {
+  if (!storage.empty() && storage.size() < size_t(num_params_))
+    LOCKSTEP_THROW(InvalidArgument, "Model::move_grads_to: ", storage.size(), " floats for ",
+                   num_params_, " gradients");
+  float* to = storage.empty() ? grads_.as<float>().data() : storage.data();
+  if (to != grad_base()) std::memcpy(to, grad_base(), size_t(num_params_) * sizeof(float));
+  external_grads_ = storage;
+  point_grads_at(to);
 }
 
 void Model::init_parameters(uint64_t seed) {

@@ -41,7 +41,7 @@ class Model {
   Parameter& parameter(const std::string& name);  // throws InvalidArgument listing names
 
   std::span<float> flat_params() { return values_.as<float>().first(size_t(num_params_)); }
-  std::span<float> flat_grads() { return grads_.as<float>().first(size_t(num_params_)); }
+  std::span<float> flat_grads() { return {grad_base(), size_t(num_params_)}; }
   std::span<float> flat_buffers() { return bufs_.as<float>().first(size_t(num_buffer_elems_)); }
   int64_t num_params() const { return num_params_; }
 
@@ -51,6 +51,11 @@ class Model {
   // Re-lays out gradients so that parameters()[order[0]] sits at offset 0, then order[1]...
   // `order` must be a permutation of all parameter indices. Gradient contents are kept.
   void set_grad_order(std::span<const size_t> order);
+  // Moves the gradients (contents and layout kept) into `storage` of at least num_params()
+  // floats, which the caller keeps alive, e.g. memory shared with other ranks so that their
+  // all-reduce needs no copies; later re-layouts stay in it. An empty span moves them back
+  // into the model's own buffer (before `storage` goes away).
+  void move_grads_to(std::span<float> storage);
 
   // Redraws every parameter from its Init (stream per parameter) and resets buffers.
   void init_parameters(uint64_t seed);
@@ -68,6 +73,9 @@ class Model {
   std::vector<ModuleBuffer*> buffers_;
   AlignedBuffer values_;
   AlignedBuffer grads_;
+  std::span<float> external_grads_;  // where the gradients live instead of grads_ (move_grads_to)
+  float* grad_base() { return external_grads_.empty() ? grads_.as<float>().data() : external_grads_.data(); }
+  void point_grads_at(float* base);
   AlignedBuffer bufs_;
   int64_t num_params_ = 0;
   int64_t num_buffer_elems_ = 0;
