@@ -1,5 +1,6 @@
 #include "lockstep/comm/native_process_group.h"
 
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -223,12 +224,29 @@ void NativeProcessGroup::start_now() {
 }
 
 // One segment for all ranks, rank r's block at r * stride; the group's shared-memory path
-// knows the blocks while the memory lives.
+// knows the blocks while the memory lives. Rank 0 decides whether it fits in /dev/shm (a
+// container's is often 64 MiB; pages past its size would kill the rank with SIGBUS), and
+// every rank follows, with ordinary memory otherwise.
 std::shared_ptr<std::byte[]> NativeProcessGroup::alloc_shared(size_t bytes) {
   if (!shm_ || world_ == 1) return ProcessGroup::alloc_shared(bytes);
   const size_t stride = (std::max<size_t>(bytes, 1) + 4095) / 4096 * 4096;
-  auto seg = std::make_shared<shm::ShmSegment>(store_, str_cat(prefix_, "shared/", shared_allocs_++, "/"),
-                                               rank_, world_, stride * size_t(world_), opt_.timeout);
+  const std::string keys = str_cat(prefix_, "shared/", shared_allocs_++, "/");
+  bool fits = false;
+  if (rank_ == 0) {
+    struct statvfs v {};
+    fits = ::statvfs("/dev/shm", &v) == 0 &&
+           double(v.f_bavail) * double(v.f_frsize) >= 1.25 * double(stride) * world_;
+    if (!fits)
+      LOCKSTEP_LOG(warn, "alloc_shared in group '", opt_.group_name, "': ", (stride * size_t(world_)) >> 20,
+                   " MiB (", world_, " ranks) do not fit in /dev/shm (", uint64_t(v.f_bavail) * v.f_frsize >> 20,
+                   " MiB free); using ordinary memory, so all-reduces of it copy through staging buffers "
+                   "(enlarge /dev/shm, e.g. docker run --shm-size)");
+    store_.set(keys + "fits", fits ? "1" : "0");
+  } else {
+    fits = store::to_string(store_.get(keys + "fits", opt_.timeout)) == "1";
+  }
+  if (!fits) return ProcessGroup::alloc_shared(bytes);
+  auto seg = std::make_shared<shm::ShmSegment>(store_, keys, rank_, world_, stride * size_t(world_), opt_.timeout);
   std::byte* base = seg->data();
   shm_->shared_blocks()->add(base, stride, bytes);
   std::weak_ptr<shm::SharedBlocks> blocks = shm_->shared_blocks();

@@ -43,6 +43,14 @@ ShmSegment::ShmSegment(store::Store& store, const std::string& prefix, int rank,
       throw SystemError(err, str_cat("ftruncate ", name_, " to ", bytes, " bytes: ",
                                      std::strerror(err), " (is /dev/shm large enough?)"));
     }
+    // Reserve the pages now: past /dev/shm's size a page would fault with SIGBUS when first
+    // touched (a container's /dev/shm is often 64 MiB), instead of this error.
+    if (int err = ::posix_fallocate(fd.fd, 0, off_t(bytes)); err != 0 && err != EOPNOTSUPP && err != EINVAL) {
+      ::shm_unlink(name_.c_str());
+      throw SystemError(err, str_cat("reserving ", bytes, " bytes for shared memory ", name_, ": ",
+                                     std::strerror(err), "; /dev/shm is too small (docker run --shm-size, "
+                                     "or mount -o remount,size=... /dev/shm)"));
+    }
     store.set(prefix + "shm/name", name_);
   } else {
     name_ = store::to_string(store.get(prefix + "shm/name", timeout));

@@ -1,0 +1,111 @@
+// Shared memory when /dev/shm is small (a container's is often 64 MiB): in a child process
+// with its own mount namespace and an 8 MiB tmpfs on /dev/shm (root; skipped otherwise), a
+// segment that does not fit is a clear error, not a SIGBUS on first touch; alloc_shared that
+// does not fit gives ordinary memory (every rank alike) and one that fits gives shared memory,
+// and all-reduces in either are right.
+#include <gtest/gtest.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "comm_test_util.h"
+#include "lockstep/comm/shm/segment.h"
+#include "lockstep/core/error.h"
+
+namespace lockstep::comm {
+namespace {
+
+constexpr int kSkip = 77;
+
+// Whether p lies in a mapping of a /dev/shm object (a deleted one: lockstep unlinks them).
+bool in_dev_shm(const void* p) {
+  std::ifstream maps("/proc/self/maps");
+  const auto addr = reinterpret_cast<uintptr_t>(p);
+  for (std::string line; std::getline(maps, line);) {
+    unsigned long lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &lo, &hi) != 2 || addr < lo || addr >= hi) continue;
+    return line.find("/dev/shm/lockstep-") != std::string::npos;
+  }
+  return false;
+}
+
+// Runs in the child; returns its exit code (0: all good; kSkip: no namespace; else a failure).
+int child() {
+  if (::unshare(CLONE_NEWNS) != 0) return kSkip;
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return kSkip;
+  if (::mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=8m") != 0) return kSkip;
+  try {
+    store::HashStore s;
+    shm::ShmSegment seg(s, "too-big/", 0, 1, 16u << 20, std::chrono::seconds(2));
+    std::fprintf(stderr, "a 16 MiB segment in an 8 MiB /dev/shm was created\n");
+    return 10;
+  } catch (const SystemError& e) {
+    if (!std::strstr(e.what(), "/dev/shm is too small")) {
+      std::fprintf(stderr, "unclear error: %s\n", e.what());
+      return 11;
+    }
+  }
+  int rc = 0;
+  testing::run_ranks(2, [&](int rank, store::Store& store) {
+    auto pg = ProcessGroup::create("native", store, rank, 2, testing::test_options("shm"));
+    constexpr size_t kBig = 4u << 20, kSmall = 256u << 10;  // 2 x 4 MiB does not fit; 2 x 256 KiB does
+    auto big = pg->alloc_shared(kBig), small = pg->alloc_shared(kSmall);
+    if (in_dev_shm(big.get()) || !in_dev_shm(small.get())) {
+      std::fprintf(stderr, "rank %d: big in /dev/shm %d, small %d\n", rank, in_dev_shm(big.get()), in_dev_shm(small.get()));
+      rc = 12;
+    }
+    for (auto [mem, bytes] : {std::pair{big.get(), kBig}, std::pair{small.get(), kSmall}}) {
+      auto* v = reinterpret_cast<int32_t*>(mem);
+      const size_t n = bytes / sizeof(int32_t);
+      for (size_t i = 0; i < n; ++i) v[i] = int32_t(rank + 1) * int32_t(i % 7);
+      pg->allreduce(v, n, DType::i32, ReduceOp::sum).wait();
+      for (size_t i = 0; i < n; ++i)
+        if (v[i] != 3 * int32_t(i % 7)) {
+          std::fprintf(stderr, "rank %d: element %zu is %d\n", rank, i, v[i]);
+          rc = 13;
+          break;
+        }
+    }
+  });
+  return rc;
+}
+
+TEST(ShmSpace, TooSmallDevShmIsAClearErrorOrOrdinaryMemory) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    int rc = 14;
+    try {
+      rc = child();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "child: %s\n", e.what());
+    }
+    std::fflush(stderr);
+    ::_exit(rc);
+  }
+  int status = 0;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (::waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > until) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      FAIL() << "the child (pid " << pid << ") did not finish within 60 s";
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  if (WEXITSTATUS(status) == kSkip) GTEST_SKIP() << "cannot make a mount namespace with a small /dev/shm (needs root)";
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "see the child's stderr above";
+}
+
+}  // namespace
+}  // namespace lockstep::comm
