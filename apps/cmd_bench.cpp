@@ -53,9 +53,10 @@ Runner add_bench_command(CLI::App& app) {
   auto* coll = bench->add_subcommand(
       "collectives",
       "Collective benchmark in nccl-tests columns (size count type redop time algbw busbw "
-      "#wrong) with the memcpy and raw-TCP ceilings. Flags: --backend native|all, --transport "
-      "shm|tcp, --op allreduce|broadcast|reduce|allgather|reduce_scatter|..., --nproc N, "
-      "--min-bytes/--max-bytes (K/M/G), --dtype, --iters. Peers (torch gloo, Open MPI): "
+      "#wrong) with the memcpy, raw-TCP and cross-core ceilings. Flags: --backend native|all, "
+      "--transport shm|tcp, --op allreduce|broadcast|reduce|allgather|reduce_scatter|..., --nproc N, "
+      "--min-bytes/--max-bytes (K/M/G), --dtype, --iters, --cpu-bind auto|none|cores, "
+      "--shared-buffers (buffers from ProcessGroup::alloc_shared). Peers (torch gloo, Open MPI): "
       "bench/comm/peers.sh.");
   coll->allow_extras();
   coll->prefix_command();
