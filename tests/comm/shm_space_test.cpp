@@ -1,6 +1,7 @@
 // Shared memory when /dev/shm is small (a container's is often 64 MiB): in a child process
 // with its own mount namespace and an 8 MiB tmpfs on /dev/shm (root; skipped otherwise), a
-// segment that does not fit is a clear error, not a SIGBUS on first touch; alloc_shared that
+// segment that does not fit is a clear error, not a SIGBUS on first touch, on rank 0 and at
+// once on the ranks that wait for it; alloc_shared that
 // does not fit gives ordinary memory (every rank alike) and one that fits gives shared memory,
 // and all-reduces in either are right.
 #include <gtest/gtest.h>
@@ -52,7 +53,32 @@ int child() {
       return 11;
     }
   }
+  // Two ranks: the one waiting for rank 0's segment gets rank 0's reason at once, not after
+  // its 30 s timeout.
   int rc = 0;
+  {
+    store::HashStore s;
+    std::string errors[2];
+    double waited = 0;
+    auto make = [&](int rank) {
+      const auto t0 = std::chrono::steady_clock::now();
+      try {
+        shm::ShmSegment seg(s, "too-big-2/", rank, 2, 16u << 20, std::chrono::seconds(30));
+      } catch (const SystemError& e) {
+        errors[rank] = e.what();
+      }
+      if (rank == 1) waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    };
+    std::thread peer(make, 1);
+    make(0);
+    peer.join();
+    if (errors[0].find("/dev/shm is too small") == std::string::npos ||
+        errors[1].find("rank 0 could not create the shared memory") == std::string::npos ||
+        errors[1].find("/dev/shm is too small") == std::string::npos || waited > 5) {
+      std::fprintf(stderr, "rank 0: '%s'\nrank 1 (after %.1f s): '%s'\n", errors[0].c_str(), waited, errors[1].c_str());
+      return 15;
+    }
+  }
   testing::run_ranks(2, [&](int rank, store::Store& store) {
     auto pg = ProcessGroup::create("native", store, rank, 2, testing::test_options("shm"));
     constexpr size_t kBig = 4u << 20, kSmall = 256u << 10;  // 2 x 4 MiB does not fit; 2 x 256 KiB does

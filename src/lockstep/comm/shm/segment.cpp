@@ -32,28 +32,46 @@ ShmSegment::ShmSegment(store::Store& store, const std::string& prefix, int rank,
                        size_t bytes, Millis timeout)
     : bytes_(bytes) {
   FdCloser fd{-1};
+  // Rank 0 posts "!<error>" instead of a name when it cannot create the segment, so that the
+  // other ranks fail at once with its reason instead of waiting for the name until the timeout.
+  auto refuse = [&](const SystemError& e) -> SystemError {
+    if (rank == 0) {
+      try {
+        store.set(prefix + "shm/name", str_cat("!", e.what()));
+      } catch (const std::exception&) {  // the store is gone too: the peers time out
+      }
+    }
+    return e;
+  };
   if (rank == 0) {
     name_ = unique_name();
     fd.fd = ::shm_open(name_.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
-    LOCKSTEP_CHECK_ERRNO(fd.fd, "shm_open ", name_, " (is /dev/shm mounted and writable?)");
+    if (fd.fd < 0) {
+      const int err = errno;
+      throw refuse(SystemError(err, str_cat("shm_open ", name_, ": ", std::strerror(err),
+                                            " (is /dev/shm mounted and writable?)")));
+    }
     owner_unlink_ = true;
     if (::ftruncate(fd.fd, off_t(bytes)) != 0) {
       int err = errno;
       ::shm_unlink(name_.c_str());
-      throw SystemError(err, str_cat("ftruncate ", name_, " to ", bytes, " bytes: ",
-                                     std::strerror(err), " (is /dev/shm large enough?)"));
+      throw refuse(SystemError(err, str_cat("ftruncate ", name_, " to ", bytes, " bytes: ",
+                                            std::strerror(err), " (is /dev/shm large enough?)")));
     }
     // Reserve the pages now: past /dev/shm's size a page would fault with SIGBUS when first
     // touched (a container's /dev/shm is often 64 MiB), instead of this error.
     if (int err = ::posix_fallocate(fd.fd, 0, off_t(bytes)); err != 0 && err != EOPNOTSUPP && err != EINVAL) {
       ::shm_unlink(name_.c_str());
-      throw SystemError(err, str_cat("reserving ", bytes, " bytes for shared memory ", name_, ": ",
-                                     std::strerror(err), "; /dev/shm is too small (docker run --shm-size, "
-                                     "or mount -o remount,size=... /dev/shm)"));
+      throw refuse(SystemError(err, str_cat("reserving ", bytes, " bytes for shared memory ", name_, ": ",
+                                            std::strerror(err), "; /dev/shm is too small (docker run --shm-size, "
+                                            "or mount -o remount,size=... /dev/shm)")));
     }
     store.set(prefix + "shm/name", name_);
   } else {
     name_ = store::to_string(store.get(prefix + "shm/name", timeout));
+    if (!name_.empty() && name_[0] == '!')
+      throw SystemError(EIO, str_cat("rank ", rank, ": rank 0 could not create the shared memory of this group: ",
+                                     name_.substr(1)));
     fd.fd = ::shm_open(name_.c_str(), O_RDWR | O_CLOEXEC, 0600);
     LOCKSTEP_CHECK_ERRNO(fd.fd, "shm_open ", name_, " created by rank 0 (are all ranks on one "
                          "host? use LOCKSTEP_TRANSPORT=tcp otherwise)");
