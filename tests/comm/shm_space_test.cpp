@@ -1,22 +1,21 @@
 // Shared memory when /dev/shm is small (a container's is often 64 MiB): in a child process
 // with its own mount namespace and an 8 MiB tmpfs on /dev/shm (root; skipped otherwise), a
 // segment that does not fit is a clear error, not a SIGBUS on first touch, on rank 0 and at
-// once on the ranks that wait for it; alloc_shared that
-// does not fit gives ordinary memory (every rank alike) and one that fits gives shared memory,
-// and all-reduces in either are right.
+// once on the ranks that wait for it; alloc_shared that does not fit gives ordinary memory
+// (every rank alike) and one that fits gives shared memory, and all-reduces in either are
+// right.
 #include <gtest/gtest.h>
 #include <sched.h>
 #include <sys/mount.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "comm_test_util.h"
+#include "local_ranks.h"
 #include "lockstep/comm/shm/segment.h"
 #include "lockstep/core/error.h"
 
@@ -104,33 +103,15 @@ int child() {
 }
 
 TEST(ShmSpace, TooSmallDevShmIsAClearErrorOrOrdinaryMemory) {
-  std::fflush(stdout);
-  std::fflush(stderr);
-  const pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    int rc = 14;
-    try {
-      rc = child();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "child: %s\n", e.what());
-    }
-    std::fflush(stderr);
-    ::_exit(rc);
-  }
-  int status = 0;
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (::waitpid(pid, &status, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() > until) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, &status, 0);
-      FAIL() << "the child (pid " << pid << ") did not finish within 60 s";
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-  if (WEXITSTATUS(status) == kSkip) GTEST_SKIP() << "cannot make a mount namespace with a small /dev/shm (needs root)";
-  EXPECT_EQ(WEXITSTATUS(status), 0) << "see the child's stderr above";
+  // One child process (run_local_ranks forks, bounds and reaps it): the mount namespace must
+  // not leak into this test process.
+  const int code = local::run_local_ranks(1, std::chrono::seconds(60), [](int, int, store::Store&) {
+    return child();
+  })[0];
+  ASSERT_NE(code, local::kTimedOut) << "the child did not finish within 60 s";
+  ASSERT_GE(code, 0) << "the child died of signal " << -code;
+  if (code == kSkip) GTEST_SKIP() << "cannot make a mount namespace with a small /dev/shm (needs root)";
+  EXPECT_EQ(code, 0) << "see the child's stderr above";
 }
 
 }  // namespace

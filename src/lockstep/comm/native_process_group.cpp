@@ -225,8 +225,9 @@ void NativeProcessGroup::start_now() {
 
 // One segment for all ranks, rank r's block at r * stride; the group's shared-memory path
 // knows the blocks while the memory lives. Rank 0 decides whether it fits in /dev/shm (a
-// container's is often 64 MiB; pages past its size would kill the rank with SIGBUS), and
-// every rank follows, with ordinary memory otherwise.
+// container's is often 64 MiB; pages past its size would kill the rank with SIGBUS), with a
+// quarter to spare for the segments other groups and jobs create meanwhile, and every rank
+// follows, with ordinary memory otherwise.
 std::shared_ptr<std::byte[]> NativeProcessGroup::alloc_shared(size_t bytes) {
   if (!shm_ || world_ == 1) return ProcessGroup::alloc_shared(bytes);
   const size_t stride = (std::max<size_t>(bytes, 1) + 4095) / 4096 * 4096;

@@ -288,14 +288,17 @@ void ShmGroup::allreduce_shared(void* data, size_t count, DType dt, ReduceOp op,
 void SharedBlocks::add(std::byte* base, size_t stride, size_t bytes) {
   std::lock_guard<std::mutex> lk(mu_);
   blocks_.push_back({base, stride, bytes});
+  count_.store(blocks_.size(), std::memory_order_release);
 }
 
 void SharedBlocks::remove(std::byte* base) {
   std::lock_guard<std::mutex> lk(mu_);
   std::erase_if(blocks_, [&](const Block& b) { return b.base == base; });
+  count_.store(blocks_.size(), std::memory_order_release);
 }
 
 std::optional<SharedBlocks::Hit> SharedBlocks::find(const void* data, size_t bytes, int rank) const {
+  if (count_.load(std::memory_order_acquire) == 0) return std::nullopt;
   const auto p = reinterpret_cast<uintptr_t>(data);
   std::lock_guard<std::mutex> lk(mu_);
   for (const Block& b : blocks_) {

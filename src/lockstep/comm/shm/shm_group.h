@@ -66,6 +66,10 @@ class SharedBlocks {
   };
   mutable std::mutex mu_;
   std::vector<Block> blocks_;
+  // blocks_.size(), read without the lock: every staged all-reduce asks find(), and most
+  // groups never allocate shared blocks. A block being added concurrently is not visible to
+  // an operation already issued, which cannot be inside it anyway.
+  std::atomic<size_t> count_{0};
 };
 
 class ShmGroup {

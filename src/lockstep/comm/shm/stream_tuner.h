@@ -4,8 +4,9 @@
 // 2-vCPU VM a 1 MiB all-reduce measured 15.6 GB/s streamed against 12.4 cached, and twenty
 // minutes earlier on the same VM 10.9 against 21.9. So each rank measures instead of guessing:
 // the first operations of a class try the two modes in runs of kRun, then the faster (by the
-// median seconds per byte of its last kSamples operations) is used, and every kPeriod operations the other one
-// is probed kProbes times, so that a change of placement is noticed. The first kSkip
+// median seconds per byte of its last kSamples operations) is used, and every kPeriod
+// operations the other one is probed kProbes times, so that a change of placement is
+// noticed. The first kSkip
 // operations after a change of mode are not measured (they pay for the other mode's cache
 // state: with one skipped, a 256 KiB probe measured 2.5 GB/s streamed against 12-13 when
 // streaming throughout, and the tuner kept the slower mode). All ranks see the same sequence
