@@ -54,6 +54,12 @@ Runner add_run_command(CLI::App& app) {
   cmd->add_option("--grace", *grace_s, "seconds between SIGTERM and SIGKILL when stopping")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  auto failure_settle_s = std::make_shared<double>(2.0);
+  cmd->add_option("--failure-settle", *failure_settle_s,
+                  "seconds the other workers get to exit on their own after one fails, so that each "
+                  "reports an error they share, before they are sent SIGTERM")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   cmd->add_option("--via", cfg->via,
                   "mpirun: start the workers with Open MPI's mpirun (single node; for the mpi "
                   "backend), forwarding the job's environment; container-safe Open MPI settings "
@@ -68,8 +74,9 @@ Runner add_run_command(CLI::App& app) {
   cmd->add_flag("!--no-prefix", cfg->prefix_output, "do not prefix output lines with the rank");
   cmd->add_option("command", cfg->command, "the program and its arguments (after --)")
       ->required();
-  return [cfg, grace_s, nnodes, settle_s] {
+  return [cfg, grace_s, failure_settle_s, nnodes, settle_s] {
     cfg->grace = Millis(int64_t(*grace_s * 1000));
+    cfg->failure_settle = Millis(int64_t(*failure_settle_s * 1000));
     cfg->rdzv_settle = Millis(int64_t(*settle_s * 1000));
     int lo = 0, hi = 0;
     char tail = 0;

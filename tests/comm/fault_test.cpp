@@ -45,28 +45,46 @@ struct TempDir {
   }
 };
 
-// Every rank all-reduces 1 MiB in a loop until an error; it writes the error to dir/rank<r>.
+// Every rank all-reduces 1 MiB in a loop until an error, `in_flight` operations at a time
+// (1 MiB each, or 64 KiB when several); it writes the first error to dir/rank<r>, and with
+// several in flight also how many of that round failed and the last one's error.
 int loop_until_error(const std::string& transport, const std::string& dir, int rank, int world,
-                     store::Store& store, Millis timeout) {
+                     store::Store& store, Millis timeout, int in_flight = 1) {
   Options o;
   o.transport = transport;
   o.group_name = "fault";
   o.timeout = timeout;
   auto pg = ProcessGroup::create("native", store, rank, world, o);
-  std::vector<float> v(256 << 10, 1.0f);
+  std::vector<std::vector<float>> v(size_t(in_flight), std::vector<float>(in_flight > 1 ? 16 << 10 : 256 << 10));
   std::ofstream out(dir + "/rank" + std::to_string(rank));
-  try {
-    for (int i = 0; i < 1000000; ++i) {
-      std::fill(v.begin(), v.end(), 1.0f);
-      pg->allreduce(v.data(), v.size(), DType::f32, ReduceOp::sum).wait();
-      if (i == 0) std::ofstream(dir + "/running" + std::to_string(rank)) << "1";
+  std::vector<Work> works(static_cast<size_t>(in_flight));
+  for (int i = 0; i < 1000000; ++i) {
+    for (int k = 0; k < in_flight; ++k) {
+      std::fill(v[size_t(k)].begin(), v[size_t(k)].end(), 1.0f);
+      works[size_t(k)] = pg->allreduce(v[size_t(k)].data(), v[size_t(k)].size(), DType::f32, ReduceOp::sum);
     }
-  } catch (const PeerError& e) {
-    out << "PeerError peer=" << e.peer_rank() << " " << e.what();
-    return 0;
-  } catch (const TimeoutError& e) {
-    out << "TimeoutError " << e.what();
-    return 0;
+    int failed = 0;
+    std::string last;
+    auto wait = [&](const Work& w) {
+      try {
+        w.wait();
+        return;
+      } catch (const PeerError& e) {
+        last = str_cat("PeerError peer=", e.peer_rank(), " ", e.what());
+      } catch (const TimeoutError& e) {
+        last = str_cat("TimeoutError ", e.what());
+      }
+      if (failed++ == 0) out << last;
+    };
+    for (auto& w : works) wait(w);
+    if (failed > 0) {
+      if (in_flight > 1) {  // one more after the failure, however many of this round failed
+        wait(pg->allreduce(v[0].data(), v[0].size(), DType::f32, ReduceOp::sum));
+        out << "\nfailed " << failed << " of " << in_flight + 1 << "; last: " << last;
+      }
+      return 0;
+    }
+    if (i == 0) std::ofstream(dir + "/running" + std::to_string(rank)) << "1";
   }
   return 3;
 }
@@ -80,12 +98,14 @@ class FaultTest : public ::testing::TestWithParam<std::string> {
   };
   // Runs `world` ranks looping over all-reduces (collective timeout `timeout`), sends
   // `signal` to rank `victim` once all run, and waits for the ranks that must finish.
-  Outcome inject(const TempDir& dir, int world, int victim, int signal, Millis timeout) {
+  Outcome inject(const TempDir& dir, int world, int victim, int signal, Millis timeout, int in_flight = 1) {
     Outcome o;
     std::chrono::steady_clock::time_point sent;
     o.codes = local::run_local_ranks(
         world, std::chrono::seconds(120),
-        [&](int r, int w, store::Store& s) { return loop_until_error(GetParam(), dir.path, r, w, s, timeout); },
+        [&](int r, int w, store::Store& s) {
+          return loop_until_error(GetParam(), dir.path, r, w, s, timeout, in_flight);
+        },
         [&](const std::vector<pid_t>& pids) {
           o.running = dir.wait_all_running(world);
           std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -110,9 +130,32 @@ TEST_P(FaultTest, KilledRankIsNamedBeforeTheTimeout) {
     std::string msg = dir.read(r);
     EXPECT_NE(msg.find("allreduce #"), std::string::npos) << msg;
     EXPECT_NE(msg.find("rank 1"), std::string::npos) << msg;
-    // The flight recorder: the dead rank never reports; the other survivor does.
-    EXPECT_NE(msg.find("no report from rank(s) 1 "), std::string::npos) << msg;
+    // The flight recorder: the dead rank never reports (over shm it is seen to have exited,
+    // and not waited for); the other survivor does.
+    EXPECT_NE(msg.find(GetParam() == "shm" ? "rank 1 has exited" : "no report from rank(s) 1 "),
+              std::string::npos) << msg;
     EXPECT_NE(msg.find(str_cat("rank ", 2 - r, " last completed #")), std::string::npos) << msg;
+  }
+}
+
+// Operations queued behind the one that saw the peer die fail at once, pointing back to it:
+// each used to wait for the flight-recorder reports again (2 s apiece), so a DDP step with
+// its buckets in flight took many seconds to stop.
+TEST_P(FaultTest, KilledRankFailsEveryQueuedOperationAtOnce) {
+  TempDir dir;
+  const int kInFlight = 8;
+  const Outcome o = inject(dir, 3, /*victim=*/1, SIGKILL, std::chrono::seconds(30), kInFlight);
+  ASSERT_TRUE(o.running) << "the ranks did not all reach their first all-reduce within 60 s";
+  EXPECT_LT(o.secs_after_signal, 8.0) << "one flight-recorder exchange (2 s at most), not one per operation";
+  for (int r : {0, 2}) {
+    EXPECT_EQ(o.codes[size_t(r)], 0) << "rank " << r;
+    const std::string msg = dir.read(r);
+    EXPECT_NE(msg.find("flight recorder: this rank"), std::string::npos) << msg;
+    const auto tail = msg.find("\nfailed ");
+    ASSERT_NE(tail, std::string::npos) << msg;
+    // Some of the round may have completed before the kill; the extra one after it failed.
+    EXPECT_NE(msg.find("this group failed before, in allreduce #", tail), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("flight recorder: this rank", tail), std::string::npos) << "printed once\n" << msg;
   }
 }
 

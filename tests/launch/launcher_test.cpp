@@ -125,6 +125,31 @@ TEST(Launcher, OneFailureStopsTheOthersAndNamesTheRank) {
   for (pid_t p : pids) EXPECT_FALSE(alive(p)) << "worker pid " << p << " survived";
 }
 
+// A failure the workers agree on ends each of them with its own error; the first to exit must
+// not silence the others (the rank where it began may be a moment slower). Workers that do
+// not exit are stopped once --failure-settle has passed.
+TEST(Launcher, OtherWorkersGetToReportTheirOwnErrorsBeforeBeingStopped) {
+  TempDir tmp;
+  const std::string script = "echo $$ > " + tmp.path.string() +
+                             "/$RANK; case $RANK in 1) exit 3;; 0) sleep 0.5; echo own error >&2; "
+                             "exit 4;; *) exec sleep 1000;; esac";
+  auto r = run_command(run_args(4, script, {"--failure-settle", "3"}), kTimeout);
+  ASSERT_FALSE(r.timed_out);
+  EXPECT_EQ(r.status.code, 3) << r.err;  // the first failure decides
+  EXPECT_NE(r.err.find("worker rank 1"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("[rank 0] own error"), std::string::npos) << r.err;
+  EXPECT_GE(r.seconds, 3.0) << "ranks 2 and 3 never exit on their own";
+  EXPECT_LT(r.seconds, 20.0);
+  for (pid_t p : read_pids(tmp.path)) EXPECT_FALSE(alive(p)) << "worker pid " << p << " survived";
+
+  // Without the settling time, rank 0 is stopped before it can speak.
+  auto now = run_command(run_args(4, script, {"--failure-settle", "0"}), kTimeout);
+  ASSERT_FALSE(now.timed_out);
+  EXPECT_EQ(now.status.code, 3) << now.err;
+  EXPECT_EQ(now.err.find("own error"), std::string::npos) << now.err;
+  EXPECT_LT(now.seconds, 3.0);
+}
+
 TEST(Launcher, KilledWorkerIsReportedWithItsSignal) {
   auto r = run_command(run_args(2, "if [ $RANK = 0 ]; then kill -9 $$; fi; exec sleep 1000"),
                        kTimeout);

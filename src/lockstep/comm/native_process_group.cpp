@@ -376,6 +376,10 @@ void NativeProcessGroup::run_task(Task& task, bool on_caller) {
 // with every store call bounded: after a network failure the store may be unreachable too,
 // and once a store call has timed out on this failure path it is not tried again.
 std::string NativeProcessGroup::compare_progress(const OpInfo& info) {
+  if (!first_failure_.empty())
+    return str_cat("; this group failed before, in ", first_failure_,
+                   " (see that error and the flight recorder printed then)");
+  first_failure_ = info.describe();
   std::string table = flight_.dump();
   if (!table.empty() && table.back() == '\n') table.pop_back();  // the log adds its own
   LOCKSTEP_LOG(error, "flight recorder of rank ", rank_, " in group '", opt_.group_name,
@@ -396,7 +400,14 @@ std::string NativeProcessGroup::compare_progress(const OpInfo& info) {
     std::vector<bool> seen(size_t(world_), false);
     seen[size_t(rank_)] = true;
     std::string reports;
-    for (int waiting = world_ - 1; waiting > 0 && Clock::now() < until;) {
+    int waiting = world_ - 1;
+    for (int p = 0; shm_ && p < world_; ++p) {  // a dead process posts nothing: do not wait for it
+      if (p == rank_ || !shm_->peer_dead(p)) continue;
+      seen[size_t(p)] = true;
+      --waiting;
+      reports += str_cat("; rank ", p, " has exited");
+    }
+    while (waiting > 0 && Clock::now() < until) {
       for (int p = 0; p < world_; ++p) {
         const std::string key = str_cat(prefix_, "flight/", p);
         if (seen[size_t(p)] || !store_.check_within({key}, left())) continue;

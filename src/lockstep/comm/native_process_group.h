@@ -94,7 +94,9 @@ class NativeProcessGroup final : public ProcessGroup {
   Work allreduce_impl(void* data, size_t count, DType dtype, ReduceOp op, bool check_finite);
   static void help(void* self, const WorkState& state, Clock::duration wait_timeout);
   // After an operation failed: prints the flight recorder, posts this rank's progress to the
-  // store and reads the others' (briefly), and returns a summary of who got how far.
+  // store and reads the others' (briefly; not a local peer known dead), and returns a summary
+  // of who got how far. Only the group's first failure does this: the operations queued
+  // behind it fail at once, pointing back to it.
   std::string compare_progress(const OpInfo& info);
   void check_signature(const OpInfo& info, const std::string& signature);
   void check_root(int root, OpKind kind) const;
@@ -124,6 +126,7 @@ class NativeProcessGroup final : public ProcessGroup {
   // Set once a store call on a failure path timed out (network gone): later failures skip
   // the store instead of spending the diagnostics budget on it again.
   std::atomic<bool> store_silent_{false};
+  std::string first_failure_;  // describe() of the first failed operation
   // What a failure may spend on each store exchange (first failure, flight-recorder notes).
   static constexpr std::chrono::seconds kDiagnosticsBudget{2};
   uint64_t next_seq_ = 0;    // collectives (identical on all ranks)

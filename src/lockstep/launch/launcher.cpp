@@ -163,23 +163,34 @@ class Group {
   GroupResult run() {
     GroupResult result;
     Deadline kill_at = Deadline::never();  // set once workers are being stopped
+    // Once a worker has failed, the others get cfg_.failure_settle to exit on their own
+    // before SIGTERM: a failure that every rank has agreed on (a failed checkpoint, a bad
+    // batch) is then reported by each, and the rank where it began is not killed first.
+    // Stopped workers (SIGSTOP, a debugger) cannot exit, so they are not waited for.
+    Deadline term_at = Deadline::never();
     for (;;) {
       // Check exits before deciding to stop: a worker may fail before the first poll.
       bool done = all_done();
-      if (int s = sig_.drain(); s != 0 && result.outcome == Outcome::success) {
-        result = {Outcome::interrupted, 128 + s,
-                  str_cat("received signal ", s, " (SIG", sigabbrev_np(s),
-                          "); forwarded it to all workers")};
+      if (int s = sig_.drain(); s != 0 && (result.outcome == Outcome::success || !term_at.is_never())) {
+        if (result.outcome == Outcome::success)
+          result = {Outcome::interrupted, 128 + s,
+                    str_cat("received signal ", s, " (SIG", sigabbrev_np(s),
+                            "); forwarded it to all workers"),
+                    {}};
         signal_all(s);
         kill_at = Deadline::after(cfg_.grace);
+        term_at = Deadline::never();
       }
-      if (result.outcome == Outcome::success && record_first_failure(result)) {
+      if (result.outcome == Outcome::success && record_first_failure(result))
+        term_at = Deadline::after(cfg_.failure_settle);
+      if (!term_at.is_never() && !done && (term_at.expired() || only_stopped_left())) {
         signal_all(SIGTERM);
         kill_at = Deadline::after(cfg_.grace);
+        term_at = Deadline::never();
       }
       if (result.outcome == Outcome::success && !done && watch_) {
         if (auto why = watch_()) {
-          result = {Outcome::told_to_stop, 1, *why};
+          result = {Outcome::told_to_stop, 1, *why, {}};
           signal_all(SIGTERM);
           kill_at = Deadline::after(cfg_.grace);
         }
@@ -189,7 +200,8 @@ class Group {
         signal_all(SIGKILL);
         kill_at = Deadline::never();
       }
-      pump_io(kill_at.is_never() ? (watch_ ? 250 : 1000) : kill_at.poll_timeout_ms());
+      const Deadline next = !term_at.is_never() ? term_at : kill_at;
+      pump_io(next.is_never() ? (watch_ ? 250 : 1000) : next.poll_timeout_ms());
     }
     drain_output();
     return result;
@@ -210,8 +222,8 @@ class Group {
                                         : str_cat(" while worker ", stopped, " was stopped (SIGSTOP or a "
                                                   "debugger), which likely caused it"),
                         "; stopped the other workers. See its output above (lines "
-                        "prefixed [rank ", w.rank, "]).")};
-      result.notes = std::move(notes_);
+                        "prefixed [rank ", w.rank, "])."),
+                std::move(notes_)};
       return true;
     }
     return false;
@@ -270,16 +282,27 @@ class Group {
     notes_.clear();
     for (const auto& w : workers_) {
       if (const auto& st = w.proc->status()) notes_[w.rank] = st->describe();
-      std::ifstream f("/proc/" + std::to_string(w.proc->pid()) + "/stat");
-      std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-      const size_t close = stat.rfind(')');
-      if (close != std::string::npos && close + 2 < stat.size() &&
-          (stat[close + 2] == 'T' || stat[close + 2] == 't')) {
+      if (process_stopped(w.proc->pid())) {
         out += str_cat(out.empty() ? "" : ", ", "rank ", w.rank, " (pid ", w.proc->pid(), ")");
         notes_[w.rank] = "stopped (SIGSTOP or a debugger)";
       }
     }
     return out;
+  }
+
+  // Whether every worker still running is stopped: none of them can exit on its own.
+  bool only_stopped_left() {
+    for (auto& w : workers_)
+      if (!w.proc->poll() && !process_stopped(w.proc->pid())) return false;
+    return true;
+  }
+
+  static bool process_stopped(pid_t pid) {
+    std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    const size_t close = stat.rfind(')');
+    return close != std::string::npos && close + 2 < stat.size() &&
+           (stat[close + 2] == 'T' || stat[close + 2] == 't');
   }
 
   // Waits up to timeout_ms for output or a signal, and forwards what arrived.

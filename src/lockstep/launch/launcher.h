@@ -32,6 +32,7 @@ struct LaunchConfig {
   std::vector<std::string> command;
   int max_restarts = 0;           // restart the whole group up to this many times
   Millis grace{std::chrono::seconds(5)};  // SIGTERM -> SIGKILL delay when stopping workers
+  Millis failure_settle{std::chrono::seconds(2)};  // a worker failed -> SIGTERM to the others
   Millis store_timeout{std::chrono::seconds(300)};
   std::map<std::string, std::string> env;  // extra environment for every worker
   bool prefix_output = true;

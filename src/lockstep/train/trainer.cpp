@@ -1,6 +1,8 @@
 #include "lockstep/train/trainer.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "lockstep/core/log.h"
 #include "lockstep/data/data_loader.h"
@@ -345,10 +347,19 @@ void Trainer::Impl::save(bool wait_now) {
     }
   }
   sum_over_ranks(pg, failed);
-  if (failed[0] != 0)
+  if (failed[0] != 0) {
+    // Every rank reports rank 0's reason: the launcher stops the others once one has exited,
+    // so the first to exit may be the only one whose error the user sees.
+    if (pg.size() > 1) {
+      std::vector<uint8_t> text(1024, 0);
+      std::memcpy(text.data(), error.data(), std::min(error.size(), text.size() - 1));
+      pg.broadcast(std::span<uint8_t>(text), 0).wait();
+      error.assign(reinterpret_cast<const char*>(text.data()));
+    }
     throw SystemError(EIO, str_cat("checkpoint failed on rank 0", error.empty() ? "" : ": " + error,
                                    "; earlier checkpoints in ", ckpt_dir.string(),
                                    " are intact. Free disk space or fix permissions and resume"));
+  }
   last_saved_step = step;
   if (fresh && !wait_now) progress->message(str_cat("checkpoint step ", step, " -> ", ckpt_dir.string()));
 }

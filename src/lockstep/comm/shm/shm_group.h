@@ -101,6 +101,8 @@ class ShmGroup {
                       const OpInfo& info, Deadline dl);
   void barrier(const OpInfo& info, Deadline dl);
   void abort();
+  // Whether local rank r's process has exited (gone or a zombie).
+  bool peer_dead(int r) const;
   // Who runs the next operations: the thread that waits for them (then waits spin as
   // configured), or the group's thread beside the caller's computation — then waits spin
   // only while `work` has a blocked waiter (the caller's core is free) or when every rank
@@ -170,7 +172,6 @@ class ShmGroup {
                    const std::function<bool(int)>& waiting_on, const OpInfo& info, Deadline dl,
                    const char* what);
   [[noreturn]] void fail(std::exception_ptr e, const std::string& msg);
-  bool peer_dead(int r) const;
 
   const int rank_, world_;
   size_t half_bytes_, ring_bytes_;
