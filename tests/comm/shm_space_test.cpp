@@ -3,7 +3,7 @@
 // segment that does not fit is a clear error, not a SIGBUS on first touch, on rank 0 and at
 // once on the ranks that wait for it; alloc_shared that does not fit gives ordinary memory
 // (every rank alike) and one that fits gives shared memory, and all-reduces in either are
-// right.
+// right. A rank with a /dev/shm of its own cannot open the segment: every rank is told why.
 #include <gtest/gtest.h>
 #include <sched.h>
 #include <sys/mount.h>
@@ -112,6 +112,40 @@ TEST(ShmSpace, TooSmallDevShmIsAClearErrorOrOrdinaryMemory) {
   ASSERT_GE(code, 0) << "the child died of signal " << -code;
   if (code == kSkip) GTEST_SKIP() << "cannot make a mount namespace with a small /dev/shm (needs root)";
   EXPECT_EQ(code, 0) << "see the child's stderr above";
+}
+
+// A rank that cannot open rank 0's segment (here: its own /dev/shm, as in a container that
+// does not share the host's) fails naming the cause, and rank 0, which waits for every rank
+// to map it, fails at once with that rank's reason instead of after its 30 s timeout.
+TEST(ShmSpace, RankWithAnotherDevShmIsNamedAtOnce) {
+  const auto codes = local::run_local_ranks(2, std::chrono::seconds(60), [](int rank, int, store::Store& s) {
+    bool own_shm = false;
+    if (rank == 1)
+      own_shm = ::unshare(CLONE_NEWNS) == 0 && ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 &&
+                ::mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=8m") == 0;
+    s.set(str_cat("own-shm/", rank), own_shm ? "1" : "0");
+    const bool skip = store::to_string(s.get("own-shm/1", std::chrono::seconds(30))) != "1";
+    const auto t0 = std::chrono::steady_clock::now();
+    std::string error;
+    try {
+      shm::ShmSegment seg(s, "other-shm/", rank, 2, 1u << 20, std::chrono::seconds(30));
+    } catch (const SystemError& e) {
+      error = e.what();
+    }
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (skip) return error.empty() ? kSkip : 20;
+    const char* want = rank == 1 ? "with the same /dev/shm" : "rank 1: shm_open";
+    if (error.find(want) == std::string::npos || secs > 5) {
+      std::fprintf(stderr, "rank %d after %.1f s: '%s' (wanted '%s')\n", rank, secs, error.c_str(), want);
+      return 21;
+    }
+    return 0;
+  });
+  ASSERT_EQ(codes.size(), 2u);
+  for (int c : codes) ASSERT_NE(c, local::kTimedOut) << "a rank did not finish within 60 s";
+  if (codes[1] == kSkip) GTEST_SKIP() << "cannot make a mount namespace with its own /dev/shm (needs root)";
+  EXPECT_EQ(codes[0], 0) << "rank 0: see its stderr above";
+  EXPECT_EQ(codes[1], 0) << "rank 1: see its stderr above";
 }
 
 }  // namespace

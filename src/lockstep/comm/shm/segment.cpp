@@ -72,30 +72,55 @@ ShmSegment::ShmSegment(store::Store& store, const std::string& prefix, int rank,
     if (!name_.empty() && name_[0] == '!')
       throw SystemError(EIO, str_cat("rank ", rank, ": rank 0 could not create the shared memory of this group: ",
                                      name_.substr(1)));
-    fd.fd = ::shm_open(name_.c_str(), O_RDWR | O_CLOEXEC, 0600);
-    LOCKSTEP_CHECK_ERRNO(fd.fd, "shm_open ", name_, " created by rank 0 (are all ranks on one "
-                         "host? use LOCKSTEP_TRANSPORT=tcp otherwise)");
-    struct stat st{};
-    LOCKSTEP_CHECK_ERRNO(::fstat(fd.fd, &st), "fstat ", name_);
-    LOCKSTEP_CHECK_EQ(size_t(st.st_size), bytes, "shm segment ", name_, " has the wrong size");
   }
-  // MAP_POPULATE pre-faults every page of this mapping: no page fault inside a collective.
-  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd.fd, 0);
-  if (p == MAP_FAILED) {
-    int err = errno;
+  // From here on the name is out: a rank that cannot map the segment posts "!<reason>" as
+  // "ready", which the others wait for, so they fail at once with its reason.
+  try {
+    map(fd.fd, rank);
+  } catch (const std::exception& e) {
     if (owner_unlink_) ::shm_unlink(name_.c_str());
-    throw SystemError(err, str_cat("mmap ", name_, ": ", std::strerror(err)));
+    try {
+      store.set(prefix + "shm/ready", str_cat("!rank ", rank, ": ", e.what()));
+    } catch (const std::exception&) {  // the store is gone too: the peers time out
+    }
+    throw;
   }
-  base_ = static_cast<std::byte*>(p);
   // The last rank to map removes the name: from now on the memory lives only in mappings.
   // Everyone waits for that, so that no rank can finish (and unlink the name, as the owner
   // does on destruction) before a slower rank has opened it.
   if (store.add(prefix + "shm/mapped", 1) == world) {
     ::shm_unlink(name_.c_str());
     store.set(prefix + "shm/ready", "1");
-  } else {
-    store.wait({prefix + "shm/ready"}, timeout);
+    return;
   }
+  store.wait({prefix + "shm/ready"}, timeout);
+  const std::string ready = store::to_string(store.get(prefix + "shm/ready", timeout));
+  if (!ready.empty() && ready[0] == '!') {
+    ::munmap(base_, bytes_);
+    base_ = nullptr;
+    if (owner_unlink_) ::shm_unlink(name_.c_str());
+    throw SystemError(EIO, str_cat("rank ", rank, ": another rank could not map the shared memory of this "
+                                   "group: ", ready.substr(1)));
+  }
+}
+
+void ShmSegment::map(int fd, int rank) {
+  if (rank != 0) {
+    fd = ::shm_open(name_.c_str(), O_RDWR | O_CLOEXEC, 0600);
+    LOCKSTEP_CHECK_ERRNO(fd, "shm_open ", name_, " created by rank 0 (are all ranks on one host, "
+                         "with the same /dev/shm? use LOCKSTEP_TRANSPORT=tcp otherwise)");
+  }
+  FdCloser own{rank != 0 ? fd : -1};
+  struct stat st{};
+  LOCKSTEP_CHECK_ERRNO(::fstat(fd, &st), "fstat ", name_);
+  LOCKSTEP_CHECK_EQ(size_t(st.st_size), bytes_, "shm segment ", name_, " has the wrong size");
+  // MAP_POPULATE pre-faults every page of this mapping: no page fault inside a collective.
+  void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  if (p == MAP_FAILED) {
+    const int err = errno;
+    throw SystemError(err, str_cat("mmap ", name_, " (", bytes_, " bytes): ", std::strerror(err)));
+  }
+  base_ = static_cast<std::byte*>(p);
 }
 
 ShmSegment::~ShmSegment() {

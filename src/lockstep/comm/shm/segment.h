@@ -13,7 +13,9 @@ namespace lockstep::comm::shm {
 
 class ShmSegment {
  public:
-  // Collective over the group's ranks (all call it with the same prefix and bytes).
+  // Collective over the group's ranks (all call it with the same prefix and bytes). A rank
+  // that cannot create or map the segment throws, and the others throw at once with its
+  // reason (it is posted through the store) instead of waiting until `timeout`.
   ShmSegment(store::Store& store, const std::string& prefix, int rank, int world, size_t bytes,
              Millis timeout);
   ~ShmSegment();
@@ -25,6 +27,9 @@ class ShmSegment {
   const std::string& name() const { return name_; }
 
  private:
+  // Opens (ranks other than 0; rank 0 passes its own fd), checks and maps the object.
+  void map(int fd, int rank);
+
   std::byte* base_ = nullptr;
   size_t bytes_ = 0;
   std::string name_;
