@@ -390,6 +390,27 @@ TEST(Launcher, SelfcheckWorkersMeetThroughTheStore) {
   EXPECT_NE(r.out.find("selfcheck: ok"), std::string::npos) << r.out;
 }
 
+// A worker's log line carries its rank once: the launcher's tag, or (--no-prefix) the log's.
+TEST(Launcher, LogLinesCarryTheRankOnce) {
+  const std::map<std::string, std::string> debug{{"LOCKSTEP_LOG_LEVEL", "debug"}};
+  auto tagged = run_command({LOCKSTEP_BIN, "run", "--nproc-per-node", "2", "--", LOCKSTEP_BIN,
+                             "selfcheck", "--timeout", "30"},
+                            kTimeout, debug);
+  ASSERT_FALSE(tagged.timed_out);
+  EXPECT_TRUE(tagged.status.ok()) << tagged.err;
+  const std::regex once("\\[rank 1\\] \\[[0-9:.]+ D\\] connecting to the store");
+  EXPECT_TRUE(std::regex_search(tagged.err, once)) << tagged.err;
+  EXPECT_EQ(tagged.err.find("[rank 1] [rank 1"), std::string::npos) << tagged.err;
+
+  auto plain = run_command({LOCKSTEP_BIN, "run", "--no-prefix", "--nproc-per-node", "2", "--",
+                            LOCKSTEP_BIN, "selfcheck", "--timeout", "30"},
+                           kTimeout, debug);
+  ASSERT_FALSE(plain.timed_out);
+  EXPECT_TRUE(plain.status.ok()) << plain.err;
+  EXPECT_TRUE(std::regex_search(plain.err, std::regex("\\[rank 1 [0-9:.]+ D\\] connecting to the store")))
+      << plain.err;
+}
+
 TEST(Launcher, SelfcheckWithoutLauncherTimesOutWithAClearError) {
   // Rank 1 of 2 alone: rank 0 (which would host the store) never comes.
   auto r = run_command({LOCKSTEP_BIN, "selfcheck", "--timeout", "1"}, kTimeout,

@@ -72,8 +72,13 @@ void log_write(LogLevel level, const char* file, int line, const std::string& ms
                    .count() % 1000);
   std::tm tm{};
   gmtime_r(&t, &tm);
+  // Under `lockstep run` the launcher tags each worker's lines with its rank already.
+  static const bool tagged = [] {
+    const char* v = std::getenv("LOCKSTEP_OUTPUT_PREFIXED");
+    return v && std::string_view(v) == "1";
+  }();
   char prefix[64];
-  if (rank >= 0) {
+  if (rank >= 0 && !tagged) {
     std::snprintf(prefix, sizeof prefix, "[rank %d %02d:%02d:%02d.%03d %c] ", rank, tm.tm_hour,
                   tm.tm_min, tm.tm_sec, ms, kLetters[int(level)]);
   } else {

@@ -1,5 +1,7 @@
 // Logging: one line per message on stderr, prefixed with rank, time and level:
 //   [rank 1 11:06:19.123 W] bucket 3 waited 120 ms
+// The rank is left out when LOCKSTEP_OUTPUT_PREFIXED=1 (`lockstep run` sets it when it tags
+// every line of a worker with "[rank N] " itself).
 // The level comes from LOCKSTEP_LOG_LEVEL (trace, debug, info, warn, error, off; default info).
 //
 //   LOCKSTEP_LOG(info, "rendezvous done: world=", world, " in ", secs, " s");

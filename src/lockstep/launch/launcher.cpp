@@ -139,6 +139,7 @@ class Group {
       e["LOCAL_WORLD_SIZE"] = std::to_string(cfg.nproc_per_node);
       e["GROUP_RANK"] = std::to_string(at.node_rank);
       e["OMP_NUM_THREADS"] = e.count("OMP_NUM_THREADS") ? e["OMP_NUM_THREADS"] : "1";
+      if (cfg.prefix_output) e["LOCKSTEP_OUTPUT_PREFIXED"] = "1";  // log lines: no second rank tag
       w.proc = std::make_unique<Subprocess>(cfg.command, e, cpus.empty() ? std::vector<int>{} : cpus[size_t(l)]);
       std::string prefix = cfg.prefix_output ? str_cat("[rank ", w.rank, "] ") : "";
       w.out = std::make_unique<LinePrefixer>(STDOUT_FILENO, prefix);
@@ -150,6 +151,7 @@ class Group {
   // One child, mpirun, whose output lines carry the rank tags it adds (mpirun.h).
   void start_mpirun(std::map<std::string, std::string> env) {
     if (!env.count("OMP_NUM_THREADS")) env["OMP_NUM_THREADS"] = "1";
+    if (cfg_.prefix_output) env["LOCKSTEP_OUTPUT_PREFIXED"] = "1";
     env = mpirun_environment(std::move(env));
     Worker w{-1, -1, nullptr, nullptr, nullptr};
     w.proc = std::make_unique<Subprocess>(mpirun_command(cfg_.mpirun, cfg_, env), env);
