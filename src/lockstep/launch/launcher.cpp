@@ -15,6 +15,7 @@
 
 #include "lockstep/core/dist_env.h"
 #include "lockstep/core/error.h"
+#include "lockstep/core/proc_state.h"
 #include "lockstep/launch/affinity.h"
 #include "lockstep/launch/elastic.h"
 #include "lockstep/launch/flight_summary.h"
@@ -300,11 +301,8 @@ class Group {
   }
 
   static bool process_stopped(pid_t pid) {
-    std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-    std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    const size_t close = stat.rfind(')');
-    return close != std::string::npos && close + 2 < stat.size() &&
-           (stat[close + 2] == 'T' || stat[close + 2] == 't');
+    const char state = proc_state(pid);
+    return state == 'T' || state == 't';
   }
 
   // Waits up to timeout_ms for output or a signal, and forwards what arrived.

@@ -348,8 +348,8 @@ void Trainer::Impl::save(bool wait_now) {
   }
   sum_over_ranks(pg, failed);
   if (failed[0] != 0) {
-    // Every rank reports rank 0's reason: the launcher stops the others once one has exited,
-    // so the first to exit may be the only one whose error the user sees.
+    // Every rank reports rank 0's reason: whichever rank's error the user reads (the launcher
+    // stops the others shortly after the first exits), it names the cause.
     if (pg.size() > 1) {
       std::vector<uint8_t> text(1024, 0);
       std::memcpy(text.data(), error.data(), std::min(error.size(), text.size() - 1));

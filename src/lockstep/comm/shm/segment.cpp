@@ -32,15 +32,17 @@ ShmSegment::ShmSegment(store::Store& store, const std::string& prefix, int rank,
                        size_t bytes, Millis timeout)
     : bytes_(bytes) {
   FdCloser fd{-1};
-  // Rank 0 posts "!<error>" instead of a name when it cannot create the segment, so that the
-  // other ranks fail at once with its reason instead of waiting for the name until the timeout.
-  auto refuse = [&](const SystemError& e) -> SystemError {
-    if (rank == 0) {
-      try {
-        store.set(prefix + "shm/name", str_cat("!", e.what()));
-      } catch (const std::exception&) {  // the store is gone too: the peers time out
-      }
+  // A rank that fails posts "!<reason>" under the key the others wait for, so that they fail
+  // at once with its reason instead of at the timeout: rank 0 in place of the name when it
+  // cannot create the segment, any rank in place of "ready" when it cannot map it.
+  auto post = [&](const std::string& key, const std::string& reason) {
+    try {
+      store.set(prefix + key, "!" + reason);
+    } catch (const std::exception&) {  // the store is gone too: the peers time out
     }
+  };
+  auto refuse = [&](const SystemError& e) -> SystemError {
+    post("shm/name", e.what());
     return e;
   };
   if (rank == 0) {
@@ -73,16 +75,12 @@ ShmSegment::ShmSegment(store::Store& store, const std::string& prefix, int rank,
       throw SystemError(EIO, str_cat("rank ", rank, ": rank 0 could not create the shared memory of this group: ",
                                      name_.substr(1)));
   }
-  // From here on the name is out: a rank that cannot map the segment posts "!<reason>" as
-  // "ready", which the others wait for, so they fail at once with its reason.
+  // From here on the name is out.
   try {
     map(fd.fd, rank);
   } catch (const std::exception& e) {
     if (owner_unlink_) ::shm_unlink(name_.c_str());
-    try {
-      store.set(prefix + "shm/ready", str_cat("!rank ", rank, ": ", e.what()));
-    } catch (const std::exception&) {  // the store is gone too: the peers time out
-    }
+    post("shm/ready", str_cat("rank ", rank, ": ", e.what()));
     throw;
   }
   // The last rank to map removes the name: from now on the memory lives only in mappings.

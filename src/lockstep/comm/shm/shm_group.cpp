@@ -11,6 +11,7 @@
 #include "lockstep/comm/reduce_kernels.h"
 #include "lockstep/comm/shm/shm_transport.h"
 #include "lockstep/core/error.h"
+#include "lockstep/core/proc_state.h"
 
 namespace lockstep::comm::shm {
 namespace {
@@ -51,16 +52,8 @@ const uint8_t* u8(const void* p) { return static_cast<const uint8_t*>(p); }
 bool process_dead(int pid) {
   if (pid <= 0 || pid == ::getpid()) return false;
   if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  FILE* f = std::fopen(path, "r");
-  if (!f) return true;
-  char buf[512] = {};
-  size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-  std::fclose(f);
-  const char* close = std::strrchr(buf, ')');
-  if (!close || close + 2 >= buf + n) return false;
-  return close[2] == 'Z' || close[2] == 'X';
+  const char state = proc_state(pid);
+  return state == 0 || state == 'Z' || state == 'X';
 }
 
 }  // namespace
