@@ -359,7 +359,9 @@ TEST(Join, UnevenInputsFinishWithIdenticalReplicas) {
   std::vector<int64_t> shadowed(world), steps(world);
   run_ranks(world, [&](int r, comm::ProcessGroup& pg) {
     auto m = nn::make_model("fmnist-mlp", 21);
-    DistributedDataParallel ddp(*m, pg, {.check_replicas_every = 1});
+    DdpOptions options;
+    options.check_replicas_every = 1;
+    DistributedDataParallel ddp(*m, pg, options);
     nn::Sgd sgd(*m, {.lr = 0.05f, .momentum = 0.9f});
     nn::CrossEntropyLoss ce;
     Join join(ddp);
@@ -505,6 +507,39 @@ TEST(SyncBatchNorm, EqualsBatchNormOnTheConcatenatedBatch) {
   auto rb = ref->flat_buffers();
   for (size_t k = 0; k < rp.size(); ++k) ASSERT_NEAR(params[0][k], rp[k], 1e-4 * (1 + std::fabs(rp[k]))) << k;
   for (size_t k = 0; k < rb.size(); ++k) ASSERT_NEAR(buffers[0][k], rb[k], 1e-4 * (1 + std::fabs(rb[k]))) << k;
+}
+
+// Buffers (BatchNorm's running statistics) are rank 0's before every forward by default, so
+// ranks that trained on different data evaluate with the same statistics. Without the
+// broadcast each rank keeps the statistics of its own shard.
+TEST(Buffers, RankZerosRunningStatsReachEveryRankBeforeEachForward) {
+  const int world = 2, steps = 3;
+  const int64_t batch = 4;
+  for (const bool broadcast : {true, false}) {
+    std::vector<std::vector<float>> initial(world), buffers(world);
+    run_ranks(world, [&](int r, comm::ProcessGroup& pg) {
+      auto m = bn_model(std::make_unique<nn::BatchNorm2d>(4));
+      auto b0 = m->flat_buffers();
+      initial[size_t(r)] = {b0.begin(), b0.end()};
+      DdpOptions options;
+      options.broadcast_buffers = broadcast;
+      DistributedDataParallel ddp(*m, pg, options);
+      nn::Sgd sgd(*m, {.lr = 0.05f});
+      nn::CrossEntropyLoss ce;
+      for (int step = 0; step < steps; ++step) {
+        m->zero_grad();
+        ddp_forward_backward(ddp, ce, make_batch(step * world * batch + r * batch, batch));
+        ddp.step(sgd);
+      }
+      m->eval();  // an evaluation forward takes rank 0's statistics and changes none
+      ddp.forward(make_batch(0, batch).x);
+      auto b = m->flat_buffers();
+      buffers[size_t(r)] = {b.begin(), b.end()};
+    });
+    SCOPED_TRACE(broadcast ? "broadcast_buffers = true" : "broadcast_buffers = false");
+    EXPECT_FALSE(bit_identical(buffers[0], initial[0])) << "the running statistics never moved";
+    EXPECT_EQ(bit_identical(buffers[0], buffers[1]), broadcast);
+  }
 }
 
 }  // namespace
