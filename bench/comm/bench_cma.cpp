@@ -6,7 +6,7 @@
 // calls (docs/benchmarks.md, sessions 9-10): pinning the peer's pages costs more than the copy
 // it saves.
 //
-// usage: bench_cma [--max-bytes 64M] [--min-seconds 0.2]
+// usage: bench_cma [--max-mib 64] [--min-seconds 0.2]
 #include <sys/mman.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -22,18 +22,6 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-size_t parse_bytes(const char* s) {
-  char* end = nullptr;
-  double v = std::strtod(s, &end);
-  switch (end && *end ? *end : ' ') {
-    case 'K': case 'k': v *= 1 << 10; break;
-    case 'M': case 'm': v *= 1 << 20; break;
-    case 'G': case 'g': v *= 1 << 30; break;
-    default: break;
-  }
-  return size_t(v);
-}
 
 void* map_prefaulted(size_t bytes, int fill) {
   void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -67,10 +55,10 @@ int main(int argc, char** argv) {
   double min_seconds = 0.2;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--max-bytes" && i + 1 < argc) max_bytes = parse_bytes(argv[++i]);
+    if (a == "--max-mib" && i + 1 < argc) max_bytes = size_t(std::atof(argv[++i]) * (1 << 20));
     else if (a == "--min-seconds" && i + 1 < argc) min_seconds = std::atof(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: bench_cma [--max-bytes 64M] [--min-seconds 0.2]\n");
+      std::fprintf(stderr, "usage: bench_cma [--max-mib 64] [--min-seconds 0.2]\n");
       return a == "--help" || a == "-h" ? 0 : 2;
     }
   }
