@@ -18,7 +18,8 @@
 // in bench/comm time the same way. Spawned ranks are bound to CPUs as `lockstep run` binds
 // its workers (--cpu-bind, LOCKSTEP_CPU_BIND; default auto), and as mpirun binds Open MPI's.
 // --shared-buffers takes the buffers from ProcessGroup::alloc_shared (like nccl-tests' -R,
-// registered buffers): the shared-memory all-reduce then needs no staging copies.
+// registered buffers): the shared-memory all-reduce, reduce-scatter and all-gather then need
+// no staging copies.
 #include <sched.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -374,7 +375,7 @@ int main(int argc, char** argv) {
   if (!std::getenv("RANK"))
     std::printf("# cpu binding: %s\n", lockstep::launch::resolve_cpu_bind(f.cpu_bind).c_str());
   if (f.shared_buffers)
-    std::printf("# buffers: ProcessGroup::alloc_shared (all-reduce reduces straight from the peers' buffers)\n");
+    std::printf("# buffers: ProcessGroup::alloc_shared (all-reduce, reduce-scatter and all-gather read straight from the peers' buffers)\n");
   if (std::getenv("RANK")) {  // one rank of a launched job: the launcher's store, no spawning
     const lockstep::DistEnv env = lockstep::read_dist_env();
     auto store = lockstep::store::connect_store(env, std::chrono::seconds(f.timeout_s));

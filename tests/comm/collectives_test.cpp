@@ -344,6 +344,60 @@ TEST_P(CollectivesTest, ReduceScatter) {
   });
 }
 
+// Inputs from alloc_shared: reduce-scatter and all-gather read the peers' inputs in place on
+// shm, above and below the size where that path starts (here not at the allocation's start).
+// Back to back with values changing every iteration: a rank that rewrote its input before a
+// slow peer had read it gives that peer another iteration's values.
+TEST_P(CollectivesTest, ReduceScatterAndAllgatherFromSharedMemory) {
+  constexpr size_t kOffset = 4096 + 64, kMaxCount = 30011;
+  each_rank([&](ProcessGroup& pg) {
+    const int P = pg.size();
+    auto mem = pg.alloc_shared(kOffset + kMaxCount * size_t(P) * 8);
+    uint8_t* in = reinterpret_cast<uint8_t*>(mem.get()) + kOffset;
+    for (DType dt : {DType::f32, DType::f16, DType::bf16, DType::i32, DType::f64})
+      for (ReduceOp op : {ReduceOp::sum, ReduceOp::avg, ReduceOp::min})
+        for (size_t count : {size_t(1), size_t(1027), kMaxCount}) {
+          const auto src = make_input(pg.rank(), count * P, dt, op);
+          std::memcpy(in, src.data(), count * P * dtype_size(dt));
+          std::vector<uint8_t> out(count * dtype_size(dt));
+          pg.reduce_scatter(in, out.data(), count, dt, op).wait();
+          for (size_t i = 0; i < count; ++i) {
+            const double want = reference(P, pg.rank() * count + i, dt, op);
+            ASSERT_NEAR(load_as_double(out.data(), dt, i), want,
+                        testing::tolerance(dt) * std::max(1.0, std::abs(want)))
+                << "shared reduce_scatter " << dtype_name(dt) << " " << reduce_op_name(op) << " n=" << count
+                << " i=" << i;
+          }
+        }
+    const int iters = P <= 2 ? 100 : 20;
+    for (size_t count : {size_t(3), size_t(1027), kMaxCount}) {
+      auto* v = reinterpret_cast<int32_t*>(in);
+      std::vector<int32_t> scattered(count), gathered(count * size_t(P));
+      for (int it = 0; it < iters; ++it) {
+        for (size_t i = 0; i < count * size_t(P); ++i) v[i] = int32_t(pg.rank() * 1000 + it * 7 + int(i % 13));
+        pg.reduce_scatter(v, scattered.data(), count, DType::i32, ReduceOp::sum).wait();
+        for (size_t i = 0; i < count; ++i) {
+          const int32_t want = 1000 * P * (P - 1) / 2 + P * (it * 7 + int((pg.rank() * count + i) % 13));
+          ASSERT_EQ(scattered[i], want) << "reduce_scatter: rank " << pg.rank() << " iteration " << it << " i=" << i;
+        }
+        for (size_t i = 0; i < count; ++i) v[i] = int32_t(pg.rank() * 1000 + it * 7 + int(i % 13));
+        pg.allgather(v, gathered.data(), count, DType::i32).wait();
+        for (int r = 0; r < P; ++r)
+          for (size_t i = 0; i < count; ++i)
+            ASSERT_EQ(gathered[size_t(r) * count + i], int32_t(r * 1000 + it * 7 + int(i % 13)))
+                << "allgather: rank " << pg.rank() << " iteration " << it << " from rank " << r << " i=" << i;
+      }
+    }
+    // In place: the input is this rank's piece of the output, all of it shared.
+    auto* whole = reinterpret_cast<int64_t*>(in);
+    for (size_t i = 0; i < kMaxCount; ++i) whole[size_t(pg.rank()) * kMaxCount + i] = pg.rank() * 1000000 + int64_t(i);
+    pg.allgather(whole + size_t(pg.rank()) * kMaxCount, whole, kMaxCount, DType::i64).wait();
+    for (int r = 0; r < P; ++r)
+      for (size_t i = 0; i < kMaxCount; ++i)
+        ASSERT_EQ(whole[size_t(r) * kMaxCount + i], r * 1000000 + int64_t(i)) << "in-place allgather from rank " << r;
+  });
+}
+
 TEST_P(CollectivesTest, ScatterAndAlltoall) {
   each_rank([&](ProcessGroup& pg) {
     const int P = pg.size(), me = pg.rank();

@@ -68,6 +68,56 @@ TEST_P(ErrorsTest, DebugModeNamesASharedBufferOnOneRankOnly) {
   });
 }
 
+// The same for the inputs of reduce_scatter and allgather, which read the peers' inputs in
+// place when they lie in alloc_shared memory.
+TEST_P(ErrorsTest, DebugModeNamesASharedInputOnOneRankOnly) {
+  Options o = test_options(GetParam());
+  o.debug_checks = true;
+  o.timeout = std::chrono::seconds(10);
+  constexpr size_t kCount = 50000;  // per rank
+  run_ranks(2, [&](int rank, store::Store& store) {
+    auto pg = ProcessGroup::create("native", store, rank, 2, o);
+    auto mem = pg->alloc_shared(2 * kCount * sizeof(float));
+    std::vector<float> plain(2 * kCount, 1.0f), out(2 * kCount);
+    float* shared = reinterpret_cast<float*>(mem.get());
+    Work rs = pg->reduce_scatter(rank == 0 ? shared : plain.data(), out.data(), kCount, DType::f32, ReduceOp::sum);
+    Work ag = pg->allgather(rank == 1 ? shared : plain.data(), out.data(), kCount, DType::f32);
+    if (GetParam() != "shm") return rs.wait(), ag.wait();
+    std::string msg = error_of<InvalidArgument>(rs);
+    EXPECT_NE(msg.find("collective mismatch at #0"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("op=sum in_shared"), std::string::npos) << msg;
+    msg = error_of<InvalidArgument>(ag);
+    EXPECT_NE(msg.find("collective mismatch at #1"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("in_shared"), std::string::npos) << msg;
+  });
+}
+
+// Ranks whose shared buffers lie in different alloc_shared allocations (the path would read
+// the wrong memory): every rank gets an error naming both allocations, and the group goes on.
+TEST_P(ErrorsTest, SharedBuffersFromDifferentAllocationsAreNamedOnEveryRank) {
+  Options o = test_options(GetParam());
+  o.timeout = std::chrono::seconds(10);
+  constexpr size_t kCount = 100000;
+  run_ranks(2, [&](int rank, store::Store& store) {
+    auto pg = ProcessGroup::create("native", store, rank, 2, o);
+    auto a = pg->alloc_shared(kCount * sizeof(float)), b = pg->alloc_shared(kCount * sizeof(float));
+    float* mine = reinterpret_cast<float*>(rank == 0 ? a.get() : b.get());
+    std::fill(mine, mine + kCount, 1.0f);
+    Work w = pg->allreduce(mine, kCount, DType::f32, ReduceOp::sum);
+    if (GetParam() == "shm") {
+      std::string msg = error_of<InvalidArgument>(w);
+      EXPECT_NE(msg.find("alloc_shared allocation #"), std::string::npos) << msg;
+      EXPECT_NE(msg.find(rank == 0 ? "rank 1's buffer" : "rank 0's buffer"), std::string::npos) << msg;
+    } else {
+      w.wait();  // ordinary memory over tcp: nothing to mix up
+    }
+    float* same = reinterpret_cast<float*>(a.get());
+    std::fill(same, same + kCount, 1.0f);
+    pg->allreduce(same, kCount, DType::f32, ReduceOp::sum).wait();
+    EXPECT_EQ(same[kCount - 1], 2.0f);
+  });
+}
+
 TEST_P(ErrorsTest, WaitTimesOutNamingTheOperationThenAbortUnblocks) {
   Options o = test_options(GetParam());
   std::atomic<bool> done{false};

@@ -48,11 +48,12 @@ Work NativeProcessGroup::allreduce_impl(void* data, size_t count, DType dt, Redu
     state->complete();
     return Work(std::move(state));
   }
-  // Debug mode: whether the buffer is alloc_shared memory is part of the signature (ranks must agree).
+  // Debug mode: whether the buffer is alloc_shared memory is part of the signature (ranks must
+  // agree; likewise for the inputs of allgather and reduce_scatter).
   return enqueue(OpKind::allreduce,
                  LOCKSTEP_SIG(OpKind::allreduce, dt, count,
                               op_s(op) + (check ? " check_finite" : "") +
-                                  (shm_ && shm_->reduces_in_place(data, count * dtype_size(dt)) ? " in_shared" : "")),
+                                  (shm_ && shm_->in_shared_blocks(data, count * dtype_size(dt)) ? " in_shared" : "")),
                  [=, this](const OpInfo& info, Deadline dl) {
     if (shm_) {
       bool bad = false;
@@ -105,7 +106,8 @@ Work NativeProcessGroup::allgather(const void* in, void* out, size_t count, DTyp
     copy(out, in, bytes);
     return Work::completed({OpKind::allgather, 0, rank_, opt_.group_name});
   }
-  return enqueue(OpKind::allgather, LOCKSTEP_SIG(OpKind::allgather, dt, count),
+  return enqueue(OpKind::allgather,
+                 LOCKSTEP_SIG(OpKind::allgather, dt, count, shm_ && shm_->in_shared_blocks(in, bytes) ? "in_shared" : ""),
                  [=, this](const OpInfo& info, Deadline dl) {
     if (shm_) return shm_->allgather(in, out, bytes, info, dl);
     LOCKSTEP_CTX;
@@ -119,7 +121,10 @@ Work NativeProcessGroup::reduce_scatter(const void* in, void* out, size_t count,
     copy(out, in, count * dtype_size(dt));
     return Work::completed({OpKind::reduce_scatter, 0, rank_, opt_.group_name});
   }
-  return enqueue(OpKind::reduce_scatter, LOCKSTEP_SIG(OpKind::reduce_scatter, dt, count, op_s(op)),
+  return enqueue(OpKind::reduce_scatter,
+                 LOCKSTEP_SIG(OpKind::reduce_scatter, dt, count,
+                              op_s(op) + (shm_ && shm_->in_shared_blocks(in, count * dtype_size(dt) * world_)
+                                              ? " in_shared" : "")),
                  [=, this](const OpInfo& info, Deadline dl) {
     if (shm_) return shm_->reduce_scatter(in, out, count, dt, op, info, dl);
     LOCKSTEP_CTX;

@@ -231,7 +231,8 @@ void NativeProcessGroup::start_now() {
 std::shared_ptr<std::byte[]> NativeProcessGroup::alloc_shared(size_t bytes) {
   if (!shm_ || world_ == 1) return ProcessGroup::alloc_shared(bytes);
   const size_t stride = (std::max<size_t>(bytes, 1) + 4095) / 4096 * 4096;
-  const std::string keys = str_cat(prefix_, "shared/", shared_allocs_++, "/");
+  const int id = shared_allocs_++;  // the same on every rank: alloc_shared is collective
+  const std::string keys = str_cat(prefix_, "shared/", id, "/");
   bool fits = false;
   if (rank_ == 0) {
     struct statvfs v {};
@@ -249,7 +250,7 @@ std::shared_ptr<std::byte[]> NativeProcessGroup::alloc_shared(size_t bytes) {
   if (!fits) return ProcessGroup::alloc_shared(bytes);
   auto seg = std::make_shared<shm::ShmSegment>(store_, keys, rank_, world_, stride * size_t(world_), opt_.timeout);
   std::byte* base = seg->data();
-  shm_->shared_blocks()->add(base, stride, bytes);
+  shm_->shared_blocks()->add(base, stride, bytes, uint64_t(id));
   std::weak_ptr<shm::SharedBlocks> blocks = shm_->shared_blocks();
   return std::shared_ptr<std::byte[]>(base + size_t(rank_) * stride, [seg, blocks, base](std::byte*) {
     if (auto b = blocks.lock()) b->remove(base);

@@ -99,6 +99,7 @@ ShmGroup::ShmGroup(store::Store& store, const std::string& prefix, int rank, int
   // against 3.1); with more ranks than cores one barrier still wins up to its limit.
   shared_min_bytes_ = cores >= world ? kLowLatencyBytes : one_barrier_bytes_;
   srcs_.resize(P);
+  shared_bufs_.resize(P);
   ll_gather_.resize(P * kLineMessageBytes);
   transport_ = std::make_unique<ShmTransport>(*this);
 }
@@ -180,6 +181,25 @@ void ShmGroup::sync(const OpInfo& info, Deadline dl) {
   bell_->notify_sleepers();
 }
 
+void ShmGroup::sync_shared(const SharedBlocks::Hit& at, const OpInfo& info, Deadline dl) {
+  ctl_[rank_].shared_id.store(at.id, std::memory_order_relaxed);
+  ctl_[rank_].shared_offset.store(at.offset, std::memory_order_relaxed);
+  sync(info, dl);  // its release and acquire carry both to the peers
+  int other = -1;
+  for (int r = 0; r < world_; ++r) {
+    if (ctl_[r].shared_id.load(std::memory_order_relaxed) != at.id) other = r;
+    shared_bufs_[size_t(r)] = at.base + size_t(r) * at.stride + ctl_[r].shared_offset.load(std::memory_order_relaxed);
+  }
+  if (other < 0) return;
+  // Every rank sees some other allocation then, and throws; the barrier keeps each rank's
+  // published id in place until all have read it (the next operation would overwrite it).
+  const uint64_t id = ctl_[other].shared_id.load(std::memory_order_relaxed);
+  sync(info, dl);
+  LOCKSTEP_THROW(InvalidArgument, info.describe(), ": rank ", other, "'s buffer lies in ProcessGroup::alloc_shared "
+                 "allocation #", id, ", this rank's (", rank_, ") in #", at.id, "; every rank must pass its block "
+                 "of the same allocation (or ordinary memory on every rank)");
+}
+
 void ShmGroup::barrier(const OpInfo& info, Deadline dl) {
   check_usable(info);
   sync(info, dl);
@@ -245,23 +265,23 @@ void ShmGroup::allreduce(void* data, size_t count, DType dt, ReduceOp op, const 
   tuner_.end(trial, count * es, std::chrono::duration<double>(Clock::now() - started).count());
 }
 
-// All-reduce of a buffer inside blocks the ranks allocated together (every rank's buffer at
-// the same offset of its own block): no staging. After a barrier (every block holds its
-// rank's input) each rank folds its slice from every block at once, stores the result in
-// its own block and in every peer's (with two ranks in the same pass), and a second barrier
-// says every slice has arrived everywhere. Nobody else touches slice s of any block: rank s
+// All-reduce of a buffer inside blocks the ranks allocated together (every rank's buffer in
+// its own block of the same allocation, at any offset): no staging. After a barrier (every
+// block holds its rank's input) each rank folds its slice from every block at once, stores
+// the result in its own block and in every peer's (with two ranks in the same pass), and a
+// second barrier says every slice has arrived everywhere. Nobody else touches slice s of any block: rank s
 // reads it, then overwrites it, so the stores race with no reader. After the second barrier
 // no rank touches another's block, so each may reuse its buffer at once.
 void ShmGroup::allreduce_shared(void* data, size_t count, DType dt, ReduceOp op,
                                 const SharedBlocks::Hit& at, const OpInfo& info, Deadline dl,
                                 bool* nonfinite) {
   const size_t es = dtype_size(dt), P = size_t(world_), me = size_t(rank_);
-  auto block = [&](size_t r) { return u8(at.base + r * at.stride + at.offset); };
+  auto block = [&](size_t r) { return u8(shared_bufs_[r]); };
   auto cut = [&](size_t r) { return count * r / P * es; };
   const size_t a = cut(me), b = cut(me + 1);
   const StreamTuner::Trial trial = shared_tuner_.begin(count * es);
   const auto started = Clock::now();
-  sync(info, dl);
+  sync_shared(at, info, dl);
   for (size_t r = 0; r < P; ++r) srcs_[r] = block(r) + a;
   bool mine_bad = false;
   void* also = P == 2 ? block(1 - me) + a : nullptr;
@@ -278,9 +298,9 @@ void ShmGroup::allreduce_shared(void* data, size_t count, DType dt, ReduceOp op,
   shared_tuner_.end(trial, count * es, std::chrono::duration<double>(Clock::now() - started).count());
 }
 
-void SharedBlocks::add(std::byte* base, size_t stride, size_t bytes) {
+void SharedBlocks::add(std::byte* base, size_t stride, size_t bytes, uint64_t id) {
   std::lock_guard<std::mutex> lk(mu_);
-  blocks_.push_back({base, stride, bytes});
+  blocks_.push_back({base, stride, bytes, id});
   count_.store(blocks_.size(), std::memory_order_release);
 }
 
@@ -297,7 +317,7 @@ std::optional<SharedBlocks::Hit> SharedBlocks::find(const void* data, size_t byt
   for (const Block& b : blocks_) {
     const auto mine = reinterpret_cast<uintptr_t>(b.base) + size_t(rank) * b.stride;
     if (p >= mine && p - mine <= b.bytes && bytes <= b.bytes - (p - mine))
-      return Hit{b.base, b.stride, p - mine};
+      return Hit{b.base, b.stride, p - mine, b.id};
   }
   return std::nullopt;
 }
@@ -384,6 +404,8 @@ void ShmGroup::broadcast(void* data, size_t bytes, int root, const OpInfo& info,
 // copies every peer's chunk into place.
 void ShmGroup::allgather(const void* in, void* out, size_t bpr, const OpInfo& info, Deadline dl) {
   check_usable(info);
+  if (bpr > shared_min_bytes_)
+    if (const auto at = shared_->find(in, bpr, rank_)) return allgather_shared(in, out, bpr, *at, info, dl);
   for (size_t lo = 0; lo < bpr; lo += half_bytes_) {
     const size_t n = std::min(half_bytes_, bpr - lo);
     const int half = int(chunk_++ & 1);
@@ -396,12 +418,28 @@ void ShmGroup::allgather(const void* in, void* out, size_t bpr, const OpInfo& in
   }
 }
 
+// All-gather of inputs inside shared blocks: after a barrier (every block holds its rank's
+// input) each rank copies every peer's input straight into place; the second barrier keeps
+// each input unchanged until every peer has read it.
+void ShmGroup::allgather_shared(const void* in, void* out, size_t bpr, const SharedBlocks::Hit& at,
+                                const OpInfo& info, Deadline dl) {
+  sync_shared(at, info, dl);
+  for (size_t r = 0; r < size_t(world_); ++r) {
+    const uint8_t* src = r == size_t(rank_) ? u8(in) : u8(shared_bufs_[r]);
+    if (u8(out) + r * bpr != src) std::memcpy(u8(out) + r * bpr, src, bpr);
+  }
+  sync(info, dl);
+}
+
 // Reduce-scatter: per round every rank publishes, for each peer j, the chunk of its input
 // that j owns; after a barrier each rank folds its own piece from all slots at once.
 void ShmGroup::reduce_scatter(const void* in, void* out, size_t count, DType dt, ReduceOp op,
                               const OpInfo& info, Deadline dl) {
   check_usable(info);
   const size_t es = dtype_size(dt), P = size_t(world_), me = size_t(rank_);
+  if (P * count * es > shared_min_bytes_)
+    if (const auto at = shared_->find(in, P * count * es, rank_))
+      return reduce_scatter_shared(out, count, dt, op, *at, info, dl);
   const size_t per_round = std::max<size_t>(1, half_bytes_ / (P * es));
   for (size_t lo = 0; lo < count; lo += per_round) {
     const size_t n = std::min(per_round, count - lo);
@@ -414,6 +452,18 @@ void ShmGroup::reduce_scatter(const void* in, void* out, size_t count, DType dt,
       srcs_[r] = r == me ? u8(in) + (me * count + lo) * es : u8(slot(int(r), half)) + me * n * es;
     reduce_many_finish(u8(out) + lo * es, nullptr, srcs_.data(), world_, n, dt, op, world_);
   }
+}
+
+// Reduce-scatter of inputs inside shared blocks: after a barrier each rank folds its piece
+// from every rank's block at once (rank order, as everywhere), with no staging; the second
+// barrier keeps each input unchanged until every peer has read its piece.
+void ShmGroup::reduce_scatter_shared(void* out, size_t count, DType dt, ReduceOp op,
+                                     const SharedBlocks::Hit& at, const OpInfo& info, Deadline dl) {
+  const size_t piece = count * dtype_size(dt) * size_t(rank_);
+  sync_shared(at, info, dl);
+  for (size_t r = 0; r < size_t(world_); ++r) srcs_[r] = u8(shared_bufs_[r]) + piece;
+  reduce_many_finish(out, nullptr, srcs_.data(), world_, count, dt, op, world_);
+  sync(info, dl);
 }
 
 }  // namespace lockstep::comm::shm

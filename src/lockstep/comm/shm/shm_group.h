@@ -32,6 +32,9 @@ struct alignas(64) RankCtl {
   FutexWord doorbell;            // rung when a ring toward or from this rank moves
   // (barrier epoch << 1) | "my slice of this all-reduce holds a NaN or an Inf" (see allreduce)
   std::atomic<uint64_t> nonfinite;
+  // Where this rank's buffer of the current shared-block operation lies: the allocation's id
+  // and the offset inside its block, published with the operation's first barrier.
+  std::atomic<uint64_t> shared_id, shared_offset;
 };
 
 struct alignas(64) RingCtl {
@@ -44,17 +47,18 @@ struct alignas(64) RingCtl {
 class ShmTransport;
 
 // Memory the group's ranks allocated together (ProcessGroup::alloc_shared): one segment,
-// rank r's block at base + r * stride. All-reduces of buffers inside a block reduce straight
-// from the peers' blocks. Thread-safe: blocks come and go on the caller's thread while the
-// group's thread looks them up.
+// rank r's block at base + r * stride. All-reduces, reduce-scatters and all-gathers of
+// buffers inside a block read straight from the peers' blocks. Thread-safe: blocks come and
+// go on the caller's thread while the group's thread looks them up.
 class SharedBlocks {
  public:
   struct Hit {
     std::byte* base;  // rank 0's block; rank r's at base + r * stride
     size_t stride;
     size_t offset;    // of the buffer inside this rank's block
+    uint64_t id;      // the allocation's, the same on every rank
   };
-  void add(std::byte* base, size_t stride, size_t bytes);
+  void add(std::byte* base, size_t stride, size_t bytes, uint64_t id);
   void remove(std::byte* base);
   // Whether [data, data + bytes) lies inside this rank's block of one allocation.
   std::optional<Hit> find(const void* data, size_t bytes, int rank) const;
@@ -63,6 +67,7 @@ class SharedBlocks {
   struct Block {
     std::byte* base;
     size_t stride, bytes;
+    uint64_t id;
   };
   mutable std::mutex mu_;
   std::vector<Block> blocks_;
@@ -91,8 +96,9 @@ class ShmGroup {
               Deadline dl);
   // The blocks allocated with the group: the caller adds and removes them.
   const std::shared_ptr<SharedBlocks>& shared_blocks() const { return shared_; }
-  // Whether an all-reduce of `bytes` at `data` takes the shared-block path (allreduce_shared).
-  bool reduces_in_place(const void* data, size_t bytes) const {
+  // Whether a collective whose input is `bytes` at `data` takes a shared-block path
+  // (allreduce_shared, allgather_shared, reduce_scatter_shared): every rank must agree.
+  bool in_shared_blocks(const void* data, size_t bytes) const {
     return bytes > shared_min_bytes_ && shared_->find(data, bytes, rank_).has_value();
   }
   void broadcast(void* data, size_t bytes, int root, const OpInfo& info, Deadline dl);
@@ -162,7 +168,16 @@ class ShmGroup {
                              Deadline dl, bool* nonfinite);
   void allreduce_shared(void* data, size_t count, DType dt, ReduceOp op, const SharedBlocks::Hit& at,
                         const OpInfo& info, Deadline dl, bool* nonfinite);
+  void allgather_shared(const void* in, void* out, size_t bytes_per_rank, const SharedBlocks::Hit& at,
+                        const OpInfo& info, Deadline dl);
+  void reduce_scatter_shared(void* out, size_t count, DType dt, ReduceOp op, const SharedBlocks::Hit& at,
+                             const OpInfo& info, Deadline dl);
   void sync(const OpInfo& info, Deadline dl);  // barrier without the usable check
+  // The first barrier of a shared-block operation: publishes where this rank's buffer lies
+  // and, after it, sets shared_bufs_[r] to rank r's buffer, which may lie at another offset
+  // of its block than this rank's (an in-place all-gather's input does). Every rank throws
+  // alike when the ranks' buffers lie in different allocations.
+  void sync_shared(const SharedBlocks::Hit& at, const OpInfo& info, Deadline dl);
   // How long waits spin before sleeping (see set_runner).
   long spin_ns() const {
     return caller_runs_ || (work_ && work_->has_blocked_waiter()) ? spin_caller_ns_ : spin_async_ns_;
@@ -195,6 +210,7 @@ class ShmGroup {
   std::atomic<bool> aborted_{false};
   std::string broken_;
   std::vector<const void*> srcs_;  // per-round source pointers (no allocation per call)
+  std::vector<std::byte*> shared_bufs_;  // every rank's buffer of a shared-block operation
   std::vector<std::byte> ll_gather_;  // peers' low-latency lines made contiguous again
   StreamTuner tuner_;
   StreamTuner shared_tuner_;  // how allreduce_shared stores into the peers' blocks
