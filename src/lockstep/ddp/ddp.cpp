@@ -22,7 +22,7 @@ DistributedDataParallel::DistributedDataParallel(nn::Model& model, comm::Process
       reducer_(pg, params_, reducer_options(opt_)) {
   verify_same_architecture(pg_, params_, opt_.timeout);
   // Every rank asks: the architectures (hence sizes) agree, and so does the capability.
-  if (opt_.shared_gradients && opt_.gradient_sync && pg_.size() > 1 &&
+  if (opt_.shared_gradients && pg_.size() > 1 &&
       pg_.supports(comm::Capability::shared_memory)) {
     size_t n = 0;
     for (size_t i = 0; i < params_.num_params(); ++i) n += params_.param_info(i).numel();

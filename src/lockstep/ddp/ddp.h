@@ -41,9 +41,9 @@ struct DdpOptions {
   bool deterministic = false;
   Millis timeout{std::chrono::seconds(300)};  // every collective DDP waits for
   // Keep the gradients in memory the ranks share (ProcessGroup::alloc_shared, when the group
-  // has shared memory): the buckets' all-reduces then read the peers' gradients in place,
-  // without copies through staging buffers. The model's own buffer gets them back when DDP
-  // goes away.
+  // has shared memory): the buckets' all-reduces (or, without gradient_sync, ZeroOptimizer's
+  // reduce-scatter) then read the peers' gradients in place, without copies through staging
+  // buffers. The model's own buffer gets them back when DDP goes away.
   bool shared_gradients = true;
 };
 

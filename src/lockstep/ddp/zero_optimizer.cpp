@@ -28,7 +28,7 @@ ZeroOptimizer::ZeroOptimizer(comm::ProcessGroup& pg, ParamSource& params, ZeroSg
     std::memset(momentum_.data(), 0, momentum_.size());
   }
   grad_slice_ = AlignedBuffer((shard_ + 1) * sizeof(float));
-  value_slice_ = AlignedBuffer((shard_ + 1) * sizeof(float));
+  value_slice_ = pg.alloc_shared((shard_ + 1) * sizeof(float));  // collective: every rank's shard_ is equal
 }
 
 // Zero copy when values and gradients each tile one range with identical relative offsets.
@@ -101,7 +101,7 @@ bool ZeroOptimizer::step() {
   const size_t w = size_t(pg_.size()), r = size_t(pg_.rank());
   float* mom = momentum_.size() ? momentum_.as<float>().data() : nullptr;
   float* gs = grad_slice_.as<float>().data();
-  float* vs = value_slice_.as<float>().data();
+  float* vs = reinterpret_cast<float*>(value_slice_.get());
   float* tail_g = grads_.data() + shard_ * w;
   comm::Work tail_work;
   if (tail_ > 0) tail_work = pg_.allreduce(tail_g, tail_, DType::f32, comm::ReduceOp::avg);

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -100,7 +101,9 @@ class ZeroOptimizer {
   std::vector<size_t> offsets_;             // per parameter, into the flat order
   AlignedBuffer stage_values_, stage_grads_;
   AlignedBuffer momentum_;                  // shard_ + tail_
-  AlignedBuffer grad_slice_, value_slice_;  // shard_ each
+  AlignedBuffer grad_slice_;                // shard_
+  // shard_, in ProcessGroup::alloc_shared memory: on shm the all-gather reads it in place.
+  std::shared_ptr<std::byte[]> value_slice_;
 };
 
 }  // namespace lockstep::ddp
