@@ -241,7 +241,7 @@ std::shared_ptr<std::byte[]> NativeProcessGroup::alloc_shared(size_t bytes) {
     if (!fits)
       LOCKSTEP_LOG(warn, "alloc_shared in group '", opt_.group_name, "': ", (stride * size_t(world_)) >> 20,
                    " MiB (", world_, " ranks) do not fit in /dev/shm (", uint64_t(v.f_bavail) * v.f_frsize >> 20,
-                   " MiB free); using ordinary memory, so all-reduces of it copy through staging buffers "
+                   " MiB free); using ordinary memory, so collectives on it copy through staging buffers "
                    "(enlarge /dev/shm, e.g. docker run --shm-size)");
     store_.set(keys + "fits", fits ? "1" : "0");
   } else {

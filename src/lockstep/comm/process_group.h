@@ -129,12 +129,14 @@ class ProcessGroup {
   virtual void start_now() {}
 
   // Memory every rank of the group can reach: on one host, `bytes` of shared memory per rank.
-  // An all-reduce of a buffer inside it, every rank passing the same offset into its own
-  // allocation, reduces straight from the peers' memory, without copies through staging
-  // buffers (what NCCL's registered buffers do). Collective: every rank calls it, in the same
-  // order, with the same size, and then uses its allocation as the others use theirs (LOCKSTEP_DEBUG=detail checks). The memory
-  // is zeroed and lives until the last copy of the pointer goes; backends without shared
-  // memory return ordinary memory.
+  // An all-reduce of a buffer inside it, or a reduce-scatter or all-gather of an input inside
+  // it, reads straight from the peers' memory, without copies through staging buffers (what
+  // NCCL's registered buffers do). Every rank passes memory of the same allocation, at any
+  // offset into its own; memory of different allocations is an error on every rank.
+  // Collective: every rank calls it, in the same order, with the same size, and then uses its
+  // allocation as the others use theirs (LOCKSTEP_DEBUG=detail checks). The memory is zeroed
+  // and lives until the last copy of the pointer goes; backends without shared memory return
+  // ordinary memory.
   virtual std::shared_ptr<std::byte[]> alloc_shared(size_t bytes);
 
   // Typed conveniences.
