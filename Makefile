@@ -14,7 +14,8 @@ TSAN := $(BUILD)/tsan
 TSAN_TESTS ?= comm_collectives_test ddp_parts_test ddp_features_test ddp_equivalence_test
 CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure --timeout 600 -j $(JOBS)
-# Labels run under the sanitizers (the slow ones run once, in Release).
+# Labels run under the sanitizers (the slow ones run once, in Release; so do the libFuzzer
+# harnesses, which clang++ builds with their own sanitizers in either build).
 ASAN_LABELS ?= unit|multiproc
 
 .PHONY: all deps build build-asan demo test test-release test-asan test-tsan bench format lint clean
@@ -29,7 +30,7 @@ $(RELEASE)/build.ninja:
 
 $(ASAN)/build.ninja:
 	cmake -S . -B $(ASAN) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DLOCKSTEP_SANITIZE=ON \
-	  -DLOCKSTEP_BUILD_BENCH=OFF $(CMAKE_FLAGS)
+	  -DLOCKSTEP_BUILD_BENCH=OFF -DLOCKSTEP_BUILD_FUZZERS=OFF $(CMAKE_FLAGS)
 
 build: deps $(RELEASE)/build.ninja
 	cmake --build $(RELEASE) -j $(JOBS)
@@ -52,7 +53,7 @@ test-asan: build-asan
 
 $(TSAN)/build.ninja:
 	cmake -S . -B $(TSAN) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DLOCKSTEP_TSAN=ON \
-	  -DLOCKSTEP_BUILD_BENCH=OFF $(CMAKE_FLAGS)
+	  -DLOCKSTEP_BUILD_BENCH=OFF -DLOCKSTEP_BUILD_FUZZERS=OFF $(CMAKE_FLAGS)
 
 test-tsan: deps $(TSAN)/build.ninja
 	cmake --build $(TSAN) -j $(JOBS) --target $(TSAN_TESTS)

@@ -1,4 +1,4 @@
-// `lockstep train --zero` end to end, as real processes over loopback (the train_cli program,
+// `lockstep train --zero` end to end, as real processes over loopback (the lockstep program,
 // which starts its workers through the launcher): a ZeRO run of 3 workers saves one shard per
 // worker; it resumes with 2; a corrupt shard stops every worker with an error naming the file,
 // the command exits non-zero, and the saved checkpoint keeps its bytes. Every command runs in
@@ -75,7 +75,7 @@ TEST(ZeroCli, ShardsPerWorkerResumeWithFewerAndACorruptShardStopsEveryWorker) {
   std::ofstream(dir / "zero.toml") << "model = \"fmnist-mlp\"\nepochs = 1\nbatch = 16\nlr = 0.05\nmomentum = 0.9\n"
                                       "train_limit = 480\ntest_limit = 64\ncheckpoint_every = 4\n"
                                       "checkpoint_keep = 0\nmax_steps = 8\nlog_every = 4\ntimeout = 20\n";
-  const std::vector<std::string> base = {TRAIN_CLI, "train", "--config", (dir / "zero.toml").string(), "--zero"};
+  const std::vector<std::string> base = {LOCKSTEP_BIN, "train", "--config", (dir / "zero.toml").string(), "--zero"};
   auto with = [&](std::vector<std::string> extra) {
     std::vector<std::string> a = base;
     a.insert(a.end(), extra.begin(), extra.end());
