@@ -57,7 +57,8 @@ Runner add_run_command(CLI::App& app) {
   auto failure_settle_s = std::make_shared<double>(2.0);
   cmd->add_option("--failure-settle", *failure_settle_s,
                   "seconds the other workers get to exit on their own after one fails, so that each "
-                  "reports an error they share, before they are sent SIGTERM")
+                  "reports an error they share, before they are sent SIGTERM; a worker found killed "
+                  "by a signal meanwhile is reported as the failure rather than a peer that saw it die")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd->add_option("--via", cfg->via,

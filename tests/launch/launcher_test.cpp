@@ -161,6 +161,27 @@ TEST(Launcher, KilledWorkerIsReportedWithItsSignal) {
   EXPECT_EQ(r.err.find("flight recorder"), std::string::npos) << r.err;
 }
 
+// A killed worker's peers see it dead from its zombie main thread and exit with their own
+// error, and one of them can be reaped before it (waitpid waits for all of a killed worker's
+// threads). The report still names the killed worker, as long as it is found killed within
+// --failure-settle; rank 1 here stands for the peer that exited first.
+TEST(Launcher, KilledWorkerIsNamedWhenAPeerThatSawItDieExitsFirst) {
+  const std::string script = "if [ $RANK = 1 ]; then echo peer died >&2; exit 1; fi; sleep 0.3; kill -9 $$";
+  auto r = run_command(run_args(2, script, {"--failure-settle", "3"}), kTimeout);
+  ASSERT_FALSE(r.timed_out);
+  EXPECT_EQ(r.status.code, 128 + 9) << r.err;
+  EXPECT_NE(r.err.find("worker rank 0 (local rank 0, pid"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("killed by signal 9 (SIGKILL); stopped the other workers"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("[rank 1] peer died"), std::string::npos) << r.err;
+  EXPECT_LT(r.seconds, 3.0) << "every worker had exited: nothing to wait for";
+
+  // Without the settling time the first exit decides.
+  auto now = run_command(run_args(2, script, {"--failure-settle", "0"}), kTimeout);
+  ASSERT_FALSE(now.timed_out);
+  EXPECT_EQ(now.status.code, 1) << now.err;
+  EXPECT_NE(now.err.find("worker rank 1 (local rank 1, pid"), std::string::npos) << now.err;
+}
+
 // The launcher's own summary of the flight recorders, from the reports in the store.
 TEST(FlightSummary, NamesTheRanksMissingFromTheCollective) {
   using launch::FlightReport;

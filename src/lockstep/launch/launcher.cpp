@@ -186,6 +186,8 @@ class Group {
       }
       if (result.outcome == Outcome::success && record_first_failure(result))
         term_at = Deadline::after(cfg_.failure_settle);
+      else if (result.outcome == Outcome::worker_failed && !term_at.is_never())
+        prefer_killed_worker(result);  // nobody has been signalled by the launcher yet
       if (!term_at.is_never() && !done && (term_at.expired() || only_stopped_left())) {
         signal_all(SIGTERM);
         kill_at = Deadline::after(cfg_.grace);
@@ -217,19 +219,36 @@ class Group {
       auto st = w.proc->poll();
       if (!st || st->ok()) continue;
       if (w.rank < 0) return record_mpirun_failure(w, *st, result);
-      const std::string stopped = stopped_workers();
-      result = {Outcome::worker_failed, st->shell_code(),
-                str_cat("worker rank ", w.rank, " (local rank ", w.local_rank, ", pid ",
-                        w.proc->pid(), ") ", st->describe(),
-                        stopped.empty() ? std::string()
-                                        : str_cat(" while worker ", stopped, " was stopped (SIGSTOP or a "
-                                                  "debugger), which likely caused it"),
-                        "; stopped the other workers. See its output above (lines "
-                        "prefixed [rank ", w.rank, "])."),
-                std::move(notes_)};
+      record_failure(w, *st, result);
       return true;
     }
     return false;
+  }
+
+  // A worker killed by a signal that the launcher did not send is where a failure began, not
+  // the peer that saw it die and exited with an error: replaces such a recorded peer. The
+  // peer may well be reaped first: a killed worker's zombie main thread already tells its
+  // peers it is dead, while waitpid() reports it only once its other threads have exited too.
+  void prefer_killed_worker(GroupResult& result) {
+    if (recorded_killed_) return;
+    for (auto& w : workers_) {
+      if (w.rank < 0) return;  // mpirun reports its ranks itself
+      if (const auto st = w.proc->poll(); st && st->signaled) return record_failure(w, *st, result);
+    }
+  }
+
+  void record_failure(const Worker& w, const ExitStatus& st, GroupResult& result) {
+    recorded_killed_ = st.signaled;
+    const std::string stopped = stopped_workers();
+    result = {Outcome::worker_failed, st.shell_code(),
+              str_cat("worker rank ", w.rank, " (local rank ", w.local_rank, ", pid ", w.proc->pid(), ") ",
+                      st.describe(),
+                      stopped.empty() ? std::string()
+                                      : str_cat(" while worker ", stopped, " was stopped (SIGSTOP or a "
+                                                "debugger), which likely caused it"),
+                      "; stopped the other workers. See its output above (lines "
+                      "prefixed [rank ", w.rank, "])."),
+              std::move(notes_)};
   }
 
   bool record_mpirun_failure(Worker& w, const ExitStatus& st, GroupResult& result) {
@@ -340,6 +359,7 @@ class Group {
   Watch watch_;
   std::vector<Worker> workers_;
   std::map<int, std::string> notes_;
+  bool recorded_killed_ = false;  // the failure recorded is a worker killed by a signal
   std::shared_ptr<MpirunOutput> mpirun_out_;
 };
 
