@@ -50,7 +50,9 @@ struct Options {
   std::string shm_stream = "auto";
   // How long a shared-memory wait spins before it sleeps on a futex, in microseconds; -1 =
   // auto (300 when every busy thread has a core, else 0; an operation the group thread runs
-  // while its caller computes counts two threads per rank). Env: LOCKSTEP_SHM_SPIN_US.
+  // while its caller computes counts two threads per rank; with more ranks than cores a wait
+  // yields its core for up to 100 us before it sleeps). A value set here replaces both: that
+  // long busy spinning, no yielding. Env: LOCKSTEP_SHM_SPIN_US.
   int shm_spin_us = -1;
   // How often the group's own thread, while operations keep coming, looks for those queued
   // without waking it (up to 1 MiB: left to their waiter, who runs them without a thread

@@ -24,11 +24,20 @@ constexpr long kLivenessPeriodNs = 100'000'000;
 // All-reduces up to this size (per rank) take one barrier instead of two: every rank folds
 // the whole buffer from every slot itself. Latency is all that counts at these sizes.
 constexpr size_t kOneBarrierBytes = 16 << 10;
-// The same with more ranks than cores. A barrier then costs a turn of the scheduler for
-// every rank (tens of microseconds), more than folding P copies of up to 256 KiB: 4 ranks
-// on 2 cores, 64 KiB 85 us against 133 with two barriers, 256 KiB 155 against 181; 8 ranks,
+// The same with more ranks than cores when their waits sleep at once (LOCKSTEP_SHM_SPIN_US=0).
+// A barrier then costs a futex wake and a turn of the scheduler for every rank (tens to
+// hundreds of microseconds in a VM), more than folding P copies of up to 256 KiB: 4 ranks on
+// 2 cores, 64 KiB 85 us against 133 with two barriers, 256 KiB 155 against 181; 8 ranks,
 // 64 KiB 356-388 against 559-594. From 512 KiB (8 ranks) the P-fold reading costs more.
 constexpr size_t kOneBarrierBytesOversubscribed = 256 << 10;
+// With more ranks than cores a wait first polls between sched_yield()s for this long, then
+// sleeps. The core goes to whichever peer on it is runnable, and a peer that arrives finds
+// the waiters still runnable: no futex wake, no wake-up IPI between vCPUs. 2 cores, 4/8 ranks,
+// alternating runs against sleeping at once: 1 KiB 11-19 us against 60-70 (4 ranks), 42-64
+// against 282-297 (8); 64 KiB 25-46 against 93-106, 94-130 against 409-479 (alloc_shared
+// buffers); 16 MiB staged 4.4-4.5 ms against 5.8-6.6 (4 ranks), 11.4-12.9 against 19.4-21.2
+// (8). 30 us yielded less, 300 us the same within noise.
+constexpr long kYieldNs = 100'000;
 // All-reduces up to this size (per rank) take the low-latency path: no barrier at all. Each
 // rank writes its data into its own low-latency slot behind or beside tags holding the
 // operation's epoch (stored after the data, with release semantics); readers poll the tags.
@@ -87,13 +96,15 @@ ShmGroup::ShmGroup(store::Store& store, const std::string& prefix, int rank, int
   tuner_.share(reinterpret_cast<std::atomic<uint8_t>*>(b + modes_off), rank == 0);
   shared_tuner_.share(reinterpret_cast<std::atomic<uint8_t>*>(b + modes_off + StreamTuner::kClasses), rank == 0);
   ctl_[rank].pid.store(::getpid());
-  // Spinning only pays when every busy thread has a core; oversubscribed ones sleep at once.
-  // A rank whose group thread communicates while its caller computes has two busy threads.
+  // Spinning only pays when every busy thread has a core; with more ranks than cores waits
+  // yield the core for a while, then sleep. A rank whose group thread communicates while its
+  // caller computes has two busy threads. An explicit spin_us replaces both.
   const int cores = int(std::thread::hardware_concurrency());
   spin_caller_ns_ = spin_us >= 0 ? long(spin_us) * 1000 : cores >= world ? 300'000 : 0;
   spin_async_ns_ = spin_us >= 0 ? long(spin_us) * 1000 : cores >= 2 * world ? 300'000 : 0;
-  one_barrier_bytes_ = std::min(cores >= world ? kOneBarrierBytes : kOneBarrierBytesOversubscribed,
-                                half_bytes_);
+  yield_ns_ = spin_us < 0 && cores < world ? kYieldNs : 0;
+  const bool cheap_barriers = cores >= world || yield_ns_ > 0;
+  one_barrier_bytes_ = std::min(cheap_barriers ? kOneBarrierBytes : kOneBarrierBytesOversubscribed, half_bytes_);
   // In shared blocks two barriers and no copies beat the staged paths from the low-latency
   // path's limit on (2 ranks, 8 KiB: 1.2-1.3 us against 2.2 with one barrier; 16 KiB: 1.4-1.5
   // against 3.1); with more ranks than cores one barrier still wins up to its limit.

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "lockstep/comm/shm/stream_tuner.h"
@@ -125,11 +126,11 @@ class ShmGroup {
   RingCtl& ring_ctl(int from, int to) const { return rings_[from * world_ + to]; }
   std::byte* ring_data(int from, int to) const;
   size_t ring_bytes() const { return ring_bytes_; }
-  // Spins, then sleeps on `word` until ready(); `waiting_on(r)` says which ranks hold us up
-  // (checked for death while asleep and named on timeout). The spin is inline: a small
-  // collective's whole wait is usually its first few polls. `owed`: a bell this rank must
-  // ring for what it published just before; rung before sleeping, else the caller rings it
-  // once the wait is over (see allreduce_low_latency).
+  // Spins (or, with more ranks than cores, yields), then sleeps on `word` until ready();
+  // `waiting_on(r)` says which ranks hold us up (checked for death while asleep and named on
+  // timeout). The spin is inline: a small collective's whole wait is usually its first few
+  // polls. `owed`: a bell this rank must ring for what it published just before; rung before
+  // sleeping, else the caller rings it once the wait is over (see allreduce_low_latency).
   template <class Ready, class WaitingOn>
   void wait_until(FutexWord& word, const Ready& ready, const WaitingOn& waiting_on,
                   const OpInfo& info, Deadline dl, const char* what, FutexWord* owed = nullptr) {
@@ -145,6 +146,12 @@ class ShmGroup {
         if (first) until = now + std::chrono::nanoseconds(ns);
         else if (now >= until) break;
       }
+    } else if (yield_ns_ > 0) {
+      const auto until = Clock::now() + std::chrono::nanoseconds(yield_ns_);
+      do {
+        std::this_thread::yield();  // the core goes to a peer that needs it, if one is runnable
+        if (ready()) return;
+      } while (Clock::now() < until);
     }
     if (owed) owed->notify_sleepers();
     sleep_until(word, ready, waiting_on, info, dl, what);
@@ -203,6 +210,7 @@ class ShmGroup {
   uint64_t epoch_ = 0;           // barriers passed
   uint64_t chunk_ = 0;           // staging rounds done (selects the half-slot)
   long spin_caller_ns_, spin_async_ns_;
+  long yield_ns_;  // how long a wait that does not spin polls between sched_yield()s first
   size_t one_barrier_bytes_;      // all-reduces up to this size take one barrier (see allreduce)
   size_t shared_min_bytes_;       // above: all-reduces in shared blocks take allreduce_shared
   bool caller_runs_ = true;
