@@ -85,3 +85,29 @@ function(lockstep_add_test name)
     DISCOVERY_TIMEOUT 30
     PROPERTIES LABELS "${A_LABELS}" TIMEOUT ${A_TIMEOUT})
 endfunction()
+
+# Sets `out` to whether libFuzzer harnesses are built here: LOCKSTEP_BUILD_FUZZERS is on and
+# LOCKSTEP_CLANGXX (clang++) links -fsanitize=fuzzer,address,undefined, probed once per build
+# directory. The main build uses g++, so each harness is compiled separately with clang++.
+function(lockstep_fuzzers_available out)
+  set(${out} OFF PARENT_SCOPE)
+  if(NOT LOCKSTEP_BUILD_FUZZERS)
+    return()
+  endif()
+  find_program(LOCKSTEP_CLANGXX NAMES clang++ clang++-14)
+  if(LOCKSTEP_CLANGXX AND NOT DEFINED LOCKSTEP_FUZZ_OK)
+    set(probe ${CMAKE_BINARY_DIR}/fuzz_probe.cpp)
+    file(WRITE ${probe} "#include <cstddef>\n#include <cstdint>\nextern \"C\" int LLVMFuzzerTestOneInput(const uint8_t*, size_t) { return 0; }\n")
+    execute_process(COMMAND ${LOCKSTEP_CLANGXX} -std=c++20 -fsanitize=fuzzer,address,undefined
+                            ${probe} -o ${CMAKE_BINARY_DIR}/fuzz_probe
+                    RESULT_VARIABLE probe_rc OUTPUT_QUIET ERROR_QUIET)
+    if(probe_rc EQUAL 0)
+      set(LOCKSTEP_FUZZ_OK ON CACHE INTERNAL "clang++ -fsanitize=fuzzer works")
+    else()
+      set(LOCKSTEP_FUZZ_OK OFF CACHE INTERNAL "clang++ -fsanitize=fuzzer works")
+    endif()
+  endif()
+  if(LOCKSTEP_FUZZ_OK)
+    set(${out} ON PARENT_SCOPE)
+  endif()
+endfunction()
