@@ -11,21 +11,6 @@ namespace lockstep::ddp {
 namespace {
 using namespace testing;
 
-// max over parameters of ||a - ref||_inf / ||ref||_inf, with `a` in ref's flat layout.
-double rel_diff(nn::Model& ref, std::span<const float> a) {
-  double worst = 0;
-  auto flat = ref.flat_params();
-  for (const nn::Parameter* p : ref.parameters()) {
-    double diff = 0, mag = 0;
-    for (size_t k = p->value_offset(); k < p->value_offset() + size_t(p->numel()); ++k) {
-      diff = std::max(diff, double(std::fabs(a[k] - flat[k])));
-      mag = std::max(mag, double(std::fabs(flat[k])));
-    }
-    worst = std::max(worst, diff / std::max(mag, 1e-12));
-  }
-  return worst;
-}
-
 struct RunResult {
   std::vector<double> loss;                 // mean over ranks, per step
   std::vector<std::vector<uint64_t>> hash;  // [rank][step] parameter hash
@@ -42,7 +27,11 @@ struct RunSpec {
   float lr = 0.05f;
 };
 
-RunResult run_ddp(const RunSpec& s) {
+// Called on rank 0 after each step's backward, before the optimizer step: the model holds
+// the parameters the step started from and the averaged gradients.
+using StepObserver = std::function<void(int step, nn::Model& m)>;
+
+RunResult run_ddp(const RunSpec& s, const StepObserver& observe = {}) {
   RunResult out;
   std::vector<std::vector<float>> loss(size_t(s.world), std::vector<float>(size_t(s.steps)));
   out.hash.resize(size_t(s.world));
@@ -57,6 +46,7 @@ RunResult run_ddp(const RunSpec& s) {
       Batch b = make_batch(int64_t(step) * s.world * s.batch + r * s.batch, s.batch);
       m->zero_grad();
       loss[size_t(r)][size_t(step)] = ddp_forward_backward(ddp, ce, b);
+      if (r == 0 && observe) observe(step, *m);
       ddp.step(opt);
       auto f = m->flat_params();
       out.hash[size_t(r)].push_back(hash_bytes(f.data(), f.size_bytes()));
@@ -72,16 +62,6 @@ RunResult run_ddp(const RunSpec& s) {
   return out;
 }
 
-// One worker, batch world*batch: the reference.
-std::unique_ptr<nn::Model> run_reference(const RunSpec& s, std::vector<double>& loss) {
-  auto m = nn::make_model(s.model, 7);
-  nn::Sgd opt(*m, {.lr = s.lr, .momentum = 0.9f});
-  nn::CrossEntropyLoss ce;
-  for (int step = 0; step < s.steps; ++step)
-    loss.push_back(plain_step(*m, opt, ce, make_batch(int64_t(step) * s.world * s.batch, s.world * s.batch)));
-  return m;
-}
-
 void expect_replicas_identical(const RunResult& r) {
   for (size_t rank = 1; rank < r.hash.size(); ++rank) {
     for (size_t step = 0; step < r.hash[0].size(); ++step)
@@ -90,16 +70,18 @@ void expect_replicas_identical(const RunResult& r) {
   }
 }
 
-void expect_matches_reference(const RunSpec& s, const RunResult& r) {
-  std::vector<double> ref_loss;
-  auto ref = run_reference(s, ref_loss);
-  const double diff = rel_diff(*ref, r.params[0]);
-  ::testing::Test::RecordProperty("max_rel_diff", std::to_string(diff));
-  EXPECT_LE(diff, 1e-4) << s.model << " W=" << s.world;
-  for (size_t step = 0; step < ref_loss.size(); ++step)
-    ASSERT_NEAR(r.loss[step], ref_loss[step], 5e-4 * std::fabs(ref_loss[step]))
-        << "loss differs in the 4th significant digit at step " << step;
-  EXPECT_LT(ref_loss.back(), ref_loss.front());  // it trained
+// Runs `s` under DDP and checks steps against one process from the same parameters: the
+// first three (the buckets are rebuilt after the first) and every fourth after them.
+RunResult run_checked(const RunSpec& s) {
+  OneProcessCheck check(s.model, s.world, s.batch);
+  const int64_t B = s.world * s.batch;
+  RunResult r = run_ddp(s, [&](int step, nn::Model& m) {
+    if (step < 3 || step % 4 == 3) check.check(step, m, make_batch(step * B, B));
+  });
+  ::testing::Test::RecordProperty("worst_error_over_bound", std::to_string(check.worst()));
+  EXPECT_LT(check.worst(), 1.0);
+  EXPECT_LT(r.loss.back(), r.loss.front());  // it trained
+  return r;
 }
 
 struct EqCase {
@@ -118,12 +100,10 @@ TEST_P(Equivalence, MatchesOneWorkerOnConcatenatedBatch) {
   s.model = c.model;
   s.world = c.world;
   s.batch = s.model == "fmnist-cnn" ? 4 : 8;
-  // Modest rates: float sums in another order (W partial means vs one) flip the odd ReLU,
-  // and a chaotic high-rate trajectory would amplify that past any fixed tolerance.
+  // Each step is checked from DDP's own parameters, so the rate only has to train.
   s.lr = s.model == "fmnist-cnn" ? 0.01f : 0.05f;
-  RunResult r = run_ddp(s);
+  RunResult r = run_checked(s);
   expect_replicas_identical(r);
-  expect_matches_reference(s, r);  // measured: <= 2e-6 (im2col), 6e-6 (oneDNN, W=4)
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -145,9 +125,8 @@ TEST(Equivalence, TinyBucketsRebuildAndRelayoutGradients) {
   RunSpec s;
   s.steps = 12;
   s.opt.reducer.buckets = {.bucket_cap_bytes = 44, .first_bucket_bytes = 1};
-  RunResult r = run_ddp(s);
+  RunResult r = run_checked(s);
   expect_replicas_identical(r);
-  expect_matches_reference(s, r);
   EXPECT_EQ(r.stats[0].rebuilds, 1);
   EXPECT_EQ(r.stats[0].relayouts, 1);
 }
@@ -177,6 +156,7 @@ TEST(NoSync, AccumulationEqualsTheLargeBatch) {
   const int64_t batch = 4;
   const float lr = 0.05f;
   std::vector<std::vector<float>> params(world);
+  OneProcessCheck check("fmnist-mlp", world, micro * batch);
   run_ranks(world, [&](int r, comm::ProcessGroup& pg) {
     auto m = nn::make_model("fmnist-mlp", 7);
     DistributedDataParallel ddp(*m, pg, {});
@@ -195,17 +175,16 @@ TEST(NoSync, AccumulationEqualsTheLargeBatch) {
       }
       ddp_forward_backward(ddp, ce, make_batch(base + (micro - 1) * batch, batch));
       EXPECT_TRUE(ddp.last_result().reduced);
+      // The accumulated gradient is `micro` times the mean over the whole global batch.
+      const int64_t global = int64_t(world) * micro * batch;
+      if (r == 0) check.check(step, *m, make_batch(int64_t(step) * global, global), float(micro));
       ddp.step(opt);
     }
     params[size_t(r)] = copy_params(*m);
   });
-  auto ref = nn::make_model("fmnist-mlp", 7);
-  nn::Sgd opt(*ref, {.lr = lr, .momentum = 0.9f});
-  nn::CrossEntropyLoss ce;
-  for (int step = 0; step < steps; ++step)
-    plain_step(*ref, opt, ce, make_batch(int64_t(step) * world * micro * batch, world * micro * batch));
   EXPECT_TRUE(bit_identical(params[0], params[1]));
-  EXPECT_LE(rel_diff(*ref, params[0]), 1e-4);
+  EXPECT_LT(check.worst(), 1.0);
+  EXPECT_LT(check.loss().back(), check.loss().front());  // it trained
 }
 
 }  // namespace
