@@ -165,7 +165,7 @@ TEST_P(FaultTest, StoppedRankTimesOutNamingIt) {
   const auto& codes = o.codes;
   const double secs = o.secs_after_signal;
   ASSERT_TRUE(o.running) << "the ranks did not all reach their first all-reduce within 60 s";
-  EXPECT_LT(secs, 3.0 + 5.0) << "the survivor should time out after 3 s";
+  EXPECT_LT(secs, 20.0) << "the survivor should time out after 3 s (a hang is ended at 60 s)";
   EXPECT_EQ(codes[0], 0);
   std::string msg = dir.read(0);
   EXPECT_NE(msg.find("TimeoutError"), std::string::npos) << msg;

@@ -130,8 +130,11 @@ TEST(Launcher, OneFailureStopsTheOthersAndNamesTheRank) {
 // not exit are stopped once --failure-settle has passed.
 TEST(Launcher, OtherWorkersGetToReportTheirOwnErrorsBeforeBeingStopped) {
   TempDir tmp;
-  const std::string script = "echo $$ > " + tmp.path.string() +
-                             "/$RANK; case $RANK in 1) exit 3;; 0) sleep 0.5; echo own error >&2; "
+  // Rank 0 speaks 2 s after rank 1 has failed (it waits for rank 1's pid file first): well
+  // inside the 3 s settle, and long after a launcher without one has stopped it.
+  const std::string script = "echo $$ > " + tmp.path.string() + "/$RANK; case $RANK in 1) exit 3;; 0) until [ -e " +
+                             tmp.path.string() +
+                             "/1 ]; do sleep 0.01; done; sleep 2; echo own error >&2; "
                              "exit 4;; *) exec sleep 1000;; esac";
   auto r = run_command(run_args(4, script, {"--failure-settle", "3"}), kTimeout);
   ASSERT_FALSE(r.timed_out);
@@ -167,13 +170,13 @@ TEST(Launcher, KilledWorkerIsReportedWithItsSignal) {
 // --failure-settle; rank 1 here stands for the peer that exited first.
 TEST(Launcher, KilledWorkerIsNamedWhenAPeerThatSawItDieExitsFirst) {
   const std::string script = "if [ $RANK = 1 ]; then echo peer died >&2; exit 1; fi; sleep 0.3; kill -9 $$";
-  auto r = run_command(run_args(2, script, {"--failure-settle", "3"}), kTimeout);
+  auto r = run_command(run_args(2, script, {"--failure-settle", "10"}), kTimeout);
   ASSERT_FALSE(r.timed_out);
   EXPECT_EQ(r.status.code, 128 + 9) << r.err;
   EXPECT_NE(r.err.find("worker rank 0 (local rank 0, pid"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("killed by signal 9 (SIGKILL); stopped the other workers"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("[rank 1] peer died"), std::string::npos) << r.err;
-  EXPECT_LT(r.seconds, 3.0) << "every worker had exited: nothing to wait for";
+  EXPECT_LT(r.seconds, 8.0) << "every worker had exited: nothing to wait for (settle 10 s)";
 
   // Without the settling time the first exit decides.
   auto now = run_command(run_args(2, script, {"--failure-settle", "0"}), kTimeout);

@@ -77,8 +77,10 @@ void stop_a_worker(bool restart) {
   // The launcher names the stopped worker too (its peers' timeouts are the symptom).
   EXPECT_NE(failed->second.find("while worker rank 1"), std::string::npos) << out;
   const double detect = named->first - stopped_at, end = job.elapsed() - stopped_at;
-  EXPECT_GE(detect, 2.5) << "rank 0 gave up before its 3 s timeout\n" << out;
-  EXPECT_LT(detect, 3.0 + 5.0) << out;
+  // Rank 0 may have been waiting before the stop (if rank 1 lagged behind it), so its 3 s can
+  // end a little sooner after the stop; a rank that ignored the timeout would hang for 60 s.
+  EXPECT_GE(detect, 1.5) << "rank 0 gave up long before its 3 s timeout\n" << out;
+  EXPECT_LT(detect, 20.0) << out;
   if (!restart) {
     EXPECT_FALSE(job.status().ok()) << out;
     // SIGCONT follows SIGTERM: no --grace (5 s) wait for the stopped worker.
