@@ -54,6 +54,50 @@ TEST(Sgd, MomentumWeightDecayAndNesterovMatchHandComputation) {
   }
 }
 
+// Every SGD path (plain, plain with weight decay, momentum alone, and with weight decay and/or
+// Nesterov) against the torch.optim.SGD recurrence in double, on 50 elements (vector loops and
+// their tails) with gradients that change every step. Each step rounds d = g + wd w, b = mu b + d
+// and w -= lr (...) a few times in float32, each error below 2^-24 times |w|, |b| or |d| of that
+// step; a momentum error reaches w scaled by lr / (1 - mu) = 1 at most. So 8 2^-24 times the sum
+// over steps of |w| + |b| + |d| bounds the difference.
+TEST(Sgd, EveryPathMatchesTheRecurrenceStepByStep) {
+  struct Case {
+    float momentum, weight_decay;
+    bool nesterov;
+  };
+  for (const Case c : {Case{0, 0, false}, Case{0, 0.05f, false}, Case{0.9f, 0, false},
+                       Case{0.9f, 0, true}, Case{0.9f, 0.05f, false}, Case{0.9f, 0.05f, true}}) {
+    SCOPED_TRACE(::testing::Message() << "momentum " << c.momentum << ", weight_decay "
+                                      << c.weight_decay << ", nesterov " << c.nesterov);
+    auto m = testing::wrap<Linear>(9, 5);
+    auto flat = m->flat_params();
+    const size_t n = flat.size();
+    ASSERT_EQ(n, 50u);
+    std::vector<double> w(n), b(n, 0.0), bound(n, 0.0);
+    for (size_t i = 0; i < n; ++i) w[i] = flat[i] = float(int(i % 13) - 6) / 4.0f;
+    const double lr = 0.1;
+    Sgd opt(*m, {.lr = float(lr),
+                 .momentum = c.momentum,
+                 .weight_decay = c.weight_decay,
+                 .nesterov = c.nesterov});
+    for (int step = 0; step < 4; ++step) {
+      auto grads = m->flat_grads();
+      for (size_t i = 0; i < n; ++i) {
+        const double g = double(int((i * 7 + size_t(step) * 5) % 11) - 5) / 8.0;
+        grads[i] = float(g);
+        const double d = g + double(c.weight_decay) * w[i];
+        b[i] = double(c.momentum) * b[i] + d;
+        const double dir = c.momentum == 0 ? d : c.nesterov ? d + double(c.momentum) * b[i] : b[i];
+        w[i] -= lr * dir;
+        bound[i] += 8 * 0x1p-24 * (std::fabs(w[i]) + std::fabs(b[i]) + std::fabs(d));
+      }
+      opt.step();
+      for (size_t i = 0; i < n; ++i)
+        ASSERT_NEAR(flat[i], w[i], bound[i]) << "step " << step << ", element " << i;
+    }
+  }
+}
+
 TEST(Sgd, PlainStep) {
   auto m = tiny();
   Sgd opt(*m, {.lr = 0.5f});
