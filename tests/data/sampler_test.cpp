@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <map>
+#include <numeric>
 #include <set>
 
 #include "lockstep/core/error.h"
@@ -127,6 +128,56 @@ TEST(Sampler, EpochChangesPermutationDeterministically) {
   s.set_epoch(1);
   s.set_epoch(0);
   EXPECT_EQ(s.shard(), a0[0]);
+}
+
+// Each epoch's order is the documented one (sampler.h, rng.h): Fisher-Yates driven by
+// Rng(mix_seed(seed, epoch)), rank r taking positions r, r + W, ... One sampler per rank walked
+// through epochs 0..5, back to 2, and by load_state to 4 must give exactly that each time,
+// whatever epochs came before; the epochs' orders all differ; the ranks' shards of an epoch
+// are disjoint and cover [0, N) (N divisible by W: no padding).
+TEST(Sampler, EachEpochIsItsSeededPermutationWhateverCameBefore) {
+  const int64_t n = 36;
+  for (uint64_t seed : {0ull, 7ull}) {
+    for (int w = 1; w <= 4; ++w) {
+      std::vector<DistributedSampler> ranks;
+      for (int r = 0; r < w; ++r)
+        ranks.emplace_back(
+            SamplerOptions{.dataset_size = n, .rank = r, .world_size = w, .seed = seed});
+      std::map<int64_t, std::vector<int64_t>> orders;
+      for (int64_t epoch : {0, 1, 2, 3, 4, 5, 2, 4}) {
+        std::vector<int64_t> order(static_cast<size_t>(n));
+        std::iota(order.begin(), order.end(), int64_t{0});
+        Rng rng(mix_seed(seed, static_cast<uint64_t>(epoch)));
+        fisher_yates(std::span<int64_t>(order), rng);
+        orders[epoch] = order;
+        const bool resume = orders.size() == 6 && epoch == 4;  // the last one: by load_state
+        std::vector<int> seen(static_cast<size_t>(n));
+        for (int r = 0; r < w; ++r) {
+          auto& s = ranks[static_cast<size_t>(r)];
+          if (resume) {
+            s.load_state({.epoch = epoch, .offset = 0, .dataset_size = n, .seed = seed});
+          } else {
+            s.set_epoch(epoch);
+          }
+          std::vector<int64_t> want;
+          for (int64_t k = r; k < n; k += w) want.push_back(order[static_cast<size_t>(k)]);
+          EXPECT_EQ(s.shard(), want) << "seed " << seed << ", W " << w << ", rank " << r
+                                     << ", epoch " << epoch << (resume ? " (load_state)" : "");
+          for (int64_t i : s.shard()) ++seen[static_cast<size_t>(i)];
+        }
+        for (int64_t i = 0; i < n; ++i)
+          EXPECT_EQ(seen[static_cast<size_t>(i)], 1)
+              << "sample " << i << ", epoch " << epoch << ", W " << w;
+      }
+      for (const auto& [a, oa] : orders) {
+        for (const auto& [b, ob] : orders) {
+          if (a < b) {
+            EXPECT_NE(oa, ob) << "epochs " << a << " and " << b << " have the same order";
+          }
+        }
+      }
+    }
+  }
 }
 
 TEST(Sampler, NoShuffleIsIdentityStrided) {
