@@ -3,10 +3,13 @@
 // are refused, unknown backends are named.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
 #include <thread>
-#include <unistd.h>
 
 #include "comm_test_util.h"
 #include "lockstep/core/error.h"
@@ -118,12 +121,12 @@ TEST_P(ErrorsTest, SharedBuffersFromDifferentAllocationsAreNamedOnEveryRank) {
   });
 }
 
-TEST_P(ErrorsTest, WaitTimesOutNamingTheOperationThenAbortUnblocks) {
-  Options o = test_options(GetParam());
+// Two ranks: fn runs on rank 0, while rank 1 stays alive but never joins a collective.
+void with_absent_peer(const Options& o, const std::function<void(ProcessGroup&)>& fn) {
   std::atomic<bool> done{false};
   run_ranks(2, [&](int rank, store::Store& store) {
     auto pg = ProcessGroup::create("native", store, rank, 2, o);
-    if (rank == 1) {  // stays alive but never joins the collective
+    if (rank == 1) {
       while (!done) std::this_thread::sleep_for(std::chrono::milliseconds(5));
       return;
     }
@@ -131,16 +134,72 @@ TEST_P(ErrorsTest, WaitTimesOutNamingTheOperationThenAbortUnblocks) {
       std::atomic<bool>& d;
       ~Done() { d = true; }
     } mark{done};
+    fn(*pg);
+  });
+}
+
+TEST_P(ErrorsTest, WaitTimesOutNamingTheOperationThenAbortUnblocks) {
+  with_absent_peer(test_options(GetParam()), [](ProcessGroup& pg) {
     std::vector<float> v(1000, 1.0f);
-    Work w = pg->allreduce(v.data(), v.size(), DType::f32, ReduceOp::sum);
+    Work w = pg.allreduce(v.data(), v.size(), DType::f32, ReduceOp::sum);
     std::string msg = error_of<TimeoutError>(w, std::chrono::milliseconds(200));
     EXPECT_NE(msg.find("allreduce #0"), std::string::npos) << msg;
     auto t0 = Clock::now();
-    pg->abort();
+    pg.abort();
     error_of<AbortedError>(w);
     EXPECT_LT(seconds_since(t0), 5.0);
     // Later calls fail at once.
-    error_of<AbortedError>(pg->barrier());
+    error_of<AbortedError>(pg.barrier());
+  });
+}
+
+// An operation's own deadline (Options::timeout, 300 ms here) ends it with a TimeoutError
+// naming it, even when the caller waits far longer (60 s: DDP waits with its own, longer
+// timeout). The bound is checked here, not left to CTest's: the expected 0.3 s, plus the
+// flight recorder's 2 s wait for reports from the peer that never joined, well inside 20 s on
+// a slow machine and far below this binary's 120 s. Past the bound the group is aborted, so
+// that the test ends with its failure instead of hanging.
+TEST_P(ErrorsTest, ShortCollectiveDeadlineEndsTheOperationWithinItsBound) {
+  Options o = test_options(GetParam());
+  o.timeout = std::chrono::milliseconds(300);
+  const auto bound = std::chrono::seconds(20);
+  with_absent_peer(o, [&](ProcessGroup& pg) {
+    std::vector<float> v(64 << 10, 1.0f);
+    const auto t0 = Clock::now();
+    Work w = pg.allreduce(v.data(), v.size(), DType::f32, ReduceOp::sum);
+    std::mutex mu;
+    std::condition_variable cv;
+    bool finished = false;
+    std::string timeout_msg, other_error;
+    std::thread waiter([&] {
+      try {
+        w.wait(std::chrono::seconds(60));
+      } catch (const TimeoutError& e) {
+        timeout_msg = e.what();
+      } catch (const std::exception& e) {
+        other_error = e.what();
+      }
+      std::lock_guard<std::mutex> lk(mu);
+      finished = true;
+      cv.notify_all();
+    });
+    {
+      std::unique_lock<std::mutex> lk(mu);
+      if (!cv.wait_for(lk, bound, [&] { return finished; })) {
+        ADD_FAILURE() << "an allreduce with a 300 ms deadline still runs after " << bound.count()
+                      << " s: the deadline is ignored";
+        lk.unlock();
+        pg.abort();
+      }
+    }
+    waiter.join();
+    const double secs = seconds_since(t0);
+    EXPECT_LT(secs, double(bound.count()));
+    EXPECT_GE(secs, 0.3 * 0.9) << "failed before its deadline: " << timeout_msg << other_error;
+    EXPECT_EQ(other_error, "");
+    EXPECT_NE(timeout_msg.find("allreduce #0"), std::string::npos) << timeout_msg;
+    EXPECT_EQ(timeout_msg.find("did not complete within 60000 ms"), std::string::npos)
+        << "the waiter gave up, not the operation: " << timeout_msg;
   });
 }
 
