@@ -2,6 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "lockstep/core/error.h"
@@ -170,6 +176,65 @@ TEST(Idx, GzipBombIsBounded) {
   auto gz = gzip_bytes(std::vector<uint8_t>(1 << 20));
   expect_error<DataError>([&] { gunzip(gz, "bomb", 1 << 16); },
                           {"bomb", "inflates to more than 65536 bytes"});
+}
+
+// A gzip stream of `idx` followed by `zeros` zero bytes, deflated chunk by chunk.
+std::vector<uint8_t> gzip_padded(const std::vector<uint8_t>& idx, size_t zeros) {
+  z_stream z{};
+  deflateInit2(&z, 1, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
+  std::vector<uint8_t> out(zeros / 512 + (1 << 16));
+  const std::vector<uint8_t> chunk(1 << 20);
+  z.next_out = out.data();
+  z.avail_out = static_cast<uInt>(out.size());
+  z.next_in = const_cast<Bytef*>(idx.data());
+  z.avail_in = static_cast<uInt>(idx.size());
+  deflate(&z, Z_NO_FLUSH);
+  for (size_t left = zeros; left > 0; left -= std::min(left, chunk.size())) {
+    z.next_in = const_cast<Bytef*>(chunk.data());
+    z.avail_in = static_cast<uInt>(std::min(left, chunk.size()));
+    deflate(&z, Z_NO_FLUSH);
+  }
+  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END) << "output buffer too small";
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+int64_t max_rss_kib() {
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss;
+}
+
+// A 16-byte IDX file followed by 128 MiB of zeros (a 128 KiB .gz) is refused after
+// inflating 16 bytes past its header's declared size, not 128 MiB. Measured in a forked
+// child, whose peak RSS starts at its own size: the old reader's peak grew by 192 MiB
+// (doubling buffer), the bound of 32 MiB leaves room for the file and the sanitizers.
+TEST(Idx, GzipPastTheDeclaredSizeIsNotInflated) {
+  TempDir dir;
+  const std::string path = dir.file("bomb-idx1-ubyte.gz");
+  write_bytes(path, gzip_padded(idx_u8({16}, std::vector<uint8_t>(16, 1)), size_t{128} << 20));
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const int64_t before = max_rss_kib();
+    std::string msg;
+    try {
+      load_idx(path);
+    } catch (const DataError& e) {
+      msg = e.what();
+    }
+    const int64_t grew_mib = (max_rss_kib() - before) >> 10;
+    std::fprintf(stderr, "peak RSS grew by %lld MiB; error: %s\n", static_cast<long long>(grew_mib),
+                 msg.c_str());
+    const bool named = msg.find(path) != std::string::npos &&
+                       msg.find("past the 24 bytes its IDX header declares") != std::string::npos;
+    ::_exit(!named ? 2 : grew_mib >= 32 ? 3 : 0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "2: error not as expected, 3: peak memory not bounded";
 }
 
 TEST(Idx, MissingFilesSayWhatToDo) {

@@ -111,8 +111,12 @@ size_t initial_size(std::span<const uint8_t> in, size_t max_bytes) {
 
 // Inflates member after member; output grows geometrically but never past max_bytes, so
 // the allocation follows the data actually decoded, not the (untrusted) ISIZE trailer.
-std::vector<uint8_t> gunzip(std::span<const uint8_t> in, const std::string& name,
-                            size_t max_bytes) {
+namespace {
+
+// Inflates into at most `max_bytes`; with `stop_at_limit` it returns what fits there instead
+// of failing, so a caller that knows the expected size decodes no further than that.
+std::vector<uint8_t> inflate_bounded(std::span<const uint8_t> in, const std::string& name,
+                                     size_t max_bytes, bool stop_at_limit) {
   Inflater inf;
   if (!inf.ok) {
     LOCKSTEP_THROW(DataError, name, ": zlib inflateInit failed (out of memory?)");
@@ -123,6 +127,9 @@ std::vector<uint8_t> gunzip(std::span<const uint8_t> in, const std::string& name
   z_stream& z = inf.z;
   for (;;) {
     if (produced == out.size()) {
+      if (out.size() >= max_bytes && stop_at_limit) {
+        break;
+      }
       if (out.size() >= max_bytes) {
         LOCKSTEP_THROW(DataError, name, ": gzip data inflates to more than ", max_bytes,
                        " bytes (the limit); the file is not a dataset or is corrupt");
@@ -167,6 +174,18 @@ std::vector<uint8_t> gunzip(std::span<const uint8_t> in, const std::string& name
   }
   out.resize(produced);
   return out;
+}
+
+}  // namespace
+
+std::vector<uint8_t> gunzip(std::span<const uint8_t> in, const std::string& name,
+                            size_t max_bytes) {
+  return inflate_bounded(in, name, max_bytes, false);
+}
+
+std::vector<uint8_t> gunzip_prefix(std::span<const uint8_t> in, const std::string& name,
+                                   size_t max_bytes) {
+  return inflate_bounded(in, name, max_bytes, true);
 }
 
 std::vector<uint8_t> read_data_file(const std::string& path, size_t max_bytes) {

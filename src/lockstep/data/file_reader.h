@@ -22,6 +22,12 @@ bool is_gzip(std::span<const uint8_t> bytes);
 std::vector<uint8_t> gunzip(std::span<const uint8_t> bytes, const std::string& name,
                             size_t max_bytes = kMaxDataFileBytes);
 
+// Inflates no more than the first `max_bytes` of gzip data and returns them (all of it,
+// checked to its end, when it is shorter): for formats whose header declares their size.
+// DataError on corrupt or truncated data within that prefix.
+std::vector<uint8_t> gunzip_prefix(std::span<const uint8_t> bytes, const std::string& name,
+                                   size_t max_bytes);
+
 // read_file, then gunzip when the content is gzip (whatever the file name says).
 std::vector<uint8_t> read_data_file(const std::string& path, size_t max_bytes = kMaxDataFileBytes);
 

@@ -72,9 +72,9 @@ constexpr const char* kRedownload = "; the file is corrupt or not an IDX file, r
 
 }  // namespace
 
-// Phases: magic (4 bytes) -> dimension sizes -> payload length checked against the header
-// before anything is allocated, with overflow-safe arithmetic.
-IdxArray parse_idx(std::span<const uint8_t> b, const std::string& name) {
+// Phases: magic (4 bytes) -> dimension sizes -> the payload size they declare, saturated
+// instead of overflowing (a zero dimension makes an empty, valid array whatever the others say).
+IdxHeader parse_idx_header(std::span<const uint8_t> b, const std::string& name) {
   if (b.size() < 4) {
     LOCKSTEP_THROW(DataError, name, ": truncated IDX header: file is ", b.size(),
                    " bytes, the magic number alone needs 4", kRedownload);
@@ -88,47 +88,68 @@ IdxArray parse_idx(std::span<const uint8_t> b, const std::string& name) {
                    kIdxMaxDims, " dimensions NN)",
                    is_gzip(b) ? "; the data is still gzip-compressed" : "", kRedownload);
   }
-  IdxArray a;
-  a.type = static_cast<IdxType>(b[2]);
+  IdxHeader h;
+  h.type = static_cast<IdxType>(b[2]);
   const size_t ndims = b[3];
-  const size_t header = 4 + 4 * ndims;
-  if (b.size() < header) {
-    LOCKSTEP_THROW(DataError, name, ": truncated IDX header: ", ndims, " dimensions need ", header,
-                   " header bytes but the file has ", b.size(), kRedownload);
+  h.header_bytes = 4 + 4 * ndims;
+  if (b.size() < h.header_bytes) {
+    LOCKSTEP_THROW(DataError, name, ": truncated IDX header: ", ndims, " dimensions need ",
+                   h.header_bytes, " header bytes but the file has ", b.size(), kRedownload);
   }
   for (size_t i = 0; i < ndims; ++i) {
-    a.dims.push_back(read_be32(b.data() + 4 + 4 * i));
+    h.dims.push_back(read_be32(b.data() + 4 + 4 * i));
   }
+  const bool empty = std::find(h.dims.begin(), h.dims.end(), 0u) != h.dims.end();
+  h.payload_bytes = empty ? 0 : idx_type_size(h.type);
+  for (size_t i = 0; i < ndims && !empty; ++i) {
+    const bool overflow = h.payload_bytes > UINT64_MAX / h.dims[i];
+    h.payload_bytes = overflow ? UINT64_MAX : h.payload_bytes * h.dims[i];
+  }
+  return h;
+}
+
+IdxArray parse_idx(std::span<const uint8_t> b, const std::string& name) {
+  IdxHeader h = parse_idx_header(b, name);
+  const uint64_t payload = b.size() - h.header_bytes;
+  if (h.payload_bytes > payload) {
+    LOCKSTEP_THROW(DataError, name, ": truncated IDX data: the header says ", dims_text(h.dims),
+                   " elements of ", idx_type_size(h.type), " bytes but only ", payload,
+                   " bytes follow the ", h.header_bytes, "-byte header (file is ", b.size(),
+                   " bytes)", kRedownload);
+  }
+  if (h.payload_bytes < payload) {
+    LOCKSTEP_THROW(DataError, name, ": ", payload - h.payload_bytes,
+                   " unexpected bytes after the IDX data at offset ",
+                   h.header_bytes + h.payload_bytes, " (header says ", dims_text(h.dims), ")",
+                   kRedownload);
+  }
+  IdxArray a;
+  a.type = h.type;
+  a.dims = std::move(h.dims);
   const size_t elem = idx_type_size(a.type);
-  const uint64_t payload = b.size() - header;
-  // Count the elements only while they still fit in the payload, so that a huge header
-  // cannot overflow; a zero dimension makes an empty (valid) array whatever the others say.
-  const bool empty = std::find(a.dims.begin(), a.dims.end(), 0u) != a.dims.end();
-  uint64_t count = empty ? 0 : 1;
-  bool too_big = false;
-  for (size_t i = 0; i < ndims && !empty && !too_big; ++i) {
-    too_big = count > payload / elem / a.dims[i];
-    if (!too_big) {
-      count *= a.dims[i];
-    }
-  }
-  if (too_big || count * elem > payload) {
-    LOCKSTEP_THROW(DataError, name, ": truncated IDX data: the header says ", dims_text(a.dims),
-                   " elements of ", elem, " bytes but only ", payload, " bytes follow the ", header,
-                   "-byte header (file is ", b.size(), " bytes)", kRedownload);
-  }
-  if (count * elem < payload) {
-    LOCKSTEP_THROW(DataError, name, ": ", payload - count * elem,
-                   " unexpected bytes after the IDX data at offset ", header + count * elem,
-                   " (header says ", dims_text(a.dims), ")", kRedownload);
-  }
-  a.data.resize(static_cast<size_t>(count * elem));
-  copy_elements(b.data() + header, static_cast<size_t>(count), elem, a.data.data());
+  a.data.resize(static_cast<size_t>(h.payload_bytes));
+  copy_elements(b.data() + h.header_bytes, a.data.size() / elem, elem, a.data.data());
   return a;
 }
 
+// A gzipped file is inflated only up to the size its header declares, plus one byte to tell
+// trailing data: a small file that inflates to gigabytes of padding costs no more memory
+// than an honest one (issue 18).
 IdxArray load_idx(const std::string& path) {
-  return parse_idx(read_data_file(path), path);
+  std::vector<uint8_t> raw = read_file(path);
+  if (!is_gzip(raw)) {
+    return parse_idx(raw, path);
+  }
+  const IdxHeader h = parse_idx_header(gunzip_prefix(raw, path, 4 + 4 * kIdxMaxDims), path);
+  const uint64_t declared = h.header_bytes + std::min<uint64_t>(h.payload_bytes, kMaxDataFileBytes);
+  const std::vector<uint8_t> bytes = gunzip_prefix(
+      raw, path, static_cast<size_t>(std::min<uint64_t>(declared + 1, kMaxDataFileBytes)));
+  if (bytes.size() > declared) {
+    LOCKSTEP_THROW(DataError, path, ": gzip data inflates past the ", declared,
+                   " bytes its IDX header declares (", dims_text(h.dims),
+                   " elements); decompression stopped there", kRedownload);
+  }
+  return parse_idx(bytes, path);
 }
 
 namespace {

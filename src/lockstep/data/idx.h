@@ -35,10 +35,22 @@ struct IdxArray {
 
 inline constexpr size_t kIdxMaxDims = 8;
 
+// What an IDX header says: the element type, the sizes, and the payload size they declare
+// (saturated at UINT64_MAX).
+struct IdxHeader {
+  IdxType type = IdxType::u8;
+  std::vector<uint32_t> dims;
+  size_t header_bytes = 0;
+  uint64_t payload_bytes = 0;
+};
+// Parses the header at the start of `bytes`; DataError on a bad magic or a short header.
+IdxHeader parse_idx_header(std::span<const uint8_t> bytes, const std::string& name);
+
 // Parses an in-memory (already gunzipped) IDX file; `name` appears in errors. Checks the
 // magic, the number of dimensions, and that the sizes match the length exactly.
 IdxArray parse_idx(std::span<const uint8_t> bytes, const std::string& name);
-// Reads (and gunzips) an IDX file.
+// Reads (and gunzips) an IDX file, inflating no further than its header's declared size
+// (plus one byte to detect trailing data).
 IdxArray load_idx(const std::string& path);
 
 // Builds an image dataset from in-memory u8 IDX images (N x H x W, or N x C x H x W) and
