@@ -3,6 +3,10 @@
 // Every child carries an alarm and is reaped (or killed) by pid when the test ends.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/resource.h>
+
+#include <fstream>
 #include <thread>
 
 #include "lockstep/store/file_store.h"
@@ -15,21 +19,25 @@ namespace {
 using namespace std::chrono_literals;
 using namespace testing;
 
-// A TcpStoreServer in its own process. Its port comes back through a pipe.
+// A TcpStoreServer in its own process (after `setup` ran there). Its port comes back
+// through a pipe.
 class ServerProcess {
  public:
-  ServerProcess() {
+  explicit ServerProcess(const std::function<void()>& setup = [] {}) {
     int p[2];
     if (::pipe(p) != 0) throw std::runtime_error("pipe failed");
-    child_ = std::make_unique<Child>([p] {
-      ::close(p[0]);
-      TcpStoreServer server(TcpStoreServerOptions{.token = "mp"});
-      uint16_t port = server.port();
-      if (::write(p[1], &port, sizeof port) != sizeof port) return 2;
-      ::close(p[1]);
-      server.run();  // until killed
-      return 0;
-    }, 60);
+    child_ = std::make_unique<Child>(
+        [p, &setup] {
+          ::close(p[0]);
+          setup();
+          TcpStoreServer server(TcpStoreServerOptions{.token = "mp"});
+          uint16_t port = server.port();
+          if (::write(p[1], &port, sizeof port) != sizeof port) return 2;
+          ::close(p[1]);
+          server.run();  // until killed
+          return 0;
+        },
+        60);
     ::close(p[1]);
     net::Fd rd(p[0]);
     if (::read(rd.get(), &port_, sizeof port_) != sizeof port_) {
@@ -107,6 +115,41 @@ TEST(StoreMultiproc, KilledWaiterDoesNotDisturbOthers) {
   s.set("never", std::string_view("now set"));
   EXPECT_EQ(s.get_string("never"), "now set");
   EXPECT_EQ(s.num_keys(), 2);
+}
+
+// Issue 18: 300 idle and 300 garbage connections against a server limited to 256 open files.
+// The old server accepted until EMFILE and kept the idle ones until their 10 s hello timeout,
+// so the workers behind them timed out; and it wrote one warning per garbage connection.
+TEST(StoreMultiproc, ConnectionFloodLeavesRoomForTheJobAndFewWarnings) {
+  TempDir dir;
+  const std::string log = dir.file("server.log");
+  ServerProcess server([&log] {
+    const rlimit rl{256, 256};
+    if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) std::_Exit(4);
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    ::dup2(fd, STDERR_FILENO);
+    ::close(fd);
+  });
+  std::vector<net::Fd> idle;
+  for (int i = 0; i < 300; ++i) idle.push_back(raw_connect(server.port()));
+  const std::string junk = "GET / HTTP/1.1\r\n\r\n";
+  for (int i = 0; i < 300; ++i) {
+    auto fd = raw_connect(server.port());
+    [[maybe_unused]] auto n = ::send(fd.get(), junk.data(), junk.size(), MSG_NOSIGNAL);
+  }
+  // Two workers meet. 5 s: loopback needs milliseconds; the old server freed slots at 10 s.
+  TcpStoreOptions o = opts(server.port());
+  o.connect_timeout = 5s;
+  TcpStore a(o), b(o);
+  a.set("x", std::string_view("1"));
+  EXPECT_EQ(b.get_string("x"), "1");
+  server.child().kill(SIGKILL);
+  std::ifstream in(log);
+  int lines = 0;
+  for (std::string line; std::getline(in, line);)
+    lines += line.find("store server on") != std::string::npos;
+  EXPECT_LE(lines, 12) << "10 warnings per 10 s window, then a summary line";
+  EXPECT_GE(lines, 1);
 }
 
 TEST(StoreMultiproc, FileStoreSharedByProcesses) {

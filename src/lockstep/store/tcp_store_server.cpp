@@ -41,10 +41,14 @@ constexpr size_t kOutHighWater = 4u << 20;     // stop reading requests while re
 constexpr size_t kInCap = wire::kFrameHeaderBytes + wire::kMaxMessageBytes;
 constexpr auto kSweepEvery = std::chrono::milliseconds(250);
 constexpr auto kAcceptPause = std::chrono::milliseconds(100);
+constexpr int kWarningsPerWindow = 10;
+constexpr auto kWarningWindow = std::chrono::seconds(10);
 
 struct Conn {
   net::Fd fd;
-  std::string peer;
+  uint64_t id = 0;   // unique, in accept order (descriptors are reused)
+  std::string peer;  // address:port
+  std::string addr;  // address
   Clock::time_point opened;
   Bytes in, out;
   size_t in_off = 0, out_off = 0;
@@ -86,8 +90,13 @@ struct TcpStoreServer::Impl {
   uint64_t next_seq = 0;
   Clock::time_point last_sweep{}, accept_resume{};
   bool accept_paused = false;
+  ConnectionLimits limits;
+  PendingConnections pending;
+  uint64_t next_conn_id = 0;
+  WarnLimiter warnings{kWarningsPerWindow, kWarningWindow};
 
   explicit Impl(TcpStoreServerOptions o) : opts(std::move(o)), token(token_from(opts.token)) {
+    limits = resolve_limits(opts.limits, open_files_limit());
     listen = net::listen_tcp(opts.host, opts.port, opts.backlog);
     opts.port = net::bound_port(listen.get());
     ep = net::Fd(LOCKSTEP_CHECK_ERRNO(::epoll_create1(EPOLL_CLOEXEC), "epoll_create1"));
@@ -101,6 +110,11 @@ struct TcpStoreServer::Impl {
   }
 
   std::string where() const { return str_cat(opts.host, ":", opts.port); }
+
+  // Warnings about clients go through the limiter: a flood costs a few lines, not one each.
+  void warn(const std::string& what) {
+    if (warnings.allow(Clock::now())) LOCKSTEP_LOG(warn, "store server on ", where(), ": ", what);
+  }
 
   void add_fd(int fd, uint32_t events) {
     epoll_event ev{};
@@ -147,6 +161,7 @@ struct TcpStoreServer::Impl {
   }
 
   void close_all() {
+    pending = {};
     conns.clear();
     waiters.clear();
     timers = {};
@@ -180,30 +195,69 @@ struct TcpStoreServer::Impl {
     update_interest(c);
   }
 
+  // At max_connections the oldest pending connection is closed first (accepting goes on once
+  // it is reaped); when all are authenticated the newcomer is refused. max_connections leaves
+  // descriptors spare, so accept() itself does not fail for lack of one.
   void accept_all() {
     for (int i = 0; i < 256; ++i) {
+      const bool full = conns.size() >= limits.max_connections;
+      if (full && (!dead.empty() || evict_oldest(nullptr, "the server is at its connection limit")))
+        return;
       int fd = ::accept4(listen.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
         if (errno == EINTR || errno == ECONNABORTED) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) return;
         // Out of descriptors: level-triggered epoll would spin, so pause accepting briefly.
-        LOCKSTEP_LOG(warn, "store server on ", where(), " cannot accept: ", std::strerror(errno),
-                     " (raise the open-files limit, ulimit -n)");
+        warn(str_cat("cannot accept: ", std::strerror(errno),
+                     " (raise the open-files limit, ulimit -n)"));
         mod_fd(listen.get(), 0);
         accept_paused = true;
         accept_resume = Clock::now() + kAcceptPause;
         return;
       }
-      auto c = std::make_unique<Conn>();
-      c->fd = net::Fd(fd);
-      net::set_nodelay(fd);
-      c->peer = net::peer_name(fd);
-      c->opened = Clock::now();
-      c->events = EPOLLIN;
-      add_fd(fd, c->events);
-      conns.emplace(fd, std::move(c));
-      n_conns++;
+      if (full) {
+        refuse(fd);
+        continue;
+      }
+      admit(fd);
     }
+  }
+
+  void admit(int fd) {
+    auto c = std::make_unique<Conn>();
+    c->fd = net::Fd(fd);
+    net::set_nodelay(fd);
+    c->id = ++next_conn_id;
+    c->peer = net::peer_name(fd);
+    c->addr = peer_address(c->peer);
+    c->opened = Clock::now();
+    c->events = EPOLLIN;
+    if (pending.count(c->addr) >= limits.max_pending_per_peer) {
+      evict_oldest(&c->addr, str_cat("more than ", limits.max_pending_per_peer,
+                                     " connections without a hello from ", c->addr));
+    } else if (pending.size() >= limits.max_pending) {
+      evict_oldest(nullptr,
+                   str_cat("more than ", limits.max_pending, " connections without a hello"));
+    }
+    add_fd(fd, c->events);
+    pending.add(c->id, fd, c->addr);
+    conns.emplace(fd, std::move(c));
+    n_conns++;
+  }
+
+  bool evict_oldest(const std::string* addr, const std::string& why) {
+    const auto victim = pending.oldest(addr);
+    if (!victim) return false;
+    n_dropped++;
+    drop(*conns.at(victim->fd), str_cat(why, " (closing the oldest)"));
+    return true;
+  }
+
+  void refuse(int fd) {
+    n_dropped++;
+    warn(str_cat("refusing a connection from ", net::peer_name(fd), ": all ",
+                 limits.max_connections, " connections are held by authenticated clients"));
+    ::close(fd);
   }
 
   // ---- per-connection I/O ---------------------------------------------------------------
@@ -271,10 +325,8 @@ struct TcpStoreServer::Impl {
 
   void drop(Conn& c, const std::string& why) {
     if (c.dead) return;
-    if (!why.empty()) {
-      LOCKSTEP_LOG(warn, "store server on ", where(), ": dropping connection from ", c.peer,
-                   ": ", why);
-    }
+    if (!why.empty()) warn(str_cat("dropping connection from ", c.peer, ": ", why));
+    if (!c.authed) pending.remove(c.id);
     if (c.blocked) unpark(c);
     c.dead = true;
     dead.push_back(c.fd.get());
@@ -328,9 +380,10 @@ struct TcpStoreServer::Impl {
     }
     if (why.empty()) {
       c.authed = true;
+      pending.remove(c.id);
       return reply(c, wire::Status::ok);
     }
-    LOCKSTEP_LOG(warn, "store server on ", where(), ": refusing ", c.peer, ": ", why);
+    warn(str_cat("refusing ", c.peer, ": ", why));
     n_dropped++;
     wire::encode_response(c.out, wire::Status::refused, why);
     c.closing = true;
@@ -495,6 +548,11 @@ struct TcpStoreServer::Impl {
     }
     if (now - last_sweep < kSweepEvery) return;
     last_sweep = now;
+    if (const int64_t n = warnings.take_suppressed(now)) {
+      LOCKSTEP_LOG(warn, "store server on ", where(), ": ", n, " more warnings about clients in ",
+                   kWarningWindow.count(), " s (", n_dropped.load(),
+                   " connections dropped in all)");
+    }
     for (auto& [fd, c] : conns) {
       if (!c->authed && !c->dead && now - c->opened > opts.hello_timeout) {
         n_dropped++;

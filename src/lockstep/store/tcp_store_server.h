@@ -15,6 +15,7 @@
 #include <string>
 
 #include "lockstep/core/clock.h"
+#include "lockstep/store/admission.h"
 
 namespace lockstep::store {
 
@@ -26,6 +27,9 @@ struct TcpStoreServerOptions {
   int backlog = 4096;
   // A connection that has not sent a valid hello by then is dropped (slow or stray clients).
   Millis hello_timeout{std::chrono::seconds(10)};
+  // Bounds on connections (zeros: from the open-files limit); a pending connection over its
+  // bound closes the oldest pending one, so a flood cannot lock the job's workers out.
+  ConnectionLimits limits{};
 };
 
 class TcpStoreServer {
@@ -52,7 +56,7 @@ class TcpStoreServer {
   struct Stats {
     int64_t connections = 0;  // currently open
     int64_t waiters = 0;      // currently parked get/wait requests
-    int64_t dropped = 0;      // connections dropped for protocol violations since start
+    int64_t dropped = 0;      // connections dropped (protocol violations, no hello, limits)
   };
   Stats stats() const;
 
