@@ -75,6 +75,7 @@ int launch(const train::TrainConfig& c, int max_restarts) {
   lc.nproc_per_node = c.nproc;
   lc.max_restarts = max_restarts;
   lc.command = {fs::read_symlink("/proc/self/exe").string(), "train", "--config", cfg_file.string()};
+  lc.remove_if_killed = {cfg_file.string()};    // by the launcher's watchdog after a kill -9
   const int code = launch::launch_workers(lc);  // rank 0 prints the summary and report path
   return code;
 }

@@ -1,7 +1,8 @@
 // Faults injected into running `lockstep train` jobs (label multiproc): a worker stopped with
-// SIGSTOP, the rendezvous store killed, and the checkpoint directory filling up or turning
-// read-only. Each must end in a clear error (or, where the fault cannot matter, a finished
-// run) within a bounded time, never a hang, and must not touch any checkpoint saved before.
+// SIGSTOP, the rendezvous store killed, the checkpoint directory filling up or turning
+// read-only, and the launcher killed with SIGKILL. Each must end in a clear error (or, where
+// the fault cannot matter, a finished run) within a bounded time, never a hang, and must not
+// touch any checkpoint saved before.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -12,6 +13,7 @@
 #include <fstream>
 
 #include "lockstep/core/error.h"
+#include "lockstep/core/proc_state.h"
 #include "lockstep/store/tcp_store.h"
 #include "lockstep/train/checkpoint.h"
 #include "rel_util.h"
@@ -286,6 +288,73 @@ TEST(Faults, DiskFullWhileCheckpointingStopsEveryRankAndKeepsEarlierCheckpoints)
 TEST(Faults, ReadOnlyCheckpointDirStopsEveryRankAndKeepsEarlierCheckpoints) {
   checkpoint_dir_breaks("read-only checkpoint dir", "tmpfs under checkpoints/ remounted read-only",
                         true);
+}
+
+// ---- kill -9 of the launcher ----------------------------------------------------------------
+
+// True once `pid` has exited (a zombie counts: after a kill -9 its parent may be one that does
+// not reap); false after `within`.
+bool exits_within(pid_t pid, Millis within) {
+  const auto dl = Deadline::after(within);
+  for (char st = proc_state(pid); st != 0 && st != 'Z' && st != 'X'; st = proc_state(pid)) {
+    if (dl.expired()) return false;
+    ::usleep(10000);
+  }
+  return true;
+}
+
+// The pid a worker's shell wrote to `file` (waits up to 30 s for the line).
+std::optional<pid_t> pid_in(const fs::path& file) {
+  const auto dl = Deadline::after(std::chrono::seconds(30));
+  for (;; ::usleep(10000)) {
+    std::ifstream in(file);
+    std::string line;
+    if (std::getline(in, line) && !in.eof()) return pid_t(std::stoi(line));
+    if (dl.expired()) return std::nullopt;
+  }
+}
+
+// Issue 18: each worker of `lockstep run` starts a child of its own; kill -9 of the launcher.
+// The workers died (PR_SET_PDEATHSIG), their children were re-parented to PID 1 and lived on.
+// 20 s: the watchdog needs milliseconds; a leftover child would sleep for 300 s.
+TEST(Faults, LauncherKilledTakesTheWorkersOwnChildrenWithIt) {
+  TempDir tmp;
+  Job job(
+      {LOCKSTEP_BIN, "run", "--nproc-per-node", "2", "--", "sh", "-c",
+       str_cat("sleep 300 & echo $! > ", tmp.path.string(), "/child-$RANK.tmp && mv ",
+               tmp.path.string(), "/child-$RANK.tmp ", tmp.path.string(), "/child-$RANK; wait")});
+  std::vector<pid_t> kids;
+  for (int r = 0; r < 2; ++r) {
+    const auto kid = pid_in(tmp.path / str_cat("child-", r));
+    ASSERT_TRUE(kid) << job.out();
+    kids.push_back(*kid);
+  }
+  ASSERT_EQ(::kill(job.pid(), SIGKILL), 0);
+  ASSERT_TRUE(job.wait(kRunTimeout));
+  for (pid_t kid : kids) {
+    const bool exited = exits_within(kid, std::chrono::seconds(20));
+    EXPECT_TRUE(exited) << "worker's child " << kid << " outlived the launcher";
+    if (!exited) ::kill(kid, SIGKILL);  // by pid: only what this test started
+  }
+}
+
+// kill -9 of a `lockstep train --nproc 2` launcher: its hidden .launch-<pid>.toml (the
+// workers' merged config) stayed in the run directory.
+TEST(Faults, LauncherKilledLeavesNoHiddenConfigInTheRunDir) {
+  Workspace s(Overrides{{"epochs", "4"}});
+  Job job(s.train({"--nproc", "2"}));
+  const auto worker = find_worker(job.pid(), 0, "lockstep", std::chrono::seconds(30));
+  ASSERT_TRUE(worker) << job.out();
+  const fs::path hidden = s.run / str_cat(".launch-", job.pid(), ".toml");
+  ASSERT_TRUE(fs::exists(hidden)) << job.out();
+  ASSERT_EQ(::kill(job.pid(), SIGKILL), 0);
+  ASSERT_TRUE(job.wait(kRunTimeout));
+  const bool exited = exits_within(*worker, std::chrono::seconds(20));
+  EXPECT_TRUE(exited) << "worker " << *worker << " outlived the launcher";
+  if (!exited) ::kill(*worker, SIGKILL);
+  const auto dl = Deadline::after(std::chrono::seconds(20));
+  while (fs::exists(hidden) && !dl.expired()) ::usleep(10000);
+  EXPECT_FALSE(fs::exists(hidden)) << hidden << " outlived the launcher";
 }
 
 }  // namespace

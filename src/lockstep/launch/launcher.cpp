@@ -23,6 +23,7 @@
 #include "lockstep/launch/output.h"
 #include "lockstep/launch/store_host.h"
 #include "lockstep/launch/subprocess.h"
+#include "lockstep/launch/watchdog.h"
 #include "lockstep/store/tcp_store.h"
 
 namespace lockstep::launch {
@@ -121,8 +122,8 @@ struct GroupResult {
 class Group {
  public:
   Group(const LaunchConfig& cfg, const std::map<std::string, std::string>& env, SignalFd& sig,
-        Placement at, Watch watch = {})
-      : cfg_(cfg), sig_(sig), watch_(std::move(watch)) {
+        Watchdog& dog, Placement at, Watch watch = {})
+      : cfg_(cfg), sig_(sig), dog_(dog), watch_(std::move(watch)) {
     if (cfg.via == "mpirun") {
       start_mpirun(env);
       return;
@@ -142,12 +143,25 @@ class Group {
       e["OMP_NUM_THREADS"] = e.count("OMP_NUM_THREADS") ? e["OMP_NUM_THREADS"] : "1";
       if (cfg.prefix_output) e["LOCKSTEP_OUTPUT_PREFIXED"] = "1";  // log lines: no second rank tag
       w.proc = std::make_unique<Subprocess>(cfg.command, e, cpus.empty() ? std::vector<int>{} : cpus[size_t(l)]);
+      dog_.watch(w.proc->pid());
       std::string prefix = cfg.prefix_output ? str_cat("[rank ", w.rank, "] ") : "";
       w.out = std::make_unique<LinePrefixer>(STDOUT_FILENO, prefix);
       w.err = std::make_unique<LinePrefixer>(STDERR_FILENO, prefix);
       workers_.push_back(std::move(w));
     }
   }
+
+  // Each worker is reaped (its Subprocess kills what is left of its group) before the
+  // watchdog forgets the group.
+  ~Group() {
+    for (auto& w : workers_) {
+      const pid_t pid = w.proc->pid();
+      w.proc.reset();
+      dog_.forget(pid);
+    }
+  }
+  Group(const Group&) = delete;
+  Group& operator=(const Group&) = delete;
 
   // One child, mpirun, whose output lines carry the rank tags it adds (mpirun.h).
   void start_mpirun(std::map<std::string, std::string> env) {
@@ -156,6 +170,7 @@ class Group {
     env = mpirun_environment(std::move(env));
     Worker w{-1, -1, nullptr, nullptr, nullptr};
     w.proc = std::make_unique<Subprocess>(mpirun_command(cfg_.mpirun, cfg_, env), env);
+    dog_.watch(w.proc->pid());
     mpirun_out_ = std::make_shared<MpirunOutput>(cfg_.prefix_output);
     auto relay = [out = mpirun_out_](std::string_view line) { return out->line(line); };
     w.out = std::make_unique<LinePrefixer>(STDOUT_FILENO, relay);
@@ -356,6 +371,7 @@ class Group {
 
   const LaunchConfig& cfg_;
   SignalFd& sig_;
+  Watchdog& dog_;
   Watch watch_;
   std::vector<Worker> workers_;
   std::map<int, std::string> notes_;
@@ -401,7 +417,8 @@ void note_flight(const LaunchConfig& cfg, const std::string& host, int port, con
 
 // Elastic: the launcher meets the other nodes' launchers in rounds (elastic.h) and runs its
 // workers in each; failures anywhere end the round everywhere and count as restarts.
-int run_elastic(const LaunchConfig& cfg, std::map<std::string, std::string> env, SignalFd& sig, bool host) {
+int run_elastic(const LaunchConfig& cfg, std::map<std::string, std::string> env, SignalFd& sig,
+                Watchdog& dog, bool host) {
   store::TcpStoreOptions so;
   so.host = cfg.master_addr;
   so.port = uint16_t(std::stoi(env["MASTER_PORT"]));
@@ -425,10 +442,12 @@ int run_elastic(const LaunchConfig& cfg, std::map<std::string, std::string> env,
     env["LOCKSTEP_RESTART_COUNT"] = std::to_string(m.round);
     env["LOCKSTEP_STORE_PREFIX"] = str_cat("round", m.round);
     std::optional<ElasticRendezvous::Stop> stop;
-    GroupResult r = Group(cfg, env, sig, {m.node_rank, m.rank_offset, m.world}, [&]() -> std::optional<std::string> {
-      stop = rdzv.should_stop(m);
-      return stop ? std::optional<std::string>(stop->why) : std::nullopt;
-    }).run();
+    GroupResult r = Group(cfg, env, sig, dog, {m.node_rank, m.rank_offset, m.world},
+                          [&]() -> std::optional<std::string> {
+                            stop = rdzv.should_stop(m);
+                            return stop ? std::optional<std::string>(stop->why) : std::nullopt;
+                          })
+                        .run();
     if (r.outcome == Outcome::success) {
       rdzv.finished(m);
       return 0;
@@ -494,6 +513,8 @@ int launch_workers(const LaunchConfig& config) {
   // --version is asked, so that a SIGTERM meanwhile waits for the workers' loop (which
   // forwards it) instead of killing the launcher.
   SignalFd sig;
+  // Forked before any thread starts, with the signals blocked (a Ctrl-C is the launcher's).
+  Watchdog dog(config.remove_if_killed);
   LaunchConfig cfg = config;
   cfg.cpu_bind = resolve_cpu_bind(cfg.cpu_bind);  // "" -> LOCKSTEP_CPU_BIND or auto, once
   if (cfg.via == "mpirun") cfg.mpirun = find_mpirun(cfg.mpirun);
@@ -505,15 +526,17 @@ int launch_workers(const LaunchConfig& config) {
   env["LOCKSTEP_STORE_TOKEN"] = token;
   env["NNODES"] = std::to_string(cfg.nnodes);
   env["LOCKSTEP_LAUNCHER"] = "1";
-  if (cfg.min_nodes > 0) return run_elastic(cfg, env, sig, store != nullptr);
+  if (cfg.min_nodes > 0) return run_elastic(cfg, env, sig, dog, store != nullptr);
 
   for (int attempt = 0;; ++attempt) {
     env["LOCKSTEP_RESTART_COUNT"] = std::to_string(attempt);
     // Every node, not only the one hosting the store: workers of one attempt must share keys.
     // (Across nodes, restarts are not yet coordinated: each node counts its own attempts.)
     env["LOCKSTEP_STORE_PREFIX"] = str_cat("attempt", attempt);
-    GroupResult r = Group(cfg, env, sig, {cfg.node_rank, cfg.node_rank * cfg.nproc_per_node,
-                                          cfg.nnodes * cfg.nproc_per_node}).run();
+    GroupResult r =
+        Group(cfg, env, sig, dog,
+              {cfg.node_rank, cfg.node_rank * cfg.nproc_per_node, cfg.nnodes * cfg.nproc_per_node})
+            .run();
     if (r.outcome == Outcome::success) return 0;
     note(cfg, r.message);
     if (r.outcome == Outcome::worker_failed) {

@@ -40,6 +40,9 @@ struct LaunchConfig {
   std::string mpirun;             // via mpirun: its path ("": $LOCKSTEP_MPIRUN, else PATH)
   std::string cpu_bind;           // auto, none, cores; "": $LOCKSTEP_CPU_BIND, else auto (affinity.h)
   FILE* log = stderr;             // where the launcher's own messages go
+  // Files to delete should the launcher die without cleaning up (kill -9): its watchdog
+  // (watchdog.h), which also kills the workers' process groups then.
+  std::vector<std::string> remove_if_killed;
 };
 
 // Runs the workers of this node to completion; returns the process exit code. Elastic
