@@ -5,6 +5,7 @@
 // one worker of the job.
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <memory>
 
@@ -42,6 +43,17 @@ void switch_flag(CLI::App* cmd, TrainFlags& f, const std::string& name, bool tra
                  const std::string& help) {
   CLI::Option* o = cmd->add_flag(name, f.v.*member, help);
   f.overrides.emplace_back(o, [&f, member](train::TrainConfig& c) { c.*member = f.v.*member; });
+}
+
+// Where a key's value came from, for errors: the flag that set it, else the config file.
+std::string origin_of(const TrainFlags& f, const std::string& key) {
+  for (const auto& [opt, apply] : f.overrides) {
+    std::string k = opt->get_name().substr(2);  // "--checkpoint-every" -> "checkpoint_every"
+    std::replace(k.begin(), k.end(), '-', '_');
+    if (opt->count() > 0 && (k == key || k + "_dir" == key))
+      return str_cat("flag ", opt->get_name());
+  }
+  return f.config.empty() ? std::string("default") : f.config;
 }
 
 // A worker of an already launched job, or a single process. Rank 0 writes the report.
@@ -119,6 +131,8 @@ Runner add_train_command(CLI::App& app) {
     train::TrainConfig c = f->config.empty() ? train::TrainConfig{} : train::load_config(f->config);
     for (auto& [opt, apply] : f->overrides)
       if (opt->count() > 0) apply(c);
+    // Here, before any worker starts: a worker would name only the launcher's hidden file.
+    train::check_values(c, [&](const std::string& key) { return origin_of(*f, key); });
     try {
       train::validate(c);
     } catch (const ConfigError& e) {

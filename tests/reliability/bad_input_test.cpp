@@ -202,6 +202,28 @@ TEST_F(BadInput, UnknownFlagsAreRefused) {
                "unknown option --nprocs (did you mean --nproc-per-node?)");
 }
 
+// Issue 18: values a config file could not hold, given as flags, were checked only by the
+// workers, which named the launcher's hidden (and by then deleted) .launch-<pid>.toml, once
+// per worker. The launcher refuses them before any worker starts, naming the flag, once.
+TEST_F(BadInput, FlagValuesOutOfRangeAreRefusedByTheLauncherNamingTheFlag) {
+  const fs::path cfg =
+      config("flagrange", {{"run_dir", str_cat("\"", (tmp_->path / "flagrange").string(), "\"")}});
+  for (const auto& [flag, value] :
+       std::vector<std::pair<std::string, std::string>>{{"--lr", "inf"},
+                                                        {"--epochs", "1000000000"},
+                                                        {"--batch", "100000000000"},
+                                                        {"--checkpoint-every", "-1"}}) {
+    const std::string out =
+        expect_error(str_cat("flag out of range (", flag, ")"),
+                     str_cat("lockstep train --nproc 2 ", flag, " ", value),
+                     train(cfg, {"--nproc", "2", flag, value}), str_cat("flag ", flag, ": "));
+    EXPECT_EQ(out.find(".launch-"), std::string::npos) << out;
+    EXPECT_EQ(out.find("[rank "), std::string::npos) << "a worker started\n" << out;
+    EXPECT_EQ(out.find("out of range"), out.rfind("out of range")) << "printed more than once\n"
+                                                                   << out;
+  }
+}
+
 TEST_F(BadInput, RunDirThatCannotBeCreatedIsAClearError) {
   for (const char* nproc : {"1", "2"})
     expect_error(str_cat("run dir that cannot be created (--nproc ", nproc, ")"),

@@ -170,7 +170,9 @@ nlohmann::json TrainConfig::to_json() const {
   return j;
 }
 
-std::string config_to_toml(const TrainConfig& c) {
+namespace {
+
+toml::table to_table(const TrainConfig& c) {
   toml::table t;
   const nlohmann::json j = c.to_json();  // outlives the loop (items() is a view)
   for (const auto& [key, v] : j.items()) {
@@ -179,9 +181,23 @@ std::string config_to_toml(const TrainConfig& c) {
     else if (v.is_number_integer()) t.insert(key, v.get<int64_t>());
     else t.insert(key, v.get<double>());
   }
+  return t;
+}
+
+}  // namespace
+
+std::string config_to_toml(const TrainConfig& c) {
   std::ostringstream out;
-  out << t << "\n";
+  out << to_table(c) << "\n";
   return out.str();
+}
+
+// The same checks a config file's keys get in parse_config, on values set in code or by flags.
+void check_values(const TrainConfig& c,
+                  const std::function<std::string(const std::string& key)>& where) {
+  const toml::table t = to_table(c);
+  TrainConfig scratch;
+  for (const auto& f : fields()) f.set(scratch, *t.get(f.name), where(f.name));
 }
 
 TrainConfig parse_config(std::string_view text, const std::string& origin) {

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -64,6 +65,11 @@ TrainConfig parse_config(std::string_view toml_text, const std::string& origin);
 TrainConfig load_config(const std::filesystem::path& path);
 // Cross-field and range checks (also after flags changed values).
 void validate(const TrainConfig& c);
+// Checks every key's value against the range (or choices) a config file's key must meet, for
+// values that did not come from a file (flags). ConfigError "<where(key)>: key 'k' = v is out
+// of range [lo, hi]".
+void check_values(const TrainConfig& c,
+                  const std::function<std::string(const std::string& key)>& where);
 // The configuration as a TOML document that parse_config() reads back to an equal config.
 std::string config_to_toml(const TrainConfig& c);
 // The names of every accepted key (for help texts and suggestions).
