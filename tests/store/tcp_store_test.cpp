@@ -360,5 +360,48 @@ TEST(StoreToken, ConstantTimeEqualComparesWholeStrings) {
   EXPECT_FALSE(constant_time_equal("a", ""));
 }
 
+TEST(StoreAdmission, LimitsFollowTheOpenFilesLimit) {
+  const ConnectionLimits at256 = resolve_limits({}, 256);
+  EXPECT_EQ(at256.max_connections, 192u);  // 64 descriptors left to the rest of the process
+  EXPECT_EQ(at256.max_pending, 96u);
+  EXPECT_EQ(at256.max_pending_per_peer, 24u);
+  EXPECT_EQ(resolve_limits({}, uint64_t{1} << 20).max_connections, 65536u);
+  EXPECT_EQ(resolve_limits({.max_pending = 7}, 256).max_pending_per_peer, 2u);
+  EXPECT_EQ(peer_address("127.0.0.1:5678"), "127.0.0.1");
+  EXPECT_EQ(peer_address("::1:5678"), "::1");
+}
+
+TEST(StoreAdmission, OldestPendingOverallAndPerPeer) {
+  PendingConnections p;
+  p.add(1, 10, "a");
+  p.add(2, 11, "b");
+  p.add(3, 12, "a");
+  const std::string a = "a", b = "b", c = "c";
+  EXPECT_EQ(p.size(), 3u);
+  EXPECT_EQ(p.count(a), 2u);
+  EXPECT_EQ(p.oldest()->fd, 10);
+  p.remove(1);
+  EXPECT_EQ(p.oldest()->fd, 11);
+  EXPECT_EQ(p.oldest(&a)->fd, 12);
+  EXPECT_FALSE(p.oldest(&c));
+  p.remove(2);
+  p.remove(2);  // twice: ignored
+  EXPECT_FALSE(p.oldest(&b));
+  EXPECT_EQ(p.size(), 1u);
+}
+
+TEST(StoreAdmission, WarningsPerWindowThenOneSummary) {
+  WarnLimiter w(3, 10s);
+  const auto t0 = Clock::now();
+  int shown = 0;
+  for (int i = 0; i < 100; ++i) shown += w.allow(t0);
+  EXPECT_EQ(shown, 3);
+  EXPECT_EQ(w.take_suppressed(t0 + 9s), 0);  // the window is not over
+  EXPECT_FALSE(w.allow(t0 + 11s));           // held back until the summary is out
+  EXPECT_EQ(w.take_suppressed(t0 + 11s), 98);
+  EXPECT_EQ(w.take_suppressed(t0 + 30s), 0);
+  EXPECT_TRUE(w.allow(t0 + 12s));  // a new window
+}
+
 }  // namespace
 }  // namespace lockstep::store
