@@ -1,0 +1,133 @@
+// lockstep::torch::DistributedDataParallel: data-parallel training of any torch::nn::Module
+// (LibTorch, PyTorch's C++ frontend, which has no DDP of its own), on lockstep's process
+// groups and its own Reducer — the same buckets, overlap, comm hooks and checks as
+// lockstep::ddp::DistributedDataParallel, through the ParamSource seam (module_params.h).
+//
+//   auto pg = lockstep::comm::ProcessGroup::create("native", store, rank, world);
+//   Net net;                                          // a torch::nn::Module(Holder)
+//   lockstep::torch::DistributedDataParallel ddp(*net, *pg);   // rank 0's weights everywhere
+//   torch::optim::SGD opt(net->parameters(), 0.05);
+//   for (...) {
+//     opt.zero_grad();
+//     auto loss = torch::nll_loss(ddp.forward(net, x), y);    // or net->forward(x)
+//     loss.backward();       // returns with gradients averaged over ranks
+//     opt.step();            // or ddp.step(opt): skips steps with NaN/Inf gradients
+//   }
+//   { auto guard = ddp.no_sync(); ... backward ... }   // accumulate without communicating
+//
+// As in PyTorch's Python DDP: each parameter's gradient accumulator has a hook that marks
+// it ready, so full buckets are all-reduced while backward goes on; the first hook of a
+// backward queues a callback that autograd runs at the end of that backward, which waits
+// for every bucket (bounded by DdpOptions::timeout), so `loss.backward()` returns only with
+// averaged gradients, and an error (a peer gone, an unused parameter) comes out of it.
+// Gradients are views into the buckets' storage (gradient_as_bucket_view); while DDP
+// lives, every parameter's .grad() is such a view, defined (zeros before the first backward).
+//
+// Differences from Python DDP: buffers are broadcast from rank 0 by forward()/sync_buffers()
+// (a torch::nn::Module has no generic forward to intercept); backward must run on the
+// thread that owns this object (CPU autograd runs hooks on the calling thread). Options
+// are lockstep's DdpOptions: bucket caps, comm_hook, broadcast_buffers, find_unused /
+// static_graph (reducer), check_replicas_every (counted by step()), shared_gradients.
+#pragma once
+
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
+
+#include "lockstep/comm/process_group.h"
+#include "lockstep/ddp/ddp.h"
+#include "lockstep/ddp/reducer.h"
+#include "lockstep/torch/module_params.h"
+
+namespace lockstep::torch {
+
+class DistributedDataParallel {
+ public:
+  // Collective: checks every rank holds the same architecture (an error naming the first
+  // difference, on every rank), then copies rank 0's parameters and buffers everywhere.
+  // `module` must outlive this object and keep its parameters while wrapped.
+  DistributedDataParallel(::torch::nn::Module& module, comm::ProcessGroup& pg,
+                          ddp::DdpOptions opt = {});
+  ~DistributedDataParallel();
+  DistributedDataParallel(const DistributedDataParallel&) = delete;
+  DistributedDataParallel& operator=(const DistributedDataParallel&) = delete;
+
+  // Rank 0's buffers everywhere (when broadcast_buffers and the module has buffers), then
+  // net->forward(args...). `net` is the wrapped module's holder or pointer.
+  template <class Net, class... Args>
+  decltype(auto) forward(Net& net, Args&&... args) {
+    sync_buffers();
+    return net->forward(std::forward<Args>(args)...);
+  }
+  void sync_buffers();
+
+  // optimizer.step() unless the last backward's averaged gradients held NaN/Inf (every rank
+  // skips alike); returns whether it stepped. Runs the periodic replica check.
+  bool step(::torch::optim::Optimizer& optimizer);
+
+  // While alive, backward accumulates gradients locally; the first backward after it
+  // reduces the accumulated sum (as lockstep's and PyTorch's no_sync()).
+  class NoSync {
+   public:
+    explicit NoSync(DistributedDataParallel& d) : d_(&d) { d.reducer_.set_sync(false); }
+    ~NoSync() {
+      if (d_) d_->reducer_.set_sync(d_->opt_.gradient_sync);
+    }
+    NoSync(NoSync&& o) noexcept : d_(std::exchange(o.d_, nullptr)) {}
+    NoSync(const NoSync&) = delete;
+    NoSync& operator=(const NoSync&) = delete;
+    NoSync& operator=(NoSync&&) = delete;
+
+   private:
+    DistributedDataParallel* d_;
+  };
+  [[nodiscard]] NoSync no_sync() { return NoSync(*this); }
+
+  void set_comm_hook(std::unique_ptr<ddp::CommHook> hook) {
+    reducer_.set_comm_hook(std::move(hook));
+  }
+
+  ::torch::nn::Module& module() { return module_; }
+  ModuleParams& params() { return params_; }
+  ddp::Reducer& reducer() { return reducer_; }
+  comm::ProcessGroup& process_group() { return pg_; }
+  const ddp::DdpOptions& options() const { return opt_; }
+  // The last synchronising backward's result (reduced, finite, unused parameters).
+  const ddp::StepResult& last_result() const { return last_; }
+  int64_t steps() const { return steps_; }
+  int64_t skipped_steps() const { return skipped_; }
+
+ private:
+  void on_grad_ready(size_t i);
+  void end_of_backward();
+  void broadcast_other_buffers();
+
+  ::torch::nn::Module& module_;
+  comm::ProcessGroup& pg_;
+  ddp::DdpOptions opt_;
+  ModuleParams params_;
+  std::unique_ptr<ddp::Timeline> timeline_;
+  // As in ddp::DistributedDataParallel: destroyed after the reducer (which waits for buckets
+  // in flight), the gradients go back to params_' own storage, then shared memory is freed.
+  std::shared_ptr<std::byte[]> shared_grads_;
+  struct GradsHome {
+    ddp::ParamSource* moved = nullptr;
+    ~GradsHome() {
+      if (moved) moved->move_grads_to({});
+    }
+  } grads_home_;
+  ddp::Reducer reducer_;
+  struct Hook {
+    std::shared_ptr<::torch::autograd::Node> accumulator;
+    uintptr_t key = 0;
+  };
+  std::vector<Hook> hooks_;
+  ddp::StepResult last_;
+  bool end_queued_ = false;
+  int64_t steps_ = 0, skipped_ = 0;
+};
+
+}  // namespace lockstep::torch
