@@ -144,7 +144,9 @@ TEST_P(TorchDdpEquivalence, EveryStepMatchesOneProcessAndReplicasStayIdentical) 
   std::vector<int64_t> copied(size_t(world), -1), relayouts(size_t(world), -1);
   run_ranks(world, [&](int r, ProcessGroup& pg) {
     Net& net = nets[size_t(r)];
-    TorchDdp ddp(*net, pg, small_buckets());
+    DdpOptions o = small_buckets();
+    o.check_replicas_every = 1;  // ddp.step() compares parameter hashes across ranks each step
+    TorchDdp ddp(*net, pg, o);
     torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
     for (int step = 0; step < steps; ++step) {
       const int64_t first = int64_t(step) * world * shard;
@@ -225,6 +227,28 @@ TEST(TorchDdp, NoSyncAccumulatesLocallyAndSumsToTheLargeBatch) {
     if (r == 0)
       check_against_one_process(ref, grads_of(net), data.x, data.y, 2.0,
                                 "after no_sync accumulation");
+  });
+}
+
+// DdpOptions::comm_hook reaches the same Reducer: bf16 compression leaves every averaged
+// gradient exactly a bfloat16 value (decoded from the wire), which a float32 all-reduce
+// practically never does for a whole model.
+TEST(TorchDdp, CommHookFromOptionsCompressesTheBuckets) {
+  const int world = 2;
+  const int64_t shard = 4;
+  torch::set_num_threads(1);
+  Data data = make_data(world * shard);
+  auto nets = make_nets(world);
+  run_ranks(world, [&](int r, ProcessGroup& pg) {
+    DdpOptions o = small_buckets();
+    o.comm_hook = "bf16";
+    TorchDdp ddp(*nets[size_t(r)], pg, o);
+    EXPECT_EQ(ddp.reducer().comm_hook().name(), "bf16");
+    auto x = data.x.slice(0, r * shard, (r + 1) * shard),
+         y = data.y.slice(0, r * shard, (r + 1) * shard);
+    torch::nn::functional::cross_entropy(ddp.forward(nets[size_t(r)], x), y).backward();
+    for (auto& g : grads_of(nets[size_t(r)]))
+      EXPECT_TRUE(torch::equal(g, g.to(torch::kBFloat16).to(torch::kFloat))) << "rank " << r;
   });
 }
 
