@@ -185,7 +185,7 @@ TEST_P(TorchDdpEquivalence, EveryStepMatchesOneProcessAndReplicasStayIdentical) 
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Worlds, TorchDdpEquivalence, ::testing::Values(2, 3));
+INSTANTIATE_TEST_SUITE_P(Worlds, TorchDdpEquivalence, ::testing::Values(2, 3, 4));
 
 TEST(TorchDdp, NoSyncAccumulatesLocallyAndSumsToTheLargeBatch) {
   const int world = 2;
