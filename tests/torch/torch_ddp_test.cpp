@@ -301,6 +301,19 @@ TEST(TorchDdp, MismatchedArchitectureIsNamedOnEveryRank) {
   }
 }
 
+// A buffer of another dtype than float32 (broadcast apart from the reducer's source) is part
+// of the architecture too: here an int64 counter of another shape on rank 1.
+TEST(TorchDdp, MismatchedNonFloatBufferIsNamedOnEveryRank) {
+  std::vector<Net> nets = make_nets(2);
+  for (int r = 0; r < 2; ++r)
+    nets[size_t(r)]->register_buffer("counter", torch::zeros({r + 1}, torch::kLong));
+  auto errors =
+      errors_on_each_rank(2, [&](int r, ProcessGroup& pg) { TorchDdp ddp(*nets[size_t(r)], pg); });
+  for (int r = 0; r < 2; ++r)
+    EXPECT_NE(errors[size_t(r)].find("counter [2] int64"), std::string::npos)
+        << "rank " << r << ": " << errors[size_t(r)];
+}
+
 TEST(TorchDdp, UnusedParameterIsNamedOnEveryRankOrReducedWithFindUnused) {
   Data data = make_data(8);
   auto nets = make_nets(2, 10, /*unused=*/true);

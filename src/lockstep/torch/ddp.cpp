@@ -182,6 +182,26 @@ bool ModuleParams::move_grads_to(std::span<float> storage) {
 // --- DistributedDataParallel ------------------------------------------------------------
 
 namespace {
+// What every rank must agree on: the parameters and every buffer, float32 or not (the
+// reducer's source lists only the float32 ones). Only its descriptions are read.
+class Architecture final : public ddp::ParamSource {
+ public:
+  explicit Architecture(ModuleParams& p) : p_(p) {
+    for (size_t i = 0; i < p.num_buffers(); ++i) buffers_.push_back(p.buffer_info(i));
+    for (const auto& b : p.other_buffers()) buffers_.push_back(b.info);
+  }
+  size_t num_params() const override { return p_.num_params(); }
+  const ddp::TensorInfo& param_info(size_t i) const override { return p_.param_info(i); }
+  std::span<float> value(size_t i) override { return p_.value(i); }
+  std::span<float> grad(size_t i) override { return p_.grad(i); }
+  size_t num_buffers() const override { return buffers_.size(); }
+  const ddp::TensorInfo& buffer_info(size_t i) const override { return buffers_[i]; }
+
+ private:
+  ModuleParams& p_;
+  std::vector<ddp::TensorInfo> buffers_;
+};
+
 ddp::ReducerOptions reducer_options(const ddp::DdpOptions& opt) {
   ddp::ReducerOptions r = opt.reducer;
   r.timeout = opt.timeout;
@@ -198,7 +218,8 @@ DistributedDataParallel::DistributedDataParallel(::torch::nn::Module& module,
       params_(module),
       timeline_(ddp::Timeline::from_env(pg.rank(), pg.size())),
       reducer_(pg, params_, reducer_options(opt_)) {
-  ddp::verify_same_architecture(pg_, params_, opt_.timeout);
+  Architecture architecture(params_);
+  ddp::verify_same_architecture(pg_, architecture, opt_.timeout);
   if (opt_.shared_gradients && pg_.size() > 1 && pg_.supports(comm::Capability::shared_memory)) {
     size_t n = 0;
     for (size_t i = 0; i < params_.num_params(); ++i) n += params_.param_info(i).numel();
