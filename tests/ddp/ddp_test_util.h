@@ -142,7 +142,7 @@ inline bool bit_identical(std::span<const float> a, std::span<const float> b) {
 using Grads = std::vector<std::vector<float>>;
 
 // m's gradient (mean over b's samples) at its current parameters, parameter by parameter.
-Grads gradients(nn::Model& m, const Batch& b, float* loss = nullptr) {
+inline Grads gradients(nn::Model& m, const Batch& b, float* loss = nullptr) {
   nn::CrossEntropyLoss ce;
   m.zero_grad();
   const float l = ce.forward(m.forward(b.x), b.y);
@@ -153,7 +153,7 @@ Grads gradients(nn::Model& m, const Batch& b, float* loss = nullptr) {
   return g;
 }
 
-void copy_values(nn::Model& from, nn::Model& to) {
+inline void copy_values(nn::Model& from, nn::Model& to) {
   for (size_t i = 0; i < from.parameters().size(); ++i) {
     auto src = from.parameters()[i]->value();
     std::copy(src.begin(), src.end(), to.parameters()[i]->value().begin());
