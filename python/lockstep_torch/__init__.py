@@ -1,0 +1,56 @@
+"""lockstep's collectives as a torch.distributed backend.
+
+Importing this module registers the backend name "lockstep"; then a PyTorch program changes
+one word to use it::
+
+    import lockstep_torch  # noqa: F401
+    import torch.distributed as dist
+    dist.init_process_group("lockstep")  # env:// (torchrun, lockstep run), tcp://, or store=
+
+Collectives on contiguous CPU tensors run in place over lockstep's shared memory (one host)
+or tcp (several hosts); other tensors go through a staging copy. A dead peer or a timeout
+raises RuntimeError naming the rank and the operation.
+"""
+
+import datetime
+
+import torch
+import torch.distributed as dist
+
+from . import _C
+
+__all__ = ["BACKEND", "transport"]
+
+BACKEND = "lockstep"
+_TORCH_MAJOR = int(torch.__version__.split(".")[0])
+
+
+def _create(dist_opts, pg_opts=None):
+    """The creator torch.distributed calls (extended API: it gets the group's name too)."""
+    timeout = dist_opts.timeout
+    if not isinstance(timeout, datetime.timedelta):
+        timeout = datetime.timedelta(milliseconds=timeout)
+    return _C.create_process_group(dist_opts.store, dist_opts.group_rank,
+                                   dist_opts.group_size, timeout,
+                                   str(getattr(dist_opts, "group_id", "") or "default"))
+
+
+def transport(group=None):
+    """Which lockstep transport carries `group` (default: the world): 'shm', 'tcp' or 'none'."""
+    pg = group if group is not None else dist.distributed_c10d._get_default_group()
+    if _TORCH_MAJOR >= 2:
+        pg = pg._get_backend(torch.device("cpu"))
+    return _C.transport(pg)
+
+
+def _register():
+    if BACKEND.upper() in dist.Backend._plugins:
+        return
+    if _TORCH_MAJOR >= 2:
+        # 2.x wraps the c10d::Backend this returns in a ProcessGroup for the listed devices.
+        dist.Backend.register_backend(BACKEND, _create, extended_api=True, devices=["cpu"])
+    else:
+        dist.Backend.register_backend(BACKEND, _create, extended_api=True)
+
+
+_register()

@@ -1,0 +1,43 @@
+// lockstep_torch._C: the pybind11 glue. __init__.py imports torch.distributed first (it
+// registers the c10d Store and ProcessGroup/Backend types this module's functions take and
+// return), then registers the backend with torch.distributed.
+#include <pybind11/chrono.h>
+#include <pybind11/pybind11.h>
+#include <torch/csrc/utils/pybind.h>
+
+#include <string>
+
+#include "process_group.h"
+
+namespace py = pybind11;
+
+namespace lockstep_torch {
+namespace {
+
+c10::intrusive_ptr<compat::BackendBase> create(const c10::intrusive_ptr<c10d::Store>& store,
+                                               int rank, int size,
+                                               std::chrono::milliseconds timeout,
+                                               const std::string& group_name) {
+  return c10::make_intrusive<LockstepProcessGroup>(store, rank, size, timeout, group_name);
+}
+
+std::string transport(const c10::intrusive_ptr<compat::BackendBase>& pg) {
+  auto* mine = dynamic_cast<LockstepProcessGroup*>(pg.get());
+  TORCH_CHECK(mine != nullptr, "lockstep_torch.transport: not a lockstep process group (backend ",
+              pg->getBackendName(), ")");
+  return mine->transport();
+}
+
+}  // namespace
+}  // namespace lockstep_torch
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() =
+      "lockstep's collectives as a torch.distributed backend (see lockstep_torch/__init__.py)";
+  m.def("create_process_group", &lockstep_torch::create, py::arg("store"), py::arg("rank"),
+        py::arg("size"), py::arg("timeout"), py::arg("group_name"),
+        py::call_guard<py::gil_scoped_release>(),
+        "A lockstep process group over `store` (collective: every rank of the group calls it).");
+  m.def("transport", &lockstep_torch::transport, py::arg("group"),
+        "Which lockstep transport carries the group: 'shm', 'tcp' or 'none' (one rank).");
+}

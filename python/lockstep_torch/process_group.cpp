@@ -1,0 +1,553 @@
+#include "process_group.h"
+
+#include <ATen/core/ivalue.h>
+#include <c10/core/GradMode.h>
+
+#include <algorithm>
+#include <optional>
+#include <string_view>
+#include <utility>
+
+#include "c10d_store.h"
+#include "lockstep/core/error.h"
+
+namespace lockstep_torch {
+namespace {
+
+namespace comm = lockstep::comm;
+using c10d::OpType;
+using lockstep::DType;
+using Ms = std::chrono::milliseconds;
+
+// A waiter gives the completer thread this long beyond the operation's timeout to copy staged
+// results back and complete the Work (bounded: the completer's own waits are).
+constexpr Ms kCompletionSlack{10'000};
+
+// The memory lockstep works on for one tensor: the tensor itself when it is a contiguous CPU
+// tensor of a dtype lockstep handles, else a contiguous (and, for int8/int16/bool reductions,
+// int32) copy that goes back into the tensor when the operation succeeds.
+struct Staged {
+  at::Tensor buf;
+  DType dtype = DType::u8;
+  bool copy_back = false;
+};
+
+std::optional<DType> lockstep_dtype(at::ScalarType s) {
+  switch (s) {
+    case at::kFloat:
+      return DType::f32;
+    case at::kDouble:
+      return DType::f64;
+    case at::kHalf:
+      return DType::f16;
+    case at::kBFloat16:
+      return DType::bf16;
+    case at::kInt:
+      return DType::i32;
+    case at::kLong:
+      return DType::i64;
+    case at::kByte:
+      return DType::u8;
+    default:
+      return std::nullopt;
+  }
+}
+
+void check_tensor(const at::Tensor& t, std::string_view op) {
+  TORCH_CHECK(t.defined(), "lockstep ", op, ": undefined tensor");
+  TORCH_CHECK(t.device().is_cpu() && t.layout() == at::kStrided, "lockstep ", op,
+              ": only dense CPU tensors are supported, got a tensor on ", t.device(),
+              " with layout ", t.layout(), " (use backend gloo or nccl for these)");
+}
+
+size_t nbytes(const at::Tensor& t) {
+  return size_t(t.numel()) * t.element_size();
+}
+
+// For operations that move bytes (broadcast, gathers, scatters, alltoall, send/recv): any dtype.
+Staged bytes_buffer(const at::Tensor& t, std::string_view op) {
+  check_tensor(t, op);
+  if (t.is_contiguous()) return {t, DType::u8, false};
+  return {t.contiguous(), DType::u8, true};
+}
+
+// For reductions: lockstep reduces f32 f64 f16 bf16 i32 i64 u8 itself; int8, int16 and bool
+// go through int32 (exact for min and max; sum and product wrap as int8/int16 arithmetic does
+// once cast back; bool sum/max is or, min/product is and).
+Staged reduce_buffer(const at::Tensor& t, std::string_view op) {
+  check_tensor(t, op);
+  if (auto d = lockstep_dtype(t.scalar_type())) {
+    if (t.is_contiguous()) return {t, *d, false};
+    return {t.contiguous(), *d, true};
+  }
+  const auto s = t.scalar_type();
+  TORCH_CHECK(s == at::kChar || s == at::kShort || s == at::kBool, "lockstep ", op, ": dtype ", s,
+              " is not supported (float32, float64, float16, bfloat16, int8, int16, int32, int64, "
+              "uint8, bool)");
+  return {t.to(at::kInt).contiguous(), DType::i32, true};
+}
+
+// `t` as a tensor of the type `like` holds, contiguous (a copy only where needed).
+at::Tensor as_reduce_input(const at::Tensor& t, const Staged& like) {
+  if (t.scalar_type() == like.buf.scalar_type() && t.is_contiguous()) return t;
+  return t.to(like.buf.scalar_type()).contiguous();
+}
+
+comm::ReduceOp lockstep_op(const c10d::ReduceOp& op, std::string_view what) {
+  switch (op.op_) {
+    case c10d::ReduceOp::SUM:
+      return comm::ReduceOp::sum;
+    case c10d::ReduceOp::AVG:
+      return comm::ReduceOp::avg;
+    case c10d::ReduceOp::PRODUCT:
+      return comm::ReduceOp::prod;
+    case c10d::ReduceOp::MIN:
+      return comm::ReduceOp::min;
+    case c10d::ReduceOp::MAX:
+      return comm::ReduceOp::max;
+    default:
+      break;
+  }
+  TORCH_CHECK(false, "lockstep ", what, ": reduce op ", int(op.op_),
+              " is not supported (SUM, AVG, PRODUCT, MIN, MAX are)");
+}
+
+const at::Tensor& single(const std::vector<at::Tensor>& tensors, std::string_view op) {
+  TORCH_CHECK(tensors.size() == 1, "lockstep ", op, ": expects one tensor per call, got ",
+              tensors.size());
+  return tensors[0];
+}
+
+// The list of `world` tensors of a list-of-lists argument, each like `ref`.
+const std::vector<at::Tensor>& per_rank(const std::vector<std::vector<at::Tensor>>& lists,
+                                        const at::Tensor& ref, int world, std::string_view op) {
+  TORCH_CHECK(lists.size() == 1, "lockstep ", op, ": expects one tensor list, got ", lists.size());
+  const auto& l = lists[0];
+  TORCH_CHECK(int(l.size()) == world, "lockstep ", op, ": the tensor list has ", l.size(),
+              " tensors; it needs one per rank (", world, ")");
+  for (const auto& t : l) {
+    check_tensor(t, op);
+    TORCH_CHECK(t.numel() == ref.numel() && t.scalar_type() == ref.scalar_type(), "lockstep ", op,
+                ": every tensor of the list needs ", ref.numel(), " elements of ",
+                ref.scalar_type(), ", got ", t.numel(), " of ", t.scalar_type());
+  }
+  return l;
+}
+
+// One contiguous tensor holding `parts` one after the other.
+at::Tensor concat(const std::vector<at::Tensor>& parts) {
+  std::vector<at::Tensor> flat;
+  flat.reserve(parts.size());
+  for (const auto& p : parts) flat.push_back(p.reshape({-1}));
+  return at::cat(flat);
+}
+
+// Copies slice r of `flat` into parts[r], for each r.
+void split_into(const at::Tensor& flat, const std::vector<at::Tensor>& parts) {
+  int64_t offset = 0;
+  for (const auto& p : parts) {
+    p.copy_(flat.narrow(0, offset, p.numel()).view(p.sizes()));
+    offset += p.numel();
+  }
+}
+
+// Holds the buffer lockstep works on until the Work completes; a staged one is copied back
+// into `user` once the operation succeeded.
+void keep(LockstepWork& w, const at::Tensor& user, const Staged& s) {
+  w.hold(s.buf);
+  if (s.copy_back) w.then([user, buf = s.buf] { user.copy_(buf); });
+}
+
+}  // namespace
+
+// --- LockstepWork -------------------------------------------------------------------------
+
+LockstepWork::LockstepWork(int rank, OpType type, std::vector<at::Tensor> outputs, Ms timeout)
+    : c10d::Work(rank, type),
+      outputs_(std::move(outputs)),
+      timeout_(timeout),
+      future_(
+          c10::make_intrusive<c10::ivalue::Future>(c10::ListType::create(c10::TensorType::get()))) {
+}
+
+bool LockstepWork::wait(Ms timeout) {
+  const Ms limit = timeout == kNoTimeout ? timeout_ : timeout;
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  // Waiting on the lockstep operations first lets this thread run a small one itself (no
+  // hand-off to lockstep's thread); their errors reach the caller through complete().
+  for (const auto& op : ops_) {
+    try {
+      op.wait(std::max(
+          Ms(0), std::chrono::duration_cast<Ms>(deadline - std::chrono::steady_clock::now())));
+    } catch (...) {
+      break;
+    }
+  }
+  std::unique_lock<std::mutex> lk(mutex_);
+  if (!cv_.wait_until(lk, deadline + kCompletionSlack, [&] { return completed_; })) {
+    TORCH_CHECK(false, "lockstep ", c10d::opTypeToString(opType_), " on rank ", rank_,
+                " did not complete within ", limit.count(),
+                " ms; a peer may be slow, stopped or calling a different collective (set "
+                "LOCKSTEP_DEBUG=detail to check)");
+  }
+  if (exception_) std::rethrow_exception(exception_);
+  return true;
+}
+
+c10::intrusive_ptr<c10::ivalue::Future> LockstepWork::getFuture() {
+  return future_;
+}
+
+std::vector<at::Tensor> LockstepWork::result() {
+  return outputs_;
+}
+
+void LockstepWork::complete(std::exception_ptr error) {
+  if (!error) {
+    try {
+      for (auto& f : finishers_) f();
+    } catch (...) {
+      error = std::current_exception();
+    }
+  }
+  finish(error);  // wakes wait()
+  if (error) {
+    future_->setError(error);
+  } else {
+    future_->markCompleted(c10::IValue(outputs_));
+  }
+}
+
+// --- LockstepProcessGroup: life cycle -------------------------------------------------------
+
+LockstepProcessGroup::LockstepProcessGroup(const c10::intrusive_ptr<c10d::Store>& store, int rank,
+                                           int size, Ms timeout, const std::string& group_name)
+    : compat::BackendBase(rank, size),
+      store_(std::make_unique<C10dStore>(store)),
+      timeout_(timeout) {
+  comm::Options o;
+  o.timeout = timeout;
+  o.group_name = group_name;
+  pg_ = comm::ProcessGroup::create("native", *store_, rank, size, o);
+  completer_ = std::thread([this] { complete_in_order(); });
+  init();
+}
+
+LockstepProcessGroup::~LockstepProcessGroup() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (completer_.get_id() == std::this_thread::get_id()) {
+    completer_.detach();  // the last reference went inside a future callback
+  } else if (completer_.joinable()) {
+    completer_.join();
+  }
+  pg_.reset();  // completes every lockstep operation still in flight
+  failed_.clear();
+}
+
+std::string LockstepProcessGroup::transport() const {
+  if (size_ == 1) return "none";
+  return pg_->supports(comm::Capability::shared_memory) ? "shm" : "tcp";
+}
+
+Ms LockstepProcessGroup::pick(Ms op_timeout) const {
+  return op_timeout == c10d::kUnsetTimeout ? timeout_ : op_timeout;
+}
+
+void LockstepProcessGroup::check_rank(int64_t r, const char* what, const char* op) const {
+  TORCH_CHECK(r >= 0 && r < size_, "lockstep ", op, ": ", what, " ", r, " is not a rank of this ",
+              size_, "-rank group");
+}
+
+LockstepProcessGroup::WorkPtr LockstepProcessGroup::make_work(OpType type,
+                                                              std::vector<at::Tensor> outputs,
+                                                              Ms timeout) const {
+  return c10::make_intrusive<LockstepWork>(rank_, type, std::move(outputs), timeout);
+}
+
+c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::issue(
+    WorkPtr work, const std::function<void(LockstepWork&)>& start) {
+  c10::NoGradGuard no_grad;  // staging copies are plain data, not part of any graph
+  {
+    std::lock_guard<std::mutex> order(issue_mu_);
+    start(*work);
+    std::lock_guard<std::mutex> lk(mu_);
+    pending_.push_back(work);
+    ++issued_;
+  }
+  cv_.notify_one();
+  return work;
+}
+
+// Completes the Works in issue order (lockstep completes its operations in that order too).
+void LockstepProcessGroup::complete_in_order() {
+  c10::NoGradGuard no_grad;  // copying back into a leaf tensor that requires grad is fine here
+  for (;;) {
+    WorkPtr w;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return stop_ || !pending_.empty(); });
+      if (pending_.empty()) return;
+      w = std::move(pending_.front());
+      pending_.pop_front();
+    }
+    std::exception_ptr error;
+    for (const auto& op : w->ops_) {
+      try {
+        op.wait(w->timeout_);
+      } catch (...) {
+        error = std::current_exception();
+        break;
+      }
+    }
+    w->complete(error);
+    if (error) {
+      failed_.push_back(w);  // after a timeout lockstep may still use its buffers
+    } else {
+      w->keep_.clear();
+    }
+  }
+}
+
+// --- collectives ----------------------------------------------------------------------------
+
+c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::allreduce(std::vector<at::Tensor>& tensors,
+                                                               const c10d::AllreduceOptions& opts) {
+  const at::Tensor& t = single(tensors, "allreduce");
+  const comm::ReduceOp op = lockstep_op(opts.reduceOp, "allreduce");
+  return issue(make_work(OpType::ALLREDUCE, {t}, pick(opts.timeout)), [&](LockstepWork& w) {
+    Staged s = reduce_buffer(t, "allreduce");
+    w.add(pg_->allreduce(s.buf.data_ptr(), size_t(s.buf.numel()), s.dtype, op));
+    keep(w, t, s);
+  });
+}
+
+c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::allreduce_coalesced(
+    std::vector<at::Tensor>& tensors, const c10d::AllreduceCoalescedOptions& opts) {
+  const comm::ReduceOp op = lockstep_op(opts.reduceOp, "allreduce_coalesced");
+  return issue(make_work(OpType::ALLREDUCE_COALESCED, tensors, pick(opts.timeout)),
+               [&](LockstepWork& w) {
+                 for (const auto& t : tensors) {
+                   Staged s = reduce_buffer(t, "allreduce_coalesced");
+                   w.add(pg_->allreduce(s.buf.data_ptr(), size_t(s.buf.numel()), s.dtype, op));
+                   keep(w, t, s);
+                 }
+               });
+}
+
+c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::broadcast(std::vector<at::Tensor>& tensors,
+                                                               const c10d::BroadcastOptions& opts) {
+  const at::Tensor& t = single(tensors, "broadcast");
+  check_rank(opts.rootRank, "root", "broadcast");
+  return issue(make_work(OpType::BROADCAST, {t}, pick(opts.timeout)), [&](LockstepWork& w) {
+    Staged s = bytes_buffer(t, "broadcast");
+    w.add(pg_->broadcast(s.buf.data_ptr(), nbytes(s.buf), DType::u8, int(opts.rootRank)));
+    keep(w, t, s);
+  });
+}
+
+c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::reduce(std::vector<at::Tensor>& tensors,
+                                                            const c10d::ReduceOptions& opts) {
+  const at::Tensor& t = single(tensors, "reduce");
+  const comm::ReduceOp op = lockstep_op(opts.reduceOp, "reduce");
+  check_rank(opts.rootRank, "root", "reduce");
+  return issue(make_work(OpType::REDUCE, {t}, pick(opts.timeout)), [&](LockstepWork& w) {
+    Staged s = reduce_buffer(t, "reduce");
+    w.add(pg_->reduce(s.buf.data_ptr(), size_t(s.buf.numel()), s.dtype, op, int(opts.rootRank)));
+    keep(w, t, s);
+  });
+}
+
+c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::allgather(
+    std::vector<std::vector<at::Tensor>>& outputs, std::vector<at::Tensor>& inputs,
+    const c10d::AllgatherOptions& opts) {
+  const at::Tensor& in = single(inputs, "allgather");
+  const auto& outs = per_rank(outputs, in, size_, "allgather");
+  return issue(make_work(OpType::ALLGATHER, outs, pick(opts.timeout)), [&](LockstepWork& w) {
+    Staged s = bytes_buffer(in, "allgather");
+    at::Tensor flat = at::empty({int64_t(size_) * in.numel()}, in.options());
+    w.add(pg_->allgather(s.buf.data_ptr(), flat.data_ptr(), nbytes(s.buf), DType::u8));
+    w.hold(s.buf);
+    w.hold(flat);
+    w.then([flat, outs] { split_into(flat, outs); });
+  });
+}
+
+c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::_allgather_base(
+    at::Tensor& output, at::Tensor& input, const c10d::AllgatherOptions& opts) {
+  check_tensor(output, "all_gather_into_tensor");
+  TORCH_CHECK(output.numel() == int64_t(size_) * input.numel() &&
+                  output.scalar_type() == input.scalar_type(),
+              "lockstep all_gather_into_tensor: the output needs ", size_, " x ", input.numel(),
+              " elements of ", input.scalar_type(), ", got ", output.numel(), " of ",
+              output.scalar_type());
+  return issue(
+      make_work(OpType::_ALLGATHER_BASE, {output}, pick(opts.timeout)), [&](LockstepWork& w) {
+        Staged in = bytes_buffer(input, "all_gather_into_tensor");
+        Staged out = bytes_buffer(output, "all_gather_into_tensor");
+        w.add(pg_->allgather(in.buf.data_ptr(), out.buf.data_ptr(), nbytes(in.buf), DType::u8));
+        w.hold(in.buf);
+        keep(w, output, out);
+      });
+}
+
+c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::gather(
+    std::vector<std::vector<at::Tensor>>& outputs, std::vector<at::Tensor>& inputs,
+    const c10d::GatherOptions& opts) {
+  const at::Tensor& in = single(inputs, "gather");
+  check_rank(opts.rootRank, "root", "gather");
+  const int root = int(opts.rootRank);
+  std::vector<at::Tensor> outs;
+  if (rank_ == root) outs = per_rank(outputs, in, size_, "gather");
+  return issue(make_work(OpType::GATHER, outs, pick(opts.timeout)), [&](LockstepWork& w) {
+    Staged s = bytes_buffer(in, "gather");
+    at::Tensor flat;
+    if (rank_ == root) flat = at::empty({int64_t(size_) * in.numel()}, in.options());
+    w.add(pg_->gather(s.buf.data_ptr(), flat.defined() ? flat.data_ptr() : nullptr, nbytes(s.buf),
+                      DType::u8, root));
+    w.hold(s.buf);
+    if (flat.defined()) {
+      w.hold(flat);
+      w.then([flat, outs] { split_into(flat, outs); });
+    }
+  });
+}
+
+c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::scatter(
+    std::vector<at::Tensor>& outputs, std::vector<std::vector<at::Tensor>>& inputs,
+    const c10d::ScatterOptions& opts) {
+  const at::Tensor& out = single(outputs, "scatter");
+  check_rank(opts.rootRank, "root", "scatter");
+  const int root = int(opts.rootRank);
+  std::vector<at::Tensor> ins;
+  if (rank_ == root) ins = per_rank(inputs, out, size_, "scatter");
+  return issue(make_work(OpType::SCATTER, {out}, pick(opts.timeout)), [&](LockstepWork& w) {
+    Staged s = bytes_buffer(out, "scatter");
+    at::Tensor flat;
+    if (rank_ == root) flat = concat(ins);
+    w.add(pg_->scatter(flat.defined() ? flat.data_ptr() : nullptr, s.buf.data_ptr(), nbytes(s.buf),
+                       DType::u8, root));
+    if (flat.defined()) w.hold(flat);
+    keep(w, out, s);
+  });
+}
+
+c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::reduce_scatter(
+    std::vector<at::Tensor>& outputs, std::vector<std::vector<at::Tensor>>& inputs,
+    const c10d::ReduceScatterOptions& opts) {
+  const at::Tensor& out = single(outputs, "reduce_scatter");
+  const comm::ReduceOp op = lockstep_op(opts.reduceOp, "reduce_scatter");
+  const auto& ins = per_rank(inputs, out, size_, "reduce_scatter");
+  return issue(make_work(OpType::REDUCE_SCATTER, {out}, pick(opts.timeout)), [&](LockstepWork& w) {
+    Staged s = reduce_buffer(out, "reduce_scatter");
+    at::Tensor flat = as_reduce_input(concat(ins), s);
+    w.add(
+        pg_->reduce_scatter(flat.data_ptr(), s.buf.data_ptr(), size_t(s.buf.numel()), s.dtype, op));
+    w.hold(flat);
+    keep(w, out, s);
+  });
+}
+
+c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::_reduce_scatter_base(
+    at::Tensor& output, at::Tensor& input, const c10d::ReduceScatterOptions& opts) {
+  const comm::ReduceOp op = lockstep_op(opts.reduceOp, "reduce_scatter_tensor");
+  check_tensor(input, "reduce_scatter_tensor");
+  TORCH_CHECK(input.numel() == int64_t(size_) * output.numel() &&
+                  output.scalar_type() == input.scalar_type(),
+              "lockstep reduce_scatter_tensor: the input needs ", size_, " x ", output.numel(),
+              " elements of ", output.scalar_type(), ", got ", input.numel(), " of ",
+              input.scalar_type());
+  return issue(make_work(OpType::_REDUCE_SCATTER_BASE, {output}, pick(opts.timeout)),
+               [&](LockstepWork& w) {
+                 Staged s = reduce_buffer(output, "reduce_scatter_tensor");
+                 at::Tensor in = as_reduce_input(input, s);
+                 w.add(pg_->reduce_scatter(in.data_ptr(), s.buf.data_ptr(), size_t(s.buf.numel()),
+                                           s.dtype, op));
+                 w.hold(in);
+                 keep(w, output, s);
+               });
+}
+
+c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::alltoall_base(
+    at::Tensor& output, at::Tensor& input, std::vector<int64_t>& output_split_sizes,
+    std::vector<int64_t>& input_split_sizes, const c10d::AllToAllOptions& opts) {
+  check_tensor(input, "all_to_all_single");
+  check_tensor(output, "all_to_all_single");
+  const auto even = [&](const std::vector<int64_t>& splits, const at::Tensor& t) {
+    if (splits.empty()) return t.dim() == 0 || t.size(0) % size_ == 0;
+    return std::all_of(splits.begin(), splits.end(),
+                       [&](int64_t n) { return n * size_ == (t.dim() ? t.size(0) : 0); });
+  };
+  TORCH_CHECK(even(input_split_sizes, input) && even(output_split_sizes, output) &&
+                  nbytes(input) == nbytes(output) && nbytes(input) % size_t(size_) == 0,
+              "lockstep all_to_all_single: only equal splits are supported (every rank sends "
+              "and receives the same number of rows to and from every rank)");
+  return issue(make_work(OpType::ALLTOALL_BASE, {output}, pick(opts.timeout)),
+               [&](LockstepWork& w) {
+                 Staged in = bytes_buffer(input, "all_to_all_single");
+                 Staged out = bytes_buffer(output, "all_to_all_single");
+                 w.add(pg_->alltoall(in.buf.data_ptr(), out.buf.data_ptr(),
+                                     nbytes(in.buf) / size_t(size_), DType::u8));
+                 w.hold(in.buf);
+                 keep(w, output, out);
+               });
+}
+
+c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::alltoall(std::vector<at::Tensor>& outputs,
+                                                              std::vector<at::Tensor>& inputs,
+                                                              const c10d::AllToAllOptions& opts) {
+  TORCH_CHECK(int(inputs.size()) == size_ && int(outputs.size()) == size_,
+              "lockstep all_to_all: needs one input and one output tensor per rank (", size_, ")");
+  for (const auto* list : {&inputs, &outputs})
+    for (const auto& t : *list) {
+      check_tensor(t, "all_to_all");
+      TORCH_CHECK(t.numel() == inputs[0].numel() && t.scalar_type() == inputs[0].scalar_type(),
+                  "lockstep all_to_all: only tensors of one size and dtype are supported");
+    }
+  return issue(make_work(OpType::ALLTOALL, outputs, pick(opts.timeout)), [&](LockstepWork& w) {
+    at::Tensor in = concat(inputs);
+    at::Tensor flat = at::empty_like(in);
+    w.add(pg_->alltoall(in.data_ptr(), flat.data_ptr(), nbytes(in) / size_t(size_), DType::u8));
+    w.hold(in);
+    w.hold(flat);
+    w.then([flat, outs = outputs] { split_into(flat, outs); });
+  });
+}
+
+c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::send(std::vector<at::Tensor>& tensors, int dst,
+                                                          int tag) {
+  const at::Tensor& t = single(tensors, "send");
+  check_rank(dst, "destination", "send");
+  return issue(make_work(OpType::SEND, {t}, timeout_), [&](LockstepWork& w) {
+    Staged s = bytes_buffer(t, "send");
+    w.add(pg_->send(s.buf.data_ptr(), nbytes(s.buf), DType::u8, dst, uint32_t(tag)));
+    w.hold(s.buf);
+  });
+}
+
+c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::recv(std::vector<at::Tensor>& tensors, int src,
+                                                          int tag) {
+  const at::Tensor& t = single(tensors, "recv");
+  check_rank(src, "source", "recv");
+  return issue(make_work(OpType::RECV, {t}, timeout_), [&](LockstepWork& w) {
+    Staged s = bytes_buffer(t, "recv");
+    w.add(pg_->recv(s.buf.data_ptr(), nbytes(s.buf), DType::u8, src, uint32_t(tag)));
+    keep(w, t, s);
+  });
+}
+
+c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::barrier(const c10d::BarrierOptions& opts) {
+  return issue(make_work(OpType::BARRIER, {}, pick(opts.timeout)),
+               [&](LockstepWork& w) { w.add(pg_->barrier()); });
+}
+
+// A barrier whose failure names the rank that did not arrive (lockstep's errors do).
+void LockstepProcessGroup::monitoredBarrier(const c10d::BarrierOptions& opts,
+                                            bool /*wait_all_ranks*/) {
+  barrier(opts)->wait(pick(opts.timeout));
+}
+
+}  // namespace lockstep_torch

@@ -1,0 +1,138 @@
+// LockstepProcessGroup: a PyTorch c10d backend whose collectives run on lockstep's
+// comm::ProcessGroup ("native": shared memory on one host, tcp across hosts). __init__.py
+// registers it as torch.distributed backend "lockstep":
+//
+//   import lockstep_torch, torch.distributed as dist
+//   dist.init_process_group("lockstep")          # env://, tcp:// or store=... as with gloo
+//
+// Contiguous CPU tensors are handed to lockstep in place; others (and int8/int16/bool
+// reductions, which lockstep reduces in int32) go through a contiguous staging copy that is
+// copied back before the Work completes. Each Work completes, in issue order, on one
+// completer thread per group, which also completes its get_future() (DDP's comm hooks chain
+// on it). Errors (a dead peer, a timeout) reach Python as RuntimeErrors naming the rank and
+// the operation.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "compat.h"
+#include "lockstep/comm/process_group.h"
+
+namespace lockstep_torch {
+
+class C10dStore;
+
+// One issued operation as PyTorch sees it: the lockstep operations that carry it, what to
+// do after they succeed (copy staged results back), and the future DDP's hooks chain on.
+class LockstepWork final : public c10d::Work {
+ public:
+  LockstepWork(int rank, c10d::OpType type, std::vector<at::Tensor> outputs,
+               std::chrono::milliseconds timeout);
+  bool wait(std::chrono::milliseconds timeout) override;
+  c10::intrusive_ptr<c10::ivalue::Future> getFuture() override;
+  std::vector<at::Tensor> result() override;
+
+  // While the group issues it: a lockstep operation that carries it, a buffer that must live
+  // until it completes, and a step to run after its operations succeed (a copy back).
+  void add(lockstep::comm::Work op) { ops_.push_back(std::move(op)); }
+  void hold(at::Tensor buf) { keep_.push_back(std::move(buf)); }
+  void then(std::function<void()> step) { finishers_.push_back(std::move(step)); }
+
+ private:
+  friend class LockstepProcessGroup;
+  void complete(std::exception_ptr error);  // the completer thread, in issue order
+
+  std::vector<lockstep::comm::Work> ops_;
+  std::vector<std::function<void()>> finishers_;  // after ops_ succeed: copy staged results back
+  std::vector<at::Tensor> outputs_;
+  std::vector<at::Tensor> keep_;  // staging buffers and inputs, alive until completion
+  std::chrono::milliseconds timeout_;
+  c10::intrusive_ptr<c10::ivalue::Future> future_;
+};
+
+class LockstepProcessGroup final : public compat::BackendBase {
+ public:
+  // group_name names the group in lockstep's errors; the store is already prefixed per group.
+  LockstepProcessGroup(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
+                       std::chrono::milliseconds timeout, const std::string& group_name);
+  ~LockstepProcessGroup() override;
+
+  const std::string getBackendName() const override { return "lockstep"; }
+
+  c10::intrusive_ptr<c10d::Work> broadcast(std::vector<at::Tensor>& tensors,
+                                           const c10d::BroadcastOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> allreduce(std::vector<at::Tensor>& tensors,
+                                           const c10d::AllreduceOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> allreduce_coalesced(
+      std::vector<at::Tensor>& tensors, const c10d::AllreduceCoalescedOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> reduce(std::vector<at::Tensor>& tensors,
+                                        const c10d::ReduceOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> allgather(std::vector<std::vector<at::Tensor>>& outputs,
+                                           std::vector<at::Tensor>& inputs,
+                                           const c10d::AllgatherOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> _allgather_base(at::Tensor& output, at::Tensor& input,
+                                                 const c10d::AllgatherOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> gather(std::vector<std::vector<at::Tensor>>& outputs,
+                                        std::vector<at::Tensor>& inputs,
+                                        const c10d::GatherOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> scatter(std::vector<at::Tensor>& outputs,
+                                         std::vector<std::vector<at::Tensor>>& inputs,
+                                         const c10d::ScatterOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> reduce_scatter(std::vector<at::Tensor>& outputs,
+                                                std::vector<std::vector<at::Tensor>>& inputs,
+                                                const c10d::ReduceScatterOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> _reduce_scatter_base(
+      at::Tensor& output, at::Tensor& input, const c10d::ReduceScatterOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> alltoall_base(at::Tensor& output, at::Tensor& input,
+                                               std::vector<int64_t>& output_split_sizes,
+                                               std::vector<int64_t>& input_split_sizes,
+                                               const c10d::AllToAllOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> alltoall(std::vector<at::Tensor>& outputs,
+                                          std::vector<at::Tensor>& inputs,
+                                          const c10d::AllToAllOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> send(std::vector<at::Tensor>& tensors, int dst, int tag) override;
+  c10::intrusive_ptr<c10d::Work> recv(std::vector<at::Tensor>& tensors, int src, int tag) override;
+  c10::intrusive_ptr<c10d::Work> barrier(const c10d::BarrierOptions& opts) override;
+  void monitoredBarrier(const c10d::BarrierOptions& opts, bool wait_all_ranks) override;
+  void setSequenceNumberForGroup() override {}
+  uint64_t getSequenceNumberForGroup() override { return issued_; }
+
+  // Which lockstep transport carries the group ("shm", "tcp" or "none"), for tests and logs.
+  std::string transport() const;
+
+ private:
+  using WorkPtr = c10::intrusive_ptr<LockstepWork>;
+  WorkPtr make_work(c10d::OpType type, std::vector<at::Tensor> outputs,
+                    std::chrono::milliseconds timeout) const;
+  // Starts the lockstep operations of `work` (start adds them) and queues it for completion.
+  c10::intrusive_ptr<c10d::Work> issue(WorkPtr work,
+                                       const std::function<void(LockstepWork&)>& start);
+  void complete_in_order();
+  std::chrono::milliseconds pick(std::chrono::milliseconds op_timeout) const;
+  void check_rank(int64_t r, const char* what, const char* op) const;
+
+  std::unique_ptr<C10dStore> store_;  // outlives pg_, which holds a reference to it
+  std::unique_ptr<lockstep::comm::ProcessGroup> pg_;
+  std::chrono::milliseconds timeout_;
+  uint64_t issued_ = 0;
+
+  std::mutex issue_mu_;  // lockstep operations and pending_ in the same order
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<WorkPtr> pending_;
+  bool stop_ = false;
+  std::vector<WorkPtr> failed_;  // failed works keep their buffers until lockstep lets go
+  std::thread completer_;
+};
+
+}  // namespace lockstep_torch
