@@ -20,7 +20,7 @@ CTEST_FLAGS ?= --output-on-failure --timeout 600 -j $(JOBS)
 # harnesses, which clang++ builds with their own sanitizers in either build).
 ASAN_LABELS ?= unit|multiproc
 
-.PHONY: all deps build build-asan demo test test-release test-asan test-tsan bench format lint clean
+.PHONY: all deps build build-asan demo test install-python test-release test-asan test-tsan bench format lint clean
 
 all: build
 
@@ -39,6 +39,12 @@ build: deps $(RELEASE)/build.ninja
 
 build-asan: deps $(ASAN)/build.ninja
 	cmake --build $(ASAN) -j $(JOBS)
+
+# lockstep_torch into /usr/bin/python3's site directory (python/CMakeLists.txt): afterwards
+# `import lockstep_torch` works from any directory.
+install-python: deps $(RELEASE)/build.ninja
+	cmake --build $(RELEASE) -j $(JOBS) --target lockstep_torch_ext
+	cmake --install $(RELEASE) --component python
 
 demo: build
 	scripts/demo $(RELEASE)

@@ -1,0 +1,52 @@
+"""lockstep_torch against gloo, with real processes over loopback (harness.py). Each test is
+bounded; the workers check results themselves and exit non-zero with the reason."""
+
+import re
+
+import pytest
+
+import harness
+
+# One init method per world size, so every one is exercised: store=FileStore, env://,
+# tcp://, store=TCPStore.
+INITS = {1: "file", 2: "env", 3: "tcp", 4: "store"}
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_collectives_match_gloo(world):
+    r = harness.run("collectives", world, init=INITS[world], timeout=120)
+    r.assert_ok()
+
+
+def test_futures_complete_in_issue_order():
+    harness.run("order", 2, init="env", timeout=60).assert_ok()
+
+
+def test_ddp_bitwise_equal_to_gloo_with_two_ranks():
+    harness.run("ddp", 2, init="env", timeout=90, args=[5]).assert_ok()
+
+
+def test_ddp_gradients_within_reordering_bound_with_three_ranks():
+    harness.run("ddp", 3, init="tcp", timeout=90, args=[1]).assert_ok()
+
+
+@pytest.mark.parametrize("transport", ["shm", "tcp"])
+def test_killed_rank_is_named_by_the_others(transport):
+    timeout_s = 10
+    r = harness.run("kill", 3, init="env", timeout=60, args=[1],
+                    env={"LOCKSTEP_TRANSPORT": transport, "LOCKSTEP_TEST_TIMEOUT": str(timeout_s)})
+    assert r.codes[1] == -9, r.report()
+    for rank in (0, 2):
+        assert r.codes[rank] == 3, r.report()
+        m = re.search(r"raised after ([0-9.]+) s: (.*)", r.outputs[rank])
+        assert m, r.report()
+        # Within the group's timeout (plus slack for a loaded machine): the error, not a hang.
+        assert float(m.group(1)) < timeout_s + 15, r.report()
+        assert "rank 1" in m.group(2), r.report()
+        assert "allreduce" in m.group(2), r.report()
+
+
+def test_mismatched_collectives_raise_under_debug_mode():
+    r = harness.run("mismatch", 2, init="env", timeout=60, env={"LOCKSTEP_DEBUG": "detail"})
+    assert r.codes == [3, 3], r.report()
+    assert all("allreduce" in o and "broadcast" in o for o in r.outputs), r.report()

@@ -1,0 +1,305 @@
+"""The rank side of the lockstep_torch tests: `python3 workers.py SCENARIO [ARGS]`, started by
+harness.run() once per rank with RANK, WORLD_SIZE and LOCKSTEP_TEST_INIT set. A scenario
+that finds a wrong result raises (exit code 1, the reason on stderr)."""
+
+import datetime
+import os
+import signal
+import sys
+import time
+import warnings
+
+import torch
+import torch.distributed as dist
+
+import lockstep_torch
+
+RANK = int(os.environ["RANK"])
+WORLD = int(os.environ["WORLD_SIZE"])
+FLOATS = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+INTS = [torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8]
+OPS = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX,
+       "product": dist.ReduceOp.PRODUCT}
+SIZES = [0, 1, 7, 1000]
+
+
+def init(timeout_s=30):
+    """The world group on lockstep through the init method the test asked for."""
+    kind = os.environ["LOCKSTEP_TEST_INIT"]
+    timeout = datetime.timedelta(seconds=timeout_s)
+    addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    if kind == "env":
+        dist.init_process_group("lockstep", init_method="env://", timeout=timeout)
+    elif kind == "tcp":
+        dist.init_process_group("lockstep", init_method=f"tcp://{addr}:{port}", rank=RANK,
+                                world_size=WORLD, timeout=timeout)
+    else:
+        if kind == "file":
+            store = dist.FileStore(os.path.join(os.environ["LOCKSTEP_TEST_DIR"], "store"), WORLD)
+        else:
+            store = dist.TCPStore(addr, port, WORLD, RANK == 0, timeout)
+        dist.init_process_group("lockstep", store=store, rank=RANK, world_size=WORLD,
+                                timeout=timeout)
+    assert dist.get_backend() == "lockstep", dist.get_backend()
+
+
+def inputs(rank, n, dtype, case, op="sum"):
+    """Small integers, so that any summation order gives the same (exact) result."""
+    g = torch.Generator().manual_seed(7919 * rank + case)
+    if op == "product":  # |product| <= 2**4 for 4 ranks: exact in every dtype
+        x = torch.randint(1, 3, (n,), generator=g)
+        if dtype != torch.uint8:
+            x = x * (torch.randint(0, 2, (n,), generator=g) * 2 - 1)
+    else:
+        x = torch.randint(0 if dtype == torch.uint8 else -3, 4, (n,), generator=g)
+    return x.to(dtype)
+
+
+def gloo_reduce(x, op, gloo):
+    """gloo's all-reduce of x; through float64 where gloo lacks the dtype (it is exact here)."""
+    ref = x.clone()
+    try:
+        dist.all_reduce(ref, op=op, group=gloo)
+    except RuntimeError:
+        ref = x.double()
+        dist.all_reduce(ref, op=op, group=gloo)
+        ref = ref.to(x.dtype)
+    return ref
+
+
+def gloo_call(fn, *tensors, group):
+    """fn(*tensors, group=gloo), skipped for empty tensors (gloo's gathers and all-to-all
+    divide by zero on them: SIGFPE), whose results are empty anyway."""
+    flat = [t for x in tensors for t in (x if isinstance(x, list) else [x])]
+    if any(t.numel() == 0 for t in flat):
+        return
+    fn(*[[as_gloo(t) for t in x] if isinstance(x, list) else as_gloo(x) for x in tensors],
+       group=group)
+
+
+def as_gloo(t):
+    """gloo moves no bool tensors: the same bytes as uint8."""
+    return t.view(torch.uint8) if t.dtype == torch.bool else t
+
+
+def expect_equal(got, want, what):
+    if got.dtype != want.dtype or got.shape != want.shape or not torch.equal(got, want):
+        raise AssertionError(f"rank {RANK}: {what}: lockstep {got.flatten()[:8]} != "
+                             f"gloo {want.flatten()[:8]} (dtype {got.dtype}, {got.numel()} elements)")
+
+
+def expect_avg(got, total, what):
+    """avg = sum / world: integers truncate; floats round once (within one unit of eps)."""
+    if got.dtype.is_floating_point:
+        want = (total.double() / WORLD).to(got.dtype)
+        err = (got.double() - want.double()).abs()
+        bound = torch.finfo(got.dtype).eps * want.double().abs()
+        ok = bool((err <= bound).all())
+    else:
+        want = torch.div(total.long() if got.dtype != torch.uint8 else total, WORLD,
+                         rounding_mode="trunc").to(got.dtype)
+        ok = torch.equal(got, want)
+    if not ok:
+        raise AssertionError(f"rank {RANK}: {what}: lockstep avg {got[:8]} != {want[:8]}")
+
+
+def check_all_reduce(gloo):
+    case = 0
+    for dtype in FLOATS + INTS:
+        for n in SIZES:
+            for name, op in OPS.items():
+                case += 1
+                x = inputs(RANK, n, dtype, case, name)
+                got = x.clone()
+                dist.all_reduce(got, op=op)
+                expect_equal(got, gloo_reduce(x, op, gloo), f"all_reduce {name} {dtype} n={n}")
+            x = inputs(RANK, n, dtype, case)
+            got = x.clone()
+            dist.all_reduce(got, op=dist.ReduceOp.AVG)
+            expect_avg(got, gloo_reduce(x.long() if not dtype.is_floating_point else x.double(),
+                                        dist.ReduceOp.SUM, gloo), f"all_reduce avg {dtype} n={n}")
+    # A few MiB (shared-memory chunking), a non-contiguous tensor (staged), int8 wrapping.
+    for dtype, n in [(torch.float32, 1 << 20), (torch.bfloat16, (3 << 20) // 2 + 3)]:
+        x = inputs(RANK, n, dtype, 99)
+        got = x.clone()
+        dist.all_reduce(got)
+        expect_equal(got, gloo_reduce(x, dist.ReduceOp.SUM, gloo), f"all_reduce {dtype} n={n}")
+    x = inputs(RANK, 60, torch.float32, 100).view(6, 10).t()
+    got = x.clone().t().contiguous().t()
+    assert not got.is_contiguous()
+    dist.all_reduce(got)
+    expect_equal(got, gloo_reduce(x.contiguous(), dist.ReduceOp.SUM, gloo), "non-contiguous")
+    x = torch.full((5,), 100, dtype=torch.int8)
+    dist.all_reduce(x)
+    expect_equal(x, torch.full((5,), 100 * WORLD, dtype=torch.int16).to(torch.int8), "int8 wrap")
+
+
+def check_data_movement(gloo):
+    for dtype in [torch.float32, torch.float16, torch.int8, torch.int64, torch.bool]:
+        for n in [0, 1, 7, 3000]:
+            case = 1000 + n
+            x = inputs(RANK, n, dtype, case) if dtype != torch.bool else torch.ones(n) > RANK
+            what = f"{dtype} n={n}"
+            for root in range(WORLD):
+                a, b = x.clone(), x.clone()
+                dist.broadcast(a, src=root)
+                gloo_call(lambda t, group: dist.broadcast(t, src=root, group=group), b, group=gloo)
+                expect_equal(a, b, f"broadcast root {root} {what}")
+            outs = [torch.empty_like(x) for _ in range(WORLD)]
+            refs = [torch.empty_like(x) for _ in range(WORLD)]
+            dist.all_gather(outs, x)
+            gloo_call(dist.all_gather, refs, x, group=gloo)
+            expect_equal(torch.cat(outs), torch.cat(refs), f"all_gather {what}")
+            flat = torch.empty(WORLD * n, dtype=dtype)
+            dist.all_gather_into_tensor(flat, x)
+            expect_equal(flat, torch.cat(refs), f"all_gather_into_tensor {what}")
+            root = n % WORLD
+            gathered = [torch.empty_like(x) for _ in range(WORLD)] if RANK == root else None
+            dist.gather(x, gathered, dst=root)
+            if RANK == root:
+                expect_equal(torch.cat(gathered), torch.cat(refs), f"gather {what}")
+            pieces = [inputs(root, n, dtype, case + r) if dtype != torch.bool else
+                      torch.ones(n) > r for r in range(WORLD)]
+            got = torch.empty_like(x)
+            dist.scatter(got, pieces if RANK == root else None, src=root)
+            expect_equal(got, pieces[RANK], f"scatter {what}")
+            check_alltoall(x, n, dtype, gloo, what)
+
+
+def check_alltoall(x, n, dtype, gloo, what):
+    rows = torch.stack([x] * WORLD) if n else torch.empty(WORLD, 0, dtype=dtype)
+    rows = rows + RANK if dtype not in (torch.bool,) else rows
+    a, b = torch.empty_like(rows), torch.empty_like(rows)
+    dist.all_to_all_single(a, rows)
+    gloo_call(dist.all_to_all_single, b, rows, group=gloo)
+    expect_equal(a, b, f"all_to_all_single {what}")
+    outs = [torch.empty_like(x) for _ in range(WORLD)]
+    dist.all_to_all(outs, list(rows.unbind(0)))
+    expect_equal(torch.stack(outs), b, f"all_to_all {what}")
+
+
+def check_reductions_to_one(gloo):
+    case = 5000
+    for dtype in [torch.float32, torch.bfloat16, torch.int8, torch.int64]:
+        for n in [0, 1, 7, 1000]:
+            for name, op in OPS.items():
+                case += 1
+                parts = [inputs(RANK, n, dtype, case * 10 + r, name) for r in range(WORLD)]
+                full = torch.cat(parts)
+                ref = gloo_reduce(full, op, gloo)
+                what = f"{name} {dtype} n={n}"
+                root = case % WORLD
+                got = full.clone()
+                dist.reduce(got, dst=root, op=op)
+                if RANK == root:
+                    expect_equal(got, ref, f"reduce root {root} {what}")
+                mine = ref[RANK * n:(RANK + 1) * n]
+                out = torch.empty(n, dtype=dtype)
+                dist.reduce_scatter(out, parts, op=op)
+                expect_equal(out, mine, f"reduce_scatter {what}")
+                out = torch.empty(n, dtype=dtype)
+                dist.reduce_scatter_tensor(out, full, op=op)
+                expect_equal(out, mine, f"reduce_scatter_tensor {what}")
+    # Coalesced all-reduce: one call, tensors of one dtype (torch requires it), several sizes.
+    for d in [torch.float32, torch.int8]:
+        ts = [inputs(RANK, n, d, 77 + n) for n in [3, 0, 9]]
+        got = [t.clone() for t in ts]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "will be deprecated"
+            dist.all_reduce_coalesced(got)
+        for g, t in zip(got, ts):
+            expect_equal(g, gloo_reduce(t, dist.ReduceOp.SUM, gloo), f"all_reduce_coalesced {d}")
+
+
+def check_point_to_point():
+    if WORLD == 1:
+        return
+    for n in [0, 5, 4096]:
+        x = torch.arange(n, dtype=torch.float64) + RANK
+        got = torch.empty(n, dtype=torch.float64)
+        right, left = (RANK + 1) % WORLD, (RANK - 1) % WORLD
+        reqs = [dist.isend(x, right), dist.irecv(got, left)] if RANK % 2 == 0 else \
+               [dist.irecv(got, left), dist.isend(x, right)]
+        for r in reqs:
+            r.wait()
+        expect_equal(got, torch.arange(n, dtype=torch.float64) + left, f"send/recv n={n}")
+    dist.barrier()
+    # torch 1.13's dist.monitored_barrier() refuses every backend but gloo; the group's own
+    # method reaches lockstep's.
+    group = dist.distributed_c10d._get_default_group()
+    if int(torch.__version__.split(".")[0]) < 2:
+        group.monitored_barrier(datetime.timedelta(seconds=20))
+    else:
+        dist.monitored_barrier(timeout=datetime.timedelta(seconds=20))
+
+
+def scenario_collectives():
+    init()
+    gloo = dist.new_group(backend="gloo")
+    check_all_reduce(gloo)
+    check_data_movement(gloo)
+    check_reductions_to_one(gloo)
+    check_point_to_point()
+    print(f"rank {RANK}: all collectives match gloo on {lockstep_torch.transport()}")
+    dist.destroy_process_group()
+
+
+def scenario_order():
+    """Futures complete in issue order, and their callbacks see the results."""
+    init()
+    done = []
+    futs = []
+    for i in range(24):
+        t = torch.full(((1 << 18) if i % 3 == 0 else 1 + i,), float(RANK + i))
+        fut = dist.all_reduce(t, async_op=True).get_future()
+        futs.append(fut.then(lambda f, i=i: done.append((i, float(f.value()[0][0])))))
+    torch.futures.wait_all(futs)
+    want = [(i, float(sum(r + i for r in range(WORLD)))) for i in range(24)]
+    assert done == want, f"rank {RANK}: completion order {done} != {want}"
+    print(f"rank {RANK}: 24 futures completed in issue order")
+
+
+def scenario_kill(victim):
+    """Rank `victim` dies (SIGKILL) inside a collective; the others must raise naming it."""
+    init(timeout_s=int(os.environ.get("LOCKSTEP_TEST_TIMEOUT", "10")))
+    t = torch.ones(1 << 16)
+    dist.all_reduce(t)
+    dist.barrier()
+    if RANK == victim:
+        os.kill(os.getpid(), signal.SIGKILL)
+    t0 = time.monotonic()
+    try:
+        for _ in range(3):
+            dist.all_reduce(t)
+    except RuntimeError as e:
+        print(f"rank {RANK}: raised after {time.monotonic() - t0:.1f} s: {e}")
+        sys.exit(3)
+    print(f"rank {RANK}: no error although rank {victim} died")
+
+
+def scenario_mismatch():
+    """Different collectives on different ranks: lockstep's debug mode reports it."""
+    init(timeout_s=10)
+    t = torch.ones(8)
+    try:
+        if RANK == 0:
+            dist.all_reduce(t)
+        else:
+            dist.broadcast(t, src=0)
+    except RuntimeError as e:
+        print(f"rank {RANK}: raised: {e}")
+        sys.exit(3)
+    print(f"rank {RANK}: no error")
+
+
+def main():
+    scenario, args = sys.argv[1], [int(a) for a in sys.argv[2:]]
+    if scenario == "ddp":
+        import ddp_worker
+        ddp_worker.main(init, *args)
+    else:
+        globals()["scenario_" + scenario](*args)
+
+
+if __name__ == "__main__":
+    main()
