@@ -1,9 +1,11 @@
 // `lockstep run`: the launcher (the torchrun role) for any program built on the library.
 #include "commands.h"
 #include <cstdio>
+#include <cstring>
 
 #include "lockstep/core/error.h"
 #include "lockstep/launch/launcher.h"
+#include "lockstep/launch/torchrun_env.h"
 
 namespace lockstep::apps {
 
@@ -73,7 +75,11 @@ Runner add_run_command(CLI::App& app) {
                   "CPUs as workers (default; env LOCKSTEP_CPU_BIND); none; cores: always")
       ->check(CLI::IsMember({"auto", "none", "cores"}));
   cmd->add_flag("!--no-prefix", cfg->prefix_output, "do not prefix output lines with the rank");
-  cmd->add_option("command", cfg->command, "the program and its arguments (after --)")
+  cmd->add_option("command", cfg->command,
+                  "the program and its arguments (after --, or from the first word that is not "
+                  "an option, as with torchrun); a .py program runs with $LOCKSTEP_PYTHON, else "
+                  "/usr/bin/python3, and gets torchrun's environment with MASTER_ADDR/MASTER_PORT "
+                  "free for its own c10d store (lockstep's store moves to LOCKSTEP_STORE_PORT)")
       ->required();
   return [cfg, grace_s, failure_settle_s, nnodes, settle_s] {
     cfg->grace = Millis(int64_t(*grace_s * 1000));
@@ -90,8 +96,36 @@ Runner add_run_command(CLI::App& app) {
       LOCKSTEP_THROW(ConfigError, "--nnodes ", *nnodes, ": give a node count N >= 1 or MIN:MAX with "
                      "1 <= MIN <= MAX (elastic)");
     }
+    if (launch::is_python_script(cfg->command)) {
+      cfg->command = launch::with_python(cfg->command);
+      // Every node must agree on it: the port after lockstep's, or a free one on one node.
+      cfg->program_master_port =
+          cfg->master_port > 0 ? cfg->master_port + 1 : launch::pick_free_port(cfg->master_addr);
+    }
     return launch::launch_workers(*cfg);
   };
+}
+
+std::vector<char*> separate_run_program(const CLI::App& app, int argc, char** argv) {
+  static char separator[] = "--";
+  std::vector<char*> out(argv, argv + argc);
+  int i = 1;
+  while (i < argc && argv[i][0] == '-') ++i;  // options of `lockstep` itself
+  if (i == argc || std::strcmp(argv[i], "run") != 0) return out;
+  const CLI::App* run = nullptr;
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; }))
+    if (sub->get_name() == "run") run = sub;
+  for (int j = i + 1; j < argc; ++j) {
+    const std::string word = argv[j];
+    if (word == "--") return out;
+    if (word[0] != '-') {
+      out.insert(out.begin() + j, separator);
+      return out;
+    }
+    const CLI::Option* opt = run ? run->get_option_no_throw(word) : nullptr;
+    if (opt && opt->get_items_expected_min() > 0 && word.find('=') == std::string::npos) ++j;  // its value
+  }
+  return out;
 }
 
 }  // namespace lockstep::apps

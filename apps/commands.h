@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <vector>
 
 namespace lockstep::apps {
 
@@ -14,5 +15,9 @@ Runner add_run_command(CLI::App& app);
 Runner add_report_command(CLI::App& app);
 Runner add_bench_command(CLI::App& app);
 Runner add_selfcheck_command(CLI::App& app);
+
+// argv with a `--` inserted before the program of `lockstep run [OPTIONS] PROGRAM ARGS` (the
+// torchrun form), so that the program's own options are not read as lockstep's.
+std::vector<char*> separate_run_program(const CLI::App& app, int argc, char** argv);
 
 }  // namespace lockstep::apps

@@ -72,7 +72,8 @@ int main(int argc, char** argv) {
   add(lockstep::apps::add_bench_command);
   add(lockstep::apps::add_selfcheck_command);
   try {
-    app.parse(argc, argv);
+    auto args = lockstep::apps::separate_run_program(app, argc, argv);
+    app.parse(int(args.size()), args.data());
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
     return usage_error(app, e, argc, argv);

@@ -1,7 +1,9 @@
 """lockstep_torch against gloo, with real processes over loopback (harness.py). Each test is
 bounded; the workers check results themselves and exit non-zero with the reason."""
 
+import os
 import re
+import subprocess
 
 import pytest
 
@@ -50,3 +52,16 @@ def test_mismatched_collectives_raise_under_debug_mode():
     r = harness.run("mismatch", 2, init="env", timeout=60, env={"LOCKSTEP_DEBUG": "detail"})
     assert r.codes == [3, 3], r.report()
     assert all("allreduce" in o and "broadcast" in o for o in r.outputs), r.report()
+
+
+@pytest.mark.skipif("LOCKSTEP_BIN" not in os.environ, reason="needs LOCKSTEP_BIN (CTest sets it)")
+def test_lockstep_run_hosts_a_torchrun_script_and_restarts_it():
+    script = os.path.join(harness.HERE, "torchrun_script.py")
+    cmd = [os.environ["LOCKSTEP_BIN"], "run", "--nproc-per-node", "2", "--max-restarts", "1",
+           script]  # positional, as with torchrun
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out
+    assert "restarting all workers" in out, out
+    for rank in (0, 1):
+        assert f"rank {rank} restart 1 of 1: ok, sum 6.0" in out, out

@@ -23,6 +23,7 @@
 #include "lockstep/launch/output.h"
 #include "lockstep/launch/store_host.h"
 #include "lockstep/launch/subprocess.h"
+#include "lockstep/launch/torchrun_env.h"
 #include "lockstep/launch/watchdog.h"
 #include "lockstep/store/tcp_store.h"
 
@@ -140,6 +141,7 @@ class Group {
       e["WORLD_SIZE"] = std::to_string(world);
       e["LOCAL_WORLD_SIZE"] = std::to_string(cfg.nproc_per_node);
       e["GROUP_RANK"] = std::to_string(at.node_rank);
+      add_torchrun_env(e, cfg, w.rank, world);
       e["OMP_NUM_THREADS"] = e.count("OMP_NUM_THREADS") ? e["OMP_NUM_THREADS"] : "1";
       if (cfg.prefix_output) e["LOCKSTEP_OUTPUT_PREFIXED"] = "1";  // log lines: no second rank tag
       w.proc = std::make_unique<Subprocess>(cfg.command, e, cpus.empty() ? std::vector<int>{} : cpus[size_t(l)]);

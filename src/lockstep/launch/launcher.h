@@ -35,6 +35,9 @@ struct LaunchConfig {
   Millis failure_settle{std::chrono::seconds(2)};  // a worker failed -> SIGTERM to the others
   Millis store_timeout{std::chrono::seconds(300)};
   std::map<std::string, std::string> env;  // extra environment for every worker
+  // > 0: the MASTER_PORT workers see, free for a torchrun script's own c10d store; lockstep's
+  // store is then at LOCKSTEP_STORE_PORT (torchrun_env.h).
+  int program_master_port = 0;
   bool prefix_output = true;
   std::string via;                // "" (start the workers here) or "mpirun" (single node)
   std::string mpirun;             // via mpirun: its path ("": $LOCKSTEP_MPIRUN, else PATH)
