@@ -12,7 +12,9 @@ or tcp (several hosts); other tensors go through a staging copy. A dead peer or 
 raises RuntimeError naming the rank and the operation.
 """
 
+import atexit
 import datetime
+import weakref
 
 import torch
 import torch.distributed as dist
@@ -25,14 +27,29 @@ BACKEND = "lockstep"
 _TORCH_MAJOR = int(torch.__version__.split(".")[0])
 
 
+# The groups made here, so that interpreter exit can wait for their completer threads.
+_groups = []
+
+
 def _create(dist_opts, pg_opts=None):
     """The creator torch.distributed calls (extended API: it gets the group's name too)."""
     timeout = dist_opts.timeout
     if not isinstance(timeout, datetime.timedelta):
         timeout = datetime.timedelta(milliseconds=timeout)
-    return _C.create_process_group(dist_opts.store, dist_opts.group_rank,
-                                   dist_opts.group_size, timeout,
-                                   str(getattr(dist_opts, "group_id", "") or "default"))
+    pg = _C.create_process_group(dist_opts.store, dist_opts.group_rank, dist_opts.group_size,
+                                 timeout, str(getattr(dist_opts, "group_id", "") or "default"))
+    _groups[:] = [r for r in _groups if r() is not None] + [weakref.ref(pg)]
+    return pg
+
+
+@atexit.register
+def _quiesce():
+    """Before Python finalizes: a completer thread still releasing a Python callback (a
+    future's then()) would take the GIL during finalization and abort the process."""
+    for r in _groups:
+        pg = r()
+        if pg is not None:
+            _C.quiesce(pg, datetime.timedelta(seconds=10))
 
 
 def transport(group=None):

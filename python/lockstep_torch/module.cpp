@@ -28,6 +28,11 @@ std::string transport(const c10::intrusive_ptr<compat::BackendBase>& pg) {
   return mine->transport();
 }
 
+bool quiesce(const c10::intrusive_ptr<compat::BackendBase>& pg, std::chrono::milliseconds timeout) {
+  auto* mine = dynamic_cast<LockstepProcessGroup*>(pg.get());
+  return mine == nullptr || mine->quiesce(timeout);
+}
+
 }  // namespace
 }  // namespace lockstep_torch
 
@@ -38,6 +43,9 @@ PYBIND11_MODULE(_C, m) {
         py::arg("size"), py::arg("timeout"), py::arg("group_name"),
         py::call_guard<py::gil_scoped_release>(),
         "A lockstep process group over `store` (collective: every rank of the group calls it).");
+  m.def("quiesce", &lockstep_torch::quiesce, py::arg("group"), py::arg("timeout"),
+        py::call_guard<py::gil_scoped_release>(),
+        "Waits until the group's Works are complete and its completer thread is idle.");
   m.def("transport", &lockstep_torch::transport, py::arg("group"),
         "Which lockstep transport carries the group: 'shm', 'tcp' or 'none' (one rank).");
 }

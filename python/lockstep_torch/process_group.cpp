@@ -1,5 +1,7 @@
 #include "process_group.h"
 
+#include <Python.h>
+
 #include <ATen/core/ivalue.h>
 #include <c10/core/GradMode.h>
 
@@ -242,7 +244,11 @@ LockstepProcessGroup::~LockstepProcessGroup() {
   if (completer_.get_id() == std::this_thread::get_id()) {
     completer_.detach();  // the last reference went inside a future callback
   } else if (completer_.joinable()) {
+    // Python may drop the group holding the GIL, which the completer needs to release a
+    // Python callback: without the GIL while joining.
+    PyThreadState* saved = Py_IsInitialized() && PyGILState_Check() ? PyEval_SaveThread() : nullptr;
     completer_.join();
+    if (saved) PyEval_RestoreThread(saved);
   }
   pg_.reset();  // completes every lockstep operation still in flight
   failed_.clear();
@@ -251,6 +257,11 @@ LockstepProcessGroup::~LockstepProcessGroup() {
 std::string LockstepProcessGroup::transport() const {
   if (size_ == 1) return "none";
   return pg_->supports(comm::Capability::shared_memory) ? "shm" : "tcp";
+}
+
+bool LockstepProcessGroup::quiesce(Ms timeout) {
+  std::unique_lock<std::mutex> lk(mu_);
+  return idle_cv_.wait_for(lk, timeout, [&] { return pending_.empty() && !busy_; });
 }
 
 Ms LockstepProcessGroup::pick(Ms op_timeout) const {
@@ -270,12 +281,14 @@ LockstepProcessGroup::WorkPtr LockstepProcessGroup::make_work(OpType type,
 
 c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::issue(
     WorkPtr work, const std::function<void(LockstepWork&)>& start) {
-  c10::NoGradGuard no_grad;  // staging copies are plain data, not part of any graph
+  c10::NoGradGuard no_grad;      // staging copies are plain data, not part of any graph
+  std::vector<WorkPtr> retired;  // released here, after the locks, on the caller's thread
   {
     std::lock_guard<std::mutex> order(issue_mu_);
     start(*work);
     std::lock_guard<std::mutex> lk(mu_);
     pending_.push_back(work);
+    retired.swap(retired_);
     ++issued_;
   }
   cv_.notify_one();
@@ -293,6 +306,7 @@ void LockstepProcessGroup::complete_in_order() {
       if (pending_.empty()) return;
       w = std::move(pending_.front());
       pending_.pop_front();
+      busy_ = true;
     }
     std::exception_ptr error;
     for (const auto& op : w->ops_) {
@@ -309,6 +323,14 @@ void LockstepProcessGroup::complete_in_order() {
     } else {
       w->keep_.clear();
     }
+    // Not the last reference here: what a Work owns may reach Python, whose release takes
+    // the GIL, and a thread that takes it while Python finalizes is ended by pthread_exit
+    // (std::terminate). Callbacks run and are released inside complete(): quiesce() covers
+    // those at exit.
+    std::lock_guard<std::mutex> lk(mu_);
+    retired_.push_back(std::move(w));
+    busy_ = false;
+    idle_cv_.notify_all();
   }
 }
 

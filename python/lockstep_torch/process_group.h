@@ -109,6 +109,11 @@ class LockstepProcessGroup final : public compat::BackendBase {
 
   // Which lockstep transport carries the group ("shm", "tcp" or "none"), for tests and logs.
   std::string transport() const;
+  // Waits (up to `timeout`) until every issued Work is complete and the completer thread is
+  // idle. At interpreter exit (__init__.py): a completer still releasing a Python callback
+  // would take the GIL while Python finalizes, and be ended by pthread_exit (std::terminate).
+  // Call without the GIL.
+  bool quiesce(std::chrono::milliseconds timeout);
 
  private:
   using WorkPtr = c10::intrusive_ptr<LockstepWork>;
@@ -130,6 +135,9 @@ class LockstepProcessGroup final : public compat::BackendBase {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<WorkPtr> pending_;
+  std::vector<WorkPtr> retired_;  // completed; released by the next issue() or the destructor
+  std::condition_variable idle_cv_;
+  bool busy_ = false;  // the completer is completing a Work
   bool stop_ = false;
   std::vector<WorkPtr> failed_;  // failed works keep their buffers until lockstep lets go
   std::thread completer_;
