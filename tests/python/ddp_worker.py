@@ -12,6 +12,7 @@ import os
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.optim import ZeroRedundancyOptimizer
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 RANK = int(os.environ["RANK"])
@@ -29,11 +30,15 @@ def batch(step):
     return torch.randn(16, 20, generator=g), torch.randn(16, 4, generator=g)
 
 
-def train(group, steps):
+def train(group, steps, zero=False):
     # Small buckets: several all-reduces in flight per step, each completed through its future.
     model = DDP(make_model(), process_group=group, bucket_cap_mb=0.01,
                 gradient_as_bucket_view=True)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    if zero:  # each rank steps its shard of the parameters, then broadcasts it
+        opt = ZeroRedundancyOptimizer(model.parameters(), torch.optim.SGD, process_group=group,
+                                      lr=0.05, momentum=0.9)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     first_grads = None
     for step in range(steps):
         x, y = batch(step)
@@ -68,6 +73,11 @@ def main(init, steps):
             assert torch.equal(a, b), (f"rank {RANK}: parameter {i} after {steps} steps differs: "
                                        f"max |diff| {(a - b).abs().max()}")
         print(f"rank {RANK}: {len(mine)} parameters bitwise equal to gloo's after {steps} steps")
+        mine, _ = train(None, steps, zero=True)
+        ref, _ = train(gloo, steps, zero=True)
+        for i, (a, b) in enumerate(zip(mine, ref)):
+            assert torch.equal(a, b), f"rank {RANK}: ZeRO parameter {i} differs after {steps} steps"
+        print(f"rank {RANK}: with ZeroRedundancyOptimizer too")
     else:
         for i, (a, b, bound) in enumerate(zip(mine_g, ref_g, local_grad_bound(gloo))):
             excess = ((a - b).abs() - bound).max()

@@ -240,6 +240,9 @@ def scenario_collectives():
     check_data_movement(gloo)
     check_reductions_to_one(gloo)
     check_point_to_point()
+    objs = [None] * WORLD
+    dist.all_gather_object(objs, {"rank": RANK, "pad": "x" * RANK * 100})
+    assert [o["rank"] for o in objs] == list(range(WORLD)), objs
     print(f"rank {RANK}: all collectives match gloo on {lockstep_torch.transport()}")
     dist.destroy_process_group()
 
