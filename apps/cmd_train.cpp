@@ -59,7 +59,8 @@ std::string origin_of(const TrainFlags& f, const std::string& key) {
 // A worker of an already launched job, or a single process. Rank 0 writes the report.
 int run_here(const train::TrainConfig& c) {
   const train::TrainResult r = train::run_worker(c);
-  if (read_dist_env().rank != 0) return r.stopped ? 1 : 0;
+  // Workers, and a finished run (its report stands), are done here.
+  if (read_dist_env().rank != 0 || r.already_complete) return r.stopped ? 1 : 0;
   const train::ReportResult rep = train::write_report(c.run_dir);
   std::printf("report: %s\n", rep.markdown.c_str());
   if (!rep.plot_error.empty()) std::fprintf(stderr, "lockstep train: plots not drawn: %s\n", rep.plot_error.c_str());
@@ -120,7 +121,10 @@ Runner add_train_command(CLI::App& app) {
   flag(cmd, *f, "--nproc", &train::TrainConfig::nproc, "local workers to start (1: this process)");
   flag(cmd, *f, "--run-dir", &train::TrainConfig::run_dir, "directory for metrics, checkpoints and the report");
   flag(cmd, *f, "--checkpoint-every", &train::TrainConfig::checkpoint_every, "steps between checkpoints (0: at the end)");
-  flag(cmd, *f, "--resume", &train::TrainConfig::resume, "checkpoint, checkpoints dir or run dir to continue; 'auto': the run dir's latest if any");
+  flag(cmd, *f, "--resume", &train::TrainConfig::resume,
+       "checkpoint, checkpoints dir or run dir to continue; 'auto': the run dir's latest if any. state.json is "
+       "checksummed and cross-checked (step, tensors, data set, sampler); a run already at its last step "
+       "says so and exits 0");
   flag(cmd, *f, "--seed", &train::TrainConfig::seed, "seed of initialisation and data order");
   flag(cmd, *f, "--max-steps", &train::TrainConfig::max_steps, "stop after this many optimizer steps");
   flag(cmd, *f, "--timeout", &train::TrainConfig::timeout,

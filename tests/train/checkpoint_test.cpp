@@ -236,6 +236,51 @@ TEST(Checkpoint, ManifestFieldsAreValidated) {
             std::string::npos);
 }
 
+// Issue 18 §5: state.json is summed like the tensor files and cross-checked against them.
+nlohmann::json read_json(const fs::path& p) { return nlohmann::json::parse(read_text(p)); }
+void write_json(const fs::path& p, const nlohmann::json& j) { std::ofstream(p) << j.dump(2); }
+
+TEST(Checkpoint, EditedStateJsonIsRefusedByItsChecksum) {
+  const auto p = save_checkpoint(fresh_dir("ckpt"), Fixture(8).save(250));
+  nlohmann::json j = read_json(p / "state.json");
+  j["state"]["sampler"] = "epoch=1 offset=72";  // one batch further: a different model, silently
+  write_json(p / "state.json", j);
+  const std::string msg = load_error(p);
+  EXPECT_NE(msg.find("state.json"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("'manifest_crc32'"), std::string::npos) << msg;
+}
+
+TEST(Checkpoint, StepOfAStateJsonWithoutChecksumIsCrossChecked) {
+  // As an older lockstep wrote it (no checksum): loaded with a warning, but the step must still
+  // agree with the directory's name and with the step every tensor file records.
+  const auto dir = fresh_dir("ckpt");
+  const auto p = save_checkpoint(dir, Fixture(8).save(250));
+  nlohmann::json j = read_json(p / "state.json");
+  j.erase("manifest_crc32");
+  write_json(p / "state.json", j);
+  EXPECT_EQ(load_checkpoint(p).manifest.step, 250);
+  j["step"] = 210;
+  write_json(p / "state.json", j);
+  std::string msg = load_error(p);
+  EXPECT_NE(msg.find("field 'step' is 210 but the directory is step-000000250"), std::string::npos) << msg;
+  fs::rename(p, dir / "renamed");  // no step in the name: the tensor files still tell
+  msg = load_error(dir / "renamed");
+  EXPECT_NE(msg.find("model.safetensors: written at step 250"), std::string::npos) << msg;
+}
+
+TEST(Checkpoint, NonFiniteTensorWithAValidChecksumIsRefusedNamingIt) {
+  const auto dir = fresh_dir("ckpt");
+  Fixture fx(8);
+  fx.w[5] = NAN;
+  std::string msg = load_error(save_checkpoint(dir, fx.save(1)));
+  EXPECT_NE(msg.find("model.safetensors: tensor 'fc.weight' holds NaN at element 5"), std::string::npos) << msg;
+  fx.w[5] = 0.0f;
+  fx.mom[2] = -INFINITY;
+  msg = load_error(save_checkpoint(dir, fx.save(2)));
+  EXPECT_NE(msg.find("optimizer.safetensors: tensor 'fc.weight.momentum_buffer' holds Inf at element 2"),
+            std::string::npos) << msg;
+}
+
 // Python must be able to open the weights: with torch (frombuffer) and by hand (json+struct),
 // and with the `safetensors` package when it is installed.
 TEST(Checkpoint, LoadsInPython) {

@@ -131,10 +131,12 @@ TEST_P(Resume, StoppedAndResumedEqualsUninterruptedBitwise) {
   for (size_t i = 0; i < steps.size(); ++i) EXPECT_EQ(steps[i], int64_t(i) + 1);
 }
 
-// 100 samples: world 1 -> 12 batches of 8 per epoch; world 2 -> 50 per rank, 6 batches.
+// 100 samples: world 1 -> 12 batches of 8 per epoch; world 2 -> 50 per rank, 6 batches
+// (with grad_accum 4: a step of 4 micro-batches and a short one of 2, whose checkpoint at
+// step 2 the resume's cross-check of sampler offset against step must accept).
 INSTANTIATE_TEST_SUITE_P(Trainer, Resume,
                          ::testing::Values(ResumeCase{1, 1, 4}, ResumeCase{1, 2, 4}, ResumeCase{2, 1, 4},
-                                           ResumeCase{2, 2, 2}, ResumeCase{2, 1, 6}),
+                                           ResumeCase{2, 2, 2}, ResumeCase{2, 1, 6}, ResumeCase{2, 4, 3}),
                          [](const auto& info) {
                            return "world" + std::to_string(info.param.world) + "_accum" +
                                   std::to_string(info.param.grad_accum) + "_stop" +
@@ -232,6 +234,66 @@ TEST(Trainer, ResumesAtAnotherWorldSize) {
 
 namespace lockstep::train {
 namespace {
+
+std::string resume_error(const TrainConfig& c, const data::Dataset& tr) {
+  try {
+    train(1, c, tr, nullptr);
+  } catch (const DataError& e) {
+    return e.what();
+  }
+  return "(resumed without error)";
+}
+
+// Issue 18 §5: a sampler position that does not follow from the step, or was saved for
+// another data set, is refused naming state.json and the field (even without its checksum,
+// as an older lockstep wrote it: this test removes it).
+TEST(Trainer, ResumeCrossChecksTheSamplerAgainstStepAndData) {
+  const auto dir = testing::fresh_dir("trainer");
+  const data::Dataset tr = synthetic(100, 1);
+  TrainConfig c = small_config(dir / "run");
+  c.checkpoint_async = false;
+  train(1, c, tr, nullptr, /*stop_after=*/4);
+  const fs::path manifest = dir / "run" / "checkpoints" / "step-000000004" / "state.json";
+  std::ifstream in(manifest);
+  nlohmann::json j = nlohmann::json::parse(in);
+  in.close();
+  j.erase("manifest_crc32");
+  const std::string good = j["state"]["sampler"];
+  ASSERT_EQ(good, "epoch=0 offset=32 dataset_size=100 seed=7 shuffle=1");  // 4 steps of 8
+  j["state"]["sampler"] = "epoch=0 offset=40 dataset_size=100 seed=7 shuffle=1";
+  std::ofstream(manifest) << j.dump(2);
+  c.resume = "auto";
+  std::string msg = resume_error(c, tr);
+  EXPECT_NE(msg.find("state.json: field 'state.sampler' has offset=40 but 'step' 4"), std::string::npos) << msg;
+  j["state"]["sampler"] = good;
+  std::ofstream(manifest) << j.dump(2);
+  msg = resume_error(c, synthetic(96, 1));
+  EXPECT_NE(msg.find("state.json: field 'state.sampler' records dataset_size=100 but the training set has 96"),
+            std::string::npos) << msg;
+}
+
+// Issue 18 §5: resuming a run that already ended says so and changes nothing (it printed a
+// summary of no steps: train_loss=nan epochs=0).
+TEST(Trainer, ResumingAFinishedRunSaysItIsCompleteAndTouchesNothing) {
+  const auto dir = testing::fresh_dir("trainer");
+  const data::Dataset tr = synthetic(100, 1);
+  TrainConfig c = small_config(dir / "run");
+  train(1, c, tr, nullptr);
+  const auto before = testing::fingerprint(dir / "run");
+  c.resume = "auto";
+  const RunOut r = train(1, c, tr, nullptr);
+  EXPECT_NE(r.output.find("already complete: model=fmnist-mlp is at step 24 of 24"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("nan"), std::string::npos) << r.output;
+  EXPECT_TRUE(testing::fingerprint(dir / "run") == before) << "resuming a finished run changed its files";
+
+  // Saved by 2 workers (12 steps of 2 x 8); 1 worker would count 24 steps, but the epochs are done.
+  TrainConfig two = small_config(dir / "two");
+  train(2, two, tr, nullptr);
+  two.resume = "auto";
+  const RunOut one = train(1, two, tr, nullptr);
+  EXPECT_NE(one.output.find("is at step 12, the end of its last epoch"), std::string::npos) << one.output;
+  EXPECT_EQ(one.output.find("nan"), std::string::npos) << one.output;
+}
 
 // A checkpoint that cannot be written stops every rank with the same clear error (never one
 // rank alone, which would leave the others waiting in a collective), synchronous or not.

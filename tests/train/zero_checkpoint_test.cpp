@@ -20,6 +20,7 @@
 #include "lockstep/nn/models.h"
 #include "lockstep/store/hash_store.h"
 #include "lockstep/train/checkpoint.h"
+#include "lockstep/train/checkpoint_checks.h"
 #include "lockstep/train/train_state.h"
 #include "lockstep/train/trainer.h"
 #include "lockstep/train/zero_checkpoint.h"
@@ -465,6 +466,8 @@ void edit_manifest(const fs::path& ckpt, const std::function<void(json&)>& edit)
   json j = json::parse(in);
   in.close();
   edit(j);
+  // Re-summed, as a crafted manifest would be, so that the layout checks behind the checksum are reached.
+  j[kManifestChecksumKey] = manifest_checksum(j);
   std::ofstream(ckpt / "state.json") << j.dump(2);
 }
 

@@ -106,7 +106,9 @@ TEST(ZeroCli, ShardsPerWorkerResumeWithFewerAndACorruptShardStopsEveryWorker) {
   const std::string shard = "zero-shard-00001-of-00003.safetensors";
   testing::corrupt_byte(ckpt / shard, 5);
   const auto before = fingerprint(dir / "a");
-  const Result bad = run(with({"--nproc", "2", "--run-dir", (dir / "c").string(), "--resume", ckpt.string()}),
+  // (--max-steps 12: at the config's 8 the run would be complete, with no shard to read.)
+  const Result bad = run(with({"--nproc", "2", "--run-dir", (dir / "c").string(), "--resume", ckpt.string(),
+                               "--max-steps", "12"}),
                          dir / "c.log", std::chrono::seconds(90));
   EXPECT_NE(bad.code, 0) << bad.out;
   EXPECT_NE(bad.code, -1) << "killed at the time limit: a worker waited instead of stopping\n" << bad.out;

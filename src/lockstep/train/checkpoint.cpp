@@ -10,6 +10,7 @@
 
 #include "lockstep/core/error.h"
 #include "lockstep/core/log.h"
+#include "lockstep/train/checkpoint_checks.h"
 
 namespace lockstep::train {
 
@@ -45,14 +46,16 @@ FileRecord write_tensor_file(const fs::path& path, const std::vector<TensorView>
 json manifest_json(const CheckpointSave& c, const std::map<std::string, FileRecord>& files) {
   json f = json::object();
   for (const auto& [name, rec] : files) f[name] = {{"size", rec.size}, {"crc32", rec.crc32}};
-  return {{"format", kFormat},
-          {"version", kCheckpointVersion},
-          {"model", c.model},
-          {"step", c.step},
-          {"epoch", c.epoch},
-          {"world_size", c.world_size},
-          {"files", f},
-          {"state", c.state}};
+  json j = {{"format", kFormat},
+            {"version", kCheckpointVersion},
+            {"model", c.model},
+            {"step", c.step},
+            {"epoch", c.epoch},
+            {"world_size", c.world_size},
+            {"files", f},
+            {"state", c.state}};
+  j[kManifestChecksumKey] = manifest_checksum(j);
+  return j;
 }
 
 // A file name inside the checkpoint directory: no path, nothing hidden.
@@ -131,7 +134,9 @@ SafetensorsData load_tensor_file(const fs::path& dir, const Manifest& m, const c
   if (crc != it->second.crc32)
     LOCKSTEP_THROW(DataError, path.string(), ": CRC-32 is ", crc, " but state.json records ",
                    it->second.crc32, " (the file is corrupt; resume from an older checkpoint)");
-  return decode_safetensors(bytes, path.string());
+  SafetensorsData d = decode_safetensors(bytes, path.string());
+  check_tensor_file(d, m, path.string());
+  return d;
 }
 
 }  // namespace
@@ -141,6 +146,8 @@ std::string checkpoint_dir_name(int64_t step) {
   std::snprintf(buf, sizeof buf, "step-%09lld", static_cast<long long>(step));
   return buf;
 }
+
+int64_t step_of_dir_name(const std::string& name) { return step_of(name); }
 
 fs::path save_checkpoint(const fs::path& dir, const CheckpointSave& c, const CheckpointOptions& opts) {
   if (c.step < 0) LOCKSTEP_THROW(InvalidArgument, "save_checkpoint: negative step ", c.step);
@@ -194,6 +201,7 @@ Manifest parse_manifest(std::string_view text, const std::string& origin) {
     LOCKSTEP_THROW(DataError, origin, ": checkpoint version ", version, " is not supported (this build reads ",
                    kCheckpointVersion, ")");
   Manifest m;
+  m.checksummed = verify_manifest_checksum(j, origin);
   m.model = get_field<std::string>(j, "model", origin);
   m.step = get_field<int64_t>(j, "step", origin);
   m.epoch = get_field<int64_t>(j, "epoch", origin);
@@ -220,6 +228,10 @@ Checkpoint load_checkpoint(const fs::path& checkpoint_dir) {
   const fs::path mpath = checkpoint_dir / kManifestFile;
   const auto text = read_file_bounded(mpath, kMaxManifestBytes);
   c.manifest = parse_manifest({reinterpret_cast<const char*>(text.data()), text.size()}, mpath.string());
+  if (!c.manifest.checksummed)
+    LOCKSTEP_LOG(warn, mpath.string(), ": no '", kManifestChecksumKey, "' (saved by an older lockstep); its "
+                 "fields are cross-checked, but an edit to them cannot be detected");
+  check_step_matches_dir_name(checkpoint_dir, c.manifest);
   // Every recorded file is there with its size (a missing shard is reported before any state
   // is read; its checksum is verified when it is read).
   for (const auto& [name, rec] : c.manifest.files) {

@@ -7,7 +7,8 @@
 //     zero-shard-*.safetensors  with ZeRO: each rank's optimizer state shard (zero_checkpoint.h)
 //     state.json             model name, step, epoch, world size, the trainer's state
 //                            (sampler position, RNG seeds, ...) and the size + CRC-32 of
-//                            every tensor file, verified on load
+//                            every tensor file, verified on load; its own CRC-32 and the
+//                            cross-checks of checkpoint_checks.h (step, model, finite values)
 //
 // The directory is assembled under a hidden temporary name, every file and the directory are
 // fsynced, then it is renamed into place; older checkpoints beyond keep_last are removed
@@ -73,6 +74,7 @@ struct Manifest {
   int world_size = 1;
   std::map<std::string, FileRecord> files;
   nlohmann::json state = nlohmann::json::object();
+  bool checksummed = false;  // state.json carried manifest_crc32 (and it matched)
 };
 
 struct Checkpoint {
@@ -105,5 +107,7 @@ std::filesystem::path resolve_checkpoint(const std::filesystem::path& path);
 // Parses and validates a state.json text (hostile input); `origin` prefixes errors.
 Manifest parse_manifest(std::string_view text, const std::string& origin);
 std::string checkpoint_dir_name(int64_t step);
+// The step of a "step-<digits>" name, or -1 for any other name.
+int64_t step_of_dir_name(const std::string& name);
 
 }  // namespace lockstep::train

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "lockstep/core/error.h"
+#include "lockstep/train/checkpoint.h"
 
 namespace lockstep::train {
 
@@ -23,7 +24,56 @@ void copy_into(std::span<float> dst, const SafetensorsData& src, const std::stri
   std::memcpy(dst.data(), t->bytes.data(), t->bytes.size());
 }
 
+constexpr const char* kEdited = "; the manifest was edited or damaged: resume from an older checkpoint";
+
+int64_t uint_field(const nlohmann::json& j, const char* key, const std::string& origin, const char* where) {
+  if (!j.contains(key) || !j[key].is_number_integer() || j[key].get<int64_t>() < 0)
+    LOCKSTEP_THROW(DataError, origin, ": field '", where, key, "' is missing or not a non-negative integer", kEdited);
+  return j[key].get<int64_t>();
+}
+
+// The sampler's offset after `step` steps: the stretch of the epoch that began at
+// state.sampler_start (the epoch's start, or a resume) advanced one global batch per step.
+void check_sampler_offset(const Manifest& m, const data::SamplerState& s, const std::string& origin) {
+  const nlohmann::json& st = m.state;
+  if (!st.contains("sampler_start") || !st.contains("global_batch")) return;  // older checkpoints
+  if (!st["sampler_start"].is_object())
+    LOCKSTEP_THROW(DataError, origin, ": field 'state.sampler_start' is not an object", kEdited);
+  const int64_t s0 = uint_field(st["sampler_start"], "step", origin, "state.sampler_start.");
+  const int64_t o0 = uint_field(st["sampler_start"], "offset", origin, "state.sampler_start.");
+  const int64_t gb = uint_field(st, "global_batch", origin, "state.");
+  const __int128 full = __int128(o0) + __int128(m.step - s0) * gb;  // no overflow for any int64 step
+  const bool ok = m.step >= s0 && gb > 0 &&
+                  (s.offset == full || (m.step > s0 && s.offset > full - gb && s.offset < full));
+  if (!ok)
+    LOCKSTEP_THROW(DataError, origin, ": field 'state.sampler' has offset=", s.offset, " but 'step' ", m.step,
+                   " is ", m.step - s0, " steps of 'state.global_batch' ", gb, " after 'state.sampler_start' (step ",
+                   s0, ", offset ", o0, "), which leads to offset ", int64_t(std::min<__int128>(full, INT64_MAX)),
+                   kEdited);
+}
+
 }  // namespace
+
+data::SamplerState resume_sampler_state(const Manifest& m, const std::string& origin, int64_t dataset_size) {
+  const nlohmann::json& st = m.state;
+  if (!st.contains("sampler") || !st["sampler"].is_string())
+    LOCKSTEP_THROW(DataError, origin, ": no sampler position (field 'state.sampler')", kEdited);
+  data::SamplerState s;
+  try {
+    s = data::SamplerState::parse(st["sampler"].get<std::string>());
+  } catch (const DataError& e) {
+    LOCKSTEP_THROW(DataError, origin, ": field 'state.sampler': ", e.what());
+  }
+  if (s.dataset_size != dataset_size)
+    LOCKSTEP_THROW(DataError, origin, ": field 'state.sampler' records dataset_size=", s.dataset_size,
+                   " but the training set has ", dataset_size, " samples; resume with the data the checkpoint "
+                   "was saved with, or start a new run without --resume");
+  if (m.epoch != s.epoch && m.epoch != s.epoch + 1)  // +1: saved after the epoch's end
+    LOCKSTEP_THROW(DataError, origin, ": field 'epoch' is ", m.epoch, " but 'state.sampler' is in epoch ",
+                   s.epoch, kEdited);
+  check_sampler_offset(m, s, origin);
+  return s;
+}
 
 double effective_lr(const TrainConfig& c, int64_t global_batch) {
   if (c.scaling_rule == "linear") return nn::linear_scaled_lr(float(c.lr), global_batch, c.base_batch);

@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "lockstep/data/sampler.h"
 #include "lockstep/nn/model.h"
 #include "lockstep/nn/optim.h"
 #include "lockstep/train/checkpoint.h"
@@ -30,5 +31,12 @@ std::vector<TensorView> optimizer_views(nn::Optimizer& opt);
 // the tensor when one is missing or has another shape (a checkpoint of another model).
 void restore_model(nn::Model& model, const SafetensorsData& weights, const std::string& origin);
 void restore_optimizer(nn::Optimizer& opt, const SafetensorsData& state, const std::string& origin);
+
+// A checkpoint's sampler position ('state.sampler'), checked against the rest of state.json
+// (`origin`): DataError naming the field when it is missing or malformed, was saved for a data
+// set of another size than `dataset_size`, lies in another epoch than 'epoch', or is not where
+// 'step' steps of 'state.global_batch' from 'state.sampler_start' lead (the last step of an
+// epoch may be short: fewer micro-batches than grad_accum).
+data::SamplerState resume_sampler_state(const Manifest& m, const std::string& origin, int64_t dataset_size);
 
 }  // namespace lockstep::train

@@ -70,10 +70,13 @@ struct Trainer::Impl {
   nn::CrossEntropyLoss ce;
   nn::Tensor x;
 
-  fs::path run_dir, ckpt_dir;
+  fs::path run_dir, ckpt_dir, resumed_path;
   int64_t step = 0, start_step = 0, epoch = 0;
   int64_t steps_per_epoch = 0, total_steps = 0, global_batch = 0;
   bool resumed_mid_epoch = false;
+  bool complete = false;              // resumed at or past the last step: nothing to train
+  int64_t start_step_of_stretch = 0;  // state.sampler_start: where the sampler's offset began
+  int64_t start_offset_of_stretch = 0;  // to advance one global batch per step (the epoch, a resume)
   int64_t last_saved_step = -1;
   int64_t last_eval_step = -1;
   double base_lr = 0;
@@ -100,6 +103,7 @@ struct Trainer::Impl {
   float lr_now() const { return zero ? zero->lr() : opt->lr(); }
   Millis timeout() const { return Millis(int64_t(cfg.timeout * 1000)); }
   void save(bool wait_now);
+  TrainResult already_complete();
   std::string where() const { return str_cat("rank ", rank, ", step ", step, ", epoch ", epoch); }
 };
 
@@ -135,6 +139,11 @@ void Trainer::Impl::setup() {
     writer = std::make_unique<AsyncCheckpointWriter>(ckpt_dir, CheckpointOptions{.keep_last = cfg.checkpoint_keep});
   const auto resume = resume_path();
   if (resume) resume_from(*resume);
+  // Every rank read the same checkpoint, so all return here alike, before any collective, and
+  // the run's records (metrics.jsonl, run.json) are left as the finished run wrote them. The
+  // last epoch can also be done at fewer steps (the checkpoint was saved with more workers).
+  const bool last_epoch_done = epoch + 1 >= cfg.epochs && loader->sampler().remaining() < cfg.batch;
+  if ((complete = resume && (step >= total_steps || last_epoch_done))) return;
   // Every rank has the same weights now; DDP checks the architectures and broadcasts rank 0's.
   // With ZeRO the gradients stay local until ZeroOptimizer::step reduce-scatters them.
   ddp = std::make_unique<ddp::DistributedDataParallel>(
@@ -186,6 +195,7 @@ void Trainer::Impl::setup_zero() {
 void Trainer::Impl::resume_from(const fs::path& path) {
   Checkpoint c = load_checkpoint(path);
   const std::string origin = path.string();
+  resumed_path = path;
   if (c.manifest.model != cfg.model)
     LOCKSTEP_THROW(DataError, origin, ": checkpoint of model '", c.manifest.model, "', but the run trains '",
                    cfg.model, "'; pass --model ", c.manifest.model, " or another checkpoint");
@@ -193,11 +203,10 @@ void Trainer::Impl::resume_from(const fs::path& path) {
   if (!cfg.zero)  // a ZeRO checkpoint's state is assembled from its shards
     restore_optimizer(*opt, is_zero_checkpoint(c) ? assemble_zero_state(c) : c.optimizer,
                       origin + "/optimizer.safetensors");
-  const auto& st = c.manifest.state;
-  if (!st.contains("sampler") || !st["sampler"].is_string())
-    LOCKSTEP_THROW(DataError, origin, "/state.json: no sampler position ('state.sampler')");
-  loader->load_state(data::SamplerState::parse(st["sampler"].get<std::string>()));
-  step = start_step = last_saved_step = c.manifest.step;
+  const data::SamplerState sampler = resume_sampler_state(c.manifest, origin + "/state.json", train_set.size());
+  loader->load_state(sampler);
+  step = start_step = last_saved_step = start_step_of_stretch = c.manifest.step;
+  start_offset_of_stretch = sampler.offset;
   epoch = loader->sampler().epoch();
   resumed_mid_epoch = true;
   if (c.manifest.world_size != world)
@@ -322,6 +331,7 @@ CheckpointSave Trainer::Impl::snapshot(const ZeroSnapshot& zs) {
                              {"rng", {{"seed", cfg.seed}, {"derivation", "(seed, epoch, sample index)"}}},
                              {"lr", lr_now()},
                              {"global_batch", global_batch},
+                             {"sampler_start", {{"step", start_step_of_stretch}, {"offset", start_offset_of_stretch}}},
                              {"config", cfg.to_json()}}};
   if (!zs.section.is_null()) s.state["zero"] = zs.section;
   return s;
@@ -366,7 +376,11 @@ void Trainer::Impl::save(bool wait_now) {
 
 void Trainer::Impl::run_epochs() {
   while (epoch < cfg.epochs && step < total_steps) {
-    if (!resumed_mid_epoch) loader->set_epoch(epoch);
+    if (!resumed_mid_epoch) {
+      loader->set_epoch(epoch);
+      start_step_of_stretch = step;
+      start_offset_of_stretch = 0;
+    }
     resumed_mid_epoch = false;
     while (step < total_steps) {
       const auto t = Clock::now();
@@ -384,6 +398,20 @@ void Trainer::Impl::run_epochs() {
   }
 }
 
+// A resume of a run that already ended: says so (rank 0) instead of a summary of no steps.
+TrainResult Trainer::Impl::already_complete() {
+  result.steps = step;
+  result.epochs = epoch;
+  result.total_steps = total_steps;
+  result.already_complete = true;
+  result.last_checkpoint = resumed_path;
+  if (rank == 0 && hooks.out) {
+    std::fprintf(hooks.out, "%s\n", result.summary_line(cfg, world).c_str());
+    std::fflush(hooks.out);
+  }
+  return result;
+}
+
 Trainer::Trainer(TrainConfig cfg, nn::Model& model, const data::Dataset& train,
                  const data::Dataset* test, comm::ProcessGroup& pg, TrainerHooks hooks)
     : impl_(std::make_unique<Impl>(std::move(cfg), model, train, test, pg, std::move(hooks))) {}
@@ -393,6 +421,7 @@ Trainer::~Trainer() = default;
 TrainResult Trainer::run() {
   Impl& m = *impl_;
   m.setup();
+  if (m.complete) return m.already_complete();
   m.t0 = Clock::now();
   m.run_epochs();
   if (!m.result.stopped) {
@@ -417,6 +446,13 @@ TrainResult Trainer::run() {
 }
 
 std::string TrainResult::summary_line(const TrainConfig& c, int world_size) const {
+  if (already_complete)
+    return str_cat("lockstep train: already complete: model=", c.model, " is at step ", steps,
+                   steps == total_steps ? str_cat(" of ", total_steps)
+                                        : str_cat(", the end of its last epoch (this configuration counts ",
+                                                  total_steps, " steps)"),
+                   " (", last_checkpoint.string(), "); nothing to train. To train on, raise --max-steps or "
+                   "--epochs; for a new run, pick another --run-dir. run_dir=", c.run_dir);
   char buf[512];
   std::snprintf(buf, sizeof buf,
                 "lockstep train: %s model=%s world=%d steps=%lld epochs=%lld train_loss=%.4f "

@@ -52,6 +52,8 @@ struct TrainResult {
   double samples_per_s = 0; // training throughput of this process's steps (global samples)
   double seconds = 0;
   bool stopped = false;     // a hook asked to stop before the end
+  bool already_complete = false;  // resumed at or past the last step; nothing was trained
+  int64_t total_steps = 0;  // the configuration's last step (set with already_complete)
   std::filesystem::path last_checkpoint;
   std::string summary_line(const TrainConfig& c, int world_size) const;
 };
