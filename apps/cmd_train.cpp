@@ -2,12 +2,14 @@
 // file (--config) with flags overriding it. With --nproc N (and no RANK in the environment)
 // the command starts N local workers itself through the launcher, each re-running this
 // program with the merged configuration; under `lockstep run`, torchrun, mpirun or srun it is
-// one worker of the job.
+// one worker of the job. The process that owns the job (the launcher, a single process, or
+// rank 0 under another launcher) locks the run directory first (run_lock.h).
 #include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 #include "commands.h"
 #include "lockstep/core/dist_env.h"
@@ -16,6 +18,7 @@
 #include "lockstep/train/config.h"
 #include "lockstep/train/file_io.h"
 #include "lockstep/train/report.h"
+#include "lockstep/train/run_lock.h"
 #include "lockstep/train/setup.h"
 
 namespace lockstep::apps {
@@ -58,9 +61,14 @@ std::string origin_of(const TrainFlags& f, const std::string& key) {
 
 // A worker of an already launched job, or a single process. Rank 0 writes the report.
 int run_here(const train::TrainConfig& c) {
+  const DistEnv env = read_dist_env();
+  std::optional<train::RunDirLock> lock;  // unless this job's launcher holds it
+  if (train::run_dir_lock_needed(c.run_dir, env.rank))
+    lock.emplace(c.run_dir, env.world_size > 1 ? str_cat("lockstep train, rank 0 of ", env.world_size)
+                                               : std::string("lockstep train --nproc 1"));
   const train::TrainResult r = train::run_worker(c);
   // Workers, and a finished run (its report stands), are done here.
-  if (read_dist_env().rank != 0 || r.already_complete) return r.stopped ? 1 : 0;
+  if (env.rank != 0 || r.already_complete) return r.stopped ? 1 : 0;
   const train::ReportResult rep = train::write_report(c.run_dir);
   std::printf("report: %s\n", rep.markdown.c_str());
   if (!rep.plot_error.empty()) std::fprintf(stderr, "lockstep train: plots not drawn: %s\n", rep.plot_error.c_str());
@@ -69,7 +77,8 @@ int run_here(const train::TrainConfig& c) {
 
 // Starts c.nproc local workers of this same program on the merged configuration.
 int launch(const train::TrainConfig& c, int max_restarts) {
-  fs::create_directories(c.run_dir);
+  // Held for the job's life, restarts included (a second job fails here at once).
+  const train::RunDirLock lock(c.run_dir, str_cat("lockstep train --nproc ", c.nproc));
   // The workers read the merged configuration from a file that lives as long as the job and
   // has a name of its own, so a job that fails at once leaves an earlier run's files as they
   // were (run.json keeps the configuration of a run that started).
@@ -87,6 +96,7 @@ int launch(const train::TrainConfig& c, int max_restarts) {
   launch::LaunchConfig lc;
   lc.nproc_per_node = c.nproc;
   lc.max_restarts = max_restarts;
+  lc.env[train::kRunDirLockEnv] = fs::weakly_canonical(c.run_dir).string();  // workers: do not lock again
   lc.command = {fs::read_symlink("/proc/self/exe").string(), "train", "--config", cfg_file.string()};
   lc.remove_if_killed = {cfg_file.string()};    // by the launcher's watchdog after a kill -9
   const int code = launch::launch_workers(lc);  // rank 0 prints the summary and report path
@@ -119,7 +129,9 @@ Runner add_train_command(CLI::App& app) {
               "clip 0); checkpoints keep one shard per worker and resume at any number of workers");
   flag(cmd, *f, "--backend", &train::TrainConfig::backend, "process group backend (native, ...)");
   flag(cmd, *f, "--nproc", &train::TrainConfig::nproc, "local workers to start (1: this process)");
-  flag(cmd, *f, "--run-dir", &train::TrainConfig::run_dir, "directory for metrics, checkpoints and the report");
+  flag(cmd, *f, "--run-dir", &train::TrainConfig::run_dir,
+       "directory for metrics, checkpoints and the report; one job at a time (RUN_DIR/.lock: a second job "
+       "fails at once naming the first's pid and host)");
   flag(cmd, *f, "--checkpoint-every", &train::TrainConfig::checkpoint_every, "steps between checkpoints (0: at the end)");
   flag(cmd, *f, "--resume", &train::TrainConfig::resume,
        "checkpoint, checkpoints dir or run dir to continue; 'auto': the run dir's latest if any. state.json is "

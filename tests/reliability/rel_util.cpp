@@ -237,7 +237,9 @@ std::map<std::string, std::string> fingerprint(const fs::path& dir) {
   std::error_code ec;
   if (!fs::exists(dir, ec)) return out;
   for (const auto& e : fs::recursive_directory_iterator(dir, ec)) {
-    if (!e.is_regular_file()) continue;
+    // The run directory's .lock records which job holds it (or held it, when killed); it is
+    // not something the run saved.
+    if (!e.is_regular_file() || e.path().filename() == ".lock") continue;
     const std::string bytes = read_small(e.path());
     const auto span = std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
     out[fs::relative(e.path(), dir).string()] =

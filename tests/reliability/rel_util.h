@@ -78,7 +78,8 @@ std::optional<pid_t> find_worker(pid_t root, int rank, const std::string& exe, M
 // pixels depend on the label (learnable) and on `seed`.
 void write_synthetic_fmnist(const fs::path& dir, int n_train, int n_test, uint32_t seed);
 
-// Path -> size and CRC-32 of every regular file below `dir` (empty when it does not exist).
+// Path -> size and CRC-32 of every regular file below `dir` but a run directory's .lock
+// (empty when it does not exist).
 std::map<std::string, std::string> fingerprint(const fs::path& dir);
 
 // The "step" numbers of the {"kind": "step"} records of a metrics.jsonl, in file order, and

@@ -1,5 +1,7 @@
-// Run directories and what resumes from them (issue 18 §5, label multiproc): an edited
-// state.json is refused; resuming a finished run says so and changes nothing.
+// Run directories and what resumes from them (issue 18 §5 and §6, label multiproc): a second
+// `lockstep train` started on the run directory of a running job (through the launcher, or as
+// a single process) fails at once naming the holder and leaves the running job alone; an
+// edited state.json is refused; resuming a finished run says so and changes nothing.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -17,6 +19,40 @@ const Millis kTimeout{std::chrono::seconds(60)};
 std::string read_text(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
   return {std::istreambuf_iterator<char>(f), {}};
+}
+
+TEST(RunDir, SecondJobInTheSameRunDirFailsAtOnceNamingTheHolder) {
+  TempDir tmp;
+  const fs::path data = tmp.path / "data", run = tmp.path / "run", cfg = tmp.path / "train.toml";
+  write_synthetic_fmnist(data, 1024, 64, 3);
+  write_text(cfg, small_train_config(data, run, {{"epochs", "1000"}, {"checkpoint_every", "5"}}));
+  Job first({LOCKSTEP_BIN, "train", "--config", cfg.string(), "--nproc", "2"});
+  const Deadline dl =
+      Deadline::after(kTimeout);  // until the first job trains (it holds the lock from its start)
+  while (last_logged_step(run / "metrics.jsonl") < 1 && first.running() && !dl.expired())
+    ::usleep(2000);
+  ASSERT_GE(last_logged_step(run / "metrics.jsonl"), 1) << first.out();
+  const std::string holder = str_cat("pid=", first.pid(), " host=");  // the launcher's
+  for (const char* nproc : {"2", "1"}) {
+    Job second({LOCKSTEP_BIN, "train", "--config", cfg.string(), "--nproc", nproc});
+    ASSERT_TRUE(second.wait(kTimeout)) << second.out();
+    EXPECT_FALSE(second.status().ok()) << second.out();
+    const auto line = second.find_line("is in use by another job");
+    ASSERT_TRUE(line) << second.out();
+    EXPECT_NE(line->second.find(holder), std::string::npos) << line->second;
+    EXPECT_NE(line->second.find("pick another --run-dir"), std::string::npos) << line->second;
+    report(str_cat("second job in a running job's run dir (--nproc ", nproc, ")"),
+           str_cat("lockstep train --nproc ", nproc,
+                   " on the run dir of a running lockstep train --nproc 2"),
+           str_cat("\"", line_with(line->second, "", 260), "\", exit ",
+                   second.status().shell_code(), "; the first job runs on"),
+           line->first, second.elapsed());
+  }
+  EXPECT_TRUE(first.running()) << first.out();
+  const int64_t logged = last_logged_step(run / "metrics.jsonl");
+  EXPECT_GT(logged, 0) << first.out();
+  const std::string metrics = read_text(run / "metrics.jsonl");
+  EXPECT_EQ(metrics.find("}{"), std::string::npos) << "interleaved records in metrics.jsonl";
 }
 
 TEST(RunDir, FinishedRunResumesToASayingItIsCompleteAndAnEditedStepIsRefused) {
