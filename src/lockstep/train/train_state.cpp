@@ -68,7 +68,7 @@ data::SamplerState resume_sampler_state(const Manifest& m, const std::string& or
     LOCKSTEP_THROW(DataError, origin, ": field 'state.sampler' records dataset_size=", s.dataset_size,
                    " but the training set has ", dataset_size, " samples; resume with the data the checkpoint "
                    "was saved with, or start a new run without --resume");
-  if (m.epoch != s.epoch && m.epoch != s.epoch + 1)  // +1: saved after the epoch's end
+  if (m.epoch != s.epoch && m.epoch - 1 != s.epoch)  // - 1: saved after the epoch's end
     LOCKSTEP_THROW(DataError, origin, ": field 'epoch' is ", m.epoch, " but 'state.sampler' is in epoch ",
                    s.epoch, kEdited);
   check_sampler_offset(m, s, origin);
