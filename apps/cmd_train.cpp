@@ -90,9 +90,9 @@ int launch(const train::TrainConfig& c, int max_restarts) {
       fs::remove(path, ec);
     }
   } remove_cfg{cfg_file};
-  train::TrainConfig worker = c;
-  if (max_restarts > 0 && worker.resume.empty()) worker.resume = "auto";  // restarts continue
-  train::write_file_atomic(cfg_file, train::config_to_toml(worker));
+  // A restarted worker (LOCKSTEP_RESTART_COUNT > 0) continues the lineage this job started,
+  // from its newest intact checkpoint, whatever --resume says (train/run_start.h).
+  train::write_file_atomic(cfg_file, train::config_to_toml(c));
   launch::LaunchConfig lc;
   lc.nproc_per_node = c.nproc;
   lc.max_restarts = max_restarts;
@@ -134,14 +134,27 @@ Runner add_train_command(CLI::App& app) {
        "fails at once naming the first's pid and host)");
   flag(cmd, *f, "--checkpoint-every", &train::TrainConfig::checkpoint_every, "steps between checkpoints (0: at the end)");
   flag(cmd, *f, "--resume", &train::TrainConfig::resume,
-       "checkpoint, checkpoints dir or run dir to continue; 'auto': the run dir's latest if any. state.json is "
-       "checksummed and cross-checked (step, tensors, data set, sampler); a run already at its last step "
-       "says so and exits 0");
+       "checkpoint, checkpoints dir or run dir to continue; 'auto': the newest intact checkpoint of the run "
+       "dir's current lineage, if any. An older checkpoint of this run dir starts a new lineage from it (a "
+       "rollback; the later ones are kept as an abandoned branch). state.json is checksummed and "
+       "cross-checked (step, tensors, data set, sampler); a run already at its last step says so and exits 0");
+  switch_flag(cmd, *f, "--overwrite", &train::TrainConfig::overwrite,
+              "a new run in a run dir that holds an earlier run deletes it (without this flag, or --resume, "
+              "such a run is refused)");
+  flag(cmd, *f, "--checkpoint-keep", &train::TrainConfig::checkpoint_keep,
+       "newest checkpoints of the current lineage kept (0: all)");
+  flag(cmd, *f, "--checkpoint-keep-every", &train::TrainConfig::checkpoint_keep_every,
+       "also keep every checkpoint whose step is a multiple of K (0: off)");
+  flag(cmd, *f, "--checkpoint-keep-best", &train::TrainConfig::checkpoint_keep_best,
+       "also keep the N best checkpoints by --checkpoint-best-metric (those with an eval at their step)");
+  flag(cmd, *f, "--checkpoint-best-metric", &train::TrainConfig::checkpoint_best_metric,
+       "test_loss (lowest is best) or test_acc (highest)");
   flag(cmd, *f, "--seed", &train::TrainConfig::seed, "seed of initialisation and data order");
   flag(cmd, *f, "--max-steps", &train::TrainConfig::max_steps, "stop after this many optimizer steps");
   flag(cmd, *f, "--timeout", &train::TrainConfig::timeout,
        "seconds to wait for the store, the other ranks' pre-flight and each collective");
-  cmd->add_option("--max-restarts", f->max_restarts, "with --nproc: restart all workers from the latest checkpoint up to K times")
+  cmd->add_option("--max-restarts", f->max_restarts, "with --nproc: restart all workers up to K times, each time from the newest intact checkpoint of the "
+                  "lineage this job started")
       ->check(CLI::NonNegativeNumber);
   return [f] {
     train::TrainConfig c = f->config.empty() ? train::TrainConfig{} : train::load_config(f->config);

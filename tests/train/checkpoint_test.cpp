@@ -101,6 +101,61 @@ TEST(Checkpoint, KeepsOnlyTheLastK) {
   EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 2);
 }
 
+// Retention beyond "newest N": every keep_every-th step and the keep_best best by the eval
+// recorded in state.json stay; only checkpoints with an eval at their step compete.
+TEST(Checkpoint, KeepEveryAndKeepBestRetainBeyondTheNewest) {
+  const auto dir = fresh_dir("ckpt");
+  Fixture fx(4);
+  const CheckpointOptions opts{.keep_last = 2, .keep_every = 4, .keep_best = 1, .best_metric = "test_loss"};
+  for (int64_t s = 1; s <= 10; ++s) {
+    CheckpointSave c = fx.save(s);
+    if (s != 2) c.state["eval"] = {{"step", s}, {"test_loss", s == 3 ? 0.1 : 1.0 + double(s)}, {"test_acc", 0.5}};
+    save_checkpoint(dir, c, opts);
+  }
+  std::vector<std::string> names;
+  for (const auto& p : list_checkpoints(dir)) names.push_back(p.filename().string());
+  EXPECT_EQ(names, (std::vector<std::string>{"step-000000003", "step-000000004", "step-000000008",
+                                             "step-000000009", "step-000000010"}));
+  CheckpointOptions acc = opts;
+  acc.best_metric = "test_acc";
+  acc.keep_every = 0;
+  CheckpointSave best = fx.save(11);
+  best.state["eval"] = {{"step", 11}, {"test_loss", 9.0}, {"test_acc", 0.9}};
+  save_checkpoint(dir, best, acc);
+  for (int64_t s : {12, 13}) save_checkpoint(dir, fx.save(s), acc);
+  names.clear();
+  for (const auto& p : list_checkpoints(dir)) names.push_back(p.filename().string());
+  EXPECT_EQ(names, (std::vector<std::string>{"step-000000011", "step-000000012", "step-000000013"}));
+}
+
+// Rotation counts and deletes only the saved checkpoint's lineage (its own steps and those
+// it inherits); a checkpoint of another lineage in the way of a new step moves to branches/.
+TEST(Checkpoint, RotationNeverDeletesAnotherLineage) {
+  const auto dir = fresh_dir("ckpt");
+  Fixture fx(4);
+  const Lineage a{"aaaa", {}};
+  for (int64_t s : {10, 20, 30}) {
+    CheckpointSave c = fx.save(s);
+    c.lineage = a;
+    save_checkpoint(dir, c, {.keep_last = 3});
+  }
+  const Lineage b = a.fork(10);
+  for (int64_t s : {11, 12, 13, 20}) {
+    CheckpointSave c = fx.save(s);
+    c.lineage = b;
+    save_checkpoint(dir, c, {.keep_last = 2});
+  }
+  std::vector<std::string> names;
+  for (const auto& p : list_checkpoints(dir)) names.push_back(p.filename().string());
+  EXPECT_EQ(names, (std::vector<std::string>{"step-000000013", "step-000000020", "step-000000030"}));
+  EXPECT_EQ(load_checkpoint(dir / "step-000000020").manifest.lineage.id, b.id);
+  EXPECT_EQ(load_checkpoint(dir / "step-000000030").manifest.lineage.id, "aaaa");
+  const Checkpoint moved = load_checkpoint(dir / "branches" / "aaaa" / "step-000000020");
+  EXPECT_EQ(moved.manifest.lineage.id, "aaaa");
+  EXPECT_TRUE(b.contains("aaaa", 10));
+  EXPECT_FALSE(b.contains("aaaa", 20));
+}
+
 TEST(Checkpoint, ResavingTheSameStepReplacesIt) {
   const auto dir = fresh_dir("ckpt");
   save_checkpoint(dir, Fixture(4, 0.0f).save(10));

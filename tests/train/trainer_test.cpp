@@ -19,6 +19,7 @@
 #include "lockstep/train/setup.h"
 #include "lockstep/data/idx.h"
 #include "test_util.h"
+#include "trainer_util.h"
 
 namespace lockstep::train {
 namespace {
@@ -26,71 +27,6 @@ namespace {
 namespace fs = std::filesystem;
 
 using testing::synthetic;
-
-struct RunOut {
-  std::vector<float> weights;  // rank 0's final parameters
-  TrainResult result;
-  std::string output;          // rank 0's progress and summary
-};
-
-// Runs `world` ranks as threads of this process, each with its own model and process group.
-RunOut train(int world, const TrainConfig& cfg, const data::Dataset& tr, const data::Dataset* te,
-             int64_t stop_after = -1) {
-  store::HashStore store;
-  RunOut out;
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(world));
-  std::vector<std::thread> threads;
-  char* buf = nullptr;
-  size_t len = 0;
-  FILE* rank0_out = open_memstream(&buf, &len);
-  for (int r = 0; r < world; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        auto pg = comm::ProcessGroup::create("native", store, r, world, {.algorithm = "ring"});
-        auto model = nn::make_model("fmnist-mlp", cfg.seed);
-        TrainerHooks hooks;
-        if (stop_after > 0) hooks.stop_after = [=](int64_t s) { return s == stop_after; };
-        hooks.out = r == 0 ? rank0_out : nullptr;
-        hooks.tty = false;
-        Trainer t(cfg, *model, tr, te, *pg, hooks);
-        TrainResult res = t.run();
-        if (r == 0) {
-          out.result = res;
-          auto p = model->flat_params();
-          out.weights.assign(p.begin(), p.end());
-        }
-      } catch (...) {
-        errors[size_t(r)] = std::current_exception();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  std::fclose(rank0_out);
-  out.output.assign(buf, len);
-  std::free(buf);
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
-  return out;
-}
-
-TrainConfig small_config(const fs::path& run_dir) {
-  TrainConfig c;
-  c.model = "fmnist-mlp";
-  c.run_dir = run_dir.string();
-  c.epochs = 2;
-  c.batch = 8;
-  c.lr = 0.05;
-  c.momentum = 0.9;
-  c.warmup_steps = 2;
-  c.schedule = "cosine";
-  c.clip = 5.0;
-  c.checkpoint_every = 2;
-  c.checkpoint_keep = 2;
-  c.log_every = 1;
-  c.seed = 7;
-  c.prefetch = 1;
-  return c;
-}
 
 struct ResumeCase {
   int world;
@@ -298,17 +234,24 @@ TEST(Trainer, ResumingAFinishedRunSaysItIsCompleteAndTouchesNothing) {
 }
 
 // A checkpoint that cannot be written stops every rank with the same clear error (never one
-// rank alone, which would leave the others waiting in a collective), synchronous or not.
+// rank alone, which would leave the others waiting in a collective), synchronous or not. The
+// checkpoint directory becomes a file after step 1 (at the start it must be a directory:
+// checkpoints/HEAD.json records the run's lineage).
 TEST(Trainer, FailedCheckpointStopsEveryRank) {
   for (bool async : {false, true}) {
     const auto dir = testing::fresh_dir(async ? "trainer_async" : "trainer_sync");
     const data::Dataset tr = synthetic(64, 1);
     TrainConfig c = small_config(dir / "run");
     c.checkpoint_async = async;
-    fs::create_directories(dir / "run");
-    std::ofstream(dir / "run" / "checkpoints") << "not a directory";
+    const auto block = [&](int64_t step) {
+      if (step == 1) {
+        fs::remove_all(dir / "run" / "checkpoints");
+        std::ofstream(dir / "run" / "checkpoints") << "not a directory";
+      }
+      return false;
+    };
     try {
-      train(2, c, tr, nullptr);
+      train(2, c, tr, nullptr, -1, block);
       FAIL() << "async=" << async;
     } catch (const SystemError& e) {
       const std::string msg = e.what();
@@ -316,6 +259,18 @@ TEST(Trainer, FailedCheckpointStopsEveryRank) {
       EXPECT_NE(msg.find("cannot create the checkpoint directory"), std::string::npos) << msg;
     }
   }
+}
+
+// The checkpoint directory cannot be made at the start: every rank stops before step 1
+// with rank 0's reason.
+TEST(Trainer, UnwritableCheckpointDirectoryStopsEveryRankAtTheStart) {
+  const auto dir = testing::fresh_dir("trainer");
+  const data::Dataset tr = synthetic(64, 1);
+  TrainConfig c = small_config(dir / "run");
+  fs::create_directories(dir / "run");
+  std::ofstream(dir / "run" / "checkpoints") << "not a directory";
+  EXPECT_THROW(train(2, c, tr, nullptr), std::exception);
+  EXPECT_FALSE(fs::exists(dir / "run" / "metrics.jsonl")) << "stopped before any step";
 }
 
 }  // namespace

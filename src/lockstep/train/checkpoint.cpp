@@ -53,7 +53,8 @@ json manifest_json(const CheckpointSave& c, const std::map<std::string, FileReco
             {"epoch", c.epoch},
             {"world_size", c.world_size},
             {"files", f},
-            {"state", c.state}};
+            {"state", c.state},
+            {"lineage", c.lineage.to_json()}};
   j[kManifestChecksumKey] = manifest_checksum(j);
   return j;
 }
@@ -73,9 +74,27 @@ void remove_stale_temporaries(const fs::path& dir) {
   }
 }
 
+// Moves a checkpoint of another lineage that holds the step about to be installed to
+// branches/<its id>/, where it stays listed and loadable (an abandoned branch is not lost
+// when the current lineage reaches its steps). An unreadable one is replaced, as before.
+void move_other_lineage_aside(const fs::path& final_dir, const Lineage& saving) {
+  std::error_code ec;
+  if (!fs::exists(final_dir, ec)) return;
+  const CheckpointEntry e = read_checkpoint_entry(final_dir);
+  if (!e.error.empty() || e.lineage.id == saving.id) return;
+  const fs::path branch = final_dir.parent_path() / "branches" / (e.lineage.id.empty() ? "none" : e.lineage.id);
+  fs::create_directories(branch);
+  fs::path to = branch / final_dir.filename();
+  for (int i = 1; fs::exists(to, ec); ++i) to = branch / str_cat(final_dir.filename().string(), "-", i);
+  fs::rename(final_dir, to);
+  LOCKSTEP_LOG(info, "checkpoint ", final_dir.string(), " of lineage ", short_id(e.lineage.id),
+               " (not the current one) moved to ", to.string());
+}
+
 // Puts the finished temporary directory in place of `final_dir` (replacing one of the same
-// step, e.g. after a resume) and makes the rename durable.
-void install(const fs::path& tmp, const fs::path& final_dir) {
+// step and lineage, e.g. after a resume) and makes the rename durable.
+void install(const fs::path& tmp, const fs::path& final_dir, const Lineage& saving) {
+  move_other_lineage_aside(final_dir, saving);
   std::error_code ec;
   fs::path old;
   if (fs::exists(final_dir, ec)) {
@@ -87,17 +106,18 @@ void install(const fs::path& tmp, const fs::path& final_dir) {
   if (!old.empty()) fs::remove_all(old, ec);
 }
 
-void prune(const fs::path& dir, int keep_last) {
-  if (keep_last <= 0) return;
-  auto all = list_checkpoints(dir);
+// Removes the checkpoints of the saved one's lineage that the retention policy does not keep.
+void prune(const fs::path& dir, const Lineage& lineage, const CheckpointOptions& o) {
+  if (o.keep_last <= 0) return;
+  const Retention r{o.keep_last, o.keep_every, o.keep_best, o.best_metric};
   std::error_code ec;
-  for (size_t i = 0; i + size_t(keep_last) < all.size(); ++i) {
+  for (const CheckpointEntry& e : not_retained(members_of(scan_checkpoints(dir), lineage), r)) {
     // Hidden first (one atomic rename), then deleted: a crash while deleting file by file
     // leaves a temporary for the next save to clean, never a visible, half-empty step-N.
-    const fs::path doomed = all[i].parent_path() / str_cat(".", all[i].filename().string(), ".pruned-", ::getpid());
-    fs::rename(all[i], doomed, ec);
+    const fs::path doomed = dir / str_cat(".", e.path.filename().string(), ".pruned-", ::getpid());
+    fs::rename(e.path, doomed, ec);
     if (!ec) fs::remove_all(doomed, ec);
-    if (ec) LOCKSTEP_LOG(warn, "cannot remove old checkpoint ", all[i].string(), ": ", ec.message());
+    if (ec) LOCKSTEP_LOG(warn, "cannot remove old checkpoint ", e.path.string(), ": ", ec.message());
   }
 }
 
@@ -178,13 +198,13 @@ fs::path save_checkpoint(const fs::path& dir, const CheckpointSave& c, const Che
     AtomicFile mf(tmp / kManifestFile, opts.hook);
     mf.write(manifest_json(c, files).dump(2) + "\n");
     mf.commit();
-    install(tmp, final_dir);
+    install(tmp, final_dir, c.lineage);
   } catch (...) {
     std::error_code ec;
     fs::remove_all(tmp, ec);
     throw;
   }
-  prune(dir, opts.keep_last);
+  prune(dir, c.lineage, opts);
   return final_dir;
 }
 
@@ -219,22 +239,21 @@ Manifest parse_manifest(std::string_view text, const std::string& origin) {
     if (!j["state"].is_object()) LOCKSTEP_THROW(DataError, origin, ": 'state' is not an object");
     m.state = j["state"];
   }
+  if (j.contains("lineage")) m.lineage = Lineage::from_json(j["lineage"], origin);
   return m;
 }
 
-Checkpoint load_checkpoint(const fs::path& checkpoint_dir) {
-  Checkpoint c;
-  c.path = checkpoint_dir;
+Manifest load_manifest(const fs::path& checkpoint_dir) {
   const fs::path mpath = checkpoint_dir / kManifestFile;
   const auto text = read_file_bounded(mpath, kMaxManifestBytes);
-  c.manifest = parse_manifest({reinterpret_cast<const char*>(text.data()), text.size()}, mpath.string());
-  if (!c.manifest.checksummed)
+  Manifest m = parse_manifest({reinterpret_cast<const char*>(text.data()), text.size()}, mpath.string());
+  if (!m.checksummed)
     LOCKSTEP_LOG(warn, mpath.string(), ": no '", kManifestChecksumKey, "' (saved by an older lockstep); its "
                  "fields are cross-checked, but an edit to them cannot be detected");
-  check_step_matches_dir_name(checkpoint_dir, c.manifest);
+  check_step_matches_dir_name(checkpoint_dir, m);
   // Every recorded file is there with its size (a missing shard is reported before any state
   // is read; its checksum is verified when it is read).
-  for (const auto& [name, rec] : c.manifest.files) {
+  for (const auto& [name, rec] : m.files) {
     const fs::path path = checkpoint_dir / name;
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0)
@@ -244,6 +263,13 @@ Checkpoint load_checkpoint(const fs::path& checkpoint_dir) {
       LOCKSTEP_THROW(DataError, path.string(), ": size is ", st.st_size, " bytes but state.json records ",
                      rec.size, " (truncated or replaced file; resume from an older checkpoint)");
   }
+  return m;
+}
+
+Checkpoint load_checkpoint(const fs::path& checkpoint_dir) {
+  Checkpoint c;
+  c.path = checkpoint_dir;
+  c.manifest = load_manifest(checkpoint_dir);
   c.weights = load_tensor_file(checkpoint_dir, c.manifest, kModelFile);
   c.optimizer = load_tensor_file(checkpoint_dir, c.manifest, kOptimFile);
   return c;
@@ -269,9 +295,10 @@ std::vector<fs::path> list_checkpoints(const fs::path& dir) {
 }
 
 std::optional<fs::path> latest_checkpoint(const fs::path& dir) {
-  auto all = list_checkpoints(dir);
-  if (all.empty()) return std::nullopt;
-  return all.back();
+  const auto all = scan_checkpoints(dir);
+  const auto members = members_of(all, current_lineage(dir, all));
+  if (members.empty()) return std::nullopt;
+  return members.back().path;
 }
 
 fs::path resolve_checkpoint(const fs::path& path) {

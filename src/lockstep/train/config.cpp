@@ -116,8 +116,12 @@ const std::vector<Field>& fields() {
       string_field("run_dir", &C::run_dir),
       int_field("checkpoint_every", &C::checkpoint_every, 0, kBig),
       int_field("checkpoint_keep", &C::checkpoint_keep, 0, 1000000),
+      int_field("checkpoint_keep_every", &C::checkpoint_keep_every, 0, kBig),
+      int_field("checkpoint_keep_best", &C::checkpoint_keep_best, 0, 1000000),
+      string_field("checkpoint_best_metric", &C::checkpoint_best_metric, {"test_loss", "test_acc"}),
       bool_field("checkpoint_async", &C::checkpoint_async),
       string_field("resume", &C::resume),
+      bool_field("overwrite", &C::overwrite),
       int_field("eval_every", &C::eval_every, 0, kBig),
       int_field("log_every", &C::log_every, 1, kBig),
       int_field("threads", &C::threads, 0, 4096),
@@ -253,6 +257,14 @@ void validate(const TrainConfig& c) {
     LOCKSTEP_THROW(ConfigError, "epochs, batch, grad_accum and nproc must be >= 1");
   if (!(c.timeout >= 0.1 && c.timeout <= 86400))
     LOCKSTEP_THROW(ConfigError, "timeout must be in [0.1, 86400] seconds, got ", c.timeout);
+  if (c.checkpoint_best_metric != "test_loss" && c.checkpoint_best_metric != "test_acc")
+    LOCKSTEP_THROW(ConfigError, "checkpoint_best_metric '", c.checkpoint_best_metric,
+                   "' is not one of: test_loss, test_acc");
+  if (c.checkpoint_keep_every < 0 || c.checkpoint_keep_best < 0 || c.checkpoint_keep < 0)
+    LOCKSTEP_THROW(ConfigError, "checkpoint_keep, checkpoint_keep_every and checkpoint_keep_best must be >= 0");
+  if (c.overwrite && c.resume == "auto")
+    LOCKSTEP_THROW(ConfigError, "overwrite (--overwrite) starts a new run and deletes the one in run_dir; it "
+                   "cannot be combined with resume = \"auto\" (drop one of them)");
   if (c.min_lr > c.lr) LOCKSTEP_THROW(ConfigError, "min_lr (", c.min_lr, ") must not exceed lr (", c.lr, ")");
   if (c.optimizer == "adamw" && c.nesterov)
     LOCKSTEP_THROW(ConfigError, "nesterov applies to optimizer = \"sgd\" only");

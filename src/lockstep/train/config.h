@@ -44,9 +44,13 @@ struct TrainConfig {
   uint64_t seed = 42;
   std::string run_dir = "runs/latest";
   int64_t checkpoint_every = 0;       // steps; 0: only at the end of training
-  int checkpoint_keep = 3;
+  int checkpoint_keep = 3;             // newest checkpoints kept (of the current lineage; 0: all)
+  int64_t checkpoint_keep_every = 0;  // also keep every step that is a multiple of this (0: off)
+  int checkpoint_keep_best = 0;       // also keep the N best by checkpoint_best_metric (0: off)
+  std::string checkpoint_best_metric = "test_loss";  // test_loss (lowest) | test_acc (highest)
   bool checkpoint_async = true;       // snapshot in memory, write on a background thread
   std::string resume;                 // checkpoint, checkpoint dir or run dir; "" = fresh
+  bool overwrite = false;             // a fresh run may delete an earlier run in run_dir
   int64_t eval_every = 0;             // steps; 0: only at the end of each epoch
   int64_t log_every = 10;             // steps between metrics records
   int threads = 0;                    // compute threads per worker; 0: cores / nproc

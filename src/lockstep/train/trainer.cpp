@@ -14,6 +14,7 @@
 #include "lockstep/train/checkpoint.h"
 #include "lockstep/train/metrics.h"
 #include "lockstep/train/progress.h"
+#include "lockstep/train/run_start.h"
 #include "lockstep/train/train_state.h"
 #include "lockstep/train/zero_checkpoint.h"
 
@@ -31,6 +32,15 @@ double seconds_since(Clock::time_point t) {
 // Sums a few doubles over all ranks (every rank calls it at the same point).
 void sum_over_ranks(comm::ProcessGroup& pg, std::span<double> v) {
   if (pg.size() > 1) pg.allreduce(v, comm::ReduceOp::sum).wait();
+}
+
+// Rank 0's `text` on every rank (up to 8 KiB; every rank calls it at the same point).
+std::string from_rank0(comm::ProcessGroup& pg, const std::string& text) {
+  if (pg.size() == 1) return text;
+  std::vector<uint8_t> buf(8192, 0);
+  std::memcpy(buf.data(), text.data(), std::min(text.size(), buf.size() - 1));
+  pg.broadcast(std::span<uint8_t>(buf), 0).wait();
+  return reinterpret_cast<const char*>(buf.data());
 }
 
 // Fashion-MNIST's per-pixel mean and std (after scaling to [0, 1]); other image data is
@@ -71,6 +81,7 @@ struct Trainer::Impl {
   nn::Tensor x;
 
   fs::path run_dir, ckpt_dir, resumed_path;
+  RunStart start;  // rank 0: how the run starts and the lineage it saves in (run_start.h)
   int64_t step = 0, start_step = 0, epoch = 0;
   int64_t steps_per_epoch = 0, total_steps = 0, global_batch = 0;
   bool resumed_mid_epoch = false;
@@ -91,7 +102,8 @@ struct Trainer::Impl {
         rank(g.rank()), world(g.size()), run_dir(cfg.run_dir), ckpt_dir(run_dir / "checkpoints") {}
 
   void setup();
-  std::optional<fs::path> resume_path() const;
+  std::optional<fs::path> agree_on_start();
+  void commit_start();
   void resume_from(const fs::path& path);
   void run_epochs();
   int64_t train_step();
@@ -136,8 +148,11 @@ void Trainer::Impl::setup() {
                                 .transform = transform_for(*test_set, cfg, false)});
   }
   if (rank == 0)
-    writer = std::make_unique<AsyncCheckpointWriter>(ckpt_dir, CheckpointOptions{.keep_last = cfg.checkpoint_keep});
-  const auto resume = resume_path();
+    writer = std::make_unique<AsyncCheckpointWriter>(
+        ckpt_dir, CheckpointOptions{.keep_last = cfg.checkpoint_keep, .keep_every = cfg.checkpoint_keep_every,
+                                    .keep_best = cfg.checkpoint_keep_best,
+                                    .best_metric = cfg.checkpoint_best_metric});
+  const auto resume = agree_on_start();
   if (resume) resume_from(*resume);
   // Every rank read the same checkpoint, so all return here alike, before any collective, and
   // the run's records (metrics.jsonl, run.json) are left as the finished run wrote them. The
@@ -149,6 +164,7 @@ void Trainer::Impl::setup() {
   ddp = std::make_unique<ddp::DistributedDataParallel>(
       model, pg, ddp::DdpOptions{.gradient_sync = !cfg.zero, .deterministic = true});
   if (cfg.zero) setup_zero();
+  commit_start();
   metrics = std::make_unique<MetricsWriter>(run_dir, rank == 0, resume ? step : -1);
   metrics->write_run_info(cfg.to_json(), collect_run_env(world, pg.backend_name(), nn::num_threads()),
                           {{"global_batch", global_batch}, {"effective_lr", base_lr},
@@ -159,10 +175,50 @@ void Trainer::Impl::setup() {
                                         std::chrono::seconds(5), step);
 }
 
-std::optional<fs::path> Trainer::Impl::resume_path() const {
-  if (cfg.resume.empty()) return std::nullopt;
-  if (cfg.resume == "auto") return latest_checkpoint(ckpt_dir);  // nothing yet: a fresh start
-  return resolve_checkpoint(cfg.resume);
+// Rank 0 decides how the run starts in its directory (run_start.h) and every rank learns the
+// checkpoint to load, or rank 0's error, so that all of them stop alike.
+std::optional<fs::path> Trainer::Impl::agree_on_start() {
+  enum : uint8_t { ok, config_error, data_error, other_error };
+  uint8_t status = ok;
+  std::string text;  // the checkpoint ("" from scratch) or the error
+  std::exception_ptr error;
+  if (rank == 0) {
+    try {
+      start = start_run(cfg, run_start_env());
+      for (const std::string& k : start.skipped) LOCKSTEP_LOG(warn, "passing over a damaged checkpoint: ", k);
+      LOCKSTEP_LOG(info, start.note);
+      text = start.resume ? start.resume->string() : std::string();
+    } catch (const std::exception& e) {
+      status = dynamic_cast<const ConfigError*>(&e) ? config_error
+               : dynamic_cast<const DataError*>(&e) ? data_error : other_error;
+      text = e.what();
+      error = std::current_exception();
+    }
+  }
+  text = from_rank0(pg, std::string(1, char('0' + status)) + text);
+  status = uint8_t(text[0] - '0');
+  text.erase(0, 1);
+  if (error) std::rethrow_exception(error);
+  if (status == config_error) throw ConfigError(str_cat("rank 0 (starting the run): ", text));
+  if (status == data_error) throw DataError(str_cat("rank 0 (starting the run): ", text));
+  if (status != ok) throw Error(str_cat("rank 0 (starting the run): ", text));
+  if (text.empty()) return std::nullopt;
+  return fs::path(text);
+}
+
+// Everything loaded on every rank: rank 0 records the start (HEAD.json; --overwrite deletes
+// the earlier run), and all stop alike if it cannot.
+void Trainer::Impl::commit_start() {
+  std::string error;
+  if (rank == 0) {
+    try {
+      commit_run_start(start);
+    } catch (const std::exception& e) {
+      error = str_cat(e.what(), " ");  // never empty
+    }
+  }
+  error = from_rank0(pg, error);
+  if (!error.empty()) throw SystemError(EIO, str_cat("rank 0 could not record the start of the run: ", error));
 }
 
 // ZeRO stage 1: built on DDP's view of the parameters (after DDP, which may re-lay the
@@ -334,6 +390,9 @@ CheckpointSave Trainer::Impl::snapshot(const ZeroSnapshot& zs) {
                              {"sampler_start", {{"step", start_step_of_stretch}, {"offset", start_offset_of_stretch}}},
                              {"config", cfg.to_json()}}};
   if (!zs.section.is_null()) s.state["zero"] = zs.section;
+  if (last_eval_step == step && std::isfinite(result.test_loss))  // for checkpoint_keep_best
+    s.state["eval"] = {{"step", step}, {"test_loss", result.test_loss}, {"test_acc", result.test_acc}};
+  s.lineage = start.lineage;
   return s;
 }
 
@@ -360,12 +419,7 @@ void Trainer::Impl::save(bool wait_now) {
   if (failed[0] != 0) {
     // Every rank reports rank 0's reason: whichever rank's error the user reads (the launcher
     // stops the others shortly after the first exits), it names the cause.
-    if (pg.size() > 1) {
-      std::vector<uint8_t> text(1024, 0);
-      std::memcpy(text.data(), error.data(), std::min(error.size(), text.size() - 1));
-      pg.broadcast(std::span<uint8_t>(text), 0).wait();
-      error.assign(reinterpret_cast<const char*>(text.data()));
-    }
+    error = from_rank0(pg, error);
     throw SystemError(EIO, str_cat("checkpoint failed on rank 0", error.empty() ? "" : ": " + error,
                                    "; earlier checkpoints in ", ckpt_dir.string(),
                                    " are intact. Free disk space or fix permissions and resume"));
