@@ -115,7 +115,9 @@ Runner add_train_command(CLI::App& app) {
         for (const auto& k : train::config_keys()) keys += (keys.empty() ? "" : ", ") + k;
         return keys;
       }() + ".\nWrites metrics.jsonl, run.json, checkpoints/ and report/ in the run directory and "
-      "ends with a summary line (samples/s, test_acc=).");
+      "ends with a summary line (samples/s, test_acc=). A run directory holds one run: a new run where "
+      "one is refused unless --resume auto (continue it) or --overwrite; `lockstep checkpoints` lists, "
+      "verifies and rolls back its checkpoints.");
   auto f = std::make_shared<TrainFlags>();
   cmd->add_option("--config", f->config, "TOML file with the training configuration")->check(CLI::ExistingFile);
   flag(cmd, *f, "--model", &train::TrainConfig::model, "model: fmnist-mlp, fmnist-cnn, char-gpt");

@@ -446,6 +446,42 @@ TEST(ZeroTrainer, ResumesWithFewerWorkersAndBetweenZeroAndPlain) {
   EXPECT_GT(r.result.steps, 4);
 }
 
+// ZeRO checkpoints follow the lineage rules (lineage.h): a rollback to step 4 of a run that
+// reached 8 rotates only the new lineage (A's 8 stays, A's 6 moves to branches/ when the new
+// lineage saves its own 6), and `--resume auto` passes over a checkpoint with a damaged shard
+// to the newest intact one of the current lineage, ending bitwise as an uninterrupted run.
+TEST(ZeroTrainer, RollbackAndADamagedShardFollowTheLineageRules) {
+  const auto dir = testing::fresh_dir("zero");
+  const data::Dataset tr = synthetic(96, 1);
+  auto config = [&](const fs::path& run, int64_t max_steps, int64_t every) {
+    TrainConfig c = zero_config(run);
+    c.schedule = "constant";  // the same learning rates whatever max_steps is
+    c.max_steps = max_steps;
+    c.checkpoint_every = every;
+    c.checkpoint_keep = 3;
+    return c;
+  };
+  const fs::path run = dir / "run", ckpt = run / "checkpoints";
+  train(2, config(run, 8, 2), tr);
+  TrainConfig back = config(run, 6, 1);
+  back.resume = (ckpt / "step-000000004").string();
+  train(2, back, tr);
+  std::vector<std::string> names;
+  for (const auto& p : list_checkpoints(ckpt)) names.push_back(p.filename().string());
+  EXPECT_EQ(names, (std::vector<std::string>{"step-000000004", "step-000000005", "step-000000006",
+                                             "step-000000008"}));
+  ASSERT_EQ(list_checkpoints(ckpt / "branches" / load_checkpoint(ckpt / "step-000000008").manifest.lineage.id)
+                .size(), 1u);
+  testing::corrupt_byte(ckpt / "step-000000006" / "zero-shard-00001-of-00002.safetensors", 3);
+  TrainConfig cont = config(run, 8, 1);
+  cont.resume = "auto";
+  const RunOut r = train(2, cont, tr);
+  std::ifstream info(run / "run.json");
+  EXPECT_EQ(fs::path(json::parse(info)["resumed_from"].get<std::string>()).filename(), "step-000000005");
+  const RunOut straight = train(2, config(dir / "straight", 8, 2), tr);
+  EXPECT_TRUE(bitwise_equal(r.weights, straight.weights)) << "4 + 1 + 3 steps differ from 8 uninterrupted";
+}
+
 // ---- bad shards --------------------------------------------------------------------------
 
 // The message a ZeRO resume at `world` ranks gives on each rank ("" when it loads).

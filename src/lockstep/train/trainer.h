@@ -10,7 +10,9 @@
 // every `eval_every` steps and at each epoch end over an exact sampler (every test sample
 // counted once across ranks). Rank 0 writes metrics and checkpoints; `resume` continues a
 // run bitwise-exactly (same world size): the model, optimizer, sampler position and step are
-// restored, and all other randomness derives from (seed, epoch, sample index).
+// restored, and all other randomness derives from (seed, epoch, sample index). Which
+// checkpoint, if any, and the lineage new checkpoints belong to are decided by rank 0
+// (run_start.h, lineage.h) and shared with every rank.
 //
 // With `zero` (ZeRO stage 1, SGD only) DDP does not synchronise gradients; ddp::ZeroOptimizer
 // reduce-scatters them, steps each rank's slice of the momentum and all-gathers the weights
