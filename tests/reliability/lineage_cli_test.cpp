@@ -34,13 +34,16 @@ class LineageCli : public ::testing::Test {
 
   // `lockstep train --nproc 2` into dir(name) with a config of `o` (checkpoints every 8,
   // written synchronously, the newest 2 kept) and more flags.
-  static std::unique_ptr<Job> train(const std::string& name, Overrides o, std::vector<std::string> flags) {
-    Overrides kv = {{"checkpoint_every", "8"}, {"checkpoint_keep", "2"}, {"checkpoint_async", "false"}};
+  static std::unique_ptr<Job> train(const std::string& name, Overrides o,
+                                    std::vector<std::string> flags) {
+    Overrides kv = {
+        {"checkpoint_every", "8"}, {"checkpoint_keep", "2"}, {"checkpoint_async", "false"}};
     for (auto& [k, v] : o) kv[k] = v;
     fs::create_directories(dir(name));
     const fs::path cfg = tmp_->path / (name + ".toml");
     write_text(cfg, small_train_config(tmp_->path / "data", dir(name), kv));
-    std::vector<std::string> argv = {LOCKSTEP_BIN, "train", "--config", cfg.string(), "--nproc", "2"};
+    std::vector<std::string> argv = {LOCKSTEP_BIN, "train",   "--config",
+                                     cfg.string(), "--nproc", "2"};
     argv.insert(argv.end(), flags.begin(), flags.end());
     return std::make_unique<Job>(argv);
   }
@@ -57,7 +60,9 @@ TempDir* LineageCli::tmp_ = nullptr;
 std::map<std::string, std::vector<uint8_t>> model_tensors(const fs::path& run_dir) {
   const fs::path f = *train::latest_checkpoint(run_dir / "checkpoints") / "model.safetensors";
   std::map<std::string, std::vector<uint8_t>> out;
-  for (auto& t : train::decode_safetensors(train::read_file_bounded(f, uint64_t(1) << 30), f.string()).tensors)
+  for (auto& t :
+       train::decode_safetensors(train::read_file_bounded(f, uint64_t(1) << 30), f.string())
+           .tensors)
     out[t.name] = t.bytes;
   return out;
 }
@@ -87,7 +92,8 @@ TEST_F(LineageCli, RestartResumesTheNewestIntactCheckpointNotTheResumedPathRotat
   ASSERT_TRUE(r0 && r1) << job->out();
   const auto until = Deadline::after(std::chrono::seconds(60));
   int64_t at = 0;
-  while ((at = last_logged_step(dir("restart") / "metrics.jsonl")) < 34 && !until.expired()) ::usleep(500);
+  while ((at = last_logged_step(dir("restart") / "metrics.jsonl")) < 34 && !until.expired())
+    ::usleep(500);
   ::kill(*r0, SIGSTOP);
   ::kill(*r1, SIGSTOP);
   ASSERT_LT(last_logged_step(dir("restart") / "metrics.jsonl"), kSteps) << "training ended first";
@@ -133,8 +139,10 @@ TEST_F(LineageCli, NewRunInAUsedRunDirIsRefusedBeforeAnyStep) {
   EXPECT_NE(line->second.find("--resume auto"), std::string::npos) << line->second;
   EXPECT_NE(line->second.find("--overwrite"), std::string::npos) << line->second;
   EXPECT_EQ(fingerprint(dir("used")), before);
-  report("new run in a used run dir", "lockstep train --nproc 2 (no --resume) into a finished run's directory",
-         str_cat("\"", line_with(line->second, "lockstep: error", 200), "\", exit 1; directory unchanged"),
+  report("new run in a used run dir",
+         "lockstep train --nproc 2 (no --resume) into a finished run's directory",
+         str_cat("\"", line_with(line->second, "lockstep: error", 200),
+                 "\", exit 1; directory unchanged"),
          line->first, job->elapsed());
   auto again = train("used", {{"max_steps", "4"}}, {"--overwrite"});
   ASSERT_TRUE(again->wait(kTimeout) && again->status().ok()) << again->out();
@@ -145,7 +153,8 @@ TEST_F(LineageCli, NewRunInAUsedRunDirIsRefusedBeforeAnyStep) {
 // `--resume auto` continues from the named step; --prune deletes the abandoned branch).
 TEST_F(LineageCli, CheckpointsListVerifyAndRollback) {
   const fs::path run = dir("cli"), ckpt = run / "checkpoints";
-  auto first = train("cli", {{"max_steps", "12"}, {"checkpoint_every", "4"}, {"checkpoint_keep", "3"}}, {});
+  auto first =
+      train("cli", {{"max_steps", "12"}, {"checkpoint_every", "4"}, {"checkpoint_keep", "3"}}, {});
   ASSERT_TRUE(first->wait(kTimeout) && first->status().ok()) << first->out();
   flip_last_byte(ckpt / "step-000000012" / "model.safetensors");
   auto verify = cli({"checkpoints", "verify", run.string()});
@@ -163,8 +172,9 @@ TEST_F(LineageCli, CheckpointsListVerifyAndRollback) {
   EXPECT_NE(refused->out().find("damaged"), std::string::npos) << refused->out();
   auto back = cli({"checkpoints", "rollback", run.string(), "--step", "4"});
   ASSERT_TRUE(back->status().ok()) << back->out();
-  auto cont = train("cli", {{"max_steps", "6"}, {"checkpoint_every", "2"}, {"checkpoint_keep", "3"}},
-                    {"--resume", "auto"});
+  auto cont =
+      train("cli", {{"max_steps", "6"}, {"checkpoint_every", "2"}, {"checkpoint_keep", "3"}},
+            {"--resume", "auto"});
   ASSERT_TRUE(cont->wait(kTimeout) && cont->status().ok()) << cont->out();
   EXPECT_TRUE(cont->find_line("resuming " + (ckpt / "step-000000004").string())) << cont->out();
   EXPECT_EQ(read_step_log(run / "metrics.jsonl").steps, (std::vector<int64_t>{1, 2, 3, 4, 5, 6}));

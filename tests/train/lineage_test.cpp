@@ -33,7 +33,8 @@ std::vector<int64_t> iota_steps(int64_t n) {
 
 std::vector<int64_t> checkpoint_steps(const fs::path& ckpt_dir) {
   std::vector<int64_t> out;
-  for (const auto& p : list_checkpoints(ckpt_dir)) out.push_back(std::stoll(p.filename().string().substr(5)));
+  for (const auto& p : list_checkpoints(ckpt_dir))
+    out.push_back(std::stoll(p.filename().string().substr(5)));
   return out;
 }
 
@@ -80,7 +81,8 @@ TEST(Lineage, NewRunInADirectoryHoldingARunIsRefusedOrOverwritten) {
   again.resume = "auto";
   const RunOut r = train(1, again, tr, nullptr);
   EXPECT_EQ(r.result.steps, 6);
-  EXPECT_EQ(fs::path(resumed_from(run)).filename(), "step-000000004") << "the new run's newest, not the old 8";
+  EXPECT_EQ(fs::path(resumed_from(run)).filename(), "step-000000004")
+      << "the new run's newest, not the old 8";
   EXPECT_EQ(logged_steps(run), iota_steps(6));
 }
 
@@ -112,11 +114,14 @@ TEST(Lineage, RollbackKeepsTheAbandonedBranchAndRotatesOnlyTheCurrentLineage) {
   const RunOut c = train(2, cont, tr, nullptr);
   EXPECT_EQ(fs::path(resumed_from(run)).filename(), "step-000000007");
   EXPECT_EQ(checkpoint_steps(ckpt), (std::vector<int64_t>{7, 8, 9, 12}));
-  EXPECT_EQ(load_checkpoint(ckpt / "step-000000008").manifest.lineage.id, seven.manifest.lineage.id);
+  EXPECT_EQ(load_checkpoint(ckpt / "step-000000008").manifest.lineage.id,
+            seven.manifest.lineage.id);
   const fs::path moved = ckpt / "branches" / old_lineage / "step-000000008";
-  ASSERT_TRUE(fs::exists(moved)) << "the abandoned 8 moved aside when the new lineage reached step 8";
+  ASSERT_TRUE(fs::exists(moved))
+      << "the abandoned 8 moved aside when the new lineage reached step 8";
   EXPECT_EQ(verify_checkpoint(moved), "");
-  EXPECT_EQ(logged_steps(run), iota_steps(9)) << "metrics.jsonl holds the current lineage's history once";
+  EXPECT_EQ(logged_steps(run), iota_steps(9))
+      << "metrics.jsonl holds the current lineage's history once";
 
   // 4 steps of the first run, 3 of the rollback, 2 more: bitwise an uninterrupted 9-step run.
   const RunOut straight = train(2, config(dir / "straight", 9, 1, 3), tr, nullptr);
@@ -144,11 +149,13 @@ TEST(Lineage, ResumeAutoPassesOverADamagedNewestCheckpointNamingIt) {
   const std::string log = ::testing::internal::GetCapturedStderr();
   EXPECT_EQ(r.result.steps, 10);
   EXPECT_EQ(fs::path(resumed_from(run)).filename(), "step-000000006");
-  EXPECT_NE(log.find("passing over a damaged checkpoint: " + (ckpt / "step-000000008").string()), std::string::npos)
+  EXPECT_NE(log.find("passing over a damaged checkpoint: " + (ckpt / "step-000000008").string()),
+            std::string::npos)
       << log;
   EXPECT_NE(log.find("CRC-32"), std::string::npos) << log;
   EXPECT_EQ(logged_steps(run), iota_steps(10));
-  EXPECT_EQ(verify_checkpoint(ckpt / "step-000000008"), "") << "the same lineage's new step 8 replaced the bad one";
+  EXPECT_EQ(verify_checkpoint(ckpt / "step-000000008"), "")
+      << "the same lineage's new step 8 replaced the bad one";
 }
 
 // Every checkpoint of the current lineage damaged: an error naming them, not a fresh start.
@@ -157,7 +164,8 @@ TEST(Lineage, NothingIntactToResumeIsAnErrorNamingEachCheckpoint) {
   const data::Dataset tr = synthetic(100, 1);
   const fs::path run = dir / "run", ckpt = run / "checkpoints";
   train(1, config(run, 4, 2, 3), tr, nullptr);
-  for (const char* s : {"step-000000002", "step-000000004"}) testing::corrupt_byte(ckpt / s / "model.safetensors", 5);
+  for (const char* s : {"step-000000002", "step-000000004"})
+    testing::corrupt_byte(ckpt / s / "model.safetensors", 5);
   TrainConfig cont = config(run, 6, 2, 3);
   cont.resume = "auto";
   try {

@@ -21,12 +21,13 @@ namespace lockstep::train {
 struct RunOut {
   std::vector<float> weights;  // rank 0's final parameters
   TrainResult result;
-  std::string output;          // rank 0's progress and summary
+  std::string output;  // rank 0's progress and summary
 };
 
 // Runs `world` ranks as threads of this process, each with its own model and process group.
-inline RunOut train(int world, const TrainConfig& cfg, const data::Dataset& tr, const data::Dataset* te,
-             int64_t stop_after = -1, std::function<bool(int64_t)> rank0_after_step = {}) {
+inline RunOut train(int world, const TrainConfig& cfg, const data::Dataset& tr,
+                    const data::Dataset* te, int64_t stop_after = -1,
+                    std::function<bool(int64_t)> rank0_after_step = {}) {
   store::HashStore store;
   RunOut out;
   std::vector<std::exception_ptr> errors(static_cast<size_t>(world));

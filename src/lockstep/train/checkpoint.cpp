@@ -24,16 +24,6 @@ constexpr const char* kOptimFile = "optimizer.safetensors";
 constexpr const char* kManifestFile = "state.json";
 constexpr const char* kFormat = "lockstep-checkpoint";
 
-// The step of a "step-<digits>" name, or -1 for anything else (temporaries, strays).
-int64_t step_of(const std::string& name) {
-  if (name.size() < 6 || name.rfind("step-", 0) != 0) return -1;
-  int64_t v = -1;
-  const char* b = name.data() + 5;
-  const char* e = name.data() + name.size();
-  auto [p, ec] = std::from_chars(b, e, v);
-  return (ec == std::errc() && p == e && v >= 0) ? v : -1;
-}
-
 FileRecord write_tensor_file(const fs::path& path, const std::vector<TensorView>& tensors,
                              const Metadata& meta, const WriteHook& hook) {
   AtomicFile f(path, hook);
@@ -161,13 +151,20 @@ SafetensorsData load_tensor_file(const fs::path& dir, const Manifest& m, const c
 
 }  // namespace
 
+int64_t checkpoint_step_of(const std::string& name) {
+  if (name.size() < 6 || name.rfind("step-", 0) != 0) return -1;
+  int64_t v = -1;
+  const char* b = name.data() + 5;
+  const char* e = name.data() + name.size();
+  auto [p, ec] = std::from_chars(b, e, v);
+  return (ec == std::errc() && p == e && v >= 0) ? v : -1;
+}
+
 std::string checkpoint_dir_name(int64_t step) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "step-%09lld", static_cast<long long>(step));
   return buf;
 }
-
-int64_t step_of_dir_name(const std::string& name) { return step_of(name); }
 
 fs::path save_checkpoint(const fs::path& dir, const CheckpointSave& c, const CheckpointOptions& opts) {
   if (c.step < 0) LOCKSTEP_THROW(InvalidArgument, "save_checkpoint: negative step ", c.step);
@@ -285,7 +282,7 @@ std::vector<fs::path> list_checkpoints(const fs::path& dir) {
   std::vector<std::pair<int64_t, fs::path>> found;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
-    const int64_t step = step_of(e.path().filename().string());
+    const int64_t step = checkpoint_step_of(e.path().filename().string());
     if (step >= 0 && e.is_directory(ec)) found.emplace_back(step, e.path());
   }
   std::sort(found.begin(), found.end());

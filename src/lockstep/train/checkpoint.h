@@ -122,7 +122,7 @@ std::filesystem::path resolve_checkpoint(const std::filesystem::path& path);
 // Parses and validates a state.json text (hostile input); `origin` prefixes errors.
 Manifest parse_manifest(std::string_view text, const std::string& origin);
 std::string checkpoint_dir_name(int64_t step);
-// The step of a "step-<digits>" name, or -1 for any other name.
-int64_t step_of_dir_name(const std::string& name);
+// The step of a "step-<digits>" directory name, or -1 for anything else (temporaries, strays).
+int64_t checkpoint_step_of(const std::string& name);
 
 }  // namespace lockstep::train

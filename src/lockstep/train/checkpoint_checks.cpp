@@ -72,7 +72,7 @@ bool verify_manifest_checksum(const nlohmann::json& j, const std::string& origin
 
 void check_step_matches_dir_name(const std::filesystem::path& checkpoint_dir, const Manifest& m) {
   const std::string name = checkpoint_dir.filename().string();
-  const int64_t named = step_of_dir_name(name);
+  const int64_t named = checkpoint_step_of(name);
   if (named >= 0 && named != m.step)
     LOCKSTEP_THROW(DataError, (checkpoint_dir / "state.json").string(), ": field 'step' is ",
                    m.step, " but the directory is ", name, " (step ", named,

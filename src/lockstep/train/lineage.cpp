@@ -22,7 +22,8 @@ constexpr uint64_t kMaxHeadBytes = uint64_t(1) << 20;
 
 bool plain_id(const std::string& id) {
   return id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
-           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-';
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                  c == '-';
          });
 }
 
@@ -53,17 +54,10 @@ CheckpointEntry read_checkpoint_entry(const fs::path& dir) {
 
 namespace {
 
-// The step of a "step-<digits>" directory name, or -1.
-int64_t step_of_name(const std::string& name) {
-  if (name.size() < 6 || name.rfind("step-", 0) != 0) return -1;
-  if (!std::all_of(name.begin() + 5, name.end(), [](char c) { return c >= '0' && c <= '9'; })) return -1;
-  return name.size() > 23 ? -1 : std::stoll(name.substr(5));
-}
-
 void scan_into(const fs::path& dir, std::vector<CheckpointEntry>& out) {
   std::error_code ec;
   for (const auto& d : fs::directory_iterator(dir, ec)) {
-    const int64_t step = step_of_name(d.path().filename().string());
+    const int64_t step = checkpoint_step_of(d.path().filename().string());
     if (step < 0 || !d.is_directory(ec)) continue;
     CheckpointEntry e = read_checkpoint_entry(d.path());
     if (!e.error.empty()) e.step = step;  // unreadable: the name still says which step
@@ -100,13 +94,15 @@ json Lineage::to_json() const {
 }
 
 Lineage Lineage::from_json(const json& j, const std::string& origin) {
-  if (!j.is_object() || !j.contains("chain") || !j["chain"].is_array() || j["chain"].size() > 100000)
+  if (!j.is_object() || !j.contains("chain") || !j["chain"].is_array() ||
+      j["chain"].size() > 100000)
     LOCKSTEP_THROW(DataError, origin, ": 'lineage' needs 'id' and an array 'chain'");
   Lineage l{id_field(j, "id", origin), {}};
   for (const json& link : j["chain"]) {
     if (!link.is_object() || !link.contains("until") || !link["until"].is_number_integer() ||
         link["until"].get<int64_t>() < 0)
-      LOCKSTEP_THROW(DataError, origin, ": lineage.chain: each link needs an 'id' and a step 'until' >= 0");
+      LOCKSTEP_THROW(DataError, origin,
+                     ": lineage.chain: each link needs an 'id' and a step 'until' >= 0");
     l.chain.push_back({id_field(link, "id", origin), link["until"].get<int64_t>()});
   }
   return l;
@@ -114,13 +110,17 @@ Lineage Lineage::from_json(const json& j, const std::string& origin) {
 
 std::string new_lineage_id() {
   std::random_device rd;
-  std::mt19937_64 g((uint64_t(rd()) << 32) ^ rd() ^ uint64_t(std::chrono::steady_clock::now().time_since_epoch().count()));
+  std::mt19937_64 g((uint64_t(rd()) << 32) ^ rd() ^
+                    uint64_t(std::chrono::steady_clock::now().time_since_epoch().count()));
   char buf[17];
-  std::snprintf(buf, sizeof buf, "%012llx", static_cast<unsigned long long>(g() & 0xffffffffffffull));
+  std::snprintf(buf, sizeof buf, "%012llx",
+                static_cast<unsigned long long>(g() & 0xffffffffffffull));
   return buf;
 }
 
-std::string short_id(const std::string& id) { return id.empty() ? "(none)" : id.substr(0, 8); }
+std::string short_id(const std::string& id) {
+  return id.empty() ? "(none)" : id.substr(0, 8);
+}
 
 std::optional<Head> read_head(const fs::path& ckpt_dir) {
   const fs::path path = ckpt_dir / kHeadFile;
@@ -130,7 +130,8 @@ std::optional<Head> read_head(const fs::path& ckpt_dir) {
   const json j = json::parse(text.begin(), text.end(), nullptr, false);
   const std::string origin = path.string();
   if (j.is_discarded() || !j.is_object() || !j.contains("lineage"))
-    LOCKSTEP_THROW(DataError, origin, ": not a lineage record; delete it to make the newest checkpoint's "
+    LOCKSTEP_THROW(DataError, origin,
+                   ": not a lineage record; delete it to make the newest checkpoint's "
                    "lineage current, or run `lockstep checkpoints rollback`");
   Head h{Lineage::from_json(j["lineage"], origin), "", ""};
   if (j.contains("origin") && j["origin"].is_string()) h.origin = j["origin"].get<std::string>();
@@ -142,9 +143,10 @@ void write_head(const fs::path& ckpt_dir, const Head& h) {
   std::error_code ec;
   fs::create_directories(ckpt_dir, ec);
   if (ec || !fs::is_directory(ckpt_dir))
-    throw SystemError(ec.value(), str_cat("cannot create the checkpoint directory ", ckpt_dir.string(), ": ",
-                                          ec ? ec.message() : "a file of that name exists",
-                                          " (fix the path or pick another --run-dir)"));
+    throw SystemError(ec.value(),
+                      str_cat("cannot create the checkpoint directory ", ckpt_dir.string(), ": ",
+                              ec ? ec.message() : "a file of that name exists",
+                              " (fix the path or pick another --run-dir)"));
   const json j = {{"lineage", h.lineage.to_json()}, {"origin", h.origin}, {"job", h.job}};
   write_file_atomic(ckpt_dir / kHeadFile, j.dump(2) + "\n");
 }
@@ -173,7 +175,8 @@ Lineage current_lineage(const fs::path& ckpt_dir, const std::vector<CheckpointEn
   return {};
 }
 
-std::vector<CheckpointEntry> members_of(const std::vector<CheckpointEntry>& all, const Lineage& lineage) {
+std::vector<CheckpointEntry> members_of(const std::vector<CheckpointEntry>& all,
+                                        const Lineage& lineage) {
   std::vector<CheckpointEntry> out;
   for (const CheckpointEntry& e : all)
     if (e.error.empty() && lineage.contains(e.lineage.id, e.step)) out.push_back(e);
@@ -184,7 +187,8 @@ std::string verify_checkpoint(const fs::path& dir) {
   try {
     const Checkpoint c = load_checkpoint(dir);  // model and optimizer: size, CRC-32, decoded
     for (const auto& [name, rec] : c.manifest.files)
-      if (name != "model.safetensors" && name != "optimizer.safetensors") load_checkpoint_file(c, name);
+      if (name != "model.safetensors" && name != "optimizer.safetensors")
+        load_checkpoint_file(c, name);
   } catch (const Error& e) {
     return e.what();
   } catch (const std::exception& e) {
@@ -203,7 +207,8 @@ std::optional<CheckpointEntry> newest_intact(const std::vector<CheckpointEntry>&
   return std::nullopt;
 }
 
-std::vector<CheckpointEntry> not_retained(const std::vector<CheckpointEntry>& members, const Retention& r) {
+std::vector<CheckpointEntry> not_retained(const std::vector<CheckpointEntry>& members,
+                                          const Retention& r) {
   std::vector<bool> keep(members.size(), r.keep_last <= 0);
   for (size_t i = 0; i < members.size(); ++i) {
     if (r.keep_last > 0 && i + size_t(r.keep_last) >= members.size()) keep[i] = true;
@@ -215,7 +220,8 @@ std::vector<CheckpointEntry> not_retained(const std::vector<CheckpointEntry>& me
     for (size_t i = 0; i < members.size(); ++i)
       if (std::isfinite(metric_of(members[i], r.best_metric))) scored.push_back(i);
     std::stable_sort(scored.begin(), scored.end(), [&](size_t a, size_t b) {
-      const double x = metric_of(members[a], r.best_metric), y = metric_of(members[b], r.best_metric);
+      const double x = metric_of(members[a], r.best_metric),
+                   y = metric_of(members[b], r.best_metric);
       return higher ? x > y : x < y;
     });
     for (size_t k = 0; k < scored.size() && k < size_t(r.keep_best); ++k) keep[scored[k]] = true;

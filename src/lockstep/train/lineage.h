@@ -74,9 +74,11 @@ CheckpointEntry read_checkpoint_entry(const std::filesystem::path& dir);
 std::vector<CheckpointEntry> scan_checkpoints(const std::filesystem::path& ckpt_dir);
 // HEAD.json's lineage; without one, that of the newest readable checkpoint (a run directory
 // of an older build: all in lineage "").
-Lineage current_lineage(const std::filesystem::path& ckpt_dir, const std::vector<CheckpointEntry>& all);
+Lineage current_lineage(const std::filesystem::path& ckpt_dir,
+                        const std::vector<CheckpointEntry>& all);
 // The readable entries that belong to `lineage`, by step.
-std::vector<CheckpointEntry> members_of(const std::vector<CheckpointEntry>& all, const Lineage& lineage);
+std::vector<CheckpointEntry> members_of(const std::vector<CheckpointEntry>& all,
+                                        const Lineage& lineage);
 
 // Reads every file state.json records, checking its size and CRC-32, and decodes the tensor
 // files; "" when intact, else what is wrong (naming the file).
@@ -97,6 +99,7 @@ struct Retention {
   std::string best_metric = "test_loss";
 };
 // The members (by step) that the policy does not keep.
-std::vector<CheckpointEntry> not_retained(const std::vector<CheckpointEntry>& members, const Retention& r);
+std::vector<CheckpointEntry> not_retained(const std::vector<CheckpointEntry>& members,
+                                          const Retention& r);
 
 }  // namespace lockstep::train

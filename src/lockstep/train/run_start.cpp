@@ -48,7 +48,8 @@ std::string earlier_run(const RunDir& d) {
   const fs::path metrics = d.run / "metrics.jsonl";
   const bool logged = fs::exists(metrics, ec) && fs::file_size(metrics, ec) > 0;
   if (d.all.empty() && !logged) return "";
-  std::string what = d.all.empty() ? "" : str_cat(d.all.size(), " checkpoint(s), up to step ", d.all.back().step);
+  std::string what =
+      d.all.empty() ? "" : str_cat(d.all.size(), " checkpoint(s), up to step ", d.all.back().step);
   if (logged) what += what.empty() ? "metrics.jsonl" : " and metrics.jsonl";
   return what;
 }
@@ -58,8 +59,10 @@ std::string earlier_run(const RunDir& d) {
 std::string refuse_or_delete(const RunDir& d, const TrainConfig& c, const std::string& starting) {
   const std::string earlier = earlier_run(d);
   if (!earlier.empty() && !c.overwrite)
-    LOCKSTEP_THROW(ConfigError, "run directory ", d.run.string(), " already holds a run (", earlier, "); ", starting,
-                   " would mix with it. Pass --resume auto to continue that run, --overwrite (overwrite = true) "
+    LOCKSTEP_THROW(ConfigError, "run directory ", d.run.string(), " already holds a run (", earlier,
+                   "); ", starting,
+                   " would mix with it. Pass --resume auto to continue that run, --overwrite "
+                   "(overwrite = true) "
                    "to delete it and start anew, or pick another --run-dir");
   return earlier;
 }
@@ -70,7 +73,8 @@ RunStart begin(RunDir& d, const RunStartEnv& env, RunStart s, const std::string&
   return s;
 }
 
-RunStart from_scratch(RunDir& d, const RunStartEnv& env, const std::string& why, std::string earlier = "") {
+RunStart from_scratch(RunDir& d, const RunStartEnv& env, const std::string& why,
+                      std::string earlier = "") {
   RunStart s;
   s.lineage = {new_lineage_id(), {}};
   s.delete_earlier = std::move(earlier);
@@ -80,7 +84,8 @@ RunStart from_scratch(RunDir& d, const RunStartEnv& env, const std::string& why,
 
 // The newest intact checkpoint of the current lineage; from scratch when it has none (unless
 // `required`), a DataError when all of them are damaged.
-RunStart continue_current(RunDir& d, const RunStartEnv& env, const std::string& why, bool required) {
+RunStart continue_current(RunDir& d, const RunStartEnv& env, const std::string& why,
+                          bool required) {
   const std::vector<CheckpointEntry> members = members_of(d.all, d.current);
   RunStart s;
   const auto pick = newest_intact(members, &s.skipped);
@@ -90,52 +95,60 @@ RunStart continue_current(RunDir& d, const RunStartEnv& env, const std::string& 
     if (!members.empty())
       LOCKSTEP_THROW(DataError, d.ckpt.string(), ": no intact checkpoint in the current lineage ",
                      short_id(d.current.id), " (", why, "):", bad,
-                     "\nrun `lockstep checkpoints list` to see the others and `lockstep checkpoints rollback` to pick one");
-    if (required) LOCKSTEP_THROW(DataError, d.run.string(), ": no checkpoint found to resume (", why, ")");
+                     "\nrun `lockstep checkpoints list` to see the others and `lockstep "
+                     "checkpoints rollback` to pick one");
+    if (required)
+      LOCKSTEP_THROW(DataError, d.run.string(), ": no checkpoint found to resume (", why, ")");
     return from_scratch(d, env, str_cat(why, ", no checkpoint yet"));
   }
   s.resume = pick->path;
-  s.lineage = d.current.id.empty() ? d.current.fork(pick->step) : d.current;  // a run of an older build
+  s.lineage =
+      d.current.id.empty() ? d.current.fork(pick->step) : d.current;  // a run of an older build
   const size_t others = d.all.size() - members.size();
-  s.note = str_cat(why, ": resuming ", pick->path.string(), ", the newest intact checkpoint of the current lineage ",
-                   short_id(d.current.id), " (checkpoints/HEAD.json)",
-                   others ? str_cat("; ", others, " checkpoint(s) of other lineages not considered") : "");
+  s.note = str_cat(
+      why, ": resuming ", pick->path.string(),
+      ", the newest intact checkpoint of the current lineage ", short_id(d.current.id),
+      " (checkpoints/HEAD.json)",
+      others ? str_cat("; ", others, " checkpoint(s) of other lineages not considered") : "");
   return begin(d, env, std::move(s), pick->path.string());
 }
 
 // A named checkpoint: continues the lineage whose newest it is, else starts a lineage that
 // grows from it; one of another run starts a new run here.
-RunStart from_checkpoint(RunDir& d, const TrainConfig& c, const RunStartEnv& env, const fs::path& x) {
+RunStart from_checkpoint(RunDir& d, const TrainConfig& c, const RunStartEnv& env,
+                         const fs::path& x) {
   const CheckpointEntry e = read_checkpoint_entry(x);
   if (!e.error.empty()) LOCKSTEP_THROW(DataError, e.error);
   RunStart s;
   s.resume = x;
   if (!inside(x, d.ckpt)) {
-    s.delete_earlier = refuse_or_delete(d, c, str_cat("starting from another run's checkpoint ", x.string()));
+    s.delete_earlier =
+        refuse_or_delete(d, c, str_cat("starting from another run's checkpoint ", x.string()));
     s.lineage = {new_lineage_id(), {}};
-    s.note = str_cat("resuming ", x.string(), " (another run's checkpoint) in a new lineage ", short_id(s.lineage.id));
+    s.note = str_cat("resuming ", x.string(), " (another run's checkpoint) in a new lineage ",
+                     short_id(s.lineage.id));
     return begin(d, env, std::move(s), x.string());
   }
   if (c.overwrite)
-    LOCKSTEP_THROW(ConfigError, "--overwrite would delete ", d.ckpt.string(), ", which holds --resume ", x.string(),
-                   "; drop --overwrite");
+    LOCKSTEP_THROW(ConfigError, "--overwrite would delete ", d.ckpt.string(),
+                   ", which holds --resume ", x.string(), "; drop --overwrite");
   const std::vector<CheckpointEntry> members = members_of(d.all, d.current);
   if (!d.current.id.empty() && !members.empty() && same_path(members.back().path, x)) {
     s.lineage = d.current;
-    s.note = str_cat("resuming ", x.string(), ", the newest checkpoint of the current lineage ", short_id(s.lineage.id));
+    s.note = str_cat("resuming ", x.string(), ", the newest checkpoint of the current lineage ",
+                     short_id(s.lineage.id));
     return begin(d, env, std::move(s), x.string());
   }
   s.lineage = e.lineage.fork(e.step);
   std::vector<CheckpointEntry> later;
   for (const CheckpointEntry& m : members)
     if (m.step > e.step) later.push_back(m);
-  s.note = str_cat("rolling back to ", x.string(), ": new lineage ", short_id(s.lineage.id), " grows from step ",
-                   e.step, " of lineage ", short_id(e.lineage.id),
-                   later.empty() ? std::string()
-                                 : str_cat("; the later checkpoints of lineage ", short_id(d.current.id), " (steps ",
-                                           steps_of(later), ") are kept as an abandoned branch"),
-                   " (`lockstep checkpoints list RUN_DIR` shows them, `lockstep checkpoints rollback --prune` "
-                   "deletes them)");
+  s.note = str_cat(later.empty() ? "resuming " : "rolling back to ", x.string(), ": new lineage ",
+                   short_id(s.lineage.id), " grows from step ", e.step, " of lineage ", short_id(e.lineage.id));
+  if (!later.empty())
+    s.note += str_cat("; the later checkpoints of lineage ", short_id(d.current.id), " (steps ", steps_of(later),
+                      ") are kept as an abandoned branch (`lockstep checkpoints list RUN_DIR` shows them, "
+                      "`lockstep checkpoints rollback --prune` deletes them)");
   return begin(d, env, std::move(s), x.string());
 }
 
@@ -144,7 +157,8 @@ RunStart from_checkpoint(RunDir& d, const TrainConfig& c, const RunStartEnv& env
 RunStartEnv run_start_env() {
   RunStartEnv env;
   if (auto n = getenv_opt("LOCKSTEP_RESTART_COUNT")) env.restart_count = std::atoi(n->c_str());
-  if (auto id = getenv_opt("LOCKSTEP_JOB_ID")) env.job = *id;
+  if (auto id = getenv_opt("LOCKSTEP_JOB_ID"))
+    env.job = *id;
   else if (auto port = getenv_opt("MASTER_PORT"); port && getenv_opt("LOCKSTEP_RESTART_COUNT"))
     env.job = str_cat(getenv_opt("MASTER_ADDR").value_or(""), ":", *port);
   return env;
@@ -154,20 +168,23 @@ RunStart start_run(const TrainConfig& c, const RunStartEnv& env) {
   RunDir d = read_run_dir(c);
   if (env.restart_count > 0 && d.head && !env.job.empty() && d.head->job == env.job)
     return continue_current(d, env, str_cat("restart ", env.restart_count, " of this job"), false);
-  if (c.resume.empty()) return from_scratch(d, env, "a new run", refuse_or_delete(d, c, "a new run (no --resume)"));
+  if (c.resume.empty())
+    return from_scratch(d, env, "a new run", refuse_or_delete(d, c, "a new run (no --resume)"));
   if (c.resume == "auto") return continue_current(d, env, "--resume auto", false);
   const fs::path p = c.resume;
   std::error_code ec;
   if (fs::exists(p / "state.json", ec)) return from_checkpoint(d, c, env, p);
   const fs::path dir = fs::is_directory(p / "checkpoints", ec) ? p / "checkpoints" : p;
-  if (same_path(dir, d.ckpt)) return continue_current(d, env, str_cat("--resume ", p.string()), true);
+  if (same_path(dir, d.ckpt))
+    return continue_current(d, env, str_cat("--resume ", p.string()), true);
   // Another run's directory: its newest intact checkpoint.
   const auto theirs = scan_checkpoints(dir);
   std::vector<std::string> skipped;
   const auto pick = newest_intact(members_of(theirs, current_lineage(dir, theirs)), &skipped);
   if (!pick)
     LOCKSTEP_THROW(DataError, p.string(), ": no ", skipped.empty() ? "" : "intact ",
-                   "checkpoint found (expected a step-N directory with state.json, a directory of them, or a run "
+                   "checkpoint found (expected a step-N directory with state.json, a directory of "
+                   "them, or a run "
                    "directory with checkpoints/)");
   RunStart s = from_checkpoint(d, c, env, pick->path);
   s.skipped.insert(s.skipped.begin(), skipped.begin(), skipped.end());
@@ -177,8 +194,10 @@ RunStart start_run(const TrainConfig& c, const RunStartEnv& env) {
 void commit_run_start(const RunStart& s) {
   const fs::path run = s.ckpt_dir.parent_path();
   if (!s.delete_earlier.empty()) {
-    for (const char* name : {"checkpoints", "metrics.jsonl", "run.json", "report"}) fs::remove_all(run / name);
-    LOCKSTEP_LOG(warn, "--overwrite: deleted the earlier run in ", run.string(), " (", s.delete_earlier, ")");
+    for (const char* name : {"checkpoints", "metrics.jsonl", "run.json", "report"})
+      fs::remove_all(run / name);
+    LOCKSTEP_LOG(warn, "--overwrite: deleted the earlier run in ", run.string(), " (",
+                 s.delete_earlier, ")");
   }
   write_head(s.ckpt_dir, s.head);
 }
@@ -186,17 +205,18 @@ void commit_run_start(const RunStart& s) {
 namespace {
 
 // The checkpoint of `step` a rollback means.
-CheckpointEntry rollback_target(const std::vector<CheckpointEntry>& all, const Lineage& cur, const fs::path& ckpt,
-                                int64_t step, const std::string& lineage) {
+CheckpointEntry rollback_target(const std::vector<CheckpointEntry>& all, const Lineage& cur,
+                                const fs::path& ckpt, int64_t step, const std::string& lineage) {
   std::vector<CheckpointEntry> found, current;
   for (const CheckpointEntry& e : all)
-    if (e.error.empty() && e.step == step && e.lineage.id.rfind(lineage, 0) == 0) found.push_back(e);
+    if (e.error.empty() && e.step == step && e.lineage.id.rfind(lineage, 0) == 0)
+      found.push_back(e);
   for (const CheckpointEntry& e : found)
     if (cur.contains(e.lineage.id, e.step)) current.push_back(e);
   if (found.empty())
     LOCKSTEP_THROW(DataError, ckpt.string(), ": no readable checkpoint of step ", step,
-                   lineage.empty() ? "" : str_cat(" in lineage ", lineage), " (steps there: ", steps_of(all),
-                   "; see `lockstep checkpoints list`)");
+                   lineage.empty() ? "" : str_cat(" in lineage ", lineage),
+                   " (steps there: ", steps_of(all), "; see `lockstep checkpoints list`)");
   if (found.size() == 1) return found[0];
   if (current.size() == 1) return current[0];
   std::string ids;
@@ -222,12 +242,14 @@ Rollback rollback_run(const fs::path& ckpt, int64_t step, const std::string& lin
     if (e.error.empty() && !r.lineage.contains(e.lineage.id, e.step)) r.abandoned.push_back(e);
   if (!prune) return r;
   for (const CheckpointEntry& e : r.abandoned) {
-    const fs::path doomed = e.path.parent_path() / str_cat(".", e.path.filename().string(), ".pruned-rollback");
+    const fs::path doomed =
+        e.path.parent_path() / str_cat(".", e.path.filename().string(), ".pruned-rollback");
     fs::rename(e.path, doomed);
     fs::remove_all(doomed);
   }
   std::error_code ec;
-  for (const auto& b : fs::directory_iterator(ckpt / "branches", ec)) fs::remove(b.path(), ec);  // if empty
+  for (const auto& b : fs::directory_iterator(ckpt / "branches", ec))
+    fs::remove(b.path(), ec);  // if empty
   fs::remove(ckpt / "branches", ec);
   return r;
 }

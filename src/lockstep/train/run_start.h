@@ -4,8 +4,8 @@
 // older checkpoint (`--resume .../step-N`: a rollback; lineage.h). Rank 0 decides; the
 // Trainer hands the checkpoint to every rank, and once it is loaded rank 0 commits the
 // decision (checkpoints/HEAD.json; with `overwrite`, the earlier run deleted), so that a run
-// that fails to start changes nothing. Damaged checkpoints are passed over (newest intact first) where the choice is
-// automatic, never where a checkpoint directory was named.
+// that fails to start changes nothing. Damaged checkpoints are passed over (newest intact first)
+// where the choice is automatic, never where a checkpoint directory was named.
 //
 //   RunStart s = start_run(cfg, run_start_env());   // rank 0
 //   if (s.resume) load_checkpoint(*s.resume) ...;
@@ -24,7 +24,7 @@ namespace lockstep::train {
 
 struct RunStartEnv {
   int restart_count = 0;  // LOCKSTEP_RESTART_COUNT: > 0 in a restarted worker
-  std::string job;        // LOCKSTEP_JOB_ID, else MASTER_ADDR:MASTER_PORT under a launcher ("" alone)
+  std::string job;  // LOCKSTEP_JOB_ID, else MASTER_ADDR:MASTER_PORT under a launcher ("" alone)
 };
 RunStartEnv run_start_env();
 
@@ -35,7 +35,7 @@ struct RunStart {
   std::vector<std::string> skipped;             // damaged checkpoints passed over, each with why
   Head head;                                    // what commit_run_start records
   std::filesystem::path ckpt_dir;
-  std::string delete_earlier;                   // overwrite: the earlier run to delete ("" none)
+  std::string delete_earlier;  // overwrite: the earlier run to delete ("" none)
 };
 
 // Rank 0 only. A restart of the job that wrote HEAD.json continues its lineage whatever
@@ -53,10 +53,11 @@ void commit_run_start(const RunStart& s);
 // damaged or missing checkpoint, ConfigError when the step is ambiguous.
 struct Rollback {
   CheckpointEntry to;
-  Lineage lineage;                        // the current lineage afterwards
-  bool changed = false;                   // false: `to` was the newest of the current lineage
+  Lineage lineage;                         // the current lineage afterwards
+  bool changed = false;                    // false: `to` was the newest of the current lineage
   std::vector<CheckpointEntry> abandoned;  // of no current lineage (deleted with prune)
 };
-Rollback rollback_run(const std::filesystem::path& ckpt_dir, int64_t step, const std::string& lineage, bool prune);
+Rollback rollback_run(const std::filesystem::path& ckpt_dir, int64_t step,
+                      const std::string& lineage, bool prune);
 
 }  // namespace lockstep::train
