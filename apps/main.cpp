@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
 
@@ -58,8 +59,12 @@ int main(int argc, char** argv) {
   lockstep::comm::register_builtin_backends();
   CLI::App app{"lockstep: synchronous distributed data-parallel training"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", std::string("lockstep ") + LOCKSTEP_VERSION + "\n" +
-                                        lockstep::comm::backends_summary());
+  // A callback: the backends are tried (their plugins loaded) only when --version is asked.
+  app.set_version_flag("--version", std::function<std::string()>([] {
+                         return std::string("lockstep ") + LOCKSTEP_VERSION + "\n" +
+                                lockstep::comm::backends_summary();
+                       }),
+                       "Print the version and the backends that load on this machine, then exit");
   std::map<CLI::App*, lockstep::apps::Runner> runners;
   auto add = [&](lockstep::apps::Runner (*f)(CLI::App&)) {
     size_t before = app.get_subcommands({}).size();

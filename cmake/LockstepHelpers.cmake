@@ -1,9 +1,14 @@
 include(GNUInstallDirs)
 
-# lockstep_add_library(NAME layer SOURCES ... DEPS ...): one static library per layer.
+# lockstep_add_library(NAME layer SOURCES ... DEPS ...): one library per layer, shared or
+# static as BUILD_SHARED_LIBS says (shared by default: see the top CMakeLists.txt).
 function(lockstep_add_library name)
   cmake_parse_arguments(A "" "" "SOURCES;DEPS" ${ARGN})
-  add_library(${name} STATIC ${A_SOURCES})
+  add_library(${name} ${A_SOURCES})
+  # Installed beside each other in <libdir>: they find each other through $ORIGIN.
+  set_target_properties(${name} PROPERTIES VERSION ${PROJECT_VERSION}
+    SOVERSION ${PROJECT_VERSION_MAJOR}.${PROJECT_VERSION_MINOR} INSTALL_RPATH "$ORIGIN"
+    DEFINE_SYMBOL "")  # no <name>_EXPORTS: nothing uses it, and objects stay the same as static
   target_include_directories(${name} PUBLIC
     $<BUILD_INTERFACE:${CMAKE_SOURCE_DIR}/src>
     $<BUILD_INTERFACE:${CMAKE_BINARY_DIR}/generated>
@@ -56,6 +61,11 @@ function(lockstep_install_package)
       set(LOCKSTEP_HAVE_${b} 0)
     endif()
   endforeach()
+  if(BUILD_SHARED_LIBS)
+    set(LOCKSTEP_SHARED 1)
+  else()
+    set(LOCKSTEP_SHARED 0)
+  endif()
   set(LOCKSTEP_HAVE_TORCH 0)
   if(TARGET lockstep_torch)  # the LibTorch adapter, built when LibTorch was found
     set(LOCKSTEP_HAVE_TORCH 1)

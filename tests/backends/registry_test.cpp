@@ -2,7 +2,11 @@
 // settings parsing and the exchange of the unique id through the store.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <thread>
 
@@ -51,6 +55,67 @@ TEST(Registry, MpiOutsideALauncherIsAClearConfigError) {
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("mpirun"), std::string::npos) << e.what();
   }
+}
+
+// --- plugins (a shared build): where they are looked for, and a backend not installed --------
+
+// LOCKSTEP_BACKEND_PATH for one scope, and an empty folder to point it at.
+struct BackendPathFor {
+  explicit BackendPathFor(const std::string& value) {
+    ::setenv("LOCKSTEP_BACKEND_PATH", value.c_str(), 1);
+  }
+  ~BackendPathFor() { ::unsetenv("LOCKSTEP_BACKEND_PATH"); }
+};
+std::filesystem::path empty_dir() {
+  auto d = std::filesystem::temp_directory_path() /
+           ("lockstep_no_plugins_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(d);
+  return d;
+}
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+TEST(Registry, PluginsLoadFromBesideLockstepsLibrariesOrFromLockstepBackendPath) {
+  if (!LOCKSTEP_BACKEND_PLUGINS) GTEST_SKIP() << "a static build links the backends in";
+  ::unsetenv("LOCKSTEP_BACKEND_PATH");
+  EXPECT_EQ(backend_plugin_dirs(), std::vector<std::string>{LOCKSTEP_PLUGIN_DIR});
+  EXPECT_EQ(available_backends(), built_backends());  // every plugin built loads here
+  // A search path of several folders: an empty one, then the build's.
+  const auto dir = empty_dir();
+  BackendPathFor env(dir.string() + ":" + LOCKSTEP_PLUGIN_DIR);
+  EXPECT_EQ(backend_plugin_dirs(), (std::vector<std::string>{dir.string(), LOCKSTEP_PLUGIN_DIR}));
+  EXPECT_EQ(available_backends(), built_backends());
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Registry, ABackendNotInstalledNamesThePackageTheFolderAndTheLoaderError) {
+  if (!LOCKSTEP_BACKEND_PLUGINS || !LOCKSTEP_HAVE_GLOO) GTEST_SKIP() << "needs gloo as a plugin";
+  register_builtin_backends();
+  const auto dir = empty_dir();
+  BackendPathFor env(dir.string());
+  store::HashStore store;
+  try {
+    ProcessGroup::create("gloo", store, 0, 1);
+    ADD_FAILURE() << "created a gloo group with no gloo plugin in " << dir;
+  } catch (const ConfigError& e) {
+    const std::string m = e.what();
+    EXPECT_TRUE(contains(m, "backend 'gloo' cannot be loaded")) << m;
+    EXPECT_TRUE(contains(m, "apt install libgloo-dev")) << m;  // what to install
+    // dlopen's own words, for the file it tried.
+    EXPECT_TRUE(contains(
+        m, (dir / "liblockstep_backend_gloo.so").string() + ": cannot open shared object file"))
+        << m;
+    EXPECT_TRUE(contains(m, "LOCKSTEP_BACKEND_PATH=" + dir.string())) << m;
+  }
+  EXPECT_EQ(available_backends(), std::vector<std::string>{"native"});
+  EXPECT_TRUE(contains(backend_unavailable_reason("gloo", 2), "libgloo-dev"));
+  const std::string summary = backends_summary();  // `lockstep --version`
+  EXPECT_TRUE(contains(summary, "backends: native\n")) << summary;
+  EXPECT_TRUE(contains(summary, "libgloo-dev")) << summary;
+  EXPECT_TRUE(!LOCKSTEP_HAVE_MPI || contains(summary, "libopenmpi-dev")) << summary;
+  EXPECT_TRUE(!LOCKSTEP_HAVE_NCCL || contains(summary, "NCCL")) << summary;
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Registry, NcclWithoutAGpuIsAClearConfigError) {
