@@ -1,6 +1,7 @@
 // `lockstep bench collectives ...`: runs the collective benchmark programs that are built
-// beside `lockstep` (bench/comm/bench_collectives, bench/backends/bench_backends), passing the
-// flags through. `--backend all` compares every backend built in, side by side with native.
+// or installed with `lockstep` (bench/comm/bench_collectives, bench/backends/bench_backends),
+// passing the flags through. `--backend all` compares every backend built in, side by side with
+// native.
 #include <unistd.h>
 
 #include <climits>
@@ -15,16 +16,21 @@ namespace {
 namespace fs = std::filesystem;
 
 // The benchmark program `name`: in the build tree (apps/../bench/<area>/name) or installed
-// beside lockstep (bin/lockstep-name).
+// with lockstep (<bindir>/LOCKSTEP_BIN_TO_BENCH/name, i.e. <prefix>/libexec/lockstep/name).
 fs::path find_bench_program(const std::string& area, const std::string& name) {
   char self[PATH_MAX] = {0};
   ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
   fs::path dir = n > 0 ? fs::path(std::string(self, size_t(n))).parent_path() : fs::path(".");
-  for (fs::path p : {dir.parent_path() / "bench" / area / name, dir / ("lockstep-" + name)}) {
+  const fs::path build_tree = dir.parent_path() / "bench" / area / name;
+  const fs::path installed = (dir / LOCKSTEP_BIN_TO_BENCH / name).lexically_normal();
+  for (const fs::path& p : {build_tree, installed}) {
     if (::access(p.c_str(), X_OK) == 0) return p;
   }
-  LOCKSTEP_THROW(ConfigError, "benchmark program '", name, "' not found next to ", dir.string(),
-                 " (build with -DLOCKSTEP_BUILD_BENCH=ON: `make build`)");
+  LOCKSTEP_THROW(
+      ConfigError, "benchmark program '", name, "' not found: neither ", installed.string(),
+      " (installed with lockstep) nor ", build_tree.string(),
+      " (a build tree) exists; configure lockstep with -DLOCKSTEP_BUILD_BENCH=ON (the "
+      "default), build it, and run that build's lockstep or install it (cmake --install)");
 }
 
 int exec_bench(std::vector<std::string> args) {

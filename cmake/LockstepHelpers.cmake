@@ -31,6 +31,7 @@ function(lockstep_install_layer name)
   install(TARGETS ${name} EXPORT lockstepTargets
           ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
           LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  set_property(GLOBAL APPEND PROPERTY LOCKSTEP_LAYERS ${name})
   set(excludes)
   file(GLOB children LIST_DIRECTORIES true ${CMAKE_CURRENT_SOURCE_DIR}/*)
   foreach(child ${children})
@@ -45,11 +46,22 @@ function(lockstep_install_layer name)
 endfunction()
 
 # lockstep_install_package(): the package files, after every layer has been added:
-# lockstepTargets.cmake (every layer as lockstep::<layer>), lockstepConfig.cmake (finds
-# the dependencies the layers were built with) and lockstepConfigVersion.cmake.
+# lockstepTargets.cmake (every layer as lockstep::<layer>, and lockstep::lockstep, all of
+# them but the LibTorch adapter), lockstepConfig.cmake (finds the dependencies the layers
+# were built with), lockstepConfigVersion.cmake and lockstep.pc (pkg-config).
 function(lockstep_install_package)
   include(CMakePackageConfigHelpers)
   set(dest ${CMAKE_INSTALL_LIBDIR}/cmake/lockstep)
+  # The umbrella target: every layer a training program may use (not lockstep::torch, which
+  # brings LibTorch), so `target_link_libraries(app PRIVATE lockstep::lockstep)` is enough.
+  get_property(layers GLOBAL PROPERTY LOCKSTEP_LAYERS)
+  list(REMOVE_ITEM layers lockstep_torch)
+  add_library(lockstep_all INTERFACE)
+  target_link_libraries(lockstep_all INTERFACE ${layers})
+  set_target_properties(lockstep_all PROPERTIES EXPORT_NAME lockstep)
+  add_library(lockstep::lockstep ALIAS lockstep_all)
+  install(TARGETS lockstep_all EXPORT lockstepTargets)
+  lockstep_install_pkgconfig("${layers}")
   # Generated headers: lockstep/config.h and lockstep/comm/backends/config.h.
   install(DIRECTORY ${CMAKE_BINARY_DIR}/generated/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
           FILES_MATCHING PATTERN "*.h")
@@ -82,6 +94,47 @@ function(lockstep_install_package)
     VERSION ${PROJECT_VERSION} COMPATIBILITY SameMinorVersion)
   install(FILES ${CMAKE_BINARY_DIR}/lockstepConfig.cmake
                 ${CMAKE_BINARY_DIR}/lockstepConfigVersion.cmake DESTINATION ${dest})
+endfunction()
+
+# lockstep_install_pkgconfig(layers): <libdir>/pkgconfig/lockstep.pc, for builds without
+# CMake:  g++ -std=c++20 app.cpp $(pkg-config --cflags --libs lockstep). The layers are listed
+# upper first (a static link needs that order); a static build adds the engines it linked in
+# and oneDNN under Libs.private (pkg-config --static). The prefix is found from the file's own
+# place (${pcfiledir}), so the installed tree may move.
+function(lockstep_install_pkgconfig layers)
+  set(order train launch ddp data nn backends comm store core)
+  set(libs "")
+  foreach(l ${order})
+    if(lockstep_${l} IN_LIST layers)
+      string(APPEND libs " -llockstep_${l}")
+    endif()
+  endforeach()
+  set(private "")
+  get_property(engines GLOBAL PROPERTY LOCKSTEP_STATIC_ENGINE_LIBS)  # comm/backends
+  foreach(f ${engines})
+    string(APPEND private " ${f}")
+  endforeach()
+  if(NOT BUILD_SHARED_LIBS AND LOCKSTEP_WITH_DNNL)
+    string(APPEND private " ${DNNL_LIBRARY} -fopenmp")
+  endif()
+  file(RELATIVE_PATH to_prefix ${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR}/pkgconfig
+       ${CMAKE_INSTALL_PREFIX})
+  string(REGEX REPLACE "/$" "" to_prefix "${to_prefix}")
+  set(pc ${CMAKE_BINARY_DIR}/pkgconfig/lockstep.pc)
+  file(GENERATE OUTPUT ${pc} CONTENT "prefix=\${pcfiledir}/${to_prefix}
+libdir=\${prefix}/${CMAKE_INSTALL_LIBDIR}
+includedir=\${prefix}/${CMAKE_INSTALL_INCLUDEDIR}
+
+Name: lockstep
+Description: Synchronous distributed data-parallel training in C++ (compile with -std=c++20)
+Version: ${PROJECT_VERSION}
+Requires: nlohmann_json
+Requires.private: openblas zlib tomlplusplus
+Cflags: -I\${includedir}
+Libs: -L\${libdir}${libs}
+Libs.private: -lrt -ldl -pthread${private}
+")
+  install(FILES ${pc} DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
 endfunction()
 
 # lockstep_add_test(NAME SOURCES ... DEPS ... LABELS ... [TIMEOUT s]): a GoogleTest binary whose

@@ -1,10 +1,13 @@
 # cmake -DBUILD_DIR=... -DSOURCE_DIR=... -DWORK_DIR=... -DCXX=... -DGENERATOR=...
-#       [-DSHARED=ON -DBUILT="mpi;gloo;nccl"] -P FindPackageTest.cmake
+#       [-DSHARED=ON -DBUILT="mpi;gloo;nccl" -DBENCH=ON] -P FindPackageTest.cmake
 # lockstep as an installed package: `cmake --install` the build tree into a temporary prefix
 # (not the python component, which goes to the system's Python), then against it:
 # - examples/ddp_mlp built alone (find_package(lockstep)) and run with the installed
 #   `lockstep run`; in a shared build it links no engine library (ldd);
-# - the installed `lockstep --version` loads the plugins from <prefix>/lib/lockstep.
+# - tests/examples/consumer built with find_package + lockstep::lockstep, and again with
+#   pkg-config (lockstep.pc); both run an all-reduce on every backend that loads;
+# - the installed `lockstep --version` loads the plugins from <prefix>/lib/lockstep, and the
+#   installed `lockstep bench collectives` runs one 8-byte size (BENCH).
 # WORK_DIR is removed before and after.
 foreach(v BUILD_DIR SOURCE_DIR WORK_DIR CXX GENERATOR)
   if(NOT DEFINED ${v})
@@ -30,11 +33,14 @@ endfunction()
 file(REMOVE_RECURSE ${WORK_DIR})
 step("install" ${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix} --component Unspecified)
 set(expected lib/cmake/lockstep/lockstepConfig.cmake include/lockstep/ddp/ddp.h include/lockstep/config.h
-    include/lockstep/comm/backends/config.h bin/lockstep)
+    include/lockstep/comm/backends/config.h bin/lockstep lib/pkgconfig/lockstep.pc)
 if(SHARED)
   foreach(b ${BUILT})
     list(APPEND expected lib/lockstep/liblockstep_backend_${b}.so)
   endforeach()
+endif()
+if(BENCH)
+  list(APPEND expected libexec/lockstep/bench_collectives)
 endif()
 foreach(f ${expected})
   if(NOT EXISTS ${prefix}/${f})
@@ -73,5 +79,49 @@ if(NOT step_output MATCHES "${want}\n" OR (SHARED AND NOT step_output MATCHES "p
   message(FATAL_ERROR "the installed lockstep --version should list '${want}' from ${prefix}/lib/lockstep:\n${step_output}")
 endif()
 
+# A consumer through find_package(lockstep) and lockstep::lockstep, then through pkg-config.
+function(check_consumer how exe)
+  step("run the ${how} consumer" ${exe})
+  foreach(b native ${BUILT})
+    if(NOT b STREQUAL "nccl" AND NOT b STREQUAL "mpi" AND NOT step_output MATCHES "consumer: ${b} all-reduce 1.5 2.5")
+      file(REMOVE_RECURSE ${WORK_DIR})
+      message(FATAL_ERROR "the ${how} consumer did not all-reduce on ${b}:\n${step_output}")
+    endif()
+  endforeach()
+endfunction()
+set(cbuild ${WORK_DIR}/consumer)
+step("configure the consumer (find_package, lockstep::lockstep)"
+     ${CMAKE_COMMAND} -S ${CMAKE_CURRENT_LIST_DIR}/consumer -B ${cbuild} -G ${GENERATOR}
+     -DCMAKE_BUILD_TYPE=${BUILD_TYPE} -DCMAKE_CXX_COMPILER=${CXX} -DCMAKE_PREFIX_PATH=${prefix})
+step("build the consumer" ${CMAKE_COMMAND} --build ${cbuild})
+check_consumer("find_package" ${cbuild}/consumer)
+
+find_program(PKG_CONFIG pkg-config)
+if(PKG_CONFIG)
+  step("pkg-config lockstep" ${CMAKE_COMMAND} -E env PKG_CONFIG_PATH=${prefix}/lib/pkgconfig
+       ${PKG_CONFIG} --cflags --libs lockstep)
+  separate_arguments(flags UNIX_COMMAND "${step_output}")
+  set(extra)
+  if(NOT SHARED)
+    step("pkg-config --static lockstep" ${CMAKE_COMMAND} -E env PKG_CONFIG_PATH=${prefix}/lib/pkgconfig
+         ${PKG_CONFIG} --static --cflags --libs lockstep)
+    separate_arguments(flags UNIX_COMMAND "${step_output}")
+  endif()
+  step("build the consumer with pkg-config" ${CXX} -std=c++20 ${CMAKE_CURRENT_LIST_DIR}/consumer/main.cpp
+       ${flags} -Wl,-rpath,${prefix}/lib -o ${WORK_DIR}/consumer_pc)
+  check_consumer("pkg-config" ${WORK_DIR}/consumer_pc)
+else()
+  message(STATUS "pkg-config not found: the pkg-config consumer is not built")
+endif()
+
+# The installed `lockstep bench collectives` finds its program in <prefix>/libexec/lockstep.
+if(BENCH)
+  step("installed lockstep bench collectives" ${prefix}/bin/lockstep bench collectives --nproc 2
+       --min-bytes 8 --max-bytes 8 --iters 2 --warmup 1 --reps 1 --warmup-ms 0 --batch-ms 0)
+  if(NOT step_output MATCHES "\n +8 +2 ")
+    file(REMOVE_RECURSE ${WORK_DIR})
+    message(FATAL_ERROR "the installed lockstep bench collectives printed no 8-byte row:\n${step_output}")
+  endif()
+endif()
 file(REMOVE_RECURSE ${WORK_DIR})
-message(STATUS "installed lockstep: examples/ddp_mlp built and ran, plugins loaded")
+message(STATUS "installed lockstep: examples/ddp_mlp and the consumer (find_package, pkg-config) built and ran")
