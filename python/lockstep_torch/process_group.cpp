@@ -6,6 +6,7 @@
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
+#include <numeric>
 #include <optional>
 #include <string_view>
 #include <utility>
@@ -153,6 +154,13 @@ void split_into(const at::Tensor& flat, const std::vector<at::Tensor>& parts) {
   }
 }
 
+// Elements per row (per index of dimension 0) of a tensor that all_to_all_single cuts in rows.
+int64_t row_elems(const at::Tensor& t) {
+  int64_t n = 1;
+  for (int64_t d = 1; d < t.dim(); ++d) n *= t.size(d);
+  return n;
+}
+
 // Holds the buffer lockstep works on until the Work completes; a staged one is copied back
 // into `user` once the operation succeeded.
 void keep(LockstepWork& w, const at::Tensor& user, const Staged& s) {
@@ -161,6 +169,38 @@ void keep(LockstepWork& w, const at::Tensor& user, const Staged& s) {
 }
 
 }  // namespace
+
+namespace {
+
+std::vector<int64_t> rows_per_rank(const at::Tensor& t, const std::vector<int64_t>& sizes,
+                                   int world, const char* which) {
+  TORCH_CHECK(t.dim() >= 1, "lockstep all_to_all_single: the ", which,
+              " tensor needs at least one dimension to be split in rows");
+  const int64_t rows = t.size(0);
+  if (sizes.empty()) {
+    TORCH_CHECK(rows % world == 0, "lockstep all_to_all_single: without ", which,
+                "_split_sizes the ", which, " tensor's ", rows, " rows must divide evenly among ",
+                world, " ranks");
+    return std::vector<int64_t>(size_t(world), rows / world);
+  }
+  int64_t sum = 0;
+  for (int64_t n : sizes) {
+    TORCH_CHECK(n >= 0, "lockstep all_to_all_single: negative ", which, "_split_sizes entry ", n);
+    sum += n;
+  }
+  TORCH_CHECK(int(sizes.size()) == world && sum == rows, "lockstep all_to_all_single: ", which,
+              "_split_sizes ", c10::IntArrayRef(sizes), " needs one entry per rank (", world,
+              ") summing to the ", which, " tensor's ", rows, " rows");
+  return sizes;
+}
+
+}  // namespace
+
+AllToAllSplits::AllToAllSplits(const at::Tensor& input, const at::Tensor& output,
+                               const std::vector<int64_t>& in_sizes,
+                               const std::vector<int64_t>& out_sizes, int world)
+    : in(rows_per_rank(input, in_sizes, world, "input")),
+      out(rows_per_rank(output, out_sizes, world, "output")) {}
 
 // --- LockstepWork -------------------------------------------------------------------------
 
@@ -498,15 +538,20 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::alltoall_base(
     std::vector<int64_t>& input_split_sizes, const c10d::AllToAllOptions& opts) {
   check_tensor(input, "all_to_all_single");
   check_tensor(output, "all_to_all_single");
-  const auto even = [&](const std::vector<int64_t>& splits, const at::Tensor& t) {
-    if (splits.empty()) return t.dim() == 0 || t.size(0) % size_ == 0;
-    return std::all_of(splits.begin(), splits.end(),
-                       [&](int64_t n) { return n * size_ == (t.dim() ? t.size(0) : 0); });
-  };
-  TORCH_CHECK(even(input_split_sizes, input) && even(output_split_sizes, output) &&
-                  nbytes(input) == nbytes(output) && nbytes(input) % size_t(size_) == 0,
-              "lockstep all_to_all_single: only equal splits are supported (every rank sends "
-              "and receives the same number of rows to and from every rank)");
+  TORCH_CHECK(output.scalar_type() == input.scalar_type() && row_elems(output) == row_elems(input),
+              "lockstep all_to_all_single: input and output need one dtype and the same row "
+              "shape, got ",
+              input.scalar_type(), " ", input.sizes(), " and ", output.scalar_type(), " ",
+              output.sizes());
+  if (!input_split_sizes.empty() || !output_split_sizes.empty()) {
+    const AllToAllSplits splits(input, output, input_split_sizes, output_split_sizes, size_);
+    return issue(make_work(OpType::ALLTOALL_BASE, {output}, pick(opts.timeout)),
+                 [&](LockstepWork& w) { alltoall_uneven(w, input, output, splits, opts); });
+  }
+  TORCH_CHECK(nbytes(input) == nbytes(output) && nbytes(input) % size_t(size_) == 0,
+              "lockstep all_to_all_single: without split sizes input and output need the same "
+              "number of elements, divisible by the group size (",
+              size_, "), got ", input.numel(), " and ", output.numel());
   return issue(make_work(OpType::ALLTOALL_BASE, {output}, pick(opts.timeout)),
                [&](LockstepWork& w) {
                  Staged in = bytes_buffer(input, "all_to_all_single");
@@ -518,17 +563,79 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::alltoall_base(
                });
 }
 
+// Uneven splits: lockstep's alltoall moves equal pieces, so every piece is padded to the
+// largest of the whole exchange, which each rank learns from one all-gather of every rank's
+// split sizes (also checked there: what rank i sends to j is what j expects from i, on every
+// rank alike, so all of them raise rather than one raising and the others hanging).
+void LockstepProcessGroup::alltoall_uneven(LockstepWork& w, const at::Tensor& input,
+                                           const at::Tensor& output, const AllToAllSplits& splits,
+                                           const c10d::AllToAllOptions& opts) {
+  const int64_t world = size_;
+  at::Tensor mine = at::empty({2 * world}, at::kLong);
+  std::copy(splits.in.begin(), splits.in.end(), mine.data_ptr<int64_t>());
+  std::copy(splits.out.begin(), splits.out.end(), mine.data_ptr<int64_t>() + world);
+  at::Tensor all = at::empty({world * 2 * world}, at::kLong);
+  pg_->allgather(mine.data_ptr(), all.data_ptr(), size_t(2 * world), DType::i64)
+      .wait(pick(opts.timeout));
+  const int64_t* m = all.data_ptr<int64_t>();  // rank i: m[i*2W + j] sends, m[i*2W + W + j] expects
+  int64_t widest = 0;
+  for (int64_t i = 0; i < world; ++i)
+    for (int64_t j = 0; j < world; ++j) {
+      const int64_t sends = m[i * 2 * world + j], expects = m[j * 2 * world + world + i];
+      TORCH_CHECK(sends == expects, "lockstep all_to_all_single: rank ", i, " sends ", sends,
+                  " rows to rank ", j, ", whose output_split_sizes expect ", expects,
+                  " (seen on rank ", rank_, "); the split sizes must match across ranks");
+      widest = std::max(widest, sends);
+    }
+  const size_t row = size_t(row_elems(input)) * input.element_size();
+  const size_t piece = size_t(widest) * row;
+  at::Tensor src = input.contiguous().reshape({-1}).view(at::kByte);
+  at::Tensor padded_in = at::empty({int64_t(piece) * world}, at::kByte);
+  at::Tensor padded_out = at::empty({int64_t(piece) * world}, at::kByte);
+  for (int64_t j = 0, off = 0; j < world; off += splits.in[j] * int64_t(row), ++j)
+    padded_in.narrow(0, j * int64_t(piece), splits.in[j] * int64_t(row))
+        .copy_(src.narrow(0, off, splits.in[j] * int64_t(row)));
+  Staged out = bytes_buffer(output, "all_to_all_single");
+  w.add(pg_->alltoall(padded_in.data_ptr(), padded_out.data_ptr(), piece, DType::u8));
+  w.hold(padded_in);
+  w.hold(padded_out);
+  w.then([padded_out, dst = out.buf, piece, row, in_rows = splits.out] {
+    at::Tensor flat = dst.reshape({-1}).view(at::kByte);
+    for (size_t j = 0, off = 0; j < in_rows.size(); off += size_t(in_rows[j]) * row, ++j)
+      flat.narrow(0, int64_t(off), in_rows[j] * int64_t(row))
+          .copy_(padded_out.narrow(0, int64_t(j * piece), in_rows[j] * int64_t(row)));
+  });
+  keep(w, output, out);
+}
+
 c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::alltoall(std::vector<at::Tensor>& outputs,
                                                               std::vector<at::Tensor>& inputs,
                                                               const c10d::AllToAllOptions& opts) {
   TORCH_CHECK(int(inputs.size()) == size_ && int(outputs.size()) == size_,
               "lockstep all_to_all: needs one input and one output tensor per rank (", size_, ")");
+  bool even = true;
   for (const auto* list : {&inputs, &outputs})
     for (const auto& t : *list) {
       check_tensor(t, "all_to_all");
-      TORCH_CHECK(t.numel() == inputs[0].numel() && t.scalar_type() == inputs[0].scalar_type(),
-                  "lockstep all_to_all: only tensors of one size and dtype are supported");
+      TORCH_CHECK(t.scalar_type() == inputs[0].scalar_type(),
+                  "lockstep all_to_all: every tensor needs one dtype, got ", t.scalar_type(),
+                  " beside ", inputs[0].scalar_type());
+      even = even && t.numel() == inputs[0].numel();
     }
+  if (!even) {  // tensors of different sizes: flat, with one split per tensor (in elements)
+    std::vector<int64_t> in_sizes, out_sizes;
+    for (const auto& t : inputs) in_sizes.push_back(t.numel());
+    for (const auto& t : outputs) out_sizes.push_back(t.numel());
+    at::Tensor in = concat(inputs);
+    at::Tensor flat =
+        at::empty({std::accumulate(out_sizes.begin(), out_sizes.end(), int64_t(0))}, in.options());
+    const AllToAllSplits splits(in, flat, in_sizes, out_sizes, size_);
+    return issue(make_work(OpType::ALLTOALL, outputs, pick(opts.timeout)), [&](LockstepWork& w) {
+      alltoall_uneven(w, in, flat, splits, opts);
+      w.hold(in);
+      w.then([flat, outs = outputs] { split_into(flat, outs); });
+    });
+  }
   return issue(make_work(OpType::ALLTOALL, outputs, pick(opts.timeout)), [&](LockstepWork& w) {
     at::Tensor in = concat(inputs);
     at::Tensor flat = at::empty_like(in);

@@ -60,6 +60,15 @@ class LockstepWork final : public c10d::Work {
   c10::intrusive_ptr<c10::ivalue::Future> future_;
 };
 
+// all_to_all_single's rows per peer, checked against the tensors: in[j] rows go to rank j,
+// out[j] rows come from rank j (split sizes left empty: equal rows for every rank).
+struct AllToAllSplits {
+  AllToAllSplits(const at::Tensor& input, const at::Tensor& output,
+                 const std::vector<int64_t>& in_sizes, const std::vector<int64_t>& out_sizes,
+                 int world);
+  std::vector<int64_t> in, out;
+};
+
 class LockstepProcessGroup final : public compat::BackendBase {
  public:
   // group_name names the group in lockstep's errors; the store is already prefixed per group.
@@ -123,6 +132,8 @@ class LockstepProcessGroup final : public compat::BackendBase {
   c10::intrusive_ptr<c10d::Work> issue(WorkPtr work,
                                        const std::function<void(LockstepWork&)>& start);
   void complete_in_order();
+  void alltoall_uneven(LockstepWork& w, const at::Tensor& input, const at::Tensor& output,
+                       const AllToAllSplits& splits, const c10d::AllToAllOptions& opts);
   std::chrono::milliseconds pick(std::chrono::milliseconds op_timeout) const;
   void check_rank(int64_t r, const char* what, const char* op) const;
 

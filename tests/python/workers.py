@@ -135,35 +135,36 @@ def check_all_reduce(gloo):
 
 
 def check_data_movement(gloo):
-    for dtype in [torch.float32, torch.float16, torch.int8, torch.int64, torch.bool]:
-        for n in [0, 1, 7, 3000]:
-            case = 1000 + n
-            x = inputs(RANK, n, dtype, case) if dtype != torch.bool else torch.ones(n) > RANK
-            what = f"{dtype} n={n}"
-            for root in range(WORLD):
-                a, b = x.clone(), x.clone()
-                dist.broadcast(a, src=root)
-                gloo_call(lambda t, group: dist.broadcast(t, src=root, group=group), b, group=gloo)
-                expect_equal(a, b, f"broadcast root {root} {what}")
-            outs = [torch.empty_like(x) for _ in range(WORLD)]
-            refs = [torch.empty_like(x) for _ in range(WORLD)]
-            dist.all_gather(outs, x)
-            gloo_call(dist.all_gather, refs, x, group=gloo)
-            expect_equal(torch.cat(outs), torch.cat(refs), f"all_gather {what}")
-            flat = torch.empty(WORLD * n, dtype=dtype)
-            dist.all_gather_into_tensor(flat, x)
-            expect_equal(flat, torch.cat(refs), f"all_gather_into_tensor {what}")
-            root = n % WORLD
-            gathered = [torch.empty_like(x) for _ in range(WORLD)] if RANK == root else None
-            dist.gather(x, gathered, dst=root)
-            if RANK == root:
-                expect_equal(torch.cat(gathered), torch.cat(refs), f"gather {what}")
-            pieces = [inputs(root, n, dtype, case + r) if dtype != torch.bool else
-                      torch.ones(n) > r for r in range(WORLD)]
-            got = torch.empty_like(x)
-            dist.scatter(got, pieces if RANK == root else None, src=root)
-            expect_equal(got, pieces[RANK], f"scatter {what}")
-            check_alltoall(x, n, dtype, gloo, what)
+    cases = [(d, n) for d in [torch.float32, torch.float16, torch.int8, torch.int64, torch.bool]
+             for n in [0, 1, 7, 3000]] + [(torch.float32, 1 << 19)]  # 2 MiB per rank
+    for dtype, n in cases:
+        case = 1000 + n
+        x = inputs(RANK, n, dtype, case) if dtype != torch.bool else torch.ones(n) > RANK
+        what = f"{dtype} n={n}"
+        for root in range(WORLD):
+            a, b = x.clone(), x.clone()
+            dist.broadcast(a, src=root)
+            gloo_call(lambda t, group: dist.broadcast(t, src=root, group=group), b, group=gloo)
+            expect_equal(a, b, f"broadcast root {root} {what}")
+        outs = [torch.empty_like(x) for _ in range(WORLD)]
+        refs = [torch.empty_like(x) for _ in range(WORLD)]
+        dist.all_gather(outs, x)
+        gloo_call(dist.all_gather, refs, x, group=gloo)
+        expect_equal(torch.cat(outs), torch.cat(refs), f"all_gather {what}")
+        flat = torch.empty(WORLD * n, dtype=dtype)
+        dist.all_gather_into_tensor(flat, x)
+        expect_equal(flat, torch.cat(refs), f"all_gather_into_tensor {what}")
+        root = n % WORLD
+        gathered = [torch.empty_like(x) for _ in range(WORLD)] if RANK == root else None
+        dist.gather(x, gathered, dst=root)
+        if RANK == root:
+            expect_equal(torch.cat(gathered), torch.cat(refs), f"gather {what}")
+        pieces = [inputs(root, n, dtype, case + r) if dtype != torch.bool else
+                  torch.ones(n) > r for r in range(WORLD)]
+        got = torch.empty_like(x)
+        dist.scatter(got, pieces if RANK == root else None, src=root)
+        expect_equal(got, pieces[RANK], f"scatter {what}")
+        check_alltoall(x, n, dtype, gloo, what)
 
 
 def check_alltoall(x, n, dtype, gloo, what):
@@ -178,28 +179,76 @@ def check_alltoall(x, n, dtype, gloo, what):
     expect_equal(torch.stack(outs), b, f"all_to_all {what}")
 
 
+def uneven_input(src, dtype, width):
+    """Rank src's all_to_all_single input: (src + j) % 3 rows for rank j, each row filled
+    with a value that names src, j and the row."""
+    rows = [torch.full((width,), (src * 16 + j * 4 + k) % 100, dtype=dtype)
+            for j in range(WORLD) for k in range((src + j) % 3)]
+    return torch.stack(rows) if rows else torch.empty(0, width, dtype=dtype)
+
+
+def check_alltoall_uneven():
+    """all_to_all_single with input/output split sizes (0 rows included), against the rows
+    every source rank is known to send; a row of 2**18 elements makes the large case MiBs."""
+    for dtype, width in [(torch.float32, 3), (torch.int8, 1), (torch.float64, 1 << 18)]:
+        x = uneven_input(RANK, dtype, width)
+        in_splits = [(RANK + j) % 3 for j in range(WORLD)]
+        out_splits = [(j + RANK) % 3 for j in range(WORLD)]
+        want = [uneven_input(j, dtype, width) for j in range(WORLD)]
+        want = torch.cat([w[sum((j + r) % 3 for r in range(RANK)):][:(j + RANK) % 3]
+                          for j, w in enumerate(want)])
+        got = torch.empty(sum(out_splits), width, dtype=dtype)
+        dist.all_to_all_single(got, x, out_splits, in_splits)
+        expect_equal(got, want, f"all_to_all_single uneven {dtype} width {width}")
+        outs = [torch.empty(n, width, dtype=dtype) for n in out_splits]
+        dist.all_to_all(outs, list(x.split(in_splits)))
+        expect_equal(torch.cat(outs), want, f"all_to_all uneven {dtype} width {width}")
+    if WORLD > 1:  # split sizes that disagree across ranks raise on every rank, group usable
+        x = torch.zeros(WORLD + (RANK == 0), 2)
+        try:
+            dist.all_to_all_single(torch.zeros(WORLD, 2), x, [1] * WORLD,
+                                   [1] * (WORLD - 1) + [1 + (RANK == 0)])
+        except RuntimeError as e:
+            assert "rank 0 sends 2 rows to rank" in str(e), f"rank {RANK}: {e}"
+        else:
+            raise AssertionError(f"rank {RANK}: mismatched split sizes did not raise")
+
+
 def check_reductions_to_one(gloo):
     case = 5000
-    for dtype in [torch.float32, torch.bfloat16, torch.int8, torch.int64]:
-        for n in [0, 1, 7, 1000]:
-            for name, op in OPS.items():
-                case += 1
-                parts = [inputs(RANK, n, dtype, case * 10 + r, name) for r in range(WORLD)]
-                full = torch.cat(parts)
-                ref = gloo_reduce(full, op, gloo)
-                what = f"{name} {dtype} n={n}"
-                root = case % WORLD
-                got = full.clone()
-                dist.reduce(got, dst=root, op=op)
-                if RANK == root:
-                    expect_equal(got, ref, f"reduce root {root} {what}")
-                mine = ref[RANK * n:(RANK + 1) * n]
-                out = torch.empty(n, dtype=dtype)
-                dist.reduce_scatter(out, parts, op=op)
-                expect_equal(out, mine, f"reduce_scatter {what}")
-                out = torch.empty(n, dtype=dtype)
-                dist.reduce_scatter_tensor(out, full, op=op)
-                expect_equal(out, mine, f"reduce_scatter_tensor {what}")
+    cases = [(d, n) for d in FLOATS + INTS for n in [0, 1, 7, 1000]] + [(torch.float32, 1 << 19)]
+    for dtype, n in cases:
+        for name, op in OPS.items():
+            case += 1
+            parts = [inputs(RANK, n, dtype, case * 10 + r, name) for r in range(WORLD)]
+            full = torch.cat(parts)
+            ref = gloo_reduce(full, op, gloo)
+            what = f"{name} {dtype} n={n}"
+            root = case % WORLD
+            got = full.clone()
+            dist.reduce(got, dst=root, op=op)
+            if RANK == root:
+                expect_equal(got, ref, f"reduce root {root} {what}")
+            mine = ref[RANK * n:(RANK + 1) * n]
+            out = torch.empty(n, dtype=dtype)
+            dist.reduce_scatter(out, parts, op=op)
+            expect_equal(out, mine, f"reduce_scatter {what}")
+            out = torch.empty(n, dtype=dtype)
+            dist.reduce_scatter_tensor(out, full, op=op)
+            expect_equal(out, mine, f"reduce_scatter_tensor {what}")
+    # avg (gloo has none): against gloo's sum / world.
+    for dtype in [torch.float32, torch.float64, torch.int32]:
+        parts = [inputs(RANK, 7, dtype, 6000 + r) for r in range(WORLD)]
+        full = torch.cat(parts)
+        total = gloo_reduce(full.long() if not dtype.is_floating_point else full.double(),
+                            dist.ReduceOp.SUM, gloo)
+        out = torch.empty(7, dtype=dtype)
+        dist.reduce_scatter_tensor(out, full, op=dist.ReduceOp.AVG)
+        expect_avg(out, total[RANK * 7:(RANK + 1) * 7], f"reduce_scatter_tensor avg {dtype}")
+        got = full.clone()
+        dist.reduce(got, dst=WORLD - 1, op=dist.ReduceOp.AVG)
+        if RANK == WORLD - 1:
+            expect_avg(got, total, f"reduce avg {dtype}")
     # Coalesced all-reduce: one call, tensors of one dtype (torch requires it), several sizes.
     for d in [torch.float32, torch.int8]:
         ts = [inputs(RANK, n, d, 77 + n) for n in [3, 0, 9]]
@@ -239,6 +288,7 @@ def scenario_collectives():
     check_all_reduce(gloo)
     check_data_movement(gloo)
     check_reductions_to_one(gloo)
+    check_alltoall_uneven()
     check_point_to_point()
     objs = [None] * WORLD
     dist.all_gather_object(objs, {"rank": RANK, "pad": "x" * RANK * 100})
