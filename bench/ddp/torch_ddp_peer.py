@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""PyTorch DistributedDataParallel (gloo) twin of ddp_bench: the same model, batch, data,
-optimizer, warm-up and one compute thread per worker. Prints one JSON line per rank.
+"""PyTorch DistributedDataParallel twin of ddp_bench: the same model, batch, data, optimizer,
+warm-up and one compute thread per worker. Prints one JSON line per rank. --backend lockstep
+runs PyTorch's DDP on lockstep_torch's collectives (bench/python/ddp.py compares it with gloo).
 
     /usr/bin/python3 bench/ddp/torch_ddp_peer.py --model fmnist-cnn --rank 0 --world 2 --store /tmp/f
 """
@@ -57,12 +58,16 @@ def main():
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--backend", default="gloo", choices=["gloo", "lockstep"])
+    p.add_argument("--bucket-view", type=int, default=0, help="DDP gradient_as_bucket_view")
     a = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(1)
-    dist.init_process_group("gloo", init_method=f"file://{a.store}", rank=a.rank, world_size=a.world)
+    if a.backend == "lockstep":
+        import lockstep_torch  # noqa: F401  (registers the backend)
+    dist.init_process_group(a.backend, init_method=f"file://{a.store}", rank=a.rank, world_size=a.world)
     x, y = load_shard(a.data, a.rank, a.world, 160 * a.batch)
-    model = DDP(make_model(a.model))
+    model = DDP(make_model(a.model), gradient_as_bucket_view=bool(a.bucket_view))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     cursor = [0]
@@ -87,7 +92,7 @@ def main():
     el, cpu = time.perf_counter() - t0, time.process_time() - c0
     dist.barrier()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(json.dumps({"impl": "torch", "model": a.model, "world": a.world, "rank": a.rank, "batch": a.batch,
+    print(json.dumps({"impl": "torch", "backend": a.backend, "model": a.model, "world": a.world, "rank": a.rank, "batch": a.batch,
                       "steps": a.steps, "elapsed_s": el, "cpu_s": cpu, "samples_per_s": a.steps * a.batch / el,
                       "loss": float(loss.item()), "peak_rss_mib": rss}), flush=True)
     dist.destroy_process_group()

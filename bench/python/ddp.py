@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""PyTorch DDP on the lockstep backend against gloo, with this machine's weak-scaling ceiling.
+
+For each model and repetition, in alternating order (the machine may be shared: alternation
+spreads the load over both backends), it runs bench/ddp/torch_ddp_peer.py:
+  - "pair": two independent single workers (world 1 each, own store) at the same time, with
+    the backend under test: what two workers get from this machine with no communication;
+  - "ddp":  two workers of one DDP job (world 2) with the same backend.
+Every worker times only its --steps steps after --warmup steps (and a barrier), one compute
+thread each, gradient_as_bucket_view=True, unbound as under torchrun. Then per backend
+
+    samples/s  = 2 x batch x steps / the slower rank's timed seconds          (ddp)
+    ceiling    = the two single workers' samples/s added                      (pair)
+    efficiency = samples/s / ceiling      (weak scaling against the machine's ceiling)
+
+and lockstep / gloo for samples/s. Medians over --repeat; every repetition is printed too.
+
+    PYTHONPATH=build/release/python /usr/bin/python3 bench/python/ddp.py [--repeat 3]
+"""
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PEER = os.path.join(ROOT, "bench/ddp/torch_ddp_peer.py")
+BACKENDS = ("lockstep", "gloo")
+
+
+def launch(world, copies, backend, model, steps, a):
+    """`copies` jobs of `world` workers each, all at once; the JSON row of every worker."""
+    cmds = []
+    for _ in range(copies):
+        store = os.path.join(tempfile.mkdtemp(prefix="ddpbench-"), "store")
+        for r in range(world):
+            cmds.append([sys.executable, PEER, "--backend", backend, "--model", model,
+                         "--rank", str(r), "--world", str(world), "--store", store,
+                         "--batch", str(a.batch), "--steps", str(steps),
+                         "--warmup", str(a.warmup), "--data", a.data, "--bucket-view", "1"])
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env) for c in cmds]
+    rows = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=a.timeout)
+            if p.returncode != 0:
+                raise SystemExit(f"ddp.py: worker failed ({p.returncode}): "
+                                 f"{' '.join(p.args)}\n{err[-2000:]}")
+            rows += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    finally:
+        for p in procs:  # our own workers only, by pid
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return rows
+
+
+def measure(backend, model, steps, a):
+    """One repetition: (ddp samples/s, ceiling samples/s) for `backend`."""
+    pair = launch(1, 2, backend, model, steps, a)
+    ceiling = sum(r["samples_per_s"] for r in pair)
+    ddp = launch(2, 1, backend, model, steps, a)
+    thr = 2 * a.batch * steps / max(r["elapsed_s"] for r in ddp)
+    return thr, ceiling
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="fmnist-mlp,fmnist-cnn")
+    p.add_argument("--steps", default="fmnist-mlp=400,fmnist-cnn=60",
+                   help="timed steps per model (model=N,...)")
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--timeout", type=int, default=600)
+    p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    a = p.parse_args()
+    if not os.path.exists(os.path.join(a.data, "train-images-idx3-ubyte.gz")):
+        a.data = "synthetic"
+    steps = dict((k, int(v)) for k, v in (kv.split("=") for kv in a.steps.split(",")))
+    print(f"# command: {' '.join(sys.argv)}")
+    print(f"# date: {datetime.datetime.utcnow():%Y-%m-%dT%H:%M:%SZ}; {os.cpu_count()} cores, "
+          f"load {open('/proc/loadavg').read().split()[:3]}; batch {a.batch}/worker, "
+          f"{a.warmup} warm-up steps untimed, 1 compute thread/worker, data: {a.data}")
+    print(f"{'model':<11} {'rep':>3} {'backend':<9} {'DDP smp/s':>10} {'ceiling':>10} {'eff':>6}")
+    summary = []
+    for model in a.models.split(","):
+        res = {b: [] for b in BACKENDS}
+        for rep in range(a.repeat):
+            order = BACKENDS if rep % 2 == 0 else BACKENDS[::-1]
+            for b in order:
+                thr, ceiling = measure(b, model, steps[model], a)
+                res[b].append((thr, ceiling))
+                print(f"{model:<11} {rep:>3} {b:<9} {thr:10.1f} {ceiling:10.1f} "
+                      f"{thr / ceiling:6.2f}", flush=True)
+        summary.append((model, res))
+    print(f"\nmedians over {a.repeat} repetitions")
+    print(f"{'model':<11} {'backend':<9} {'DDP smp/s':>10} {'ceiling':>10} {'eff':>6} "
+          f"{'lockstep/gloo':>14}")
+    for model, res in summary:
+        med = {b: statistics.median(t for t, _ in res[b]) for b in BACKENDS}
+        for b in BACKENDS:
+            ceil = statistics.median(c for _, c in res[b])
+            eff = statistics.median(t / c for t, c in res[b])
+            ratio = f"{med['lockstep'] / med['gloo']:13.2f}x" if b == "lockstep" else ""
+            print(f"{model:<11} {b:<9} {med[b]:10.1f} {ceil:10.1f} {eff:6.2f} {ratio:>14}")
+
+
+if __name__ == "__main__":
+    main()
