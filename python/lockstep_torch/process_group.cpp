@@ -22,10 +22,6 @@ using c10d::OpType;
 using lockstep::DType;
 using Ms = std::chrono::milliseconds;
 
-// A waiter gives the completer thread this long beyond the operation's timeout to copy staged
-// results back and complete the Work (bounded: the completer's own waits are).
-constexpr Ms kCompletionSlack{10'000};
-
 // The memory lockstep works on for one tensor: the tensor itself when it is a contiguous CPU
 // tensor of a dtype lockstep handles, else a contiguous (and, for int8/int16/bool reductions,
 // int32) copy that goes back into the tensor when the operation succeeds.
@@ -202,64 +198,6 @@ AllToAllSplits::AllToAllSplits(const at::Tensor& input, const at::Tensor& output
     : in(rows_per_rank(input, in_sizes, world, "input")),
       out(rows_per_rank(output, out_sizes, world, "output")) {}
 
-// --- LockstepWork -------------------------------------------------------------------------
-
-LockstepWork::LockstepWork(int rank, OpType type, std::vector<at::Tensor> outputs, Ms timeout)
-    : c10d::Work(rank, type),
-      outputs_(std::move(outputs)),
-      timeout_(timeout),
-      future_(
-          c10::make_intrusive<c10::ivalue::Future>(c10::ListType::create(c10::TensorType::get()))) {
-}
-
-bool LockstepWork::wait(Ms timeout) {
-  const Ms limit = timeout == kNoTimeout ? timeout_ : timeout;
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  // Waiting on the lockstep operations first lets this thread run a small one itself (no
-  // hand-off to lockstep's thread); their errors reach the caller through complete().
-  for (const auto& op : ops_) {
-    try {
-      op.wait(std::max(
-          Ms(0), std::chrono::duration_cast<Ms>(deadline - std::chrono::steady_clock::now())));
-    } catch (...) {
-      break;
-    }
-  }
-  std::unique_lock<std::mutex> lk(mutex_);
-  if (!cv_.wait_until(lk, deadline + kCompletionSlack, [&] { return completed_; })) {
-    TORCH_CHECK(false, "lockstep ", c10d::opTypeToString(opType_), " on rank ", rank_,
-                " did not complete within ", limit.count(),
-                " ms; a peer may be slow, stopped or calling a different collective (set "
-                "LOCKSTEP_DEBUG=detail to check)");
-  }
-  if (exception_) std::rethrow_exception(exception_);
-  return true;
-}
-
-c10::intrusive_ptr<c10::ivalue::Future> LockstepWork::getFuture() {
-  return future_;
-}
-
-std::vector<at::Tensor> LockstepWork::result() {
-  return outputs_;
-}
-
-void LockstepWork::complete(std::exception_ptr error) {
-  if (!error) {
-    try {
-      for (auto& f : finishers_) f();
-    } catch (...) {
-      error = std::current_exception();
-    }
-  }
-  finish(error);  // wakes wait()
-  if (error) {
-    future_->setError(error);
-  } else {
-    future_->markCompleted(c10::IValue(outputs_));
-  }
-}
-
 // --- LockstepProcessGroup: life cycle -------------------------------------------------------
 
 LockstepProcessGroup::LockstepProcessGroup(const c10::intrusive_ptr<c10d::Store>& store, int rank,
@@ -271,16 +209,12 @@ LockstepProcessGroup::LockstepProcessGroup(const c10::intrusive_ptr<c10d::Store>
   o.timeout = timeout;
   o.group_name = group_name;
   pg_ = comm::ProcessGroup::create("native", *store_, rank, size, o);
-  completer_ = std::thread([this] { complete_in_order(); });
+  completer_ = std::thread([q = queue_] { q->run(); });
   init();
 }
 
 LockstepProcessGroup::~LockstepProcessGroup() {
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
+  queue_->stop();
   if (completer_.get_id() == std::this_thread::get_id()) {
     completer_.detach();  // the last reference went inside a future callback
   } else if (completer_.joinable()) {
@@ -291,7 +225,7 @@ LockstepProcessGroup::~LockstepProcessGroup() {
     if (saved) PyEval_RestoreThread(saved);
   }
   pg_.reset();  // completes every lockstep operation still in flight
-  failed_.clear();
+  queue_->clear_failed();
 }
 
 std::string LockstepProcessGroup::transport() const {
@@ -300,8 +234,7 @@ std::string LockstepProcessGroup::transport() const {
 }
 
 bool LockstepProcessGroup::quiesce(Ms timeout) {
-  std::unique_lock<std::mutex> lk(mu_);
-  return idle_cv_.wait_for(lk, timeout, [&] { return pending_.empty() && !busy_; });
+  return queue_->quiesce(timeout);
 }
 
 Ms LockstepProcessGroup::pick(Ms op_timeout) const {
@@ -316,7 +249,7 @@ void LockstepProcessGroup::check_rank(int64_t r, const char* what, const char* o
 LockstepProcessGroup::WorkPtr LockstepProcessGroup::make_work(OpType type,
                                                               std::vector<at::Tensor> outputs,
                                                               Ms timeout) const {
-  return c10::make_intrusive<LockstepWork>(rank_, type, std::move(outputs), timeout);
+  return c10::make_intrusive<LockstepWork>(rank_, type, std::move(outputs), timeout, queue_);
 }
 
 c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::issue(
@@ -326,52 +259,10 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::issue(
   {
     std::lock_guard<std::mutex> order(issue_mu_);
     start(*work);
-    std::lock_guard<std::mutex> lk(mu_);
-    pending_.push_back(work);
-    retired.swap(retired_);
+    queue_->push(work, retired);
     ++issued_;
   }
-  cv_.notify_one();
   return work;
-}
-
-// Completes the Works in issue order (lockstep completes its operations in that order too).
-void LockstepProcessGroup::complete_in_order() {
-  c10::NoGradGuard no_grad;  // copying back into a leaf tensor that requires grad is fine here
-  for (;;) {
-    WorkPtr w;
-    {
-      std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [&] { return stop_ || !pending_.empty(); });
-      if (pending_.empty()) return;
-      w = std::move(pending_.front());
-      pending_.pop_front();
-      busy_ = true;
-    }
-    std::exception_ptr error;
-    for (const auto& op : w->ops_) {
-      try {
-        op.wait(w->timeout_);
-      } catch (...) {
-        error = std::current_exception();
-        break;
-      }
-    }
-    w->complete(error);
-    if (error) {
-      failed_.push_back(w);  // after a timeout lockstep may still use its buffers
-    } else {
-      w->keep_.clear();
-    }
-    // Not the last reference here: what a Work owns may reach Python, whose release takes
-    // the GIL, and a thread that takes it while Python finalizes is ended by pthread_exit
-    // (std::terminate). Callbacks run and are released inside complete(): quiesce() covers
-    // those at exit.
-    std::lock_guard<std::mutex> lk(mu_);
-    retired_.push_back(std::move(w));
-    busy_ = false;
-    idle_cv_.notify_all();
-  }
 }
 
 // --- collectives ----------------------------------------------------------------------------

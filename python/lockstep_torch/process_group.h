@@ -7,10 +7,10 @@
 //
 // Contiguous CPU tensors are handed to lockstep in place; others (and int8/int16/bool
 // reductions, which lockstep reduces in int32) go through a contiguous staging copy that is
-// copied back before the Work completes. Each Work completes, in issue order, on one
-// completer thread per group, which also completes its get_future() (DDP's comm hooks chain
-// on it). Errors (a dead peer, a timeout) reach Python as RuntimeErrors naming the rank and
-// the operation.
+// copied back before the Work completes. Works complete in issue order (CompletionQueue):
+// on the thread that waits for one, or on the group's completer thread when someone wants a
+// Work's get_future() (DDP's comm hooks chain on it). Errors (a dead peer, a timeout) reach Python
+// as RuntimeErrors naming the rank and the operation.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -31,15 +31,17 @@
 namespace lockstep_torch {
 
 class C10dStore;
+class CompletionQueue;
 
 // One issued operation as PyTorch sees it: the lockstep operations that carry it, what to
 // do after they succeed (copy staged results back), and the future DDP's hooks chain on.
 class LockstepWork final : public c10d::Work {
  public:
   LockstepWork(int rank, c10d::OpType type, std::vector<at::Tensor> outputs,
-               std::chrono::milliseconds timeout);
+               std::chrono::milliseconds timeout, std::weak_ptr<CompletionQueue> queue);
   bool wait(std::chrono::milliseconds timeout) override;
   c10::intrusive_ptr<c10::ivalue::Future> getFuture() override;
+  bool isCompleted() override;
   std::vector<at::Tensor> result() override;
 
   // While the group issues it: a lockstep operation that carries it, a buffer that must live
@@ -49,8 +51,8 @@ class LockstepWork final : public c10d::Work {
   void then(std::function<void()> step) { finishers_.push_back(std::move(step)); }
 
  private:
-  friend class LockstepProcessGroup;
-  void complete(std::exception_ptr error);  // the completer thread, in issue order
+  friend class CompletionQueue;
+  void complete(std::exception_ptr error);  // the completer or a waiter, in issue order
 
   std::vector<lockstep::comm::Work> ops_;
   std::vector<std::function<void()>> finishers_;  // after ops_ succeed: copy staged results back
@@ -58,6 +60,47 @@ class LockstepWork final : public c10d::Work {
   std::vector<at::Tensor> keep_;  // staging buffers and inputs, alive until completion
   std::chrono::milliseconds timeout_;
   c10::intrusive_ptr<c10::ivalue::Future> future_;
+  std::weak_ptr<CompletionQueue> queue_;
+};
+
+// The Works of one group not yet complete, in issue order, and whoever completes them.
+// A thread blocked in LockstepWork::wait() completes its Work (and any queued before it)
+// itself: a synchronous collective costs no thread hand-off here. The group's completer
+// thread completes the Works whose future or state someone wants (getFuture(): DDP's
+// buckets, isCompleted()) and, to bound what queued Works hold, any beyond kUnwatched.
+// Shared with the Works (weakly), so a Work outliving its group is harmless.
+class CompletionQueue {
+ public:
+  using WorkPtr = c10::intrusive_ptr<LockstepWork>;
+  using Clock = std::chrono::steady_clock;
+  static constexpr size_t kUnwatched = 64;
+
+  void push(WorkPtr w, std::vector<WorkPtr>& retired_out);
+  // The completer is to complete every queued Work (a future or a state is wanted).
+  void want();
+  // The completer thread: until stop() and nothing is left.
+  void run();
+  // A waiter: completes the queued Works up to `me` while `me` is still queued, waiting
+  // (until `deadline`) while someone else completes one.
+  void complete_through(const LockstepWork* me, Clock::time_point deadline);
+  void stop();
+  bool quiesce(std::chrono::milliseconds timeout);
+  void clear_failed();
+
+ private:
+  bool queued(const LockstepWork* w) const;
+  bool complete_one(const WorkPtr& w);  // without the lock; false: it failed
+  void retire(WorkPtr w, bool ok);
+
+  std::mutex mu_;
+  std::condition_variable completer_cv_;  // wanted, or stop
+  std::condition_variable waiter_cv_;     // a completion ended
+  std::deque<WorkPtr> pending_;
+  std::vector<WorkPtr> retired_;  // completed; released by the next push() or the destructor
+  std::vector<WorkPtr> failed_;   // failed works keep their buffers until lockstep lets go
+  bool busy_ = false;             // someone is completing the front Work
+  bool wanted_ = false;           // the completer completes until the queue is empty
+  bool stop_ = false;
 };
 
 // all_to_all_single's rows per peer, checked against the tensors: in[j] rows go to rank j,
@@ -131,7 +174,6 @@ class LockstepProcessGroup final : public compat::BackendBase {
   // Starts the lockstep operations of `work` (start adds them) and queues it for completion.
   c10::intrusive_ptr<c10d::Work> issue(WorkPtr work,
                                        const std::function<void(LockstepWork&)>& start);
-  void complete_in_order();
   void alltoall_uneven(LockstepWork& w, const at::Tensor& input, const at::Tensor& output,
                        const AllToAllSplits& splits, const c10d::AllToAllOptions& opts);
   std::chrono::milliseconds pick(std::chrono::milliseconds op_timeout) const;
@@ -142,15 +184,8 @@ class LockstepProcessGroup final : public compat::BackendBase {
   std::chrono::milliseconds timeout_;
   uint64_t issued_ = 0;
 
-  std::mutex issue_mu_;  // lockstep operations and pending_ in the same order
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<WorkPtr> pending_;
-  std::vector<WorkPtr> retired_;  // completed; released by the next issue() or the destructor
-  std::condition_variable idle_cv_;
-  bool busy_ = false;  // the completer is completing a Work
-  bool stop_ = false;
-  std::vector<WorkPtr> failed_;  // failed works keep their buffers until lockstep lets go
+  std::mutex issue_mu_;  // lockstep operations and the queue in the same order
+  std::shared_ptr<CompletionQueue> queue_ = std::make_shared<CompletionQueue>();
   std::thread completer_;
 };
 

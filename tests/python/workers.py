@@ -273,13 +273,10 @@ def check_point_to_point():
             r.wait()
         expect_equal(got, torch.arange(n, dtype=torch.float64) + left, f"send/recv n={n}")
     dist.barrier()
-    # torch 1.13's dist.monitored_barrier() refuses every backend but gloo; the group's own
-    # method reaches lockstep's.
+    # dist.monitored_barrier() refuses every backend but gloo (1.13 and 2.x alike: a
+    # ValueError in 2.x); the group's own method reaches lockstep's.
     group = dist.distributed_c10d._get_default_group()
-    if int(torch.__version__.split(".")[0]) < 2:
-        group.monitored_barrier(datetime.timedelta(seconds=20))
-    else:
-        dist.monitored_barrier(timeout=datetime.timedelta(seconds=20))
+    group.monitored_barrier(datetime.timedelta(seconds=20))
 
 
 def scenario_collectives():
@@ -309,6 +306,14 @@ def scenario_order():
     torch.futures.wait_all(futs)
     want = [(i, float(sum(r + i for r in range(WORLD)))) for i in range(24)]
     assert done == want, f"rank {RANK}: completion order {done} != {want}"
+    # Waiting on the last of several Works (no futures asked for: the waiting thread completes
+    # them itself) completes the earlier ones first, in issue order: int8 tensors, whose
+    # results are copied back (from int32) when their Work completes, hold them already.
+    ts = [torch.full((1 + i,), RANK, dtype=torch.int8) for i in range(6)]
+    works = [dist.all_reduce(t, async_op=True) for t in ts]
+    works[-1].wait()
+    assert all(int(t[0]) == sum(range(WORLD)) for t in ts), f"rank {RANK}: {ts}"
+    assert all(w.is_completed() for w in works), f"rank {RANK}: an earlier Work is not complete"
     print(f"rank {RANK}: 24 futures completed in issue order")
 
 
