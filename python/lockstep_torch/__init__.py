@@ -45,11 +45,26 @@ def _create(dist_opts, pg_opts=None):
 @atexit.register
 def _quiesce():
     """Before Python finalizes: a completer thread still releasing a Python callback (a
-    future's then()) would take the GIL during finalization and abort the process."""
-    for r in _groups:
-        pg = r()
-        if pg is not None:
-            _C.quiesce(pg, datetime.timedelta(seconds=10))
+    future's then()) would take the GIL during finalization and abort the process. In 2.x
+    the Python object _create returned may be gone while its ProcessGroup keeps the backend
+    (the weak reference is dead): the groups torch.distributed still holds are asked too
+    (quiesce passes over backends that are not lockstep's)."""
+    backends = [r() for r in _groups]
+    try:
+        pgs = list(dist.distributed_c10d._world.pg_map)
+    except Exception:  # noqa: BLE001  (internal API: best effort)
+        pgs = []
+    for pg in pgs:
+        try:
+            backends.append(pg._get_backend(torch.device("cpu")) if _TORCH_MAJOR >= 2 else pg)
+        except Exception:  # noqa: BLE001  (no CPU backend in this group)
+            pass
+    for b in backends:
+        if b is not None:
+            try:
+                _C.quiesce(b, datetime.timedelta(seconds=10))
+            except TypeError:  # not a c10d backend of the type _C takes
+                pass
 
 
 def transport(group=None):
