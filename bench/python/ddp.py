@@ -13,7 +13,11 @@ thread each, gradient_as_bucket_view=True, unbound as under torchrun. Then per b
     ceiling    = the two single workers' samples/s added                      (pair)
     efficiency = samples/s / ceiling      (weak scaling against the machine's ceiling)
 
-and lockstep / gloo for samples/s. Medians over --repeat; every repetition is printed too.
+and lockstep / gloo for samples/s. The same with each worker's process CPU seconds in place
+of wall seconds ("cpu" columns): on a machine shared with other jobs the wall figures follow
+the scheduler (a job with more runnable threads gets more of the cores), the CPU figures
+what each worker did with the CPU it got (waiting for a peer costs CPU only when spinning).
+Medians over --repeat; every repetition is printed too.
 
     PYTHONPATH=build/release/python /usr/bin/python3 bench/python/ddp.py [--repeat 3]
 """
@@ -61,12 +65,14 @@ def launch(world, copies, backend, model, steps, a):
 
 
 def measure(backend, model, steps, a):
-    """One repetition: (ddp samples/s, ceiling samples/s) for `backend`."""
+    """One repetition for `backend`: (ddp samples/s, ceiling samples/s), by wall seconds and
+    by CPU seconds."""
     pair = launch(1, 2, backend, model, steps, a)
-    ceiling = sum(r["samples_per_s"] for r in pair)
     ddp = launch(2, 1, backend, model, steps, a)
-    thr = 2 * a.batch * steps / max(r["elapsed_s"] for r in ddp)
-    return thr, ceiling
+    n = a.batch * steps
+    wall = (2 * n / max(r["elapsed_s"] for r in ddp), sum(n / r["elapsed_s"] for r in pair))
+    cpu = (2 * n / max(r["cpu_s"] for r in ddp), sum(n / r["cpu_s"] for r in pair))
+    return wall, cpu
 
 
 def main():
@@ -87,29 +93,34 @@ def main():
     print(f"# date: {datetime.datetime.utcnow():%Y-%m-%dT%H:%M:%SZ}; {os.cpu_count()} cores, "
           f"load {open('/proc/loadavg').read().split()[:3]}; batch {a.batch}/worker, "
           f"{a.warmup} warm-up steps untimed, 1 compute thread/worker, data: {a.data}")
-    print(f"{'model':<11} {'rep':>3} {'backend':<9} {'DDP smp/s':>10} {'ceiling':>10} {'eff':>6}")
+    print(f"{'model':<11} {'rep':>3} {'backend':<9} {'DDP smp/s':>10} {'ceiling':>10} {'eff':>6} "
+          f"{'cpu smp/s':>10} {'cpu ceil':>10} {'cpu eff':>8}")
     summary = []
     for model in a.models.split(","):
         res = {b: [] for b in BACKENDS}
         for rep in range(a.repeat):
             order = BACKENDS if rep % 2 == 0 else BACKENDS[::-1]
             for b in order:
-                thr, ceiling = measure(b, model, steps[model], a)
-                res[b].append((thr, ceiling))
-                print(f"{model:<11} {rep:>3} {b:<9} {thr:10.1f} {ceiling:10.1f} "
-                      f"{thr / ceiling:6.2f}", flush=True)
+                (thr, ceil), (cthr, cceil) = m = measure(b, model, steps[model], a)
+                res[b].append(m)
+                print(f"{model:<11} {rep:>3} {b:<9} {thr:10.1f} {ceil:10.1f} {thr / ceil:6.2f} "
+                      f"{cthr:10.1f} {cceil:10.1f} {cthr / cceil:8.2f}", flush=True)
         summary.append((model, res))
     print(f"\nmedians over {a.repeat} repetitions")
-    print(f"{'model':<11} {'backend':<9} {'DDP smp/s':>10} {'ceiling':>10} {'eff':>6} "
-          f"{'lockstep/gloo':>14}")
+    print(f"{'model':<11} {'backend':<9} {'DDP smp/s':>10} {'eff':>6} {'lockstep/gloo':>14} "
+          f"{'cpu smp/s':>10} {'cpu eff':>8} {'lockstep/gloo':>14}")
     for model, res in summary:
-        med = {b: statistics.median(t for t, _ in res[b]) for b in BACKENDS}
+        def med(b, k, f):
+            return statistics.median(f(m[k]) for m in res[b])
         for b in BACKENDS:
-            ceil = statistics.median(c for _, c in res[b])
-            eff = statistics.median(t / c for t, c in res[b])
-            ratio = f"{med['lockstep'] / med['gloo']:13.2f}x" if b == "lockstep" else ""
-            print(f"{model:<11} {b:<9} {med[b]:10.1f} {ceil:10.1f} {eff:6.2f} {ratio:>14}")
-
+            cols = []
+            for k in (0, 1):
+                thr = med(b, k, lambda x: x[0])
+                eff = med(b, k, lambda x: x[0] / x[1])
+                ratio = thr / med("gloo", k, lambda x: x[0])
+                cols.append(f"{thr:10.1f} {eff:6.2f} " + (f"{ratio:13.2f}x" if b == "lockstep"
+                                                          else " " * 14))
+            print(f"{model:<11} {b:<9} {cols[0]} {cols[1]}")
 
 if __name__ == "__main__":
     main()
