@@ -69,7 +69,11 @@ def measure(a, side, world, model, steps):
     else:
         wall = world * rows[0]["batch"] * steps / max(r["elapsed_s"] for r in rows)
     cpu = sum(r["batch"] * steps / r["cpu_s"] for r in rows)
-    return {"wall": wall, "cpu": cpu, "params": rows[0]["params"], "batch": rows[0]["batch"]}
+    # baseline: the share of its step spent in all-reduces, by the rank that waited least
+    # (the other also waits for its peer). Overlap can at best hide that share, so
+    # lockstep / baseline <= 1 / (1 - comm) for any DDP on the same compute.
+    comm = min(r.get("comm_s", 0.0) for r in rows) / max(r["elapsed_s"] for r in rows)
+    return {"wall": wall, "cpu": cpu, "comm": comm, "params": rows[0]["params"], "batch": rows[0]["batch"]}
 
 
 def ratio_rows(res, reps, key="wall"):
@@ -138,6 +142,10 @@ def main():
         for (name, target, vals), (_, _, cpu) in zip(ratio_rows(res, a.reps), cpu_rows):
             print(f"| {name} | {target} | {statistics.median(vals):.3f} | "
                   f"{', '.join(f'{v:.3f}' for v in vals)} | {statistics.median(cpu):.3f} |")
+        comm = [m["comm"] for m in res[("baseline", 2)]]
+        print(f"\nbaseline, 2 workers: all-reduces take {100 * statistics.median(comm):.1f} % of its step "
+              f"(median; rank that waited least), so no overlap can make lockstep more than "
+              f"{1 / (1 - statistics.median(comm)):.3f}x the baseline on this compute")
         print(flush=True)
         out[model] = {f"{s}/{w}": v for (s, w), v in res.items()}
     if a.json:

@@ -145,12 +145,14 @@ int main(int argc, char** argv) try {
   const int64_t batches = x.size(0) / f.batch;
   if (batches < 1) throw std::runtime_error("torch_bench: fewer samples per rank than --batch");
   torch::Tensor loss;
+  double comm_s = 0;  // baseline: wall time in its all-reduces (nothing overlaps them)
   auto step = [&] {
     const int64_t s = (cursor++ % batches) * f.batch;
     opt->zero_grad();
     loss = loss_of(x.slice(0, s, s + f.batch), y.slice(0, s, s + f.batch));
     loss.backward();  // ddp: averaged on return
     if (f.mode == "baseline") {
+      const auto c0 = std::chrono::steady_clock::now();
       for (const auto& p : params) {  // dist-mnist.cpp: one blocking all-reduce per gradient
         auto g = p.grad();
         pg->allreduce(g.data_ptr<float>(), size_t(g.numel()), lockstep::DType::f32,
@@ -158,11 +160,13 @@ int main(int argc, char** argv) try {
             .wait();
         g.div_(double(world));
       }
+      comm_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - c0).count();
     }
     opt->step();
   };
   for (int64_t i = 0; i < f.warmup; ++i) step();
   if (pg) pg->barrier().wait();
+  comm_s = 0;
   const auto t0 = std::chrono::steady_clock::now();
   const double c0 = cpu_seconds();
   for (int64_t i = 0; i < f.steps; ++i) step();
@@ -173,9 +177,9 @@ int main(int argc, char** argv) try {
       "{\"impl\": \"libtorch-%s\", \"model\": \"%s\", \"world\": %d, \"rank\": %d, \"batch\": "
       "%lld, "
       "\"steps\": %lld, \"elapsed_s\": %.6f, \"cpu_s\": %.6f, \"samples_per_s\": %.3f, "
-      "\"loss\": %.6f, \"params\": %lld}\n",
+      "\"comm_s\": %.6f, \"loss\": %.6f, \"params\": %lld}\n",
       f.mode.c_str(), f.model.c_str(), world, env.rank, (long long)f.batch, (long long)f.steps, el,
-      cpu, double(f.steps * f.batch) / el, loss.item<double>(),
+      cpu, double(f.steps * f.batch) / el, comm_s, loss.item<double>(),
       (long long)ex::count_parameters(*net));
   std::fflush(stdout);
   return 0;
