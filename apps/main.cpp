@@ -77,6 +77,7 @@ int main(int argc, char** argv) {
   add(lockstep::apps::add_bench_command);
   add(lockstep::apps::add_selfcheck_command);
   add(lockstep::apps::add_checkpoints_command);
+  add(lockstep::apps::add_sweep_command);
   try {
     auto args = lockstep::apps::separate_run_program(app, argc, argv);
     app.parse(int(args.size()), args.data());
