@@ -71,7 +71,7 @@ def write_best(study, opt_study):
 
 def _terminal(gnuplot):
     p = subprocess.run([gnuplot, "-e", "set terminal pngcairo"], capture_output=True, text=True, timeout=30)
-    return ("pngcairo size 720,440", "png") if p.returncode == 0 else ("svg size 720,440", "svg")
+    return ("pngcairo noenhanced size 720,440", "png") if p.returncode == 0 else ("svg noenhanced size 720,440", "svg")
 
 
 def _plots(study, opt_study, out):
