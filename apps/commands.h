@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <string>
 #include <vector>
 
 namespace lockstep::apps {
@@ -21,5 +22,10 @@ Runner add_sweep_command(CLI::App& app);
 // argv with a `--` inserted before the program of `lockstep run [OPTIONS] PROGRAM ARGS` (the
 // torchrun form), so that the program's own options are not read as lockstep's.
 std::vector<char*> separate_run_program(const CLI::App& app, int argc, char** argv);
+
+// The checks `lockstep train ARGS` makes before its workers start (flags, values, model,
+// backend, the run directory), for `lockstep run ... lockstep train ARGS` to make them once
+// in the launcher. ConfigError as `lockstep train` would report it.
+void check_train_args(const std::vector<std::string>& args);
 
 }  // namespace lockstep::apps

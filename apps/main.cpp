@@ -7,6 +7,7 @@
 #include <string>
 
 #include "commands.h"
+#include "help_format.h"
 #include "lockstep/comm/backends/registry.h"
 #include "lockstep/config.h"
 #include "lockstep/core/error.h"
@@ -58,6 +59,7 @@ int main(int argc, char** argv) {
   // Explicit, so that no backend is lost to the linker dropping static initialisers.
   lockstep::comm::register_builtin_backends();
   CLI::App app{"lockstep: synchronous distributed data-parallel training"};
+  app.formatter(std::make_shared<lockstep::apps::WrappingFormatter>(lockstep::apps::terminal_width()));
   app.require_subcommand(1);
   // A callback: the backends are tried (their plugins loaded) only when --version is asked.
   app.set_version_flag("--version", std::function<std::string()>([] {
@@ -78,12 +80,12 @@ int main(int argc, char** argv) {
   add(lockstep::apps::add_selfcheck_command);
   add(lockstep::apps::add_checkpoints_command);
   add(lockstep::apps::add_sweep_command);
+  auto args = lockstep::apps::separate_run_program(app, argc, argv);
   try {
-    auto args = lockstep::apps::separate_run_program(app, argc, argv);
     app.parse(int(args.size()), args.data());
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
-    return usage_error(app, e, argc, argv);
+    return usage_error(app, e, int(args.size()), args.data());
   }
   try {
     for (auto& [sub, run] : runners) {

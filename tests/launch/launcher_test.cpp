@@ -281,8 +281,12 @@ TEST(Launcher, RejectsBadUsageWithAHint) {
   EXPECT_NE(zero.status.code, 0);
   EXPECT_NE(zero.err.find("nproc-per-node"), std::string::npos) << zero.err;
   auto missing = run_command({LOCKSTEP_BIN, "run", "--", "/nonexistent/program"}, kTimeout);
-  EXPECT_EQ(missing.status.code, 127);
-  EXPECT_NE(missing.err.find("exec failed"), std::string::npos) << missing.err;
+  // Issue 22: said once by the launcher, with the reason, before any worker starts.
+  EXPECT_EQ(missing.status.code, 1);
+  EXPECT_NE(missing.err.find("program '/nonexistent/program' cannot be run: No such file or directory"),
+            std::string::npos)
+      << missing.err;
+  EXPECT_EQ(missing.err.find("[rank"), std::string::npos) << missing.err;
   auto addr = run_command(
       {LOCKSTEP_BIN, "run", "--master-addr", "no-such-host.invalid", "--", "true"}, kTimeout);
   EXPECT_NE(addr.status.code, 0);

@@ -129,7 +129,9 @@ TEST_F(BadInput, CorruptDataFileHeaderIsNamed) {
   const std::string out = expect_error(
       "corrupt data file (IDX header)",
       "type byte of train-labels-idx1-ubyte set to 0x0d (float), --nproc 2",
-      train(config("badmagic", {{"data_dir", str_cat("\"", d.string(), "\"")}}), {"--nproc", "2"}),
+      // --resume auto: the saved run's directory, which a new run may not use (refused first)
+      train(config("badmagic", {{"data_dir", str_cat("\"", d.string(), "\"")}, {"resume", "\"auto\""}}),
+            {"--nproc", "2"}),
       "] lockstep: error:");
   EXPECT_NE(out.find("train-labels-idx1-ubyte: "), std::string::npos) << out;
 }

@@ -93,7 +93,8 @@ TEST(Config, SyntaxErrorsNameLineAndColumn) {
 
 TEST(Config, CrossFieldChecks) {
   EXPECT_NE(error_of("lr = 0.1\nmin_lr = 0.5\n").find("min_lr"), std::string::npos);
-  EXPECT_NE(error_of("lr = 0\n").find("lr must be > 0"), std::string::npos);
+  EXPECT_NE(error_of("lr = -1\n").find("'lr' = -1 is out of range [0, 1000]"), std::string::npos);
+  EXPECT_EQ(error_of("lr = 0\nmin_lr = 0\n"), "(accepted)");  // issue 22: a run that keeps the weights
   TrainConfig c;
   c.optimizer = "bogus";  // as a flag would set it
   EXPECT_THROW(validate(c), ConfigError);
@@ -124,8 +125,56 @@ TEST(Config, TomlRoundTrip) {
   c.seed = 99;
   c.augment = true;
   c.resume = "runs/a b/\"quoted\"";
+  c.gamma = 0.1;
+  c.shuffle = false;
   const TrainConfig back = parse_config(config_to_toml(c), "roundtrip");
   EXPECT_EQ(back.to_json(), c.to_json()) << config_to_toml(c);
+}
+
+// Issue 22: --print-config is a complete, commented file: every key once, under its help
+// text, and floats as written (0.1, not 0.10000000000000001).
+TEST(Config, TomlTextHasEveryKeyUnderItsHelp) {
+  const std::string text = config_to_toml(TrainConfig{});
+  for (const KeyInfo& k : config_key_info()) {
+    EXPECT_FALSE(k.doc.empty()) << k.name;
+    EXPECT_NE(text.find(str_cat("# ", k.doc, "\n", k.name, " = ")), std::string::npos) << k.name << "\n" << text;
+  }
+  EXPECT_NE(text.find("\ngamma = 0.1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\nclip = 0.0\n"), std::string::npos) << text;
+}
+
+// Issue 22: every key can be set from a flag's text, with the checks of a file's key.
+TEST(Config, EveryKeyIsSetFromTextWithTheChecksOfAFile) {
+  const TrainConfig d;
+  for (const KeyInfo& k : config_key_info()) {
+    TrainConfig c;
+    const nlohmann::json v = d.to_json()[k.name];
+    const std::string text = v.is_string() ? v.get<std::string>() : v.is_boolean() ? (v.get<bool>() ? "false" : "true")
+                                                                                    : v.dump();
+    set_key(c, k.name, text, "flag");
+    if (v.is_boolean()) EXPECT_NE(c.to_json()[k.name], v) << k.name;
+    else EXPECT_EQ(c.to_json()[k.name], v) << k.name;
+  }
+  TrainConfig c;
+  set_key(c, "grad_accum", "4", "flag --grad-accum");
+  set_key(c, "shuffle", "false", "flag --shuffle");
+  set_key(c, "lr", "0", "flag --lr");
+  EXPECT_EQ(c.grad_accum, 4);
+  EXPECT_FALSE(c.shuffle);
+  EXPECT_EQ(c.lr, 0.0);
+  auto error = [](const std::string& key, const std::string& text) {
+    TrainConfig x;
+    try {
+      set_key(x, key, text, str_cat("flag --", key));
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(accepted)");
+  };
+  EXPECT_EQ(error("lr", "inf"), "flag --lr: key 'lr' = inf is out of range [0, 1000]");
+  EXPECT_EQ(error("grad_accum", "two"), "flag --grad_accum: key 'grad_accum' must be an integer, got a string");
+  EXPECT_EQ(error("shuffle", "maybe"), "flag --shuffle: key 'shuffle' must be true or false, got a string");
+  EXPECT_NE(error("grad_acum", "2").find("did you mean 'grad_accum'"), std::string::npos);
 }
 
 }  // namespace

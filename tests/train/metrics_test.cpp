@@ -3,7 +3,11 @@
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 
 #include "lockstep/core/error.h"
@@ -122,6 +126,41 @@ TEST(Progress, BarWhenATerminal) {
   EXPECT_NE(bar.find("ETA 1m05s"), std::string::npos) << bar;
   EXPECT_EQ(Progress::format_duration(3725), "1h02m");
   EXPECT_EQ(Progress::format_duration(NAN), "?");
+}
+
+// What a Progress left to decide by itself writes to a pseudo-terminal, as mpirun gives its
+// ranks; `rank_env` is set while it runs ("" for none).
+std::string on_a_pty(const char* rank_env) {
+  const int master = ::posix_openpt(O_RDWR | O_NOCTTY);
+  EXPECT_GE(master, 0);
+  EXPECT_EQ(::grantpt(master), 0);
+  EXPECT_EQ(::unlockpt(master), 0);
+  FILE* f = std::fopen(::ptsname(master), "w");
+  EXPECT_NE(f, nullptr);
+  if (*rank_env) ::setenv(rank_env, "0", 1);
+  {
+    Progress p(f, 3, true, std::nullopt, std::chrono::milliseconds(0));
+    for (int s = 1; s <= 3; ++s) p.update(s, 1.0 / s, 500.0);
+    p.finish();
+  }
+  if (*rank_env) ::unsetenv(rank_env);
+  std::fclose(f);
+  std::string out;
+  char buf[4096];
+  ::fcntl(master, F_SETFL, O_NONBLOCK);
+  for (ssize_t n; (n = ::read(master, buf, sizeof buf)) > 0;) out.append(buf, size_t(n));
+  ::close(master);
+  return out;
+}
+
+// Issue 22: under `lockstep run --via mpirun` the bar's \r and ESC[K went into mpirun's tagged log.
+TEST(Progress, NoBarOnTheTerminalOfAnMpirunOrSrunRank) {
+  EXPECT_NE(on_a_pty("").find("\x1b[K"), std::string::npos) << "a terminal of its own gets the bar";
+  for (const char* v : {"OMPI_COMM_WORLD_RANK", "SLURM_PROCID"}) {
+    const std::string out = on_a_pty(v);
+    EXPECT_EQ(out.find("\x1b"), std::string::npos) << v << ": " << out;
+    EXPECT_NE(out.find("step 3/3"), std::string::npos) << v << ": " << out;
+  }
 }
 
 }  // namespace

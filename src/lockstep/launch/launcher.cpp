@@ -35,6 +35,9 @@ void validate(const LaunchConfig& c) {
     LOCKSTEP_THROW(ConfigError, "no program to run: give it after `--`, e.g. "
                                 "`lockstep run --nproc-per-node 2 -- ./trainer --epochs 1`");
   }
+  // Once here, with the reason, rather than "exec failed" from every worker.
+  const auto path = c.env.find("PATH");
+  find_program(c.command[0], path != c.env.end() ? path->second : getenv_opt("PATH").value_or(""));
   if (c.nproc_per_node < 1 || c.nproc_per_node > 1024) {
     LOCKSTEP_THROW(ConfigError, "--nproc-per-node=", c.nproc_per_node, " must be in [1, 1024]");
   }

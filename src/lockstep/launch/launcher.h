@@ -39,6 +39,7 @@ struct LaunchConfig {
   // store is then at LOCKSTEP_STORE_PORT (torchrun_env.h).
   int program_master_port = 0;
   bool prefix_output = true;
+  std::string run_id;             // torchrun's --rdzv-id: TORCHELASTIC_RUN_ID, LOCKSTEP_JOB_ID
   std::string via;                // "" (start the workers here) or "mpirun" (single node)
   std::string mpirun;             // via mpirun: its path ("": $LOCKSTEP_MPIRUN, else PATH)
   std::string cpu_bind;           // auto, none, cores; "": $LOCKSTEP_CPU_BIND, else auto (affinity.h)

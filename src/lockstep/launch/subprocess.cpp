@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -66,6 +67,46 @@ std::vector<std::string> merged_environment(const std::map<std::string, std::str
 }
 
 }  // namespace
+
+namespace {
+
+// 0 when `file` can be executed, else the errno exec would fail with.
+int exec_error(const std::string& file) {
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) return errno;
+  if (S_ISDIR(st.st_mode)) return EISDIR;
+  if (!S_ISREG(st.st_mode) || ::access(file.c_str(), X_OK) != 0) return EACCES;
+  return 0;
+}
+
+}  // namespace
+
+std::string find_program(const std::string& name, const std::string& path) {
+  auto fail = [&](int err, const std::string& hint) {
+    LOCKSTEP_THROW(ConfigError, "program '", name, "' cannot be run: ", std::strerror(err), hint);
+  };
+  if (name.empty()) fail(ENOENT, "");
+  if (name.find('/') != std::string::npos) {
+    const int err = exec_error(name);
+    if (err == EACCES) fail(err, " (make it executable: chmod +x)");
+    if (err != 0) fail(err, " (check the path; it is relative to the launcher's directory)");
+    return name;
+  }
+  int first_err = 0;  // as execvp: a later directory's match wins over an earlier EACCES
+  std::string dirs = path.empty() ? "/bin:/usr/bin" : path;
+  for (size_t b = 0, e = 0; b <= dirs.size(); b = e + 1) {
+    e = dirs.find(':', b);
+    if (e == std::string::npos) e = dirs.size();
+    const std::string dir = e == b ? "." : dirs.substr(b, e - b);
+    const int err = exec_error(dir + "/" + name);
+    if (err == 0) return dir + "/" + name;
+    if (err != ENOENT && err != ENOTDIR && first_err == 0) first_err = err;
+  }
+  fail(first_err != 0 ? first_err : ENOENT,
+       first_err != 0 ? str_cat(" (found in PATH but not executable)")
+                      : str_cat(" (not found in PATH; give its path, e.g. ./", name, ")"));
+  return {};
+}
 
 Subprocess::Subprocess(const std::vector<std::string>& argv,
                        const std::map<std::string, std::string>& env, const std::vector<int>& cpus) {

@@ -23,6 +23,12 @@ struct ExitStatus {
   int shell_code() const { return signaled ? 128 + code : code; }
 };
 
+// Where exec would find program `name` (searched in `path`, a PATH value, unless it has a
+// '/'), checked as exec will: ConfigError "program 'x' cannot be run: No such file or
+// directory" (or Permission denied, Is a directory), so that a launcher can say it once
+// before starting any worker.
+std::string find_program(const std::string& name, const std::string& path);
+
 class Subprocess {
  public:
   // Starts argv[0] (searched in PATH) with the current environment plus `env` overrides,

@@ -18,7 +18,7 @@ void add_torchrun_env(std::map<std::string, std::string>& env, const LaunchConfi
   auto restart = env.find("LOCKSTEP_RESTART_COUNT");
   env["TORCHELASTIC_RESTART_COUNT"] = restart != env.end() ? restart->second : "0";
   env["TORCHELASTIC_MAX_RESTARTS"] = std::to_string(cfg.max_restarts);
-  env["TORCHELASTIC_RUN_ID"] = "lockstep";
+  env["TORCHELASTIC_RUN_ID"] = cfg.run_id.empty() ? "lockstep" : cfg.run_id;
   if (cfg.program_master_port > 0) {
     env["LOCKSTEP_STORE_PORT"] = env["MASTER_PORT"];
     env["MASTER_PORT"] = std::to_string(cfg.program_master_port);

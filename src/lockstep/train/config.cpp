@@ -1,6 +1,9 @@
 #include "lockstep/train/config.h"
 
 #include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cstdio>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -18,6 +21,8 @@ struct Field {
   const char* name;
   Setter set;
   std::function<nlohmann::json(const TrainConfig&)> get;
+  KeyKind kind;
+  const char* doc = "";
 };
 
 std::string type_name(const toml::node& n) {
@@ -42,7 +47,8 @@ Field int_field(const char* name, T TrainConfig::*member, int64_t lo, int64_t hi
               LOCKSTEP_THROW(ConfigError, where, ": key '", name, "' = ", *v, " is out of range [", lo, ", ", hi, "]");
             c.*member = T(*v);
           },
-          [=](const TrainConfig& c) { return nlohmann::json(c.*member); }};
+          [=](const TrainConfig& c) { return nlohmann::json(c.*member); },
+          KeyKind::integer};
 }
 
 Field float_field(const char* name, double TrainConfig::*member, double lo, double hi) {
@@ -55,7 +61,8 @@ Field float_field(const char* name, double TrainConfig::*member, double lo, doub
               LOCKSTEP_THROW(ConfigError, where, ": key '", name, "' = ", *v, " is out of range [", lo, ", ", hi, "]");
             c.*member = *v;
           },
-          [=](const TrainConfig& c) { return nlohmann::json(c.*member); }};
+          [=](const TrainConfig& c) { return nlohmann::json(c.*member); },
+          KeyKind::number};
 }
 
 Field bool_field(const char* name, bool TrainConfig::*member) {
@@ -65,7 +72,8 @@ Field bool_field(const char* name, bool TrainConfig::*member) {
             if (!v) LOCKSTEP_THROW(ConfigError, where, ": key '", name, "' must be true or false, got ", type_name(n));
             c.*member = *v;
           },
-          [=](const TrainConfig& c) { return nlohmann::json(c.*member); }};
+          [=](const TrainConfig& c) { return nlohmann::json(c.*member); },
+          KeyKind::boolean};
 }
 
 // choices empty: any string.
@@ -82,7 +90,14 @@ Field string_field(const char* name, std::string TrainConfig::*member,
             }
             c.*member = *v;
           },
-          [=](const TrainConfig& c) { return nlohmann::json(c.*member); }};
+          [=](const TrainConfig& c) { return nlohmann::json(c.*member); },
+          KeyKind::string};
+}
+
+// The field with its help text (`lockstep train --help` shows it for the flag of the key).
+Field doc(Field f, const char* text) {
+  f.doc = text;
+  return f;
 }
 
 constexpr int64_t kBig = int64_t(1) << 40;
@@ -90,46 +105,72 @@ constexpr int64_t kBig = int64_t(1) << 40;
 const std::vector<Field>& fields() {
   using C = TrainConfig;
   static const std::vector<Field> f = {
-      string_field("model", &C::model),
-      string_field("data_dir", &C::data_dir),
-      int_field("epochs", &C::epochs, 1, 1000000),
-      int_field("max_steps", &C::max_steps, 0, kBig),
-      int_field("batch", &C::batch, 1, 1 << 20),
-      int_field("grad_accum", &C::grad_accum, 1, 1 << 16),
-      float_field("lr", &C::lr, 0.0, 1e3),
-      string_field("optimizer", &C::optimizer, {"sgd", "adamw"}),
-      float_field("momentum", &C::momentum, 0.0, 1.0),
-      float_field("weight_decay", &C::weight_decay, 0.0, 10.0),
-      bool_field("nesterov", &C::nesterov),
-      bool_field("zero", &C::zero),
-      int_field("warmup_steps", &C::warmup_steps, 0, kBig),
-      string_field("schedule", &C::schedule, {"constant", "cosine", "step"}),
-      int_field("step_size", &C::step_size, 1, kBig),
-      float_field("gamma", &C::gamma, 0.0, 1.0),
-      float_field("min_lr", &C::min_lr, 0.0, 1e3),
-      string_field("scaling_rule", &C::scaling_rule, {"none", "linear"}),
-      int_field("base_batch", &C::base_batch, 1, kBig),
-      float_field("clip", &C::clip, 0.0, 1e9),
-      string_field("backend", &C::backend),
-      int_field("nproc", &C::nproc, 1, 1024),
-      int_field("seed", &C::seed, 0, std::numeric_limits<int64_t>::max()),
-      string_field("run_dir", &C::run_dir),
-      int_field("checkpoint_every", &C::checkpoint_every, 0, kBig),
-      int_field("checkpoint_keep", &C::checkpoint_keep, 0, 1000000),
-      int_field("checkpoint_keep_every", &C::checkpoint_keep_every, 0, kBig),
-      int_field("checkpoint_keep_best", &C::checkpoint_keep_best, 0, 1000000),
-      string_field("checkpoint_best_metric", &C::checkpoint_best_metric, {"test_loss", "test_acc"}),
-      bool_field("checkpoint_async", &C::checkpoint_async),
-      string_field("resume", &C::resume),
-      bool_field("overwrite", &C::overwrite),
-      int_field("eval_every", &C::eval_every, 0, kBig),
-      int_field("log_every", &C::log_every, 1, kBig),
-      int_field("threads", &C::threads, 0, 4096),
-      int_field("prefetch", &C::prefetch, 0, 64),
-      bool_field("augment", &C::augment),
-      int_field("train_limit", &C::train_limit, 0, kBig),
-      int_field("test_limit", &C::test_limit, 0, kBig),
-      float_field("timeout", &C::timeout, 0.1, 86400.0),
+      doc(string_field("model", &C::model), "model: fmnist-mlp, fmnist-cnn, char-gpt"),
+      doc(string_field("data_dir", &C::data_dir),
+          "dataset directory (IDX files) or text file (char-gpt); empty: the dataset's default location"),
+      doc(int_field("epochs", &C::epochs, 1, 1000000), "epochs to train"),
+      doc(int_field("max_steps", &C::max_steps, 0, kBig), "stop after this many optimizer steps (0: epochs decide)"),
+      doc(int_field("batch", &C::batch, 1, 1 << 20), "batch size per worker and micro-batch"),
+      doc(int_field("grad_accum", &C::grad_accum, 1, 1 << 16), "micro-batches per optimizer step"),
+      doc(float_field("lr", &C::lr, 0.0, 1e3), "learning rate before the scaling rule (0: weights stay as they are)"),
+      doc(string_field("optimizer", &C::optimizer, {"sgd", "adamw"}), "sgd or adamw"),
+      doc(float_field("momentum", &C::momentum, 0.0, 1.0), "SGD momentum (sgd only)"),
+      doc(float_field("weight_decay", &C::weight_decay, 0.0, 10.0), "weight decay (decoupled for adamw)"),
+      doc(bool_field("nesterov", &C::nesterov), "Nesterov momentum (sgd)"),
+      doc(bool_field("zero", &C::zero),
+          "ZeRO stage 1: shard the SGD momentum over the workers (needs optimizer sgd, clip 0); checkpoints "
+          "keep one shard per worker and resume at any number of workers"),
+      doc(int_field("warmup_steps", &C::warmup_steps, 0, kBig), "steps of linear learning-rate warm-up"),
+      doc(string_field("schedule", &C::schedule, {"constant", "cosine", "step"}),
+          "learning-rate schedule: constant, cosine or step"),
+      doc(int_field("step_size", &C::step_size, 1, kBig), "schedule step: decay every this many steps"),
+      doc(float_field("gamma", &C::gamma, 0.0, 1.0), "schedule step: factor per decay"),
+      doc(float_field("min_lr", &C::min_lr, 0.0, 1e3), "schedule cosine: the final learning rate"),
+      doc(string_field("scaling_rule", &C::scaling_rule, {"none", "linear"}),
+          "none, or linear: lr * global batch / base_batch"),
+      doc(int_field("base_batch", &C::base_batch, 1, kBig), "the global batch lr was tuned for (scaling_rule linear)"),
+      doc(float_field("clip", &C::clip, 0.0, 1e9), "largest global gradient norm (0: no clipping)"),
+      doc(string_field("backend", &C::backend), "process group backend: native, mpi, gloo, nccl (as built)"),
+      doc(int_field("nproc", &C::nproc, 1, 1024), "local workers to start (1: this process)"),
+      doc(int_field("max_restarts", &C::max_restarts, 0, 1000),
+          "with nproc > 1: restart all workers up to this many times, each time from the newest intact "
+          "checkpoint of the lineage this job started"),
+      doc(int_field("seed", &C::seed, 0, std::numeric_limits<int64_t>::max()), "seed of initialisation and data order"),
+      doc(bool_field("shuffle", &C::shuffle),
+          "a new seeded order of the training samples each epoch (false: dataset order, sharded by rank)"),
+      doc(string_field("run_dir", &C::run_dir),
+          "directory for metrics, checkpoints and the report; one job at a time (RUN_DIR/.lock: a second job "
+          "fails at once naming the first's pid and host)"),
+      doc(int_field("checkpoint_every", &C::checkpoint_every, 0, kBig), "steps between checkpoints (0: at the end)"),
+      doc(bool_field("checkpoint_initial", &C::checkpoint_initial),
+          "also save the initial weights, before the first step, as checkpoint step 0 (a fresh run)"),
+      doc(int_field("checkpoint_keep", &C::checkpoint_keep, 0, 1000000),
+          "newest checkpoints of the current lineage kept (0: all)"),
+      doc(int_field("checkpoint_keep_every", &C::checkpoint_keep_every, 0, kBig),
+          "also keep every checkpoint whose step is a multiple of this (0: off)"),
+      doc(int_field("checkpoint_keep_best", &C::checkpoint_keep_best, 0, 1000000),
+          "also keep the N best checkpoints by checkpoint_best_metric (those with an eval at their step)"),
+      doc(string_field("checkpoint_best_metric", &C::checkpoint_best_metric, {"test_loss", "test_acc"}),
+          "test_loss (lowest is best) or test_acc (highest)"),
+      doc(bool_field("checkpoint_async", &C::checkpoint_async),
+          "write checkpoints on a background thread from an in-memory snapshot"),
+      doc(string_field("resume", &C::resume),
+          "checkpoint, checkpoints dir or run dir to continue; 'auto': the newest intact checkpoint of the "
+          "run dir's current lineage, if any. An older checkpoint of this run dir starts a new lineage from "
+          "it (a rollback; the later ones are kept as an abandoned branch). A run already at its last step "
+          "says so and exits 0"),
+      doc(bool_field("overwrite", &C::overwrite),
+          "a new run in a run dir that holds an earlier run deletes it (without it, or resume, such a run is "
+          "refused)"),
+      doc(int_field("eval_every", &C::eval_every, 0, kBig), "steps between evaluations (0: at the end of each epoch)"),
+      doc(int_field("log_every", &C::log_every, 1, kBig), "steps between metrics records"),
+      doc(int_field("threads", &C::threads, 0, 4096), "compute threads per worker (0: cores / nproc)"),
+      doc(int_field("prefetch", &C::prefetch, 0, 64), "batches the data loader assembles ahead"),
+      doc(bool_field("augment", &C::augment), "random crop and flip (image data sets)"),
+      doc(int_field("train_limit", &C::train_limit, 0, kBig), "use only the first N training samples (0: all)"),
+      doc(int_field("test_limit", &C::test_limit, 0, kBig), "use only the first N test samples (0: all)"),
+      doc(float_field("timeout", &C::timeout, 0.1, 86400.0),
+          "seconds to wait for the store, the other ranks' pre-flight and each collective"),
   };
   return f;
 }
@@ -168,6 +209,32 @@ std::vector<std::string> config_keys() {
   return out;
 }
 
+std::vector<KeyInfo> config_key_info() {
+  std::vector<KeyInfo> out;
+  for (const auto& f : fields()) out.push_back({f.name, f.kind, f.doc});
+  return out;
+}
+
+void set_key(TrainConfig& c, const std::string& key, const std::string& text, const std::string& where) {
+  const auto it = std::find_if(fields().begin(), fields().end(), [&](const Field& f) { return key == f.name; });
+  if (it == fields().end()) LOCKSTEP_THROW(ConfigError, where, ": unknown key '", key, "'", suggestion(key));
+  // The text as the TOML value it stands for; what it cannot be is left a string, so that the
+  // key's own check names the type it wants ("must be an integer, got a string").
+  std::optional<toml::table> t;
+  if (it->kind != KeyKind::string) {
+    std::string v = text;
+    std::transform(v.begin(), v.end(), v.begin(), [](unsigned char ch) { return std::tolower(ch); });
+    if (v == "1" && it->kind == KeyKind::boolean) v = "true";
+    if (v == "0" && it->kind == KeyKind::boolean) v = "false";
+    try {
+      t = toml::parse(str_cat("v = ", v));
+    } catch (const toml::parse_error&) {
+    }
+  }
+  if (!t) t = toml::table{{"v", text}};
+  it->set(c, *t->get("v"), where);
+}
+
 nlohmann::json TrainConfig::to_json() const {
   nlohmann::json j = nlohmann::json::object();
   for (const auto& f : fields()) j[f.name] = f.get(*this);
@@ -190,10 +257,51 @@ toml::table to_table(const TrainConfig& c) {
 
 }  // namespace
 
+namespace {
+
+// A TOML basic string: quotes, backslashes and control characters escaped.
+std::string toml_string(const std::string& s) {
+  std::string out = "\"";
+  for (const char ch : s) {
+    const auto u = static_cast<unsigned char>(ch);
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (u < 0x20 || u == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", u);
+      out += buf;
+    } else {
+      out += ch;
+    }
+  }
+  return out + "\"";
+}
+
+// The shortest text that reads back as the same double, always a TOML float ("0.1", "1.0").
+std::string toml_float(double v) {
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  std::string out(buf, r.ptr);
+  if (out.find_first_of(".ein") == std::string::npos) out += ".0";
+  return out;
+}
+
+std::string toml_value(const nlohmann::json& v) {
+  if (v.is_string()) return toml_string(v.get<std::string>());
+  if (v.is_boolean()) return v.get<bool>() ? "true" : "false";
+  if (v.is_number_integer()) return std::to_string(v.get<int64_t>());
+  return toml_float(v.get<double>());
+}
+
+}  // namespace
+
+// Every key in the documented order, each under a comment with its help text: a complete,
+// commented configuration file (`lockstep train --print-config`).
 std::string config_to_toml(const TrainConfig& c) {
-  std::ostringstream out;
-  out << to_table(c) << "\n";
-  return out.str();
+  std::string out;
+  for (const auto& f : fields()) out += str_cat("# ", f.doc, "\n", f.name, " = ", toml_value(f.get(c)), "\n");
+  return out;
 }
 
 // The same checks a config file's keys get in parse_config, on values set in code or by flags.
@@ -252,7 +360,7 @@ void validate(const TrainConfig& c) {
     LOCKSTEP_THROW(ConfigError, "seed must be at most 2^63-1, got ", c.seed);
   if (c.model.empty()) LOCKSTEP_THROW(ConfigError, "model must not be empty");
   if (c.run_dir.empty()) LOCKSTEP_THROW(ConfigError, "run_dir must not be empty");
-  if (!(c.lr > 0)) LOCKSTEP_THROW(ConfigError, "lr must be > 0, got ", c.lr);
+  if (!(c.lr >= 0)) LOCKSTEP_THROW(ConfigError, "lr must be >= 0, got ", c.lr);
   if (c.epochs < 1 || c.batch < 1 || c.grad_accum < 1 || c.nproc < 1)
     LOCKSTEP_THROW(ConfigError, "epochs, batch, grad_accum and nproc must be >= 1");
   if (!(c.timeout >= 0.1 && c.timeout <= 86400))

@@ -41,9 +41,12 @@ struct TrainConfig {
   double clip = 0.0;                  // max global gradient norm; 0: no clipping
   std::string backend = "native";
   int nproc = 1;                      // local workers `lockstep train` starts itself
+  int max_restarts = 0;               // nproc > 1: restarts of all workers after a failure
   uint64_t seed = 42;
+  bool shuffle = true;                // a new seeded sample order each epoch; false: dataset order
   std::string run_dir = "runs/latest";
   int64_t checkpoint_every = 0;       // steps; 0: only at the end of training
+  bool checkpoint_initial = false;    // also save step 0 (the initial weights) of a fresh run
   int checkpoint_keep = 3;             // newest checkpoints kept (of the current lineage; 0: all)
   int64_t checkpoint_keep_every = 0;  // also keep every step that is a multiple of this (0: off)
   int checkpoint_keep_best = 0;       // also keep the N best by checkpoint_best_metric (0: off)
@@ -78,5 +81,18 @@ void check_values(const TrainConfig& c,
 std::string config_to_toml(const TrainConfig& c);
 // The names of every accepted key (for help texts and suggestions).
 std::vector<std::string> config_keys();
+
+// Every key with the type of its value and a line of help, in the order of the docs; the
+// `lockstep train` flag of key `a_b` is `--a-b`.
+enum class KeyKind : uint8_t { integer, number, boolean, string };
+struct KeyInfo {
+  std::string name;
+  KeyKind kind;
+  std::string doc;
+};
+std::vector<KeyInfo> config_key_info();
+// Sets `key` from the text of a flag's value ("0.1", "true", "sgd") with the checks of a
+// config file's key; errors begin with `where` ("flag --lr: key 'lr' = inf is out of range").
+void set_key(TrainConfig& c, const std::string& key, const std::string& text, const std::string& where);
 
 }  // namespace lockstep::train

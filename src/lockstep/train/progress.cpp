@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "lockstep/core/error.h"
 
@@ -26,6 +27,15 @@ std::string fmt(const char* f, double v) {
   return buf;
 }
 
+// A bar redrawn in place only on a terminal of its own: mpirun and srun hand ranks a pty but
+// tag and interleave their lines, where carriage returns and escape codes are noise.
+bool bar_terminal(FILE* out) {
+  if (out == nullptr || !::isatty(fileno(out))) return false;
+  for (const char* v : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"})
+    if (std::getenv(v) != nullptr) return false;
+  return true;
+}
+
 }  // namespace
 
 Progress::Progress(FILE* out, int64_t total_steps, bool enabled, std::optional<bool> tty,
@@ -34,7 +44,7 @@ Progress::Progress(FILE* out, int64_t total_steps, bool enabled, std::optional<b
       total_(total_steps),
       first_step_(first_step),
       enabled_(enabled && out != nullptr),
-      tty_(tty.value_or(out != nullptr && ::isatty(fileno(out)))),
+      tty_(tty.value_or(bar_terminal(out))),
       interval_(line_interval),
       start_(Clock::now()),
       last_print_(start_) {}

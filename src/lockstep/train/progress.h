@@ -18,7 +18,8 @@ namespace lockstep::train {
 
 class Progress {
  public:
-  // tty: force bar (true) or lines (false); default asks isatty(). Lines are printed at
+  // tty: force bar (true) or lines (false); default: a bar on a terminal (isatty) unless this
+  // is a rank of mpirun or srun (OMPI_COMM_WORLD_RANK, PMI_RANK, PMIX_RANK, SLURM_PROCID). Lines are printed at
   // most every `line_interval` (and for the last step).
   Progress(FILE* out, int64_t total_steps, bool enabled, std::optional<bool> tty = std::nullopt,
            std::chrono::milliseconds line_interval = std::chrono::seconds(5),

@@ -125,7 +125,7 @@ void Trainer::Impl::setup() {
   loader = std::make_unique<data::DataLoader>(
       train_set,
       data::DistributedSampler({.dataset_size = train_set.size(), .rank = rank, .world_size = world,
-                                .shuffle = true, .seed = cfg.seed, .remainder = data::Remainder::pad}),
+                                .shuffle = cfg.shuffle, .seed = cfg.seed, .remainder = data::Remainder::pad}),
       data::DataLoaderOptions{.batch_size = cfg.batch, .prefetch = cfg.prefetch, .drop_last = true,
                               .transform = transform_for(train_set, cfg, true)});
   const int64_t batches = loader->sampler().shard_size() / cfg.batch;
@@ -446,7 +446,11 @@ void Trainer::Impl::run_epochs() {
         return;
       }
     }
-    if (loader->batches_left() != 0) return;  // max_steps ended training inside the epoch
+    if (loader->batches_left() != 0) {  // max_steps ended training inside the epoch
+      const int64_t done = start_offset_of_stretch + (step - start_step_of_stretch) * global_batch;
+      result.epochs_done = double(epoch) + std::min(1.0, double(done) / double(train_set.size()));
+      return;
+    }
     evaluate();
     ++epoch;
   }
@@ -477,6 +481,7 @@ TrainResult Trainer::run() {
   m.setup();
   if (m.complete) return m.already_complete();
   m.t0 = Clock::now();
+  if (m.cfg.checkpoint_initial && m.step == 0) m.save(true);  // step 0: the initial weights
   m.run_epochs();
   if (!m.result.stopped) {
     m.evaluate();  // when max_steps ended training mid-epoch
@@ -487,6 +492,7 @@ TrainResult Trainer::run() {
   m.progress->finish();
   m.result.steps = m.step;
   m.result.epochs = m.epoch;
+  if (m.result.epochs_done < double(m.epoch)) m.result.epochs_done = double(m.epoch);
   m.result.samples_per_s = m.train_samples / std::max(1e-9, m.train_seconds);
   m.result.seconds = seconds_since(m.t0);
   m.metrics->log({{"kind", "summary"}, {"step", m.step}, {"samples_per_s", m.result.samples_per_s},
@@ -509,10 +515,10 @@ std::string TrainResult::summary_line(const TrainConfig& c, int world_size) cons
                    "--epochs; for a new run, pick another --run-dir. run_dir=", c.run_dir);
   char buf[512];
   std::snprintf(buf, sizeof buf,
-                "lockstep train: %s model=%s world=%d steps=%lld epochs=%lld train_loss=%.4f "
+                "lockstep train: %s model=%s world=%d steps=%lld epochs=%.4g train_loss=%.4f "
                 "test_loss=%.4f test_acc=%.4f samples/s=%.0f time=%.1fs run_dir=%s",
                 stopped ? "stopped" : "done", c.model.c_str(), world_size, (long long)steps,
-                (long long)epochs, train_loss, test_loss, test_acc, samples_per_s, seconds,
+                epochs_done, train_loss, test_loss, test_acc, samples_per_s, seconds,
                 c.run_dir.c_str());
   return buf;
 }

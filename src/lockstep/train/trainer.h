@@ -48,6 +48,7 @@ class DivergedError : public Error {
 struct TrainResult {
   int64_t steps = 0;        // optimizer steps done in total (including before a resume)
   int64_t epochs = 0;       // epochs completed
+  double epochs_done = 0;   // epochs completed plus the part of the one max_steps ended in
   double train_loss = NAN;  // mean over the last logged window
   double test_loss = NAN;
   double test_acc = NAN;    // in [0, 1]; NaN without a test set
