@@ -161,8 +161,11 @@ std::string plot_script(const std::string& terminal, const std::string& ext, con
   if (!s.evals.empty())
     g << "set output 'accuracy." << ext << "'\nset title 'test accuracy'\nset yrange [0:1]\n"
       << "plot 'evals.dat' using 1:3 with linespoints title 'accuracy'\nset autoscale y\n";
+  g << "set output 'learning_rate." << ext << "'\nset title 'learning rate'\nset ylabel 'lr'\n"
+    << "plot 'steps.dat' using 1:4 with lines title 'lr'\n";
+  // From 0, so that a dip reads as its true share of the rate.
   g << "set output 'throughput." << ext << "'\nset title 'throughput'\nset ylabel 'samples/s'\n"
-    << "plot 'steps.dat' using 1:3 with lines title 'samples/s'\n";
+    << "set yrange [0:*]\nplot 'steps.dat' using 1:3 with lines title 'samples/s'\nset autoscale y\n";
   return g.str();
 }
 
@@ -188,7 +191,7 @@ ReportResult write_report(const fs::path& run_dir, const ReportOptions& opts) {
   ReportResult r;
   const fs::path out = opts.out_dir.empty() ? run_dir / "report" : opts.out_dir;
   fs::create_directories(out);
-  write_data(out / "steps.dat", s.steps, {"loss", "samples_per_s"});
+  write_data(out / "steps.dat", s.steps, {"loss", "samples_per_s", "lr"});
   write_data(out / "evals.dat", s.evals, {"loss", "accuracy"});
   const fs::path gnuplot = find_program(opts.gnuplot);
   if (s.steps.empty()) {
@@ -203,7 +206,7 @@ ReportResult write_report(const fs::path& run_dir, const ReportOptions& opts) {
       write_file_atomic(out / "plots.gp", "cd '" + gnuplot_quote(out.string()) + "'\n" + plot_script(term, ext, s));
       r.plot_error = run_gnuplot(gnuplot, out / "plots.gp", out / "gnuplot.log");
       if (!r.plot_error.empty()) continue;
-      for (const char* name : {"loss", "accuracy", "throughput"})
+      for (const char* name : {"loss", "accuracy", "learning_rate", "throughput"})
         if (fs::exists(out / (std::string(name) + "." + ext))) r.plots.push_back(out / (std::string(name) + "." + ext));
       break;
     }
