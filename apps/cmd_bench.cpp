@@ -4,10 +4,13 @@
 // native.
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
+#include <cstdio>
 #include <filesystem>
 
 #include "commands.h"
+#include "help_format.h"
 #include "lockstep/core/error.h"
 
 namespace lockstep::apps {
@@ -58,15 +61,25 @@ Runner add_bench_command(CLI::App& app) {
   bench->require_subcommand(1);
   auto* coll = bench->add_subcommand(
       "collectives",
-      "Collective benchmark in nccl-tests columns (size count type redop time algbw busbw "
-      "#wrong) with the memcpy, raw-TCP and cross-core ceilings. Flags: --backend native|all, "
-      "--transport shm|tcp, --op allreduce|broadcast|reduce|allgather|reduce_scatter|..., --nproc N, "
-      "--min-bytes/--max-bytes (K/M/G), --dtype, --iters, --cpu-bind auto|none|cores, "
-      "--shared-buffers (buffers from ProcessGroup::alloc_shared). Peers (torch gloo, Open MPI): "
-      "bench/comm/peers.sh.");
+      "Collective benchmark in nccl-tests columns (size count type redop root, out-of-place and "
+      "in-place time algbw busbw #wrong, `# Avg bus bandwidth`) with the memcpy, raw-TCP (tcp "
+      "transport) and cross-core ceilings; nccl-tests' short flags and op names work (-b 8 -e 128M "
+      "-f 2 -n 20 -w 5 -c 1, --op all_reduce). --backend all compares every backend built in. "
+      "Peers "
+      "(torch gloo, Open MPI): bench/comm/peers.sh. The flags, from the benchmark program:");
+  coll->set_help_flag();  // --help goes to the program, which lists its flags
   coll->allow_extras();
   coll->prefix_command();
-  return [coll] { return exec_bench(coll->remaining()); };
+  return [coll] {
+    const auto args = coll->remaining();
+    if (std::find(args.begin(), args.end(), "--help") != args.end() ||
+        std::find(args.begin(), args.end(), "-h") != args.end()) {
+      std::printf("%s\n\n",
+                  wrap_text(coll->get_description(), size_t(terminal_width()) - 1).c_str());
+      std::fflush(stdout);
+    }
+    return exec_bench(args);
+  };
 }
 
 }  // namespace lockstep::apps

@@ -5,8 +5,11 @@
 //
 //   bench_collectives --backend native --transport shm --op allreduce --nproc 2
 //       --min-bytes 8 --max-bytes 256M --dtype float32 --iters 20
+//   bench_collectives --op all_reduce_perf -b 8 -e 256M -f 2 -n 20 -w 3 -c 1   (nccl-tests' words)
+// and closing "# Out of bounds values" and "# Avg bus bandwidth" lines.
 //
-// Columns: size(B) count type redop time(us) algbw(GB/s) busbw(GB/s) #wrong, then the
+// Columns as nccl-tests prints them: size(B) count type redop root, out-of-place and in-place
+// time(us) algbw(GB/s) busbw(GB/s) #wrong (N/A for the form the op has no API for), then the
 // ceilings for the same size: the single-core memcpy bandwidth (what ranks sharing the memory
 // bus can move), one TCP stream between ranks 0 and 1 (tcp transport), and the cross-core
 // read bandwidth: rank 0 copying out a buffer that rank 1 has just written, through shared
@@ -59,7 +62,39 @@ struct Flags {
   int timeout_s = 300;
   std::string cpu_bind;  // "" = LOCKSTEP_CPU_BIND, then auto
   bool shared_buffers = false;  // the operation's buffers from ProcessGroup::alloc_shared
+  bool check = true;            // count wrong results (nccl-tests -c)
 };
+
+const char* const kOps[] = {"allreduce", "broadcast", "reduce", "allgather", "reduce_scatter", "alltoall", "barrier"};
+
+// nccl-tests' names too: all_reduce, all_reduce_perf, all_gather, reduce_scatter_perf, ...
+std::string op_name(std::string op) {
+  if (op.size() > 5 && op.compare(op.size() - 5, 5, "_perf") == 0) op.resize(op.size() - 5);
+  if (op == "all_reduce") return "allreduce";
+  if (op == "all_gather") return "allgather";
+  if (op == "reducescatter") return "reduce_scatter";
+  if (op == "all_to_all") return "alltoall";
+  return op;
+}
+
+// The type as nccl-tests prints it.
+const char* nccl_type_name(DType t) {
+  switch (t) {
+    case DType::f32: return "float";
+    case DType::f64: return "double";
+    case DType::f16: return "half";
+    case DType::bf16: return "bfloat16";
+    case DType::i32: return "int32";
+    case DType::i64: return "int64";
+    case DType::u8: return "uint8";
+  }
+  return "?";
+}
+
+bool reduces(const std::string& op) { return op == "allreduce" || op == "reduce" || op == "reduce_scatter"; }
+// lockstep's all-reduce, broadcast and reduce work in place; all-gather, reduce-scatter and
+// all-to-all from one buffer into another. The other form has no API to time.
+bool in_place(const std::string& op) { return op == "allreduce" || op == "broadcast" || op == "reduce" || op == "barrier"; }
 
 size_t parse_size(const std::string& s) {
   char* end = nullptr;
@@ -74,47 +109,72 @@ size_t parse_size(const std::string& s) {
   return size_t(v);
 }
 
-[[noreturn]] void usage() {
-  std::fprintf(stderr,
+void print_usage(FILE* to) {
+  std::fprintf(to,
                "usage: bench_collectives [--backend native] [--transport shm|tcp|auto]\n"
                "  [--op allreduce|broadcast|reduce|allgather|reduce_scatter|alltoall|barrier]\n"
-               "  [--nproc N] [--min-bytes 8] [--max-bytes 256M] [--step-factor 2]\n"
-               "  [--dtype float32] [--redop sum] [--iters 20] [--warmup 3] [--reps 5] [--timeout 300]\n"
-               "  [--warmup-ms 20] [--batch-ms 10] [--cpu-bind auto|none|cores] [--shared-buffers]\n");
+               "     (also nccl-tests' all_reduce, all_gather, ..., all_reduce_perf, ...)\n"
+               "  [--nproc N] [-b|--min-bytes 8] [-e|--max-bytes 256M] [-f|--step-factor 2]\n"
+               "  [-d|--dtype float] [-o|--redop sum] [-n|--iters 20] [-w|--warmup 3] [-c|--check 1]\n"
+               "  [--reps 5] [--timeout 300] [--warmup-ms 20] [--batch-ms 10]\n"
+               "  [--cpu-bind auto|none|cores] [--shared-buffers]\n"
+               "Sizes take K, M, G. Types: float double half bfloat16 int32 int64 uint8 (or f32 ...).\n");
+}
+
+[[noreturn]] void usage(const std::string& why = "") {
+  if (!why.empty()) std::fprintf(stderr, "bench_collectives: %s\n", why.c_str());
+  print_usage(stderr);
   std::exit(2);
 }
 
+// Every value checked here, before the header is printed.
 Flags parse(int argc, char** argv) {
   Flags f;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto val = [&]() -> std::string {
-      if (i + 1 >= argc) usage();
+      if (i + 1 >= argc) usage(a + " needs a value");
       return argv[++i];
     };
-    if (a == "--backend") f.backend = val();
+    auto num = [&]() {
+      const std::string v = val();
+      try {
+        return std::stoi(v);
+      } catch (const std::exception&) {
+        usage(a + " " + v + ": not a number");
+      }
+    };
+    if (a == "-h" || a == "--help") {
+      print_usage(stdout);
+      std::exit(0);
+    } else if (a == "--backend") f.backend = val();
     else if (a == "--transport") f.transport = val();
-    else if (a == "--op") f.op = val();
-    else if (a == "--redop") f.redop = val();
-    else if (a == "--nproc") f.nproc = std::stoi(val());
-    else if (a == "--iters") f.iters = std::stoi(val());
-    else if (a == "--warmup") f.warmup = std::stoi(val());
-    else if (a == "--reps") f.reps = std::max(1, std::stoi(val()));
+    else if (a == "--op") f.op = op_name(val());
+    else if (a == "--redop" || a == "-o") f.redop = val();
+    else if (a == "--nproc") f.nproc = num();
+    else if (a == "--iters" || a == "-n") f.iters = num();
+    else if (a == "--warmup" || a == "-w") f.warmup = num();
+    else if (a == "--check" || a == "-c") f.check = num() != 0;
+    else if (a == "--reps") f.reps = std::max(1, num());
     else if (a == "--warmup-ms") f.warmup_ms = std::stod(val());
     else if (a == "--batch-ms") f.batch_ms = std::stod(val());
-    else if (a == "--step-factor") f.factor = std::stoi(val());
-    else if (a == "--min-bytes") f.min_bytes = parse_size(val());
-    else if (a == "--max-bytes") f.max_bytes = parse_size(val());
-    else if (a == "--timeout") f.timeout_s = std::stoi(val());
+    else if (a == "--step-factor" || a == "-f") f.factor = num();
+    else if (a == "--min-bytes" || a == "-b") f.min_bytes = parse_size(val());
+    else if (a == "--max-bytes" || a == "-e") f.max_bytes = parse_size(val());
+    else if (a == "--timeout") f.timeout_s = num();
     else if (a == "--cpu-bind") f.cpu_bind = val();
     else if (a == "--shared-buffers") f.shared_buffers = true;
-    else if (a == "--dtype") {
-      auto d = parse_dtype(val());
-      if (!d) usage();
+    else if (a == "--dtype" || a == "-d") {
+      const std::string v = val();
+      auto d = parse_dtype(v);
+      if (!d) usage("unknown type " + v);
       f.dtype = *d;
-    } else usage();
+    } else usage("unknown option " + a);
   }
-  if (f.nproc < 1 || f.factor < 2 || f.min_bytes > f.max_bytes) usage();
+  if (std::find(std::begin(kOps), std::end(kOps), f.op) == std::end(kOps)) usage("unknown --op " + f.op);
+  if (!parse_reduce_op(f.redop)) usage("unknown --redop " + f.redop);
+  if (f.nproc < 1 || f.factor < 2 || f.min_bytes > f.max_bytes || f.iters < 1)
+    usage("need --nproc >= 1, --step-factor >= 2, --iters >= 1 and --min-bytes <= --max-bytes");
   return f;
 }
 
@@ -274,6 +334,57 @@ int64_t check(ProcessGroup& pg, const Flags& f, Bufs& bufs, size_t count, Reduce
   return wrong;
 }
 
+// The nccl-tests table: size, count, type, redop, root, then out-of-place and in-place
+// columns (time, algbw, busbw, #wrong; "N/A" for the form lockstep's API does not have),
+// then the ceilings for the same size (rawtcp on the tcp transport only).
+void print_header(const Flags& f) {
+  const bool tcp = f.transport == "tcp";
+  std::printf("#%48s %35s %35s %s\n", "", "out-of-place", "in-place", "ceilings (same size)");
+  std::printf("#%11s %12s %8s %6s %6s %8s %8s %8s %8s %8s %8s %8s %8s %12s%s %12s\n", "size", "count", "type",
+              "redop", "root", "time", "algbw", "busbw", "#wrong", "time", "algbw", "busbw", "#wrong", "memcpy",
+              tcp ? "       rawtcp" : "", "xcore");
+  std::printf("#%11s %12s %8s %6s %6s %8s %8s %8s %8s %8s %8s %8s %8s %12s%s %12s\n", "(B)", "(elements)", "", "",
+              "", "(us)", "(GB/s)", "(GB/s)", "", "(us)", "(GB/s)", "(GB/s)", "", "(GB/s)", tcp ? "       (GB/s)" : "",
+              "(GB/s)");
+}
+
+struct Row {
+  size_t bytes, count;
+  double us;
+  int64_t wrong;  // -1: not checked (-c 0)
+  double memcpy_gbps, tcp_gbps, xcore_gbps;
+};
+struct Totals {
+  double busbw_sum = 0;
+  int rows = 0;
+  int64_t wrong = 0;
+};
+
+void print_row(const Flags& f, int world, const Row& r, Totals& t) {
+  const double algbw = double(r.bytes) / r.us / 1e3, busbw = algbw * bus_factor(f.op, world);
+  char measured[64], wrong[16];
+  std::snprintf(wrong, sizeof wrong, r.wrong < 0 ? "N/A" : "%lld", (long long)r.wrong);
+  std::snprintf(measured, sizeof measured, "%8.2f %8.3f %8.3f %8s", r.us, algbw, busbw, wrong);
+  const char* none = "     N/A      N/A      N/A      N/A";
+  const bool root = f.op == "broadcast" || f.op == "reduce";
+  char tcp[16] = "";
+  if (f.transport == "tcp") std::snprintf(tcp, sizeof tcp, " %12.3f", r.tcp_gbps);
+  std::printf("%12zu %12zu %8s %6s %6d %s %s %12.3f%s %12.3f\n", r.bytes, r.count, nccl_type_name(f.dtype),
+              reduces(f.op) ? f.redop.c_str() : "none", root ? 0 : -1, in_place(f.op) ? none : measured,
+              in_place(f.op) ? measured : none, r.memcpy_gbps, tcp, r.xcore_gbps);
+  std::fflush(stdout);
+  t.busbw_sum += busbw;
+  t.rows += 1;
+  t.wrong += std::max<int64_t>(r.wrong, 0);
+}
+
+// nccl-tests' closing lines.
+void print_totals(const Flags& f, const Totals& t) {
+  if (f.check) std::printf("# Out of bounds values : %lld %s\n", (long long)t.wrong, t.wrong == 0 ? "OK" : "FAILED");
+  std::printf("# Avg bus bandwidth    : %g \n#\n", t.rows > 0 ? t.busbw_sum / t.rows : 0.0);
+  std::fflush(stdout);
+}
+
 // local: every rank runs on this host (spawned here), so they can share memory.
 int rank_main(const Flags& f, int rank, int world, store::Store& store, bool local) {
   Options o;
@@ -300,12 +411,9 @@ int rank_main(const Flags& f, int rank, int world, store::Store& store, bool loc
   if (rank == 0) {
     bufs.a.reserve(maxb, true);
     bufs.b.reserve(maxb, true);
-    std::printf("# %-10s %12s %8s %6s %12s %12s %12s %8s %38s\n", "", "", "", "", "", "", "", "",
-                "ceilings (same size)");
-    std::printf("%12s %12s %8s %6s %12s %12s %12s %8s %12s %12s %12s\n", "size(B)", "count", "type",
-                "redop", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "#wrong", "memcpy(GB/s)",
-                "rawtcp(GB/s)", "xcore(GB/s)");
+    print_header(f);
   }
+  Totals totals;
   for (size_t bytes = f.min_bytes; bytes <= f.max_bytes; bytes *= size_t(f.factor)) {
     const size_t count = count_for(f, bytes, world);
     const size_t sz = count * dtype_size(f.dtype) *
@@ -339,7 +447,7 @@ int rank_main(const Flags& f, int rank, int world, store::Store& store, bool loc
       pg->barrier().wait();
       us = std::min(us, timed_batch_us(iters) / iters);  // the slowest rank counts
     }
-    int64_t wrong = check(*pg, f, bufs, count, *op);
+    const int64_t wrong = f.check ? check(*pg, f, bufs, count, *op) : -1;
     pg->barrier().wait();
     double mc = rank == 0 ? memcpy_gbps(bufs.a, bufs.b, sz) : 0;
     pg->barrier().wait();
@@ -347,14 +455,9 @@ int rank_main(const Flags& f, int rank, int world, store::Store& store, bool loc
     pg->barrier().wait();
     double xc = xcore.gbps(rank, rank == 0 ? bufs.out() : bufs.in(), sz);
     pg->barrier().wait();
-    if (rank == 0) {
-      double algbw = double(sz) / us / 1e3;
-      std::printf("%12zu %12zu %8s %6s %12.2f %12.3f %12.3f %8lld %12.3f %12.3f %12.3f\n", sz, count,
-                  std::string(dtype_name(f.dtype)).c_str(), f.redop.c_str(), us, algbw,
-                  algbw * bus_factor(f.op, world), (long long)wrong, mc, tcp_ceiling, xc);
-      std::fflush(stdout);
-    }
+    if (rank == 0) print_row(f, world, {sz, count, us, wrong, mc, tcp_ceiling, xc}, totals);
   }
+  if (rank == 0) print_totals(f, totals);
   return 0;
 }
 

@@ -170,6 +170,40 @@ TEST_F(Cli, HelpIsWrappedToTheTerminalWidth) {
   }
 }
 
+#ifdef LOCKSTEP_BENCH_BUILT
+// nccl-tests is the anchor: its type names, flags and op names, no redop for broadcast, no
+// raw-TCP column on shared memory, out-of-place and in-place columns, the closing average; a
+// bad --op refused before the header.
+TEST_F(Cli, BenchCollectivesSpeaksNcclTests) {
+  const std::vector<std::string> quick = {"--nproc", "2", "-b", "8", "-e", "64", "-f", "8", "-n", "2",
+                                          "-w", "1", "--reps", "1", "--warmup-ms", "1", "--batch-ms", "1"};
+  auto bench = [&](std::vector<std::string> more) {
+    std::vector<std::string> args = {"bench", "collectives"};
+    args.insert(args.end(), quick.begin(), quick.end());
+    args.insert(args.end(), more.begin(), more.end());
+    return lockstep(args);
+  };
+  const auto ar = bench({"--op", "all_reduce_perf", "-d", "float", "-c", "1"});
+  const std::string out = ar->out();
+  ASSERT_TRUE(ar->status().ok()) << out;
+  EXPECT_NE(out.find("out-of-place"), std::string::npos) << out;
+  EXPECT_NE(out.find("in-place"), std::string::npos) << out;
+  EXPECT_EQ(out.find("rawtcp"), std::string::npos) << out;
+  EXPECT_NE(out.find("float    sum     -1      N/A      N/A      N/A      N/A"), std::string::npos) << out;
+  EXPECT_NE(out.find("# Out of bounds values : 0 OK\n# Avg bus bandwidth    : "), std::string::npos) << out;
+  const auto bc = bench({"--op", "broadcast", "-d", "bfloat16"});
+  EXPECT_NE(bc->out().find(" bfloat16   none      0 "), std::string::npos) << bc->out();
+  const auto bad = bench({"--op", "all_reducex"});
+  EXPECT_FALSE(bad->status().ok());
+  EXPECT_NE(bad->out().find("unknown --op all_reducex"), std::string::npos) << bad->out();
+  EXPECT_EQ(bad->out().find("# machine"), std::string::npos) << "header before the check\n" << bad->out();
+  const auto help = lockstep({"bench", "collectives", "--help"});
+  EXPECT_TRUE(help->status().ok()) << help->out();
+  for (const char* flag : {"--op", "-b|--min-bytes", "-e|--max-bytes", "-n|--iters", "--transport"})
+    EXPECT_NE(help->out().find(flag), std::string::npos) << flag << "\n" << help->out();
+}
+#endif
+
 std::map<std::string, std::vector<uint8_t>> weights(const fs::path& checkpoint) {
   const fs::path f = checkpoint / "model.safetensors";
   std::map<std::string, std::vector<uint8_t>> out;
