@@ -45,8 +45,10 @@ def ours(name):
     rows = {}
     for line in open(os.path.join(tmp, name)):
         f = line.split()
-        if f and f[0].isdigit(): rows[int(f[0])] = (float(f[4]), int(f[7]), float(f[8]), float(f[9]) if len(f) > 9 else 0.0,
-                                float(f[10]) if len(f) > 10 else 0.0)
+        # size count type redop root, out-of-place (N/A for all-reduce) and in-place time algbw
+        # busbw #wrong, memcpy, [rawtcp on tcp], xcore
+        if f and f[0].isdigit(): rows[int(f[0])] = (float(f[9]), int(f[12]), float(f[13]),
+                                float(f[14]) if len(f) > 15 else 0.0, float(f[-1]))
     return rows
 def peer(name):
     p = os.path.join(tmp, name)

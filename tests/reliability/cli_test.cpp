@@ -154,6 +154,13 @@ TEST_F(Cli, EveryKeyIsAFlagAndPrintConfigReadsBack) {
   EXPECT_EQ(again->out(), text);
   EXPECT_EQ(train::load_config(dir("printed.toml")).to_json(),
             train::parse_config(text, "printed").to_json());
+  // docs/training.md shows the complete file: the defaults as --print-config prints them
+  std::ifstream doc(fs::path(LOCKSTEP_SOURCE_DIR) / "docs" / "training.md");
+  const std::string md((std::istreambuf_iterator<char>(doc)), {});
+  const size_t begin = md.find("```toml\n");
+  ASSERT_NE(begin, std::string::npos);
+  const std::string block = md.substr(begin + 8, md.find("```\n", begin + 8) - begin - 8);
+  EXPECT_EQ(block, lockstep({"train", "--print-config"})->out()) << "docs/training.md is out of date";
 }
 
 // Help lines used to run to 483 characters: wrapped to COLUMNS, else 80 (not a terminal here).
