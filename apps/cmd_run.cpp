@@ -90,7 +90,7 @@ void resolve_program(launch::LaunchConfig& c) {
     std::error_code ec;
     const bool is_self = std::filesystem::equivalent(exe, self, ec);
     if (is_self && c.command.size() > 1 && c.command[1] == "train")
-      check_train_args({c.command.begin() + 2, c.command.end()});
+      check_train_args({c.command.begin() + 2, c.command.end()}, c.node_rank == 0);
   } else if (::access(c.command[0].c_str(), R_OK) != 0) {
     throw SystemError(errno, str_cat("program '", c.command[0], "' cannot be read"));
   }

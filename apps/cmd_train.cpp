@@ -203,7 +203,7 @@ Runner add_train_command(CLI::App& app) {
   };
 }
 
-void check_train_args(const std::vector<std::string>& args) {
+void check_train_args(const std::vector<std::string>& args, bool run_dir) {
   CLI::App app;
   auto* cmd = app.add_subcommand("train", kTrainHelp);
   TrainFlags f;
@@ -214,12 +214,18 @@ void check_train_args(const std::vector<std::string>& args) {
     app.parse(rev);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return;  // --help: the workers print it
-    LOCKSTEP_THROW(ConfigError, "lockstep train: ", e.what());
+    std::vector<std::string> words = {"train"};
+    words.insert(words.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& w : words) argv.push_back(w.data());
+    LOCKSTEP_THROW(ConfigError, "lockstep train: ", e.what(),
+                   unknown_options(*cmd, int(argv.size()), argv.data()));
   }
   train::TrainConfig c = merged_config(f);
   c.nproc = 1;  // the launcher starts the workers
   if (f.print_config) return;
   check_before_start(c);
+  if (!run_dir) return;
   const train::RunDirLock probe(c.run_dir, "lockstep run (checking the run directory)");
   (void)train::start_run(c, train::RunStartEnv{});  // a run dir holding another run, said once
 }

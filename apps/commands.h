@@ -23,9 +23,16 @@ Runner add_sweep_command(CLI::App& app);
 // torchrun form), so that the program's own options are not read as lockstep's.
 std::vector<char*> separate_run_program(const CLI::App& app, int argc, char** argv);
 
+// The `--name` words of argv (before a `--`) that `cmd` has no option for, each on a line of
+// its own with the known option sharing the longest prefix: "unknown option --epoch (did you
+// mean --epochs?)".
+std::string unknown_options(const CLI::App& cmd, int argc, char** argv);
+
 // The checks `lockstep train ARGS` makes before its workers start (flags, values, model,
 // backend, the run directory), for `lockstep run ... lockstep train ARGS` to make them once
-// in the launcher. ConfigError as `lockstep train` would report it.
-void check_train_args(const std::vector<std::string>& args);
+// in the launcher. ConfigError as `lockstep train` would report it. The run directory only
+// where `run_dir` (node 0, whose rank 0 takes the run; another node's launcher may start
+// after that and would find the directory in use).
+void check_train_args(const std::vector<std::string>& args, bool run_dir);
 
 }  // namespace lockstep::apps

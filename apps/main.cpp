@@ -14,6 +14,21 @@
 
 namespace {
 
+// A usage error: what CLI11 found, the unknown options with suggestions, and where to look.
+int usage_error(const CLI::App& app, const CLI::ParseError& e, int argc, char** argv) {
+  const CLI::App* cmd = &app;
+  for (const CLI::App* sub : app.get_subcommands({}))
+    if (sub->parsed()) cmd = sub;
+  const std::string name = cmd == &app ? "lockstep" : "lockstep " + cmd->get_name();
+  std::fprintf(stderr, "%s: error: %s%s\nRun `%s --help` for the accepted options.\n", name.c_str(), e.what(),
+               cmd == &app ? "" : lockstep::apps::unknown_options(*cmd, argc, argv).c_str(), name.c_str());
+  return e.get_exit_code();
+}
+
+}  // namespace
+
+namespace lockstep::apps {
+
 // The `--name` words of argv (before a `--`) that `cmd` has no option for, each with the
 // known option sharing the longest prefix with it: "unknown option --epoch (did you mean
 // --epochs?)". CLI11 alone reports only the words left over, which for `lockstep run` is the
@@ -42,18 +57,7 @@ std::string unknown_options(const CLI::App& cmd, int argc, char** argv) {
   return out;
 }
 
-// A usage error: what CLI11 found, the unknown options with suggestions, and where to look.
-int usage_error(const CLI::App& app, const CLI::ParseError& e, int argc, char** argv) {
-  const CLI::App* cmd = &app;
-  for (const CLI::App* sub : app.get_subcommands({}))
-    if (sub->parsed()) cmd = sub;
-  const std::string name = cmd == &app ? "lockstep" : "lockstep " + cmd->get_name();
-  std::fprintf(stderr, "%s: error: %s%s\nRun `%s --help` for the accepted options.\n", name.c_str(), e.what(),
-               cmd == &app ? "" : unknown_options(*cmd, argc, argv).c_str(), name.c_str());
-  return e.get_exit_code();
-}
-
-}  // namespace
+}  // namespace lockstep::apps
 
 int main(int argc, char** argv) {
   // Explicit, so that no backend is lost to the linker dropping static initialisers.

@@ -115,6 +115,10 @@ TEST_F(Cli, RankIndependentErrorsAreSaidOnceBeforeAnyWorkerStarts) {
       "bad flag value (run ... lockstep train)",
       {"run", "--nproc-per-node", "2", LOCKSTEP_BIN, "train", "--config", cfg, "--lr", "inf"},
       "flag --lr: key 'lr' = inf is out of range");
+  expect_said_once(
+      "misspelt train flag (run ... lockstep train)",
+      {"run", "--nproc-per-node", "2", LOCKSTEP_BIN, "train", "--config", cfg, "--max-stepz", "3"},
+      "unknown option --max-stepz (did you mean --max-steps?)");
   expect_said_once("mpi backend without mpirun",
                    {"train", "--config", cfg, "--nproc", "2", "--backend", "mpi"},
                    "lockstep run --via mpirun --nproc-per-node 2 lockstep train --backend mpi");
@@ -160,12 +164,14 @@ TEST_F(Cli, EveryKeyIsAFlagAndPrintConfigReadsBack) {
   const size_t begin = md.find("```toml\n");
   ASSERT_NE(begin, std::string::npos);
   const std::string block = md.substr(begin + 8, md.find("```\n", begin + 8) - begin - 8);
-  EXPECT_EQ(block, lockstep({"train", "--print-config"})->out()) << "docs/training.md is out of date";
+  EXPECT_EQ(block, lockstep({"train", "--print-config"})->out())
+      << "docs/training.md is out of date";
 }
 
 // Help lines used to run to 483 characters: wrapped to COLUMNS, else 80 (not a terminal here).
 TEST_F(Cli, HelpIsWrappedToTheTerminalWidth) {
-  for (const auto& [columns, width] : std::vector<std::pair<std::string, size_t>>{{"", 80}, {"60", 60}}) {
+  for (const auto& [columns, width] :
+       std::vector<std::pair<std::string, size_t>>{{"", 80}, {"60", 60}}) {
     for (const char* cmd : {"train", "run", "checkpoints"}) {
       const auto job = lockstep({cmd, "--help"}, {{"COLUMNS", columns}});  // "": the default
       std::istringstream lines(job->out());
@@ -182,8 +188,9 @@ TEST_F(Cli, HelpIsWrappedToTheTerminalWidth) {
 // raw-TCP column on shared memory, out-of-place and in-place columns, the closing average; a
 // bad --op refused before the header.
 TEST_F(Cli, BenchCollectivesSpeaksNcclTests) {
-  const std::vector<std::string> quick = {"--nproc", "2", "-b", "8", "-e", "64", "-f", "8", "-n", "2",
-                                          "-w", "1", "--reps", "1", "--warmup-ms", "1", "--batch-ms", "1"};
+  const std::vector<std::string> quick = {"--nproc", "2", "-b",          "8", "-e",         "64",
+                                          "-f",      "8", "-n",          "2", "-w",         "1",
+                                          "--reps",  "1", "--warmup-ms", "1", "--batch-ms", "1"};
   auto bench = [&](std::vector<std::string> more) {
     std::vector<std::string> args = {"bench", "collectives"};
     args.insert(args.end(), quick.begin(), quick.end());
@@ -196,14 +203,17 @@ TEST_F(Cli, BenchCollectivesSpeaksNcclTests) {
   EXPECT_NE(out.find("out-of-place"), std::string::npos) << out;
   EXPECT_NE(out.find("in-place"), std::string::npos) << out;
   EXPECT_EQ(out.find("rawtcp"), std::string::npos) << out;
-  EXPECT_NE(out.find("float    sum     -1      N/A      N/A      N/A      N/A"), std::string::npos) << out;
-  EXPECT_NE(out.find("# Out of bounds values : 0 OK\n# Avg bus bandwidth    : "), std::string::npos) << out;
+  EXPECT_NE(out.find("float    sum     -1      N/A      N/A      N/A      N/A"), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("# Out of bounds values : 0 OK\n# Avg bus bandwidth    : "), std::string::npos)
+      << out;
   const auto bc = bench({"--op", "broadcast", "-d", "bfloat16"});
   EXPECT_NE(bc->out().find(" bfloat16   none      0 "), std::string::npos) << bc->out();
   const auto bad = bench({"--op", "all_reducex"});
   EXPECT_FALSE(bad->status().ok());
   EXPECT_NE(bad->out().find("unknown --op all_reducex"), std::string::npos) << bad->out();
-  EXPECT_EQ(bad->out().find("# machine"), std::string::npos) << "header before the check\n" << bad->out();
+  EXPECT_EQ(bad->out().find("# machine"), std::string::npos) << "header before the check\n"
+                                                             << bad->out();
   const auto help = lockstep({"bench", "collectives", "--help"});
   EXPECT_TRUE(help->status().ok()) << help->out();
   for (const char* flag : {"--op", "-b|--min-bytes", "-e|--max-bytes", "-n|--iters", "--transport"})
