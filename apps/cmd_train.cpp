@@ -15,6 +15,7 @@
 
 #include "commands.h"
 #include "lockstep/comm/backends/registry.h"
+#include "profile_run.h"
 #include "lockstep/core/dist_env.h"
 #include "lockstep/core/error.h"
 #include "lockstep/launch/launcher.h"
@@ -188,8 +189,13 @@ Runner add_train_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("train", kTrainHelp);
   auto f = std::make_shared<TrainFlags>();
   add_train_flags(cmd, *f);
-  return [f] {
-    const train::TrainConfig c = merged_config(*f);
+  auto profile = std::make_shared<std::string>();
+  cmd->add_option("--profile", *profile,
+                  "record a step profile for `lockstep plan` in FILE (JSON: bucket sizes and ready "
+                  "times, forward/backward/optimizer time; needs 2+ workers; 20 steps unless "
+                  "--max-steps)");
+  return [f, profile] {
+    train::TrainConfig c = merged_config(*f);
     if (f->print_config) {
       std::fputs(train::config_to_toml(c).c_str(), stdout);
       return 0;
@@ -198,8 +204,14 @@ Runner add_train_command(CLI::App& app) {
                            getenv_opt("OMPI_COMM_WORLD_RANK").has_value() ||
                            getenv_opt("SLURM_PROCID").has_value();
     if (!is_worker) check_before_start(c);
-    if (c.nproc > 1 && !is_worker) return launch(c, c.max_restarts);
-    return run_here(c);
+    const int world = is_worker ? read_dist_env().world_size : c.nproc;
+    if (!profile->empty()) prepare_profile(c, *profile, world);
+    const bool launcher = c.nproc > 1 && !is_worker;
+    const int code = launcher ? launch(c, c.max_restarts) : run_here(c);
+    // The launcher reads every rank's trace; a worker of another launcher, rank 0's own.
+    if (!profile->empty() && code == 0 && (launcher || read_dist_env().rank == 0))
+      finish_profile(c, *profile, world, launcher ? c.nproc : 1);
+    return code;
   };
 }
 

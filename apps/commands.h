@@ -18,6 +18,7 @@ Runner add_bench_command(CLI::App& app);
 Runner add_selfcheck_command(CLI::App& app);
 Runner add_checkpoints_command(CLI::App& app);
 Runner add_sweep_command(CLI::App& app);
+Runner add_plan_command(CLI::App& app);
 
 // argv with a `--` inserted before the program of `lockstep run [OPTIONS] PROGRAM ARGS` (the
 // torchrun form), so that the program's own options are not read as lockstep's.

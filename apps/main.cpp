@@ -84,6 +84,7 @@ int main(int argc, char** argv) {
   add(lockstep::apps::add_selfcheck_command);
   add(lockstep::apps::add_checkpoints_command);
   add(lockstep::apps::add_sweep_command);
+  add(lockstep::apps::add_plan_command);
   auto args = lockstep::apps::separate_run_program(app, argc, argv);
   try {
     app.parse(int(args.size()), args.data());

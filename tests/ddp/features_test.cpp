@@ -468,6 +468,18 @@ TEST(Timeline, WritesChromeTraceWithBucketsPerRank) {
     for (const char* name : {"\"forward\"", "\"backward\"", "\"allreduce b0\"", "\"allreduce b1\"", "\"optimizer\"",
                              "\"traceEvents\""})
       EXPECT_NE(json.find(name), std::string::npos) << name << " missing in " << path;
+    // Each bucket event carries its size (lockstep train --profile reads it): over the two
+    // steps, twice the model's gradient bytes.
+    int64_t bytes = 0;
+    for (size_t at = json.find("\"allreduce b"); at != std::string::npos; at = json.find("\"allreduce b", at + 1)) {
+      const size_t end = json.find('\n', at), arg = json.find("\"bytes\":", at);
+      ASSERT_LT(arg, end) << "a bucket event without its size in " << path;
+      bytes += std::stoll(json.substr(arg + 8));
+    }
+    int64_t numel = 0;
+    const auto model = nn::make_model("fmnist-cnn", 4);
+    for (const nn::Parameter* p : model->parameters()) numel += p->numel();
+    EXPECT_EQ(bytes, 2 * numel * int64_t(sizeof(float))) << path;
     std::remove(path.c_str());
   }
 }

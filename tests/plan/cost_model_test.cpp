@@ -10,7 +10,9 @@ namespace {
 
 constexpr double kRel = 1e-12;  // the model is closed-form arithmetic: only rounding differs
 
-Topology one_node(int p, double alpha, double beta) { return {1, p, {alpha, beta}, {}}; }
+Topology one_node(int p, double alpha, double beta) {
+  return {1, p, {alpha, beta}, {}};
+}
 
 TEST(CostModel, RingOnOneNode) {
   // 2(p-1)(a + n/(p b)) = 6 * (1e-5 + 1e6/1e9) = 6.06e-3
@@ -28,7 +30,8 @@ TEST(CostModel, RingAcrossNodesIsBoundByTheSlowerLink) {
 
 TEST(CostModel, HalvingDoublingOnOneNode) {
   // 2 log2(p) a + 2 (p-1)/p n/b = 6e-5 + 2 * 7/8 * 8e6/1e9 = 0.01406
-  EXPECT_NEAR(allreduce_seconds(Algo::halving_doubling, 8e6, one_node(8, 1e-5, 1e9)), 0.01406, 0.01406 * kRel);
+  EXPECT_NEAR(allreduce_seconds(Algo::halving_doubling, 8e6, one_node(8, 1e-5, 1e9)), 0.01406,
+              0.01406 * kRel);
 }
 
 TEST(CostModel, HalvingDoublingSharesTheNicOffNode) {
@@ -43,7 +46,8 @@ TEST(CostModel, HalvingDoublingFoldsExtraRanks) {
   // p = 6 on one node: 2 exchanges of the whole buffer, then halving-doubling on 4.
   const double n = 4e6, a = 1e-5, b = 1e9;
   const double expect = 2 * (a + n / b) + 2 * 2 * a + 2 * 0.75 * n / b;
-  EXPECT_NEAR(allreduce_seconds(Algo::halving_doubling, n, one_node(6, a, b)), expect, expect * kRel);
+  EXPECT_NEAR(allreduce_seconds(Algo::halving_doubling, n, one_node(6, a, b)), expect,
+              expect * kRel);
 }
 
 TEST(CostModel, Hierarchical) {
@@ -53,14 +57,16 @@ TEST(CostModel, Hierarchical) {
   EXPECT_NEAR(allreduce_seconds(Algo::hierarchical, 8e6, t), 0.013402, 0.013402 * kRel);
   // One worker per node: the ring over nodes.
   const Topology u{4, 1, {}, {1e-4, 1e9}};
-  EXPECT_DOUBLE_EQ(allreduce_seconds(Algo::hierarchical, 8e6, u), allreduce_seconds(Algo::ring, 8e6, u));
+  EXPECT_DOUBLE_EQ(allreduce_seconds(Algo::hierarchical, 8e6, u),
+                   allreduce_seconds(Algo::ring, 8e6, u));
 }
 
 TEST(CostModel, AutoFollowsTheNativeBackend) {
   const Topology t = one_node(4, 1e-5, 1e9);
   // 1000 B: recursive doubling, log2(4) = 2 exchanges of the whole buffer: 2 (1e-5 + 1e-6)
   EXPECT_NEAR(allreduce_seconds(Algo::lockstep_auto, 1000, t), 2.2e-5, 2.2e-5 * kRel);
-  EXPECT_DOUBLE_EQ(allreduce_seconds(Algo::lockstep_auto, 4e6, t), allreduce_seconds(Algo::ring, 4e6, t));
+  EXPECT_DOUBLE_EQ(allreduce_seconds(Algo::lockstep_auto, 4e6, t),
+                   allreduce_seconds(Algo::ring, 4e6, t));
   EXPECT_EQ(allreduce_seconds(Algo::ring, 4e6, one_node(1, 1e-5, 1e9)), 0.0);
 }
 
@@ -68,7 +74,8 @@ TEST(CostModel, OverlapOnOneStreamInReadyOrder) {
   // p = 2 ring, a = 0, n = 1e6, b = 1e9: 2 * 0.5e6/1e9 = 1 ms per bucket. Ready at 0.5, 1.0 and
   // 4.0 ms, backward ends at 4.5 ms: b0 0.5-1.5, b1 1.5-2.5 (waits for b0), b2 4.0-5.0.
   const Topology t = one_node(2, 0, 1e9);
-  const Overlap o = simulate_overlap({{1e6, 0.5e-3}, {1e6, 1.0e-3}, {1e6, 4.0e-3}}, 4.5e-3, t, Algo::ring);
+  const Overlap o =
+      simulate_overlap({{1e6, 0.5e-3}, {1e6, 1.0e-3}, {1e6, 4.0e-3}}, 4.5e-3, t, Algo::ring);
   EXPECT_NEAR(o.comm, 3e-3, 1e-15);
   EXPECT_NEAR(o.comm_end, 5e-3, 1e-15);
   EXPECT_NEAR(o.exposed, 0.5e-3, 1e-15);
@@ -86,7 +93,9 @@ TEST(CostModel, ZeroBandwidthIsAClearError) {
     check_topology(t, "--inter-gbit");
     FAIL() << "zero inter-node bandwidth was accepted";
   } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("--inter-gbit: the inter-node bandwidth is 0"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--inter-gbit: the inter-node bandwidth is 0"),
+              std::string::npos)
+        << e.what();
   }
   t.inter.beta = 1e9, t.inter.alpha = -1;
   EXPECT_THROW(check_topology(t, "--inter-latency-us"), InvalidArgument);

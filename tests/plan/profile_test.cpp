@@ -59,9 +59,13 @@ TEST(Profile, JsonRoundTripAndMissingKeys) {
   EXPECT_EQ(q.buckets.size(), 2u);
   EXPECT_DOUBLE_EQ(q.compute(), p.compute());
   j.erase("backward_s");
-  EXPECT_NE(message_of([&] { profile_from_json(j, "p.json"); }).find("p.json: profile key 'backward_s' is missing"),
+  EXPECT_NE(message_of([&] {
+              profile_from_json(j, "p.json");
+            }).find("p.json: profile key 'backward_s' is missing"),
             std::string::npos);
-  EXPECT_NE(message_of([&] { profile_from_json(nlohmann::json::object(), "x.json"); }).find("not a lockstep profile"),
+  EXPECT_NE(message_of([&] {
+              profile_from_json(nlohmann::json::object(), "x.json");
+            }).find("not a lockstep profile"),
             std::string::npos);
 }
 
@@ -106,7 +110,9 @@ TEST(Profile, FromTraces) {
   EXPECT_NEAR(p.buckets[1].ready, 250e-6, 1e-12);
   // Too short a run says how to fix it.
   write_trace(dir / "short.json", 3, 1000);
-  EXPECT_NE(message_of([&] { profile_from_traces({dir / "short.json"}, meta); }).find("raise --max-steps"),
+  EXPECT_NE(message_of([&] {
+              profile_from_traces({dir / "short.json"}, meta);
+            }).find("raise --max-steps"),
             std::string::npos);
   fs::remove_all(dir);
 }
@@ -133,15 +139,18 @@ TEST(Profile, PredictAndSweep) {
 
 TEST(Profile, BadInputIsRefusedClearly) {
   const Profile p = two_buckets();
-  EXPECT_NE(message_of([&] { check_profile_model(p, "char-gpt", "mlp.json"); })
-                .find("mlp.json was recorded for model 'fmnist-mlp', not 'char-gpt'"),
+  EXPECT_NE(message_of([&] {
+              check_profile_model(p, "char-gpt", "mlp.json");
+            }).find("mlp.json was recorded for model 'fmnist-mlp', not 'char-gpt'"),
             std::string::npos);
   EXPECT_NO_THROW(check_profile_model(p, "fmnist-mlp", "mlp.json"));
   const Topology eight{4, 8, {1e-6, 1e10}, {1e-5, 1e9}};
-  EXPECT_NE(message_of([&] { check_profile_fits(p, eight, false); }).find("--nproc 8"), std::string::npos);
+  EXPECT_NE(message_of([&] { check_profile_fits(p, eight, false); }).find("--nproc 8"),
+            std::string::npos);
   EXPECT_NO_THROW(check_profile_fits(p, eight, true));
   EXPECT_NO_THROW(check_profile_fits(p, {4, 2, {1e-6, 1e10}, {1e-5, 1e9}}, false));
-  EXPECT_NE(message_of([] { builtin_profile("gpt-7b", 0, 1e14, 4, 25 << 20); }).find("gpt-350m"), std::string::npos);
+  EXPECT_NE(message_of([] { builtin_profile("gpt-7b", 0, 1e14, 4, 25 << 20); }).find("gpt-350m"),
+            std::string::npos);
 }
 
 TEST(Profile, BuiltinSpreadsGradientsThroughBackward) {

@@ -201,7 +201,9 @@ void Reducer::wait_bucket(size_t b, StepResult& r) {
   }
   p = {};
   storage_.copy_out(b, params_);
-  if (timeline_) timeline_->add(str_cat("allreduce b", b), "comm", launch_us_[b], done_us_[b], Timeline::kCommTrack);
+  if (timeline_)
+    timeline_->add(str_cat("allreduce b", b), "comm", launch_us_[b], done_us_[b], Timeline::kCommTrack,
+                   int64_t(storage_.view(b).data.size() * sizeof(float)));
   if (opt_.nonfinite != NonFinitePolicy::ignore && r.finite) check_finite(b, r, nonfinite);
 }
 

@@ -36,12 +36,13 @@ Timeline::~Timeline() {
   }
 }
 
-void Timeline::add(std::string name, std::string category, int64_t begin_us, int64_t end_us, int track) {
+void Timeline::add(std::string name, std::string category, int64_t begin_us, int64_t end_us, int track,
+                   int64_t bytes) {
   if (events_.size() >= kMaxEvents) {
     ++dropped_;
     return;
   }
-  events_.push_back({std::move(name), std::move(category), begin_us, end_us, track});
+  events_.push_back({std::move(name), std::move(category), begin_us, end_us, track, bytes});
 }
 
 namespace {
@@ -66,10 +67,13 @@ void Timeline::write() const {
     f << "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":" << rank_ << ",\"args\":{\"name\":\"rank " << rank_
       << "\"}},\n";
     f << "{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":" << rank_ << ",\"tid\":1,\"args\":{\"name\":\"comm\"}}";
-    for (const Event& e : events_)
+    for (const Event& e : events_) {
       f << ",\n{\"name\":\"" << json_escape(e.name) << "\",\"cat\":\"" << json_escape(e.category)
         << "\",\"ph\":\"X\",\"pid\":" << rank_ << ",\"tid\":" << e.track << ",\"ts\":" << e.begin_us
-        << ",\"dur\":" << (e.end_us - e.begin_us) << "}";
+        << ",\"dur\":" << (e.end_us - e.begin_us);
+      if (e.bytes >= 0) f << ",\"args\":{\"bytes\":" << e.bytes << "}";
+      f << "}";
+    }
     f << "\n]}\n";
     if (!f.flush()) LOCKSTEP_THROW(DataError, "timeline: writing ", tmp, " failed (disk full?)");
   }

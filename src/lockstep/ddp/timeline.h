@@ -28,6 +28,7 @@ class Timeline {
     std::string category;
     int64_t begin_us = 0, end_us = 0;
     int track = kComputeTrack;
+    int64_t bytes = -1;  // a bucket's size (written as args.bytes; lockstep train --profile reads it)
   };
 
   // Null when LOCKSTEP_TIMELINE is unset or empty.
@@ -39,7 +40,8 @@ class Timeline {
   Timeline(const Timeline&) = delete;
   Timeline& operator=(const Timeline&) = delete;
 
-  void add(std::string name, std::string category, int64_t begin_us, int64_t end_us, int track = kComputeTrack);
+  void add(std::string name, std::string category, int64_t begin_us, int64_t end_us, int track = kComputeTrack,
+           int64_t bytes = -1);
   // Writes the file now (atomically: temp file + rename). Throws DataError on failure.
   void write() const;
   const std::vector<Event>& events() const { return events_; }

@@ -11,7 +11,9 @@ namespace {
 // The native backend's switch from recursive doubling to the ring (comm/algorithms.cpp).
 constexpr double kDoublingMaxBytes = 64 << 10;
 
-double msg(const Link& l, double bytes) { return l.alpha + bytes / l.beta; }
+double msg(const Link& l, double bytes) {
+  return l.alpha + bytes / l.beta;
+}
 
 int floor_pow2(int p) {
   int q = 1;
@@ -93,17 +95,23 @@ Algo parse_algo(const std::string& name) {
   if (name == "doubling") return Algo::doubling;
   if (name == "hier" || name == "hierarchical") return Algo::hierarchical;
   if (name == "auto") return Algo::lockstep_auto;
-  LOCKSTEP_THROW(InvalidArgument, "unknown all-reduce algorithm '", name,
-                 "': use ring, hd (recursive halving-doubling), doubling, hier (hierarchical) or auto");
+  LOCKSTEP_THROW(
+      InvalidArgument, "unknown all-reduce algorithm '", name,
+      "': use ring, hd (recursive halving-doubling), doubling, hier (hierarchical) or auto");
 }
 
 std::string algo_name(Algo a) {
   switch (a) {
-    case Algo::ring: return "ring";
-    case Algo::halving_doubling: return "hd";
-    case Algo::doubling: return "doubling";
-    case Algo::hierarchical: return "hier";
-    case Algo::lockstep_auto: return "auto";
+    case Algo::ring:
+      return "ring";
+    case Algo::halving_doubling:
+      return "hd";
+    case Algo::doubling:
+      return "doubling";
+    case Algo::hierarchical:
+      return "hier";
+    case Algo::lockstep_auto:
+      return "auto";
   }
   return "?";
 }
@@ -119,18 +127,25 @@ void check_topology(const Topology& t, const std::string& where) {
 double allreduce_seconds(Algo a, double bytes, const Topology& t) {
   if (t.workers() <= 1 || bytes <= 0) return 0;
   switch (a) {
-    case Algo::ring: return ring(bytes, t);
-    case Algo::halving_doubling: return halving_doubling(bytes, t);
-    case Algo::doubling: return doubling(bytes, t);
-    case Algo::hierarchical: return hierarchical(bytes, t);
-    case Algo::lockstep_auto: break;
+    case Algo::ring:
+      return ring(bytes, t);
+    case Algo::halving_doubling:
+      return halving_doubling(bytes, t);
+    case Algo::doubling:
+      return doubling(bytes, t);
+    case Algo::hierarchical:
+      return hierarchical(bytes, t);
+    case Algo::lockstep_auto:
+      break;
   }
   if (t.nodes > 1 && t.per_node > 1) return hierarchical(bytes, t);
-  const bool small = bytes <= kDoublingMaxBytes || (t.workers() == 2 && bytes <= 2 * kDoublingMaxBytes);
+  const bool small =
+      bytes <= kDoublingMaxBytes || (t.workers() == 2 && bytes <= 2 * kDoublingMaxBytes);
   return small ? doubling(bytes, t) : ring(bytes, t);
 }
 
-Overlap simulate_overlap(const std::vector<Bucket>& buckets, double backward_end, const Topology& t, Algo a) {
+Overlap simulate_overlap(const std::vector<Bucket>& buckets, double backward_end, const Topology& t,
+                         Algo a) {
   Overlap o;
   double end = 0;
   for (const Bucket& b : buckets) {

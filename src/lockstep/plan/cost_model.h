@@ -61,6 +61,7 @@ struct Overlap {
 };
 
 // Buckets in order on one stream: bucket i starts at max(ready_i, end_{i-1}).
-Overlap simulate_overlap(const std::vector<Bucket>& buckets, double backward_end, const Topology& t, Algo a);
+Overlap simulate_overlap(const std::vector<Bucket>& buckets, double backward_end, const Topology& t,
+                         Algo a);
 
 }  // namespace lockstep::plan

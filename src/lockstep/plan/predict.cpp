@@ -11,7 +11,8 @@ Prediction predict(const Profile& p, const Topology& t, Algo a, double bucket_ca
   r.compute = p.compute();
   const Overlap o = simulate_overlap(rebucket(p, bucket_cap), p.backward, t, a);
   r.comm = o.comm;
-  r.stats = allreduce_seconds(Algo::lockstep_auto, kTrainerStatsBytes, t);  // the backend picks, not --algo
+  r.stats = allreduce_seconds(Algo::lockstep_auto, kTrainerStatsBytes,
+                              t);  // the backend picks, not --algo
   r.exposed = o.exposed + r.stats;
   r.step = r.compute + r.exposed;
   r.efficiency = r.step > 0 ? r.compute / r.step : 1.0;
@@ -24,7 +25,8 @@ std::vector<double> bucket_caps() {
   return caps;
 }
 
-std::vector<Row> sweep(const Profile& p, Topology t, Algo a, double bucket_cap, const std::vector<int>& nodes) {
+std::vector<Row> sweep(const Profile& p, Topology t, Algo a, double bucket_cap,
+                       const std::vector<int>& nodes) {
   std::vector<Row> rows;
   for (int n : nodes) {
     t.nodes = n;
@@ -41,11 +43,12 @@ std::vector<Row> sweep(const Profile& p, Topology t, Algo a, double bucket_cap, 
 
 void check_profile_fits(const Profile& p, const Topology& t, bool own_compute) {
   if (own_compute || p.source == "builtin" || t.per_node <= p.world_size) return;
-  LOCKSTEP_THROW(InvalidArgument, "the profile of '", p.model, "' measured compute with ", p.world_size,
-                 " worker(s) sharing one host's cores, but the topology puts ", t.per_node,
-                 " workers on each node: their compute would be slower than profiled. Record the profile with "
-                 "`lockstep train --profile FILE --nproc ", t.per_node,
-                 "`, or pass --own-compute if each worker has cores or an accelerator of its own");
+  LOCKSTEP_THROW(
+      InvalidArgument, "the profile of '", p.model, "' measured compute with ", p.world_size,
+      " worker(s) sharing one host's cores, but the topology puts ", t.per_node,
+      " workers on each node: their compute would be slower than profiled. Record the profile with "
+      "`lockstep train --profile FILE --nproc ",
+      t.per_node, "`, or pass --own-compute if each worker has cores or an accelerator of its own");
 }
 
 void check_profile_model(const Profile& p, const std::string& model, const std::string& origin) {

@@ -17,12 +17,14 @@ namespace lockstep::plan {
 constexpr double kTrainerStatsBytes = 3 * sizeof(double);
 
 struct Prediction {
-  double compute = 0;  // forward + backward + optimizer + other (as profiled)
-  double comm = 0;     // all bucket all-reduces, summed
-  double exposed = 0;  // communication not hidden behind backward (+ the stats all-reduce)
-  double step = 0;     // compute + exposed
+  double compute = 0;     // forward + backward + optimizer + other (as profiled)
+  double comm = 0;        // all bucket all-reduces, summed
+  double exposed = 0;     // communication not hidden behind backward (+ the stats all-reduce)
+  double step = 0;        // compute + exposed
   double efficiency = 1;  // weak scaling: compute / step (one worker has no communication)
-  double hidden_fraction() const { return comm > 0 ? std::clamp(1.0 - (exposed - stats) / comm, 0.0, 1.0) : 1.0; }
+  double hidden_fraction() const {
+    return comm > 0 ? std::clamp(1.0 - (exposed - stats) / comm, 0.0, 1.0) : 1.0;
+  }
   double stats = 0;  // the trainer's stats all-reduce (exposed by nature)
 };
 
@@ -33,12 +35,13 @@ std::vector<double> bucket_caps();
 
 struct Row {
   int nodes = 1;
-  Prediction at_cap;   // at the requested cap
+  Prediction at_cap;  // at the requested cap
   double best_cap = 0;
   Prediction at_best;  // at the best candidate cap (ties: the larger; fewer messages)
 };
 
-std::vector<Row> sweep(const Profile& p, Topology t, Algo a, double bucket_cap, const std::vector<int>& nodes);
+std::vector<Row> sweep(const Profile& p, Topology t, Algo a, double bucket_cap,
+                       const std::vector<int>& nodes);
 
 // Checks the profile can stand for `t`: its compute was measured with world_size workers
 // sharing one host's cores, so more workers per node than that is refused unless

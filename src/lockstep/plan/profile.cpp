@@ -25,7 +25,8 @@ T get(const json& j, const char* key, const std::string& origin) {
   try {
     return j.at(key).get<T>();
   } catch (const json::exception& e) {
-    LOCKSTEP_THROW(DataError, origin, ": profile key '", key, "' has the wrong type (", e.what(), ")");
+    LOCKSTEP_THROW(DataError, origin, ": profile key '", key, "' has the wrong type (", e.what(),
+                   ")");
   }
 }
 
@@ -37,7 +38,9 @@ struct Ev {
 
 std::vector<Ev> read_trace(const std::filesystem::path& path) {
   std::ifstream f(path);
-  if (!f) LOCKSTEP_THROW(DataError, "profile: cannot read the trace ", path.string(), " (did every rank finish?)");
+  if (!f)
+    LOCKSTEP_THROW(DataError, "profile: cannot read the trace ", path.string(),
+                   " (did every rank finish?)");
   json j;
   try {
     j = json::parse(f);
@@ -97,22 +100,39 @@ double Profile::grad_bytes() const {
 }
 
 json Profile::to_json() const {
-  json j = {{"format", "lockstep-profile-1"}, {"model", model}, {"source", source}, {"world_size", world_size},
-            {"transport", transport}, {"batch", batch}, {"params", params}, {"bucket_cap_bytes", bucket_cap_bytes},
-            {"first_bucket_bytes", first_bucket_bytes}, {"forward_s", forward}, {"backward_s", backward},
-            {"finalize_s", finalize}, {"optimizer_s", optimizer}, {"step_s", step}, {"other_s", other}};
+  json j = {{"format", "lockstep-profile-1"},
+            {"model", model},
+            {"source", source},
+            {"world_size", world_size},
+            {"transport", transport},
+            {"batch", batch},
+            {"params", params},
+            {"bucket_cap_bytes", bucket_cap_bytes},
+            {"first_bucket_bytes", first_bucket_bytes},
+            {"forward_s", forward},
+            {"backward_s", backward},
+            {"finalize_s", finalize},
+            {"optimizer_s", optimizer},
+            {"step_s", step},
+            {"other_s", other}};
   j["buckets"] = json::array();
-  for (const Bucket& b : buckets) j["buckets"].push_back({{"bytes", b.bytes}, {"ready_s", b.ready}});
+  for (const Bucket& b : buckets)
+    j["buckets"].push_back({{"bytes", b.bytes}, {"ready_s", b.ready}});
   j["steps"] = json::array();
   for (const StepSample& s : steps)
-    j["steps"].push_back({{"forward_s", s.forward}, {"backward_s", s.backward}, {"finalize_s", s.finalize},
-                          {"optimizer_s", s.optimizer}, {"step_s", s.step}, {"ready_s", s.ready}});
+    j["steps"].push_back({{"forward_s", s.forward},
+                          {"backward_s", s.backward},
+                          {"finalize_s", s.finalize},
+                          {"optimizer_s", s.optimizer},
+                          {"step_s", s.step},
+                          {"ready_s", s.ready}});
   return j;
 }
 
 Profile profile_from_json(const json& j, const std::string& origin) {
   if (j.value("format", "") != "lockstep-profile-1")
-    LOCKSTEP_THROW(DataError, origin, ": not a lockstep profile (format is not \"lockstep-profile-1\"); "
+    LOCKSTEP_THROW(DataError, origin,
+                   ": not a lockstep profile (format is not \"lockstep-profile-1\"); "
                    "record one with `lockstep train --profile FILE`");
   Profile p;
   p.model = get<std::string>(j, "model", origin);
@@ -132,15 +152,19 @@ Profile profile_from_json(const json& j, const std::string& origin) {
   for (const json& b : get<json>(j, "buckets", origin))
     p.buckets.push_back({get<double>(b, "bytes", origin), get<double>(b, "ready_s", origin)});
   if (p.world_size < 1 || p.buckets.empty() || p.backward <= 0 || p.bucket_cap_bytes <= 0)
-    LOCKSTEP_THROW(DataError, origin, ": profile of '", p.model, "' has world_size ", p.world_size, ", ",
-                   p.buckets.size(), " buckets, backward_s ", p.backward, ", bucket_cap_bytes ", p.bucket_cap_bytes,
-                   "; all must be positive (record it again with `lockstep train --profile FILE --nproc 2`)");
+    LOCKSTEP_THROW(
+        DataError, origin, ": profile of '", p.model, "' has world_size ", p.world_size, ", ",
+        p.buckets.size(), " buckets, backward_s ", p.backward, ", bucket_cap_bytes ",
+        p.bucket_cap_bytes,
+        "; all must be positive (record it again with `lockstep train --profile FILE --nproc 2`)");
   return p;
 }
 
 Profile load_profile(const std::filesystem::path& path) {
   std::ifstream f(path);
-  if (!f) LOCKSTEP_THROW(DataError, "cannot read the profile ", path.string(), " (record one with `lockstep train --profile FILE`)");
+  if (!f)
+    LOCKSTEP_THROW(DataError, "cannot read the profile ", path.string(),
+                   " (record one with `lockstep train --profile FILE`)");
   try {
     return profile_from_json(json::parse(f), path.string());
   } catch (const json::exception& e) {
@@ -151,7 +175,9 @@ Profile load_profile(const std::filesystem::path& path) {
 void save_profile(const Profile& p, const std::filesystem::path& path) {
   std::ofstream f(path, std::ios::trunc);
   f << p.to_json().dump(1) << "\n";
-  if (!f.flush()) LOCKSTEP_THROW(DataError, "cannot write the profile ", path.string(), " (directory missing or disk full?)");
+  if (!f.flush())
+    LOCKSTEP_THROW(DataError, "cannot write the profile ", path.string(),
+                   " (directory missing or disk full?)");
 }
 
 Profile profile_from_traces(const std::vector<std::filesystem::path>& traces, Profile p, int skip) {
@@ -161,15 +187,17 @@ Profile profile_from_traces(const std::vector<std::filesystem::path>& traces, Pr
   for (size_t r = 0; r < traces.size(); ++r) {
     RankSteps rs = split_steps(read_trace(traces[r]));
     if (int(rs.steps.size()) <= skip + 1)
-      LOCKSTEP_THROW(DataError, "profile: ", traces[r].string(), " holds ", rs.steps.size(), " steps; at least ",
-                     skip + 2, " are needed (raise --max-steps)");
+      LOCKSTEP_THROW(DataError, "profile: ", traces[r].string(), " holds ", rs.steps.size(),
+                     " steps; at least ", skip + 2, " are needed (raise --max-steps)");
     std::vector<StepSample> kept(rs.steps.begin() + skip, rs.steps.end() - 1);
     if (r == 0) p.steps = kept, bytes = rs.bytes;
     all.insert(all.end(), kept.begin(), kept.end());
   }
   if (bytes.empty() || std::any_of(bytes.begin(), bytes.end(), [](double b) { return b <= 0; }))
-    LOCKSTEP_THROW(DataError, "profile: the traces name no bucket all-reduces with their sizes (a world of one "
-                   "reduces nothing: profile with --nproc 2 or more)");
+    LOCKSTEP_THROW(
+        DataError,
+        "profile: the traces name no bucket all-reduces with their sizes (a world of one "
+        "reduces nothing: profile with --nproc 2 or more)");
   auto med = [&](auto field) {
     std::vector<double> v;
     for (const StepSample& s : all) v.push_back(s.*field);
@@ -179,7 +207,8 @@ Profile profile_from_traces(const std::vector<std::filesystem::path>& traces, Pr
   p.finalize = med(&StepSample::finalize), p.optimizer = med(&StepSample::optimizer);
   p.step = med(&StepSample::step);
   std::vector<double> other;
-  for (const StepSample& s : all) other.push_back(s.step - s.forward - s.backward - s.finalize - s.optimizer);
+  for (const StepSample& s : all)
+    other.push_back(s.step - s.forward - s.backward - s.finalize - s.optimizer);
   p.other = std::max(0.0, median(other));
   p.buckets.clear();
   for (size_t b = 0; b < bytes.size(); ++b) {
@@ -196,7 +225,8 @@ struct Builtin {
   const char* name;
   double params, tokens;  // tokens per worker per step
 };
-constexpr Builtin kBuiltins[] = {{"gpt-25m", 25e6, 16384}, {"gpt-350m", 350e6, 8192}, {"gpt-1.3b", 1.3e9, 4096}};
+constexpr Builtin kBuiltins[] = {
+    {"gpt-25m", 25e6, 16384}, {"gpt-350m", 350e6, 8192}, {"gpt-1.3b", 1.3e9, 4096}};
 }  // namespace
 
 std::vector<std::string> builtin_models() {
@@ -205,14 +235,15 @@ std::vector<std::string> builtin_models() {
   return v;
 }
 
-Profile builtin_profile(const std::string& name, double compute_s, double flops, double grad_bytes_per_param,
-                        double cap) {
+Profile builtin_profile(const std::string& name, double compute_s, double flops,
+                        double grad_bytes_per_param, double cap) {
   const Builtin* m = nullptr;
   for (const Builtin& b : kBuiltins)
     if (name == b.name) m = &b;
   if (m == nullptr)
-    LOCKSTEP_THROW(InvalidArgument, "unknown built-in model '", name,
-                   "': use gpt-25m, gpt-350m or gpt-1.3b, or a profile from `lockstep train --profile FILE`");
+    LOCKSTEP_THROW(
+        InvalidArgument, "unknown built-in model '", name,
+        "': use gpt-25m, gpt-350m or gpt-1.3b, or a profile from `lockstep train --profile FILE`");
   Profile p;
   p.model = name, p.source = "builtin", p.params = int64_t(m->params);
   if (compute_s <= 0) compute_s = 6.0 * m->params * m->tokens / flops;
@@ -231,7 +262,8 @@ std::vector<Bucket> rebucket(const Profile& p, double cap) {
   // Cumulative curve: (time, bytes ready by then), from (0, 0) through each recorded bucket.
   std::vector<std::pair<double, double>> curve{{0.0, 0.0}};
   double cum = 0;
-  for (const Bucket& b : p.buckets) curve.push_back({std::max(b.ready, curve.back().first), cum += b.bytes});
+  for (const Bucket& b : p.buckets)
+    curve.push_back({std::max(b.ready, curve.back().first), cum += b.bytes});
   auto time_at = [&](double bytes) {
     for (size_t i = 1; i < curve.size(); ++i) {
       if (curve[i].second < bytes && i + 1 < curve.size()) continue;

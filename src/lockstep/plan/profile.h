@@ -34,7 +34,7 @@ struct Profile {
   // Medians over the recorded steps, seconds. `other`: the rest of a step (data, the
   // trainer's loss all-reduce, metrics) = step - forward - backward - finalize - optimizer.
   double forward = 0, backward = 0, finalize = 0, optimizer = 0, step = 0, other = 0;
-  std::vector<Bucket> buckets;  // in launch order, ready = median over steps
+  std::vector<Bucket> buckets;    // in launch order, ready = median over steps
   std::vector<StepSample> steps;  // rank 0's recorded steps (measured profiles)
 
   double compute() const { return forward + backward + optimizer + other; }
@@ -52,14 +52,15 @@ void save_profile(const Profile& p, const std::filesystem::path& path);
 // (no following forward) are left out. `meta` carries model, world_size, transport, batch,
 // params and the bucket options; its measured fields are filled here. DataError when a
 // trace is unreadable or has too few steps with buckets.
-Profile profile_from_traces(const std::vector<std::filesystem::path>& traces, Profile meta, int skip = 3);
+Profile profile_from_traces(const std::vector<std::filesystem::path>& traces, Profile meta,
+                            int skip = 3);
 
 // Built-in GPT-like models: "gpt-25m", "gpt-350m", "gpt-1.3b". `compute_s` (forward +
 // backward per step; <= 0: the default, from 6 * params * tokens FLOPs at `flops` per
 // second) split 1/3 forward, 2/3 backward, gradients produced evenly through backward.
 // InvalidArgument for another name.
-Profile builtin_profile(const std::string& name, double compute_s, double flops, double grad_bytes_per_param,
-                        double bucket_cap_bytes);
+Profile builtin_profile(const std::string& name, double compute_s, double flops,
+                        double grad_bytes_per_param, double bucket_cap_bytes);
 std::vector<std::string> builtin_models();
 
 // The profile's gradients cut into buckets of `cap` bytes (the first one min(cap, first

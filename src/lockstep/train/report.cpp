@@ -119,7 +119,25 @@ std::string markdown(const Series& s, const std::vector<fs::path>& plots, const 
   return md.str();
 }
 
-// Runs `gnuplot script` without a shell; returns "" or what went wrong.
+std::string plot_script(const std::string& terminal, const std::string& ext, const Series& s) {
+  std::ostringstream g;
+  g << "set terminal " << terminal << "\nset grid\nset key top right\nset xlabel 'step'\n";
+  g << "set output 'loss." << ext << "'\nset title 'loss'\nplot 'steps.dat' using 1:2 with lines title 'train'";
+  if (!s.evals.empty()) g << ", 'evals.dat' using 1:2 with linespoints title 'test'";
+  g << "\n";
+  if (!s.evals.empty())
+    g << "set output 'accuracy." << ext << "'\nset title 'test accuracy'\nset yrange [0:1]\n"
+      << "plot 'evals.dat' using 1:3 with linespoints title 'accuracy'\nset autoscale y\n";
+  g << "set output 'learning_rate." << ext << "'\nset title 'learning rate'\nset ylabel 'lr'\n"
+    << "plot 'steps.dat' using 1:4 with lines title 'lr'\n";
+  // From 0, so that a dip reads as its true share of the rate.
+  g << "set output 'throughput." << ext << "'\nset title 'throughput'\nset ylabel 'samples/s'\n"
+    << "set yrange [0:*]\nplot 'steps.dat' using 1:3 with lines title 'samples/s'\nset autoscale y\n";
+  return g.str();
+}
+
+}  // namespace
+
 std::string run_gnuplot(const fs::path& program, const fs::path& script, const fs::path& log) {
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
@@ -145,31 +163,11 @@ std::string run_gnuplot(const fs::path& program, const fs::path& script, const f
   return str_cat(prog, " failed (see ", log.string(), ")");
 }
 
-// Inside gnuplot's single quotes a quote is written twice.
 std::string gnuplot_quote(const std::string& s) {
   std::string out;
   for (char c : s) out += c == '\'' ? std::string("''") : std::string(1, c);
   return out;
 }
-
-std::string plot_script(const std::string& terminal, const std::string& ext, const Series& s) {
-  std::ostringstream g;
-  g << "set terminal " << terminal << "\nset grid\nset key top right\nset xlabel 'step'\n";
-  g << "set output 'loss." << ext << "'\nset title 'loss'\nplot 'steps.dat' using 1:2 with lines title 'train'";
-  if (!s.evals.empty()) g << ", 'evals.dat' using 1:2 with linespoints title 'test'";
-  g << "\n";
-  if (!s.evals.empty())
-    g << "set output 'accuracy." << ext << "'\nset title 'test accuracy'\nset yrange [0:1]\n"
-      << "plot 'evals.dat' using 1:3 with linespoints title 'accuracy'\nset autoscale y\n";
-  g << "set output 'learning_rate." << ext << "'\nset title 'learning rate'\nset ylabel 'lr'\n"
-    << "plot 'steps.dat' using 1:4 with lines title 'lr'\n";
-  // From 0, so that a dip reads as its true share of the rate.
-  g << "set output 'throughput." << ext << "'\nset title 'throughput'\nset ylabel 'samples/s'\n"
-    << "set yrange [0:*]\nplot 'steps.dat' using 1:3 with lines title 'samples/s'\nset autoscale y\n";
-  return g.str();
-}
-
-}  // namespace
 
 fs::path find_program(const std::string& name) {
   if (name.find('/') != std::string::npos) return ::access(name.c_str(), X_OK) == 0 ? fs::path(name) : fs::path();

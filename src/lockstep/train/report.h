@@ -28,5 +28,11 @@ ReportResult write_report(const std::filesystem::path& run_dir, const ReportOpti
 
 // Finds a program in PATH (or checks a path); empty when not found.
 std::filesystem::path find_program(const std::string& name);
+// Runs `program script` without a shell (output to `log`), stopped after 60 s; returns ""
+// or what went wrong.
+std::string run_gnuplot(const std::filesystem::path& program, const std::filesystem::path& script,
+                        const std::filesystem::path& log);
+// Inside gnuplot's single quotes a quote is written twice.
+std::string gnuplot_quote(const std::string& s);
 
 }  // namespace lockstep::train

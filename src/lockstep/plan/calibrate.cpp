@@ -1,0 +1,97 @@
+#include "lockstep/plan/calibrate.h"
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "lockstep/core/error.h"
+
+namespace lockstep::plan {
+
+nlohmann::json Calibration::to_json() const {
+  nlohmann::json j = {{"format", "lockstep-calibration-1"},
+                      {"transport", transport},
+                      {"world", world},
+                      {"alpha_s", link.alpha},
+                      {"beta_bytes_per_s", link.beta},
+                      {"max_rel_error", max_rel_error}};
+  j["samples"] = nlohmann::json::array();
+  for (const Sample& s : samples)
+    j["samples"].push_back({{"bytes", s.bytes}, {"seconds", s.seconds}});
+  return j;
+}
+
+std::vector<Sample> parse_bench_table(const std::string& text, const std::string& origin) {
+  std::vector<Sample> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream row(line);
+    double size = 0, count = 0, time_us = 0;
+    std::string type, redop;
+    if (line.empty() || line[0] == '#') continue;
+    if (!(row >> size >> count >> type >> redop >> time_us)) continue;
+    if (size > 0 && time_us > 0) out.push_back({size, time_us * 1e-6});
+  }
+  if (out.empty())
+    LOCKSTEP_THROW(DataError, origin,
+                   ": no all-reduce rows (size count type redop time ...) found; give the output "
+                   "of `LOCKSTEP_ALGO=ring lockstep bench collectives --op allreduce ...`");
+  return out;
+}
+
+Calibration fit_ring(const std::vector<Sample>& samples, int world, const std::string& transport) {
+  if (world < 2)
+    LOCKSTEP_THROW(InvalidArgument, "calibration: the benchmark ran on ", world,
+                   " rank(s); it needs 2 or more");
+  // Weighted least squares, weights w = 1/t^2: minimise sum w (t - a - b n)^2.
+  double sw = 0, sn = 0, st = 0, snn = 0, snt = 0;
+  for (const Sample& s : samples) {
+    const double w = 1.0 / (s.seconds * s.seconds);
+    sw += w, sn += w * s.bytes, st += w * s.seconds, snn += w * s.bytes * s.bytes,
+        snt += w * s.bytes * s.seconds;
+  }
+  const double det = sw * snn - sn * sn;
+  const double b = det > 0 ? (sw * snt - sn * st) / det : 0;
+  const double a = det > 0 ? (st - b * sn) / sw : 0;
+  if (samples.size() < 2 || !(b > 0))
+    LOCKSTEP_THROW(DataError, "calibration", transport.empty() ? "" : " of " + transport, ": ",
+                   samples.size(), " sizes give no positive bandwidth (slope ", b,
+                   " s/B); benchmark more sizes, e.g. "
+                   "--min-bytes 4K --max-bytes 64M, on a quieter machine");
+  Calibration c;
+  c.transport = transport, c.world = world, c.samples = samples;
+  const double p = world;
+  c.link.alpha = std::max(0.0, a) / (2 * (p - 1));
+  c.link.beta = 2 * (p - 1) / (p * b);
+  for (const Sample& s : samples)
+    c.max_rel_error =
+        std::max(c.max_rel_error, std::abs(std::max(0.0, a) + b * s.bytes - s.seconds) / s.seconds);
+  return c;
+}
+
+Calibration calibration_from_json(const nlohmann::json& j, const std::string& origin) {
+  if (j.value("format", "") != "lockstep-calibration-1" || !j.contains("alpha_s") ||
+      !j.contains("beta_bytes_per_s"))
+    LOCKSTEP_THROW(DataError, origin,
+                   ": not a lockstep calibration (format \"lockstep-calibration-1\" with alpha_s "
+                   "and beta_bytes_per_s); make one with `lockstep plan calibrate`");
+  Calibration c;
+  c.transport = j.value("transport", "");
+  c.world = j.value("world", 2);
+  c.link = {j["alpha_s"].get<double>(), j["beta_bytes_per_s"].get<double>()};
+  c.max_rel_error = j.value("max_rel_error", 0.0);
+  return c;
+}
+
+Calibration load_calibration(const std::filesystem::path& path) {
+  std::ifstream f(path);
+  if (!f) LOCKSTEP_THROW(DataError, "cannot read the calibration ", path.string());
+  try {
+    return calibration_from_json(nlohmann::json::parse(f), path.string());
+  } catch (const nlohmann::json::exception& e) {
+    LOCKSTEP_THROW(DataError, path.string(), ": the calibration is not valid JSON: ", e.what());
+  }
+}
+
+}  // namespace lockstep::plan
