@@ -1,6 +1,7 @@
 // Profiles: read back from JSON and from Chrome traces, re-cut into other bucket sizes,
 // predicted, and refused with a clear error where they cannot stand for a topology.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
