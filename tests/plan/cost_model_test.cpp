@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "lockstep/core/error.h"
+#include "lockstep/plan/calibrate.h"
 #include "lockstep/plan/cost_model.h"
 #include "lockstep/plan/predict.h"
 
@@ -102,6 +103,22 @@ TEST(CostModel, ZeroBandwidthIsAClearError) {
   EXPECT_THROW(check_topology({0, 1, {}, {}}, "--nodes"), InvalidArgument);
   EXPECT_THROW(parse_algo("butterfly"), InvalidArgument);
   EXPECT_EQ(parse_algo("hd"), Algo::halving_doubling);
+}
+
+TEST(Calibration, RecoversAlphaAndBetaOfARing) {
+  // 4 ranks, alpha 20 us, beta 1e9 B/s: t = 6 * 20e-6 + 1.5 n / 1e9, as a bench table prints it.
+  std::string table = "#  size(B) count type redop time(us) algbw busbw #wrong\n";
+  for (double n = 4096; n <= 64 << 20; n *= 4)
+    table += std::to_string(int64_t(n)) + " " + std::to_string(int64_t(n / 4)) + " float32 sum " +
+             std::to_string((6 * 20e-6 + 1.5 * n / 1e9) * 1e6) + " 0 0 0\n";
+  const Calibration c = fit_ring(parse_bench_table(table, "table"), 4, "test");
+  EXPECT_NEAR(c.link.alpha, 20e-6, 20e-6 * 1e-4);  // the table prints 6 decimals of a microsecond
+  EXPECT_NEAR(c.link.beta, 1e9, 1e9 * 1e-4);
+  EXPECT_LT(c.max_rel_error, 1e-4);
+  // A table without rows, and times that do not grow with size, are refused.
+  EXPECT_THROW(parse_bench_table("# nothing here\n", "empty.txt"), DataError);
+  EXPECT_THROW(fit_ring({{4096, 1e-3}, {1 << 20, 1e-3}, {4 << 20, 0.9e-3}}, 2, "flat"), DataError);
+  EXPECT_THROW(fit_ring({{4096, 1e-3}, {1 << 20, 2e-3}}, 1, "one rank"), InvalidArgument);
 }
 
 }  // namespace
