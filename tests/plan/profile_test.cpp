@@ -84,6 +84,9 @@ void write_trace(const fs::path& path, int steps, double step_us) {
     };
     ev("forward", t, 100, 0);
     ev("backward", t + 100, 300, 0);
+    ev("ready p2", t + 150, 0, 3072);  // parameters become final in reverse order
+    ev("ready p1", t + 200, 0, 1024);
+    ev("ready p0", t + 350, 0, 1024);
     ev("allreduce b0", t + 200, 150, 4096);
     ev("allreduce b1", t + 350, 90, 1024);
     ev("finalize", t + 400, 50, 0);
@@ -109,6 +112,20 @@ TEST(Profile, FromTraces) {
   EXPECT_EQ(p.buckets[0].bytes, 4096);
   EXPECT_NEAR(p.buckets[0].ready, 100e-6, 1e-12);
   EXPECT_NEAR(p.buckets[1].ready, 250e-6, 1e-12);
+  // Per parameter, in ready order, 50, 100 and 250 us into backward. Cut at 2048 bytes as DDP
+  // cuts: p2 (3072 B) fills the first bucket alone; p1 + p0 make the second, ready with p0.
+  ASSERT_EQ(p.grads.size(), 3u);
+  EXPECT_NEAR(p.grads[0].ready, 50e-6, 1e-12);
+  EXPECT_EQ(p.grads[0].bytes, 3072);
+  Profile q = p;
+  q.first_bucket_bytes = 1 << 20;
+  const std::vector<Bucket> b = rebucket(q, 2048);
+  ASSERT_EQ(b.size(), 2u);
+  EXPECT_EQ(b[0].bytes, 3072);
+  EXPECT_NEAR(b[0].ready, 50e-6, 1e-12);
+  EXPECT_EQ(b[1].bytes, 2048);
+  EXPECT_NEAR(b[1].ready, 250e-6, 1e-12);
+  EXPECT_EQ(profile_from_json(p.to_json(), "p.json").grads.size(), 3u);
   // Too short a run says how to fix it.
   write_trace(dir / "short.json", 3, 1000);
   EXPECT_NE(message_of([&] {

@@ -91,6 +91,11 @@ void Reducer::start_iteration() {
 void Reducer::mark_ready(size_t i) {
   if (pg_.size() == 1 || !sync_) return;
   if (!in_backward_) start_iteration();
+  if (timeline_) {  // when each gradient became final (lockstep train --profile re-buckets with it)
+    const int64_t t = now_us();
+    timeline_->add(str_cat("ready p", i), "grad", t, t, Timeline::kComputeTrack,
+                   int64_t(params_.param_info(i).numel() * sizeof(float)));
+  }
   if (tracker_.mark(i) != ReadyTracker::kNone) launch_ready();
   poll_in_flight();
 }

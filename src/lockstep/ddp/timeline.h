@@ -1,6 +1,7 @@
 // Timeline: Chrome-trace JSON ("traceEvents", open in chrome://tracing or Perfetto) of a
 // rank's training steps — forward, backward, each bucket's all-reduce (on its own track,
-// so overlap with backward is visible), finalize and the optimizer step.
+// so overlap with backward is visible), finalize and the optimizer step; also, as zero-length
+// "ready p<i>" events, when each gradient became final (with its bytes, for train --profile).
 //
 // Enabled by LOCKSTEP_TIMELINE=path.json. Each rank writes its own file: "{rank}" in the
 // path is replaced by the rank, otherwise ranks other than a world of one insert

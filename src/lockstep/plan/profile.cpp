@@ -60,8 +60,24 @@ std::vector<Ev> read_trace(const std::filesystem::path& path) {
 
 struct RankSteps {
   std::vector<StepSample> steps;
-  std::vector<double> bytes;  // per bucket, from the last step
+  std::vector<double> bytes;       // per bucket, from the last step
+  std::vector<double> grad_bytes;  // per parameter
 };
+
+// Per parameter: bytes and the median ready time over `steps`, sorted by that time.
+std::vector<Bucket> grad_ready(const std::vector<StepSample>& steps,
+                               const std::vector<double>& bytes) {
+  std::vector<std::vector<double>> t(bytes.size());
+  for (const StepSample& s : steps)
+    for (auto [i, at] : s.grads)
+      if (i < t.size()) t[i].push_back(std::min(at, s.backward));
+  std::vector<Bucket> g;
+  for (size_t i = 0; i < t.size(); ++i)
+    if (!t[i].empty() && bytes[i] > 0) g.push_back({bytes[i], median(t[i])});
+  std::stable_sort(g.begin(), g.end(),
+                   [](const Bucket& a, const Bucket& b) { return a.ready < b.ready; });
+  return g;
+}
 
 // Splits one rank's events into steps at each "forward".
 RankSteps split_steps(const std::vector<Ev>& evs) {
@@ -80,6 +96,12 @@ RankSteps split_steps(const std::vector<Ev>& evs) {
     if (e.name == "backward") s.backward = e.dur * 1e-6, bwd_begin = e.ts;
     if (e.name == "finalize") s.finalize = e.dur * 1e-6;
     if (e.name == "optimizer") s.optimizer = e.dur * 1e-6;
+    if (e.name.rfind("ready p", 0) == 0) {
+      const size_t i = std::stoul(e.name.substr(7));
+      s.grads.emplace_back(i, (e.ts - bwd_begin) * 1e-6);
+      if (r.grad_bytes.size() <= i) r.grad_bytes.resize(i + 1, 0);
+      r.grad_bytes[i] = e.bytes;
+    }
     if (e.name.rfind("allreduce b", 0) == 0) {
       const size_t b = std::stoul(e.name.substr(11));
       if (s.ready.size() <= b) s.ready.resize(b + 1, 0);
@@ -118,6 +140,8 @@ json Profile::to_json() const {
   j["buckets"] = json::array();
   for (const Bucket& b : buckets)
     j["buckets"].push_back({{"bytes", b.bytes}, {"ready_s", b.ready}});
+  j["grads"] = json::array();
+  for (const Bucket& g : grads) j["grads"].push_back({{"bytes", g.bytes}, {"ready_s", g.ready}});
   j["steps"] = json::array();
   for (const StepSample& s : steps)
     j["steps"].push_back({{"forward_s", s.forward},
@@ -151,6 +175,8 @@ Profile profile_from_json(const json& j, const std::string& origin) {
   p.other = j.value("other_s", 0.0);
   for (const json& b : get<json>(j, "buckets", origin))
     p.buckets.push_back({get<double>(b, "bytes", origin), get<double>(b, "ready_s", origin)});
+  for (const json& g : j.value("grads", json::array()))
+    p.grads.push_back({get<double>(g, "bytes", origin), get<double>(g, "ready_s", origin)});
   if (p.world_size < 1 || p.buckets.empty() || p.backward <= 0 || p.bucket_cap_bytes <= 0)
     LOCKSTEP_THROW(
         DataError, origin, ": profile of '", p.model, "' has world_size ", p.world_size, ", ",
@@ -183,14 +209,14 @@ void save_profile(const Profile& p, const std::filesystem::path& path) {
 Profile profile_from_traces(const std::vector<std::filesystem::path>& traces, Profile p, int skip) {
   p.source = "measured";
   std::vector<StepSample> all;
-  std::vector<double> bytes;
+  std::vector<double> bytes, grad_bytes;
   for (size_t r = 0; r < traces.size(); ++r) {
     RankSteps rs = split_steps(read_trace(traces[r]));
     if (int(rs.steps.size()) <= skip + 1)
       LOCKSTEP_THROW(DataError, "profile: ", traces[r].string(), " holds ", rs.steps.size(),
                      " steps; at least ", skip + 2, " are needed (raise --max-steps)");
     std::vector<StepSample> kept(rs.steps.begin() + skip, rs.steps.end() - 1);
-    if (r == 0) p.steps = kept, bytes = rs.bytes;
+    if (r == 0) p.steps = kept, bytes = rs.bytes, grad_bytes = rs.grad_bytes;
     all.insert(all.end(), kept.begin(), kept.end());
   }
   if (bytes.empty() || std::any_of(bytes.begin(), bytes.end(), [](double b) { return b <= 0; }))
@@ -217,6 +243,7 @@ Profile profile_from_traces(const std::vector<std::filesystem::path>& traces, Pr
       if (b < s.ready.size()) ready.push_back(std::min(s.ready[b], s.backward));
     p.buckets.push_back({bytes[b], median(ready)});
   }
+  p.grads = grad_ready(all, grad_bytes);
   return p;
 }
 
@@ -257,8 +284,26 @@ Profile builtin_profile(const std::string& name, double compute_s, double flops,
   return p;
 }
 
+namespace {
+// DDP's plan_buckets (ddp/bucket.cpp) over gradients in ready order: the first bucket closes
+// before a gradient that would overflow it; any bucket closes once it reaches its cap.
+std::vector<Bucket> bucket_grads(const std::vector<Bucket>& grads, double first, double cap) {
+  std::vector<Bucket> out;
+  bool open = false;
+  for (const Bucket& g : grads) {
+    if (out.size() == 1 && open && out[0].bytes > 0 && out[0].bytes + g.bytes > first) open = false;
+    if (!open) out.push_back({0, 0}), open = true;
+    out.back().bytes += g.bytes;
+    out.back().ready = std::max(out.back().ready, g.ready);
+    if (out.back().bytes >= (out.size() == 1 ? first : cap)) open = false;
+  }
+  return out;
+}
+}  // namespace
+
 std::vector<Bucket> rebucket(const Profile& p, double cap) {
   if (cap == p.bucket_cap_bytes && p.source != "builtin") return p.buckets;
+  if (!p.grads.empty()) return bucket_grads(p.grads, std::min(cap, p.first_bucket_bytes), cap);
   // Cumulative curve: (time, bytes ready by then), from (0, 0) through each recorded bucket.
   std::vector<std::pair<double, double>> curve{{0.0, 0.0}};
   double cum = 0;

@@ -21,6 +21,8 @@ namespace lockstep::plan {
 struct StepSample {
   double forward = 0, backward = 0, finalize = 0, optimizer = 0, step = 0;  // seconds
   std::vector<double> ready;  // per bucket, seconds after backward start
+  std::vector<std::pair<size_t, double>>
+      grads;  // (parameter, ready s) in the order they became final
 };
 
 struct Profile {
@@ -35,6 +37,7 @@ struct Profile {
   // trainer's loss all-reduce, metrics) = step - forward - backward - finalize - optimizer.
   double forward = 0, backward = 0, finalize = 0, optimizer = 0, step = 0, other = 0;
   std::vector<Bucket> buckets;    // in launch order, ready = median over steps
+  std::vector<Bucket> grads;      // per parameter, in ready order (empty: only bucket times known)
   std::vector<StepSample> steps;  // rank 0's recorded steps (measured profiles)
 
   double compute() const { return forward + backward + optimizer + other; }
@@ -64,9 +67,11 @@ Profile builtin_profile(const std::string& name, double compute_s, double flops,
 std::vector<std::string> builtin_models();
 
 // The profile's gradients cut into buckets of `cap` bytes (the first one min(cap, first
-// bucket bytes)). With the profile's own cap the recorded buckets; otherwise each bucket's
-// ready time is read off the profile's cumulative bytes-ready curve, taken as linear between
-// its recorded buckets (and from backward start to the first).
+// bucket bytes)). With the profile's own cap the recorded buckets. With per-parameter ready
+// times, buckets as DDP's plan_buckets makes them in that order, each ready with its last
+// parameter. Otherwise each bucket's ready time is read off the profile's cumulative
+// bytes-ready curve, taken as linear between its recorded buckets (and from backward start
+// to the first).
 std::vector<Bucket> rebucket(const Profile& p, double cap);
 
 }  // namespace lockstep::plan
