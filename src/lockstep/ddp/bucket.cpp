@@ -17,7 +17,7 @@ std::string BucketPlan::describe(size_t b, const ParamSource& params) const {
 }
 
 BucketPlan plan_buckets(std::span<const size_t> order, std::span<const size_t> numel,
-                        const BucketOptions& opt, size_t elem_bytes) {
+                        const BucketOptions& opt, size_t elem_bytes, std::span<const DType> dtypes) {
   if (order.size() != numel.size())
     LOCKSTEP_THROW(InvalidArgument, "plan_buckets: order lists ", order.size(), " parameters but there are ",
                    numel.size());
@@ -27,7 +27,9 @@ BucketPlan plan_buckets(std::span<const size_t> order, std::span<const size_t> n
   for (size_t i : order) {
     if (i >= numel.size() || plan.bucket_of[i] != size_t(-1))
       LOCKSTEP_THROW(InvalidArgument, "plan_buckets: parameter index ", i, " is out of range or repeated");
-    const size_t bytes = numel[i] * elem_bytes;
+    const size_t bytes = numel[i] * (dtypes.empty() ? elem_bytes : dtype_size(dtypes[i]));
+    if (!dtypes.empty() && !plan.buckets.empty() && dtypes[plan.buckets.back().back()] != dtypes[i])
+      open_bytes = size_t(-1);  // one dtype per bucket
     // The first bucket closes before a parameter that would overflow it, so that its
     // all-reduce really starts early (PyTorch adds it and closes after: a small model whose
     // first layer is large then gets one bucket, ready only when backward ends).
@@ -51,18 +53,19 @@ namespace {
 
 // If the gradients of `ids` tile one contiguous range, returns it with each one's offset.
 bool contiguous_range(const std::vector<size_t>& ids, ParamSource& params, BucketView& v) {
-  std::vector<std::pair<float*, size_t>> spans;  // (start, param position in ids)
-  for (size_t k = 0; k < ids.size(); ++k) spans.push_back({params.grad(ids[k]).data(), k});
+  const size_t elem = dtype_size(v.dtype);
+  std::vector<std::pair<std::byte*, size_t>> spans;  // (start, param position in ids)
+  for (size_t k = 0; k < ids.size(); ++k) spans.push_back({params.grad_bytes(ids[k]).data(), k});
   std::sort(spans.begin(), spans.end());
-  float* base = spans.front().first;
-  float* end = base;
+  std::byte* base = spans.front().first;
+  std::byte* end = base;
   v.offsets.assign(ids.size(), 0);
   for (auto [start, k] : spans) {
     if (start != end) return false;
-    v.offsets[k] = size_t(start - base);
-    end = start + params.grad(ids[k]).size();
+    v.offsets[k] = size_t(start - base) / elem;
+    end = start + params.grad_bytes(ids[k]).size();
   }
-  v.data = {base, size_t(end - base)};
+  v.bytes = {base, size_t(end - base)};
   return true;
 }
 
@@ -76,16 +79,20 @@ void BucketStorage::bind(const BucketPlan& plan, ParamSource& params) {
     BucketView& v = views_[b];
     v.params = plan.buckets[b];
     if (v.params.empty()) continue;
-    if (contiguous_range(v.params, params, v)) continue;
-    // Staged: gradients packed in plan order into an owned buffer.
-    v.zero_copy = false;
-    size_t total = 0;
-    for (size_t k = 0; k < v.params.size(); ++k) {
-      v.offsets[k] = total;
-      total += params.grad(v.params[k]).size();
+    v.dtype = params.param_info(v.params[0]).dtype;
+    if (!contiguous_range(v.params, params, v)) {
+      // Staged: gradients packed in plan order into an owned buffer.
+      v.zero_copy = false;
+      size_t total = 0;
+      for (size_t k = 0; k < v.params.size(); ++k) {
+        v.offsets[k] = total / dtype_size(v.dtype);
+        total += params.grad_bytes(v.params[k]).size();
+      }
+      staging_[b] = AlignedBuffer(total + sizeof(double));
+      v.bytes = {staging_[b].data(), total};
     }
-    staging_[b] = AlignedBuffer((total + 1) * sizeof(float));
-    v.data = staging_[b].as<float>().first(total);
+    if (v.dtype == DType::f32)
+      v.data = {reinterpret_cast<float*>(v.bytes.data()), v.bytes.size() / sizeof(float)};
   }
 }
 
@@ -97,8 +104,8 @@ void BucketStorage::copy_in(size_t b, ParamSource& params) {
   BucketView& v = views_[b];
   if (v.zero_copy) return;
   for (size_t k = 0; k < v.params.size(); ++k) {
-    auto g = params.grad(v.params[k]);
-    std::memcpy(v.data.data() + v.offsets[k], g.data(), g.size_bytes());
+    auto g = params.grad_bytes(v.params[k]);
+    std::memcpy(v.bytes.data() + v.offsets[k] * dtype_size(v.dtype), g.data(), g.size());
   }
 }
 
@@ -106,8 +113,8 @@ void BucketStorage::copy_out(size_t b, ParamSource& params) {
   BucketView& v = views_[b];
   if (v.zero_copy) return;
   for (size_t k = 0; k < v.params.size(); ++k) {
-    auto g = params.grad(v.params[k]);
-    std::memcpy(g.data(), v.data.data() + v.offsets[k], g.size_bytes());
+    auto g = params.grad_bytes(v.params[k]);
+    std::memcpy(g.data(), v.bytes.data() + v.offsets[k] * dtype_size(v.dtype), g.size());
   }
 }
 

@@ -40,15 +40,21 @@ struct BucketPlan {
 };
 
 // `order` lists every parameter index once (ready order); numel[i] = elements of param i.
+// With `dtypes` (dtypes[i]: param i's), a bucket holds one dtype: a parameter of another
+// dtype than the open bucket's closes it, and sizes count dtype_size bytes per element.
 BucketPlan plan_buckets(std::span<const size_t> order, std::span<const size_t> numel,
-                        const BucketOptions& opt, size_t elem_bytes = sizeof(float));
+                        const BucketOptions& opt, size_t elem_bytes = sizeof(float),
+                        std::span<const DType> dtypes = {});
 
-// The float storage of one bucket and, per parameter, its offset in it.
+// The storage of one bucket (all of one dtype) and, per parameter, its offset in it.
 struct BucketView {
-  std::span<float> data;
+  std::span<float> data;        // float32 buckets (empty for other dtypes)
   std::vector<size_t> params;   // as in the plan
-  std::vector<size_t> offsets;  // offsets[k]: where params[k]'s gradient sits in `data`
+  std::vector<size_t> offsets;  // offsets[k]: element where params[k]'s gradient starts
   bool zero_copy = true;
+  DType dtype = DType::f32;
+  std::span<std::byte> bytes{};  // the same memory as raw bytes, for every dtype
+  size_t count() const { return bytes.size() / dtype_size(dtype); }
 };
 
 class BucketStorage {

@@ -5,12 +5,17 @@
 
 namespace lockstep::ddp {
 
-Pending AllreduceHook::launch(GradBucket& bucket, comm::ProcessGroup& pg) {
-  float* data = bucket.data.data();
-  const size_t n = bucket.data.size();
-  return {bucket.check_finite ? pg.allreduce_check_finite(data, n, DType::f32, comm::ReduceOp::avg)
-                              : pg.allreduce(data, n, DType::f32, comm::ReduceOp::avg),
+Pending average_in_own_dtype(GradBucket& bucket, comm::ProcessGroup& pg) {
+  const bool f32 = bucket.dtype == DType::f32;
+  void* data = f32 ? static_cast<void*>(bucket.data.data()) : bucket.bytes.data();
+  const size_t n = f32 ? bucket.data.size() : bucket.bytes.size() / dtype_size(bucket.dtype);
+  return {bucket.check_finite ? pg.allreduce_check_finite(data, n, bucket.dtype, comm::ReduceOp::avg)
+                              : pg.allreduce(data, n, bucket.dtype, comm::ReduceOp::avg),
           {}};
+}
+
+Pending AllreduceHook::launch(GradBucket& bucket, comm::ProcessGroup& pg) {
+  return average_in_own_dtype(bucket, pg);
 }
 
 CompressHook::CompressHook(DType wire) : wire_(wire) {
@@ -21,6 +26,7 @@ CompressHook::CompressHook(DType wire) : wire_(wire) {
 std::string CompressHook::name() const { return wire_ == DType::f16 ? "fp16" : "bf16"; }
 
 Pending CompressHook::launch(GradBucket& bucket, comm::ProcessGroup& pg) {
+  if (bucket.dtype != DType::f32) return average_in_own_dtype(bucket, pg);
   if (buffers_.size() <= bucket.index) buffers_.resize(bucket.index + 1);
   AlignedBuffer& buf = buffers_[bucket.index];
   const size_t n = bucket.data.size();

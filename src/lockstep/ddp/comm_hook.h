@@ -30,20 +30,30 @@ namespace lockstep::ddp {
 
 struct GradBucket {
   size_t index = 0;
-  std::span<float> data;           // contiguous gradients of the bucket
+  std::span<float> data;           // contiguous gradients of a float32 bucket
   std::span<const size_t> params;  // parameter indices in it
-  std::span<const size_t> offsets; // offsets[k]: where params[k] starts in data
+  std::span<const size_t> offsets; // offsets[k]: element where params[k] starts in data
   const ParamSource* source = nullptr;  // names and shapes
   int64_t iteration = 0;           // synchronised steps done so far
   // The reducer checks the averaged bucket for NaN/Inf: a hook may have its collective do it
   // on the way (ProcessGroup::allreduce_check_finite); otherwise the reducer scans.
   bool check_finite = false;
+  // A bucket of another dtype (f64, f16, bf16: LibTorch models) has empty `data`; its
+  // gradients are `bytes`. Hooks that work in float32 (compression, PowerSGD) reduce such
+  // buckets in their own dtype instead, with average_in_own_dtype().
+  DType dtype = DType::f32;
+  std::span<std::byte> bytes{};
 };
+
 
 struct Pending {
   comm::Work work;  // invalid when nothing is in flight
   std::function<void(Millis timeout)> finish;  // optional; runs after `work` completed
 };
+
+// One all-reduce (ReduceOp::avg) of the bucket in place, in its dtype (f16/bf16 accumulate
+// in f32 inside the collective).
+Pending average_in_own_dtype(GradBucket& bucket, comm::ProcessGroup& pg);
 
 class CommHook {
  public:
@@ -62,7 +72,7 @@ class AllreduceHook final : public CommHook {
   Pending launch(GradBucket& bucket, comm::ProcessGroup& pg) override;
 };
 
-// Casts the bucket (pre-divided by the world size, so the sum cannot overflow where the
+// Casts a float32 bucket (pre-divided by the world size, so the sum cannot overflow where the
 // average would not) to float16 or bfloat16, all-reduces the half-size buffer, and casts
 // back: half the bytes on the wire for ~3 (f16) or ~2 (bf16) significant digits.
 class CompressHook final : public CommHook {

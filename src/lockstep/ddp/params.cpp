@@ -28,8 +28,8 @@ std::span<float> ParamSource::buffer(size_t i) {
 
 void ParamSource::zero_grads() {
   for (size_t i = 0; i < num_params(); ++i) {
-    auto g = grad(i);
-    std::fill(g.begin(), g.end(), 0.0f);
+    auto g = grad_bytes(i);  // all-zero bits are +0 in every float dtype
+    std::fill(g.begin(), g.end(), std::byte{0});
   }
 }
 

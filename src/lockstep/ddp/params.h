@@ -1,7 +1,7 @@
 // ParamSource: everything DDP sees of a model — parameters (name, shape, dtype, value and
 // gradient spans), buffers, and an optional way to re-lay gradients out. It is the seam
 // between lockstep::ddp and a training framework: nn_adapter.h implements it for
-// nn::Model; a LibTorch adapter would implement the same few methods.
+// nn::Model; torch/module_params.h for LibTorch modules (every float dtype).
 //
 // Index i is the parameter's position in the order the forward pass uses them. The source
 // calls Reducer::mark_ready(i) (or DistributedDataParallel does, through its hook) when
@@ -32,8 +32,15 @@ class ParamSource {
 
   virtual size_t num_params() const = 0;
   virtual const TensorInfo& param_info(size_t i) const = 0;
+  // float32 parameters only (nn::Model's are all float32); code that serves every dtype
+  // uses the byte views below.
   virtual std::span<float> value(size_t i) = 0;
   virtual std::span<float> grad(size_t i) = 0;
+  // Value and gradient i as raw elements of param_info(i).dtype (f32, f64, f16 or bf16):
+  // what buckets, comm hooks, broadcasts and replica hashes use. A float32-only source
+  // need not override them.
+  virtual std::span<std::byte> value_bytes(size_t i) { return std::as_writable_bytes(value(i)); }
+  virtual std::span<std::byte> grad_bytes(size_t i) { return std::as_writable_bytes(grad(i)); }
 
   // Places gradients contiguously in `order` (a permutation of all indices), keeping their
   // contents, so that buckets stay zero-copy views. Returns false when the framework

@@ -111,8 +111,8 @@ PowerSgdHook::Plan& PowerSgdHook::plan_for(const GradBucket& bucket) {
 }
 
 Pending PowerSgdHook::launch(GradBucket& bucket, comm::ProcessGroup& pg) {
-  if (bucket.iteration < opt_.start_iter)
-    return {pg.allreduce(bucket.data.data(), bucket.data.size(), DType::f32, comm::ReduceOp::avg), {}};
+  if (bucket.iteration < opt_.start_iter || bucket.dtype != DType::f32)
+    return average_in_own_dtype(bucket, pg);
   Plan& plan = plan_for(bucket);
   const size_t r = size_t(opt_.rank);
   float* out = plan.first.as<float>().data();

@@ -4,6 +4,7 @@
 #include <bit>
 #include <cstring>
 
+#include "lockstep/comm/reduce_kernels.h"
 #include "lockstep/core/error.h"
 #include "lockstep/core/log.h"
 
@@ -16,6 +17,16 @@ std::vector<size_t> numels(const ParamSource& params) {
   return n;
 }
 
+std::vector<DType> dtypes(const ParamSource& params) {
+  std::vector<DType> t(params.num_params());
+  for (size_t i = 0; i < t.size(); ++i) t[i] = params.param_info(i).dtype;
+  return t;
+}
+
+BucketPlan plan_for(std::span<const size_t> order, const ParamSource& params, const BucketOptions& opt) {
+  return plan_buckets(order, numels(params), opt, sizeof(float), dtypes(params));
+}
+
 // Index of the first NaN/Inf in `x`, or x.size(). The common all-finite case is one
 // branch-free pass the compiler vectorises.
 size_t first_nonfinite(std::span<const float> x) {
@@ -25,6 +36,14 @@ size_t first_nonfinite(std::span<const float> x) {
   for (size_t i = 0; i < x.size(); ++i)
     if ((std::bit_cast<uint32_t>(x[i]) & 0x7f800000u) == 0x7f800000u) return i;
   return x.size();
+}
+
+// Whether `x`, elements of `t`, holds a NaN or an Inf.
+bool nonfinite(std::span<const std::byte> x, DType t) {
+  if (t != DType::f32) return comm::has_nonfinite(x.data(), x.size() / dtype_size(t), t);
+  const auto* f = reinterpret_cast<const float*>(x.data());
+  const size_t n = x.size() / sizeof(float);
+  return first_nonfinite({f, n}) != n;
 }
 
 std::string names_of(const ParamSource& params, const std::vector<size_t>& ids, size_t max = 10) {
@@ -41,7 +60,7 @@ Reducer::Reducer(comm::ProcessGroup& pg, ParamSource& params, ReducerOptions opt
   // The first plan follows the layout frameworks are expected to use: reverse order of use.
   std::vector<size_t> order(params.num_params());
   for (size_t k = 0; k < order.size(); ++k) order[k] = order.size() - 1 - k;
-  install(plan_buckets(order, numels(params), opt_.buckets));
+  install(plan_for(order, params, opt_.buckets));
 }
 
 Reducer::~Reducer() { drain(); }
@@ -116,8 +135,8 @@ void Reducer::launch_ready() {
 void Reducer::launch(size_t b) {
   storage_.copy_in(b, params_);
   BucketView& v = storage_.view(b);
-  GradBucket gb{b, v.data, v.params, v.offsets, &params_, iteration_,
-                opt_.nonfinite != NonFinitePolicy::ignore};
+  GradBucket gb{b,          v.data,  v.params, v.offsets, &params_, iteration_,
+                opt_.nonfinite != NonFinitePolicy::ignore, v.dtype, v.bytes};
   launch_us_[b] = now_us();
   done_us_[b] = 0;
   pending_[b] = hook_->launch(gb, pg_);
@@ -214,11 +233,10 @@ void Reducer::wait_bucket(size_t b, StepResult& r) {
 
 void Reducer::check_finite(size_t b, StepResult& r, std::optional<bool> known) {
   const BucketView& v = storage_.view(b);
-  if (known ? !*known : first_nonfinite(v.data) == v.data.size()) return;
+  if (known ? !*known : !nonfinite(v.bytes, v.dtype)) return;
   r.finite = false;
   for (size_t k = 0; k < v.params.size(); ++k) {
-    auto g = params_.grad(v.params[k]);
-    if (first_nonfinite(g) != g.size()) {
+    if (nonfinite(params_.grad_bytes(v.params[k]), v.dtype)) {
       r.nonfinite_param = params_.param_info(v.params[k]).name;
       return;
     }
@@ -233,7 +251,7 @@ void Reducer::rebuild() {
   for (size_t k = 0; k < n; ++k) order[k] = int64_t(k < seen.size() ? seen[k] : k);
   pg_.broadcast(order.data(), n, DType::i64, 0).wait(opt_.timeout);
   std::vector<size_t> ord(order.begin(), order.end());
-  BucketPlan next = plan_buckets(ord, numels(params_), opt_.buckets);
+  BucketPlan next = plan_for(ord, params_, opt_.buckets);
   ++stats_.rebuilds;
   if (next.buckets == plan_.buckets) return;
   // Zero copy needs each new bucket contiguous; re-lay gradients out when it is not.

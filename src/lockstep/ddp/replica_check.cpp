@@ -95,25 +95,26 @@ void broadcast_state(comm::ProcessGroup& pg, ParamSource& params, bool parameter
   // Packed into one staging buffer in index order: one collective whose shape is the same
   // on every rank. (Coalescing by memory address would not be: two allocations can be
   // adjacent on one rank and not on another, and the collectives would then mismatch.)
-  std::vector<std::span<float>> spans;
+  // Bytes: parameters may be of several dtypes (LibTorch modules).
+  std::vector<std::span<std::byte>> spans;
   if (parameters)
-    for (size_t i = 0; i < params.num_params(); ++i) spans.push_back(params.value(i));
+    for (size_t i = 0; i < params.num_params(); ++i) spans.push_back(params.value_bytes(i));
   if (buffers)
-    for (size_t i = 0; i < params.num_buffers(); ++i) spans.push_back(params.buffer(i));
+    for (size_t i = 0; i < params.num_buffers(); ++i) spans.push_back(std::as_writable_bytes(params.buffer(i)));
   size_t total = 0;
   for (auto s : spans) total += s.size();
   if (total == 0) return;
-  std::vector<float> staging(total);
+  std::vector<std::byte> staging(total);
   size_t off = 0;
   for (auto s : spans) {
-    std::memcpy(staging.data() + off, s.data(), s.size_bytes());
+    std::memcpy(staging.data() + off, s.data(), s.size());
     off += s.size();
   }
-  pg.broadcast(staging.data(), total, DType::f32, root).wait(timeout);
+  pg.broadcast(staging.data(), total, DType::u8, root).wait(timeout);
   if (pg.rank() == root) return;
   off = 0;
   for (auto s : spans) {
-    std::memcpy(s.data(), staging.data() + off, s.size_bytes());
+    std::memcpy(s.data(), staging.data() + off, s.size());
     off += s.size();
   }
 }
@@ -123,8 +124,8 @@ void verify_replicas_identical(comm::ProcessGroup& pg, ParamSource& params, int6
   const size_t n = params.num_params(), w = size_t(pg.size());
   std::vector<int64_t> mine(n + 1), all((n + 1) * w);
   for (size_t i = 0; i < n; ++i) {
-    auto v = params.value(i);
-    mine[i] = int64_t(hash_bytes(v.data(), v.size_bytes(), i));
+    auto v = params.value_bytes(i);
+    mine[i] = int64_t(hash_bytes(v.data(), v.size(), i));
   }
   mine[n] = step;
   pg.allgather(mine.data(), all.data(), n + 1, DType::i64).wait(timeout);
