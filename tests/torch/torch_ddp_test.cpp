@@ -8,81 +8,11 @@
 #include <cstring>
 #include <mutex>
 
-#include "../ddp/ddp_test_util.h"
-#include "lockstep/core/error.h"
-#include "lockstep/torch/ddp.h"
+#include "torch_test_util.h"
 
 namespace {
 
-using lockstep::comm::ProcessGroup;
-using lockstep::ddp::DdpOptions;
-using lockstep::ddp::testing::run_ranks;
-using TorchDdp = lockstep::torch::DistributedDataParallel;
-
-// 1x8x8 images -> conv 3x3 (4 channels, 8x8 positions) -> relu -> max-pool 2 -> 64 -> 16 ->
-// classes. fc2 is registered before fc1, out of use order: the gradients' ready order then differs
-// from the first layout, and the buckets' rebuild after step 1 re-lays them out.
-struct NetImpl : torch::nn::Module {
-  explicit NetImpl(int64_t classes = 10, bool unused_layer = false) {
-    conv = register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 4, 3).padding(1)));
-    fc2 = register_module("fc2", torch::nn::Linear(16, classes));
-    fc1 = register_module("fc1", torch::nn::Linear(64, 16));
-    if (unused_layer) spare = register_module("spare", torch::nn::Linear(4, 4));
-  }
-  torch::Tensor forward(torch::Tensor x) {
-    x = torch::max_pool2d(torch::relu(conv->forward(x)), 2);
-    return fc2->forward(torch::relu(fc1->forward(x.flatten(1))));
-  }
-  torch::nn::Conv2d conv{nullptr};
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr}, spare{nullptr};
-};
-TORCH_MODULE(Net);
-
-// Small buckets (several per backward, rebuilt and re-laid out after the first step).
-DdpOptions small_buckets() {
-  DdpOptions o;
-  o.reducer.buckets.bucket_cap_bytes = 1024;
-  o.reducer.buckets.first_bucket_bytes = 256;
-  return o;
-}
-
-struct Data {
-  torch::Tensor x, y;  // all samples of all steps
-};
-
-// Made on the main thread: torch's default generator is shared by the rank threads.
-Data make_data(int64_t n) {
-  torch::manual_seed(1234);
-  return {torch::rand({n, 1, 8, 8}), torch::randint(0, 10, {n}, torch::kLong)};
-}
-
-// Each rank's model from another seed: DDP must copy rank 0's.
-std::vector<Net> make_nets(int world, int64_t classes = 10, bool unused = false) {
-  std::vector<Net> nets;
-  for (int r = 0; r < world; ++r) {
-    torch::manual_seed(uint64_t(r) + 7);
-    nets.emplace_back(classes, unused);
-  }
-  return nets;
-}
-
-std::vector<torch::Tensor> grads_of(Net& net) {
-  std::vector<torch::Tensor> g;
-  for (auto& p : net->parameters()) g.push_back(p.grad().clone());
-  return g;
-}
-
-void copy_params(Net& from, Net& to) {
-  torch::NoGradGuard no_grad;
-  auto a = from->parameters(), b = to->parameters();
-  for (size_t i = 0; i < a.size(); ++i) b[i].copy_(a[i]);
-}
-
-std::vector<torch::Tensor> gradient(Net& net, const torch::Tensor& x, const torch::Tensor& y) {
-  net->zero_grad();
-  torch::nn::functional::cross_entropy(net->forward(x), y).backward();
-  return grads_of(net);
-}
+using namespace lockstep_torch_test;
 
 // The bound of tests/ddp/ddp_test_util.h's OneProcessCheck, for this network: against one
 // process on the concatenated batch of B samples the only differences are the order of
@@ -91,16 +21,17 @@ std::vector<torch::Tensor> gradient(Net& net, const torch::Tensor& x, const torc
 // largest batch reduction sums B P terms), F = 125 (the reductions along one sample's
 // forward and backward: fan-ins 9 + 64 + 16, softmax 10, back through fc2 16 and fc1 10),
 // and g_s the gradient of sample s alone. A wrong scale, a bucket reduced twice or not at
-// all, or a gradient at the wrong offset is O(|g|) and fails by orders of magnitude.
-double gamma(int64_t n) {
-  return double(n) * 0x1p-24 / (1 - double(n) * 0x1p-24);
+// all, or a gradient at the wrong offset is O(|g|) and fails by orders of magnitude. For a
+// float64 model u = 2^-53 (a float64 model reduced in float32 would miss it by 2^29).
+double gamma(int64_t n, double u = 0x1p-24) {
+  return double(n) * u / (1 - double(n) * u);
 }
 
 // Checks `got` (scaled by 1/scale) against the gradient of `ref` on (x, y); returns the
 // largest error as a fraction of its bound.
 double check_against_one_process(Net& ref, const std::vector<torch::Tensor>& got,
                                  const torch::Tensor& x, const torch::Tensor& y, double scale,
-                                 const std::string& what) {
+                                 const std::string& what, double u = 0x1p-24) {
   const int64_t B = x.size(0);
   auto full = gradient(ref, x, y);
   std::vector<torch::Tensor> mag;
@@ -109,7 +40,7 @@ double check_against_one_process(Net& ref, const std::vector<torch::Tensor>& got
     auto g = gradient(ref, x.slice(0, s, s + 1), y.slice(0, s, s + 1));
     for (size_t i = 0; i < g.size(); ++i) mag[i] += g[i].abs().to(torch::kDouble) / double(B);
   }
-  const double bound = 2 * gamma(B * 64 + 125);
+  const double bound = 2 * gamma(B * 64 + 125, u);
   double worst = 0;
   auto names = ref->named_parameters().keys();
   for (size_t i = 0; i < full.size(); ++i) {
@@ -126,7 +57,7 @@ double check_against_one_process(Net& ref, const std::vector<torch::Tensor>& got
 bool bit_identical(Net& a, Net& b) {
   auto pa = a->parameters(), pb = b->parameters();
   for (size_t i = 0; i < pa.size(); ++i)
-    if (std::memcmp(pa[i].data_ptr(), pb[i].data_ptr(), size_t(pa[i].numel()) * sizeof(float)) != 0)
+    if (std::memcmp(pa[i].data_ptr(), pb[i].data_ptr(), size_t(pa[i].nbytes())) != 0)
       return false;
   return true;
 }
@@ -274,78 +205,134 @@ TEST(TorchDdp, BuffersComeFromRankZero) {
   });
 }
 
-// Runs fn on every rank, catching each rank's error message (so that one rank's error does
-// not abort the others' groups): the errors must be named on every rank.
-std::vector<std::string> errors_on_each_rank(int world,
-                                             const std::function<void(int, ProcessGroup&)>& fn) {
-  std::vector<std::string> errors(static_cast<size_t>(world));
+// A float64 model is reduced in float64: every step matches one process within the bound
+// above at u = 2^-53, and replicas stay bit-identical.
+TEST(TorchDdp, Float64MatchesOneProcessAtFloat64Roundoff) {
+  const int world = 2, steps = 2;
+  const int64_t shard = 4;
+  torch::set_num_threads(1);
+  Data data = make_data(int64_t(steps) * world * shard);
+  data.x = data.x.to(torch::kDouble);
+  auto nets = make_nets(world);
+  Net ref = make_nets(1)[0];
+  for (auto* n : {&nets[0], &nets[1], &ref}) (*n)->to(torch::kDouble);
+  double worst = 0;
   run_ranks(world, [&](int r, ProcessGroup& pg) {
-    try {
-      fn(r, pg);
-    } catch (const std::exception& e) {
-      errors[size_t(r)] = e.what();
+    Net& net = nets[size_t(r)];
+    DdpOptions o = small_buckets();
+    o.check_replicas_every = 1;
+    TorchDdp ddp(*net, pg, o);
+    torch::optim::SGD opt(net->parameters(), 0.1);
+    for (int step = 0; step < steps; ++step) {
+      const int64_t first = int64_t(step) * world * shard;
+      opt.zero_grad();
+      auto x = data.x.slice(0, first + r * shard, first + (r + 1) * shard);
+      auto y = data.y.slice(0, first + r * shard, first + (r + 1) * shard);
+      torch::nn::functional::cross_entropy(ddp.forward(net, x), y).backward();
+      if (r == 0) {
+        copy_params(net, ref);
+        worst = std::max(
+            worst, check_against_one_process(ref, grads_of(net),
+                                             data.x.slice(0, first, first + world * shard),
+                                             data.y.slice(0, first, first + world * shard), 1.0,
+                                             "float64 at step " + std::to_string(step), 0x1p-53));
+      }
+      ASSERT_TRUE(ddp.step(opt));
     }
   });
-  return errors;
+  RecordProperty("worst_error_over_bound", std::to_string(worst));
+  EXPECT_TRUE(bit_identical(nets[0], nets[1]));
 }
 
-TEST(TorchDdp, MismatchedArchitectureIsNamedOnEveryRank) {
-  std::vector<Net> nets{make_nets(1, 10)[0], make_nets(1, 11)[0]};  // rank 1: 11 classes
-  auto errors =
-      errors_on_each_rank(2, [&](int r, ProcessGroup& pg) { TorchDdp ddp(*nets[size_t(r)], pg); });
-  for (int r = 0; r < 2; ++r) {
-    EXPECT_NE(errors[size_t(r)].find("fc2.weight [10, 16] float32"), std::string::npos)
-        << errors[size_t(r)];
-    EXPECT_NE(errors[size_t(r)].find("fc2.weight [11, 16] float32"), std::string::npos)
-        << errors[size_t(r)];
+// Parameters of all four float dtypes in one module, adjacent in the buckets' order.
+struct MixedImpl : torch::nn::Module {
+  MixedImpl() {
+    scale = register_parameter("scale", torch::linspace(0.5, 2.0, 4).to(torch::kHalf));
+    a = register_module("a", torch::nn::Linear(8, 8));
+    b = register_module("b", torch::nn::Linear(8, 8));
+    c = register_module("c", torch::nn::Linear(8, 4));
+    a->to(torch::kDouble);
+    b->to(torch::kBFloat16);
+  }
+  torch::Tensor forward(torch::Tensor x) {  // x: float32
+    x = torch::tanh(a->forward(x.to(torch::kDouble)));
+    x = torch::tanh(b->forward(x.to(torch::kBFloat16)));
+    return c->forward(x.to(torch::kFloat)) * scale.to(torch::kFloat);
+  }
+  torch::Tensor scale;
+  torch::nn::Linear a{nullptr}, b{nullptr}, c{nullptr};
+};
+TORCH_MODULE(Mixed);
+
+// Each bucket holds one dtype and is all-reduced in it (f16/bf16 accumulate in float32 in the
+// collective). With two ranks the average is one addition and an exact halving, rounded once
+// to the parameter's dtype: every element of DDP's gradient is within u |mean| of the exact
+// mean of the two ranks' own gradients (computed by the same kernels on a copy of the model),
+// u the dtype's unit roundoff: 2^-24, 2^-53, 2^-11, 2^-8. Reducing float64 in float32 misses
+// its bound by 2^29; a bucket mixing dtypes or read at the wrong element size is O(|g|) off.
+double unit_roundoff(torch::ScalarType t) {
+  switch (t) {
+    case torch::kDouble: return 0x1p-53;
+    case torch::kHalf: return 0x1p-11;
+    case torch::kBFloat16: return 0x1p-8;
+    default: return 0x1p-24;
   }
 }
 
-// A buffer of another dtype than float32 (broadcast apart from the reducer's source) is part
-// of the architecture too: here an int64 counter of another shape on rank 1.
-TEST(TorchDdp, MismatchedNonFloatBufferIsNamedOnEveryRank) {
-  std::vector<Net> nets = make_nets(2);
-  for (int r = 0; r < 2; ++r)
-    nets[size_t(r)]->register_buffer("counter", torch::zeros({r + 1}, torch::kLong));
-  auto errors =
-      errors_on_each_rank(2, [&](int r, ProcessGroup& pg) { TorchDdp ddp(*nets[size_t(r)], pg); });
-  for (int r = 0; r < 2; ++r)
-    EXPECT_NE(errors[size_t(r)].find("counter [2] int64"), std::string::npos)
-        << "rank " << r << ": " << errors[size_t(r)];
-}
-
-TEST(TorchDdp, UnusedParameterIsNamedOnEveryRankOrReducedWithFindUnused) {
-  Data data = make_data(8);
-  auto nets = make_nets(2, 10, /*unused=*/true);
-  auto errors = errors_on_each_rank(2, [&](int r, ProcessGroup& pg) {
-    TorchDdp ddp(*nets[size_t(r)], pg);
-    torch::nn::functional::cross_entropy(ddp.forward(nets[size_t(r)], data.x), data.y).backward();
+TEST(TorchDdp, EachDtypeIsReducedInItsOwnType) {
+  const int world = 2;
+  torch::set_num_threads(1);
+  torch::manual_seed(5);
+  const torch::Tensor x = torch::randn({world, 4, 8});
+  std::vector<Mixed> nets, local;
+  for (int k = 0; k < 2 * world; ++k) {
+    torch::manual_seed(11);  // identical copies: local[r] is what rank r computes alone
+    (k < world ? nets : local).emplace_back();
+  }
+  std::vector<std::vector<torch::Tensor>> mine(world), got(world);
+  std::vector<int64_t> copied(world, -1);
+  run_ranks(world, [&](int r, ProcessGroup& pg) {
+    DdpOptions o = small_buckets();
+    o.reducer.buckets.first_bucket_bytes = 64;
+    o.check_replicas_every = 1;
+    Mixed& net = nets[size_t(r)];
+    TorchDdp ddp(*net, pg, o);
+    torch::optim::SGD opt(net->parameters(), 0.1);
+    for (int step = 0; step < 2; ++step) {  // the second after the buckets' rebuild
+      opt.zero_grad();
+      net->forward(x[r]).pow(2).mean().backward();
+      for (size_t i = 0; i < ddp.params().num_params(); ++i)
+        ASSERT_EQ(ddp.params().param(i).grad().data_ptr(),
+                  static_cast<void*>(ddp.params().grad_bytes(i).data()));
+      got[size_t(r)].clear();
+      for (auto& p : net->parameters()) got[size_t(r)].push_back(p.grad().clone());
+      local[size_t(r)]->zero_grad();
+      local[size_t(r)]->forward(x[r]).pow(2).mean().backward();
+      mine[size_t(r)].clear();
+      for (auto& p : local[size_t(r)]->parameters()) mine[size_t(r)].push_back(p.grad().clone());
+      pg.barrier().wait(std::chrono::seconds(30));
+      if (r == 0) {
+        auto names = net->named_parameters().keys();
+        for (size_t i = 0; i < got[0].size(); ++i) {
+          const auto mean = (mine[0][i].to(torch::kDouble) + mine[1][i].to(torch::kDouble)) / 2;
+          const double u = unit_roundoff(got[0][i].scalar_type());
+          for (int q = 0; q < world; ++q)
+            EXPECT_TRUE((got[size_t(q)][i].to(torch::kDouble) - mean)
+                            .abs()
+                            .le(mean.abs() * u)
+                            .all()
+                            .item<bool>())
+                << "rank " << q << " step " << step << " " << names[i] << " ("
+                << got[0][i].scalar_type() << ", u = " << u << ")";
+        }
+      }
+      pg.barrier().wait(std::chrono::seconds(30));
+      ASSERT_TRUE(ddp.step(opt));
+      copy_params(net, local[size_t(r)]);
+    }
+    copied[size_t(r)] = int64_t(ddp.reducer().storage().copied_buckets());
   });
-  for (int r = 0; r < 2; ++r) {
-    EXPECT_NE(errors[size_t(r)].find("spare.weight"), std::string::npos)
-        << "rank " << r << ": " << errors[size_t(r)];
-    EXPECT_NE(errors[size_t(r)].find("find_unused_parameters"), std::string::npos)
-        << errors[size_t(r)];
-  }
-  DdpOptions o;
-  o.reducer.find_unused_parameters = true;
-  errors = errors_on_each_rank(2, [&](int r, ProcessGroup& pg) {
-    TorchDdp ddp(*nets[size_t(r)], pg, o);
-    torch::nn::functional::cross_entropy(ddp.forward(nets[size_t(r)], data.x), data.y).backward();
-    EXPECT_EQ(ddp.last_result().unused.size(), 2u) << "rank " << r;  // spare.weight, spare.bias
-  });
-  for (int r = 0; r < 2; ++r) EXPECT_EQ(errors[size_t(r)], "") << "rank " << r;
-}
-
-TEST(TorchDdp, UnsupportedDtypeIsNamed) {
-  Net net;
-  net->fc1->to(torch::kDouble);
-  try {
-    lockstep::torch::ModuleParams params(*net);
-    FAIL() << "a float64 parameter was accepted";
-  } catch (const lockstep::InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("'fc1.weight' is float64"), std::string::npos) << e.what();
-  }
+  EXPECT_EQ(copied[0], 0) << "every bucket a view of the gradients, after the re-layout";
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <optional>
+#include <set>
 
 #include <torch/types.h>
 
@@ -39,39 +40,70 @@ std::optional<DType> dtype_of(at::ScalarType t) {
   }
 }
 
-ddp::TensorInfo info_of(const std::string& kind, const std::string& name, const at::Tensor& t) {
+// Dtypes the reducer holds gradients of (one dtype per bucket).
+bool reducible(DType t) { return dtype_is_float(t); }
+
+// Why tensor `name` cannot be wrapped, or "".
+std::string tensor_problem(const char* kind, const std::string& name, const at::Tensor& t,
+                           bool trained) {
   const auto dt = dtype_of(t.scalar_type());
-  if (!dt || !t.device().is_cpu() || !t.is_contiguous())
-    LOCKSTEP_THROW(
-        InvalidArgument, "lockstep::torch::DistributedDataParallel: ", kind, " '", name, "' is ",
-        std::string(c10::toString(t.scalar_type())), " on ", t.device().str(),
-        t.is_contiguous() ? "" : ", not contiguous",
-        "; lockstep::torch supports contiguous CPU tensors only today (float32 parameters). "
-        "Move the module to the CPU (module->to(torch::kCPU)) before wrapping it.");
+  const std::string type = dt ? std::string(dtype_name(*dt)) : c10::toString(t.scalar_type());
+  const std::string is = str_cat(kind, " '", name, "' is ", type, " on ", t.device().str());
+  if (!dt || (trained && !reducible(*dt)))
+    return str_cat(is, "; lockstep::torch reduces float32, float64, float16 and bfloat16 "
+                       "parameters. Convert the module (e.g. module->to(torch::kFloat32)) before "
+                       "wrapping it.");
+  if (!t.device().is_cpu())
+    return str_cat(is, "; lockstep::torch supports CPU tensors only in this build. Move the "
+                       "module with module->to(torch::kCPU) before wrapping it.");
+  if (!t.is_contiguous())
+    return str_cat(is, ", not contiguous; make it contiguous before wrapping the module.");
+  return "";
+}
+
+ddp::TensorInfo info_of(const std::string& name, const at::Tensor& t) {
   const auto sizes = t.sizes();
-  return {name, std::vector<int64_t>(sizes.begin(), sizes.end()), *dt};
+  return {name, std::vector<int64_t>(sizes.begin(), sizes.end()), *dtype_of(t.scalar_type())};
 }
 
 }  // namespace
 
+std::string wrap_problem(::torch::nn::Module& module) {
+  const at::Tensor* first = nullptr;
+  std::string first_name;
+  for (const auto& item : module.named_parameters(/*recurse=*/true)) {
+    const at::Tensor& p = item.value();
+    if (!p.requires_grad()) continue;
+    if (!first) {
+      first = &p;
+      first_name = item.key();
+    } else if (p.device() != first->device()) {
+      return str_cat("parameter '", item.key(), "' is on ", p.device().str(), " but '", first_name,
+                     "' is on ", first->device().str(),
+                     ": every parameter must be on one device. Move the whole module "
+                     "(module->to(device)) before wrapping it.");
+    }
+    if (auto m = tensor_problem("parameter", item.key(), p, true); !m.empty()) return m;
+  }
+  for (const auto& item : module.named_buffers(/*recurse=*/true))
+    if (auto m = tensor_problem("buffer", item.key(), item.value(), false); !m.empty()) return m;
+  return "";
+}
+
 // --- ModuleParams -----------------------------------------------------------------------
 
 ModuleParams::ModuleParams(::torch::nn::Module& module) {
+  if (auto m = wrap_problem(module); !m.empty())
+    LOCKSTEP_THROW(InvalidArgument, "lockstep::torch::ModuleParams: ", m);
   for (const auto& item : module.named_parameters(/*recurse=*/true)) {
     const at::Tensor& p = item.value();
     if (!p.requires_grad()) continue;  // frozen: not trained, not reduced (as Python DDP)
-    ddp::TensorInfo info = info_of("parameter", item.key(), p);
-    if (info.dtype != DType::f32)
-      LOCKSTEP_THROW(InvalidArgument, "lockstep::torch::DistributedDataParallel: parameter '",
-                     item.key(), "' is ", dtype_name(info.dtype),
-                     "; the reducer's ParamSource seam holds float32 gradients only today "
-                     "(f64/f16/bf16 are not supported yet). Convert the module with "
-                     "module->to(torch::kFloat32).");
+    ddp::TensorInfo info = info_of(item.key(), p);
     params_.push_back(p);
     param_info_.push_back(std::move(info));
   }
   for (const auto& item : module.named_buffers(/*recurse=*/true)) {
-    ddp::TensorInfo info = info_of("buffer", item.key(), item.value());
+    ddp::TensorInfo info = info_of(item.key(), item.value());
     if (info.dtype == DType::f32) {
       buffers_.push_back(item.value());
       buffer_info_.push_back(std::move(info));
@@ -80,13 +112,11 @@ ModuleParams::ModuleParams(::torch::nn::Module& module) {
     }
   }
   // Laid out in reverse order, as the reducer's first buckets expect (zero copy from step 1).
-  offset_.assign(params_.size(), 0);
-  size_t total = 0;
-  for (size_t k = params_.size(); k-- > 0;) {
-    offset_[k] = total;
-    total += param_info_[k].numel();
-  }
-  own_.assign(total, 0.0f);
+  std::vector<size_t> reverse(params_.size());
+  for (size_t k = 0; k < reverse.size(); ++k) reverse[k] = reverse.size() - 1 - k;
+  // Room for any layout: alignment pads each slice by less than 8 bytes. (The storage
+  // comes from operator new: aligned for every element type.)
+  own_.assign(lay_out(reverse) + 8 * params_.size(), std::byte{0});
   storage_ = own_;
   copy_grads_in();  // a gradient the module already holds keeps its values
   point_grads_at(storage_.data());
@@ -99,8 +129,44 @@ ModuleParams::~ModuleParams() {
   }
 }
 
+size_t ModuleParams::lay_out(std::span<const size_t> order) {
+  if (order.size() != params_.size())
+    LOCKSTEP_THROW(InvalidArgument, "ModuleParams::set_grad_order: got ", order.size(),
+                   " indices for ", params_.size(), " parameters");
+  std::vector<size_t> offset(params_.size(), SIZE_MAX);
+  size_t off = 0;
+  for (size_t i : order) {
+    if (i >= params_.size() || offset[i] != SIZE_MAX)
+      LOCKSTEP_THROW(InvalidArgument, "ModuleParams::set_grad_order: index ", i,
+                     " is out of range or repeated");
+    const size_t elem = dtype_size(param_info_[i].dtype);
+    off = (off + elem - 1) / elem * elem;  // neighbours of one dtype stay adjacent
+    offset[i] = off;
+    off += param_info_[i].numel() * elem;
+  }
+  offset_ = std::move(offset);
+  return off;
+}
+
+namespace {
+std::span<float> as_floats(const ddp::TensorInfo& info, void* data) {
+  if (info.dtype != DType::f32)
+    LOCKSTEP_THROW(InvalidArgument, "ModuleParams: parameter '", info.name, "' is ",
+                   dtype_name(info.dtype), ", not float32; use value_bytes()/grad_bytes()");
+  return {static_cast<float*>(data), info.numel()};
+}
+}  // namespace
+
 std::span<float> ModuleParams::value(size_t i) {
-  return {params_[i].data_ptr<float>(), param_info_[i].numel()};
+  return as_floats(param_info_[i], params_[i].data_ptr());
+}
+
+std::span<float> ModuleParams::grad(size_t i) {
+  return as_floats(param_info_[i], storage_.data() + offset_[i]);
+}
+
+std::span<std::byte> ModuleParams::value_bytes(size_t i) {
+  return {static_cast<std::byte*>(params_[i].data_ptr()), size_t(params_[i].nbytes())};
 }
 
 std::span<float> ModuleParams::buffer(size_t i) {
@@ -128,52 +194,43 @@ void ModuleParams::copy_grads_in() {
     for (size_t i = 0; i < params_.size(); ++i) {
       const at::Tensor& g = params_[i].grad();
       if (!g.defined()) continue;
-      const at::Tensor c = g.to(at::kFloat).contiguous();
-      std::memcpy(own_.data() + offset_[i], c.data_ptr<float>(),
-                  param_info_[i].numel() * sizeof(float));
+      const at::Tensor c = g.to(params_[i].scalar_type()).contiguous();
+      std::memcpy(own_.data() + offset_[i], c.data_ptr(), size_t(c.nbytes()));
     }
 }
 
-void ModuleParams::point_grads_at(float* base) {
+void ModuleParams::point_grads_at(std::byte* base) {
   views_.resize(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) {
     views_[i] = ::torch::from_blob(base + offset_[i], params_[i].sizes(),
-                                   ::torch::TensorOptions().dtype(at::kFloat));
+                                   ::torch::TensorOptions().dtype(params_[i].scalar_type()));
     params_[i].mutable_grad() = views_[i];
   }
 }
 
 bool ModuleParams::set_grad_order(std::span<const size_t> order) {
-  if (order.size() != params_.size())
-    LOCKSTEP_THROW(InvalidArgument, "ModuleParams::set_grad_order: got ", order.size(),
-                   " indices for ", params_.size(), " parameters");
   copy_grads_in();
-  std::vector<float> fresh(storage_.size());
-  std::vector<size_t> offset(params_.size(), SIZE_MAX);
-  size_t off = 0;
-  for (size_t i : order) {
-    if (i >= params_.size() || offset[i] != SIZE_MAX)
-      LOCKSTEP_THROW(InvalidArgument, "ModuleParams::set_grad_order: index ", i,
-                     " is out of range or repeated");
-    const size_t n = param_info_[i].numel();
-    std::memcpy(fresh.data() + off, storage_.data() + offset_[i], n * sizeof(float));
-    offset[i] = off;
-    off += n;
-  }
-  offset_ = std::move(offset);
-  std::memcpy(storage_.data(), fresh.data(), fresh.size() * sizeof(float));  // stays where it is
+  const std::vector<size_t> old = offset_;
+  std::vector<std::byte> fresh(lay_out(order));
+  for (size_t i = 0; i < params_.size(); ++i)
+    std::memcpy(fresh.data() + offset_[i], storage_.data() + old[i], grad_bytes(i).size());
+  // The total can only change by alignment padding; storage_ keeps its size and place.
+  if (fresh.size() > storage_.size())
+    LOCKSTEP_THROW(InternalError, "ModuleParams::set_grad_order: the new layout needs ",
+                   fresh.size(), " bytes, more than the ", storage_.size(), " there are");
+  std::memcpy(storage_.data(), fresh.data(), fresh.size());
   point_grads_at(storage_.data());
   return true;
 }
 
 bool ModuleParams::move_grads_to(std::span<float> storage) {
-  if (!storage.empty() && storage.size() < own_.size())
-    LOCKSTEP_THROW(InvalidArgument, "ModuleParams::move_grads_to: ", storage.size(), " floats for ",
-                   own_.size(), " gradients");
+  const auto to_bytes = std::as_writable_bytes(storage);
+  if (!storage.empty() && to_bytes.size() < own_.size())
+    LOCKSTEP_THROW(InvalidArgument, "ModuleParams::move_grads_to: ", to_bytes.size(),
+                   " bytes for ", own_.size(), " bytes of gradients");
   copy_grads_in();
-  std::span<float> to = storage.empty() ? std::span<float>(own_) : storage.first(own_.size());
-  if (to.data() != storage_.data())
-    std::memcpy(to.data(), storage_.data(), own_.size() * sizeof(float));
+  std::span<std::byte> to = storage.empty() ? std::span<std::byte>(own_) : to_bytes.first(own_.size());
+  if (to.data() != storage_.data()) std::memcpy(to.data(), storage_.data(), own_.size());
   storage_ = to;
   point_grads_at(storage_.data());
   return true;
@@ -202,6 +259,28 @@ class Architecture final : public ddp::ParamSource {
   std::vector<ddp::TensorInfo> buffers_;
 };
 
+// Every rank learns whether some rank cannot wrap its module, and why (the first such rank's
+// reason), so that all of them throw here instead of the others waiting in a collective.
+void agree_wrappable(comm::ProcessGroup& pg, const std::string& mine, Millis timeout) {
+  const char* what = "lockstep::torch::DistributedDataParallel: ";
+  if (pg.size() == 1) {
+    if (!mine.empty()) LOCKSTEP_THROW(InvalidArgument, what, mine);
+    return;
+  }
+  int64_t len = int64_t(mine.size());
+  std::vector<int64_t> lens(size_t(pg.size()));
+  pg.allgather(&len, lens.data(), 1, DType::i64).wait(timeout);
+  const auto bad = std::find_if(lens.begin(), lens.end(), [](int64_t n) { return n > 0; });
+  if (bad == lens.end()) return;
+  const int root = int(bad - lens.begin());
+  const auto others = std::count_if(bad + 1, lens.end(), [](int64_t n) { return n > 0; });
+  std::string text = pg.rank() == root ? mine : std::string(size_t(*bad), '\0');
+  pg.broadcast(text.data(), text.size(), DType::u8, root).wait(timeout);
+  LOCKSTEP_THROW(InvalidArgument, what, "rank ", root, " cannot wrap its module: ", text,
+                 others ? str_cat(" (and ", others, " more rank(s) cannot either)") : "",
+                 " [seen from rank ", pg.rank(), "; every rank stops here]");
+}
+
 ddp::ReducerOptions reducer_options(const ddp::DdpOptions& opt) {
   ddp::ReducerOptions r = opt.reducer;
   r.timeout = opt.timeout;
@@ -215,14 +294,13 @@ DistributedDataParallel::DistributedDataParallel(::torch::nn::Module& module,
     : module_(module),
       pg_(pg),
       opt_(std::move(opt)),
-      params_(module),
+      params_(checked(module, pg, opt_.timeout)),
       timeline_(ddp::Timeline::from_env(pg.rank(), pg.size())),
       reducer_(pg, params_, reducer_options(opt_)) {
   Architecture architecture(params_);
   ddp::verify_same_architecture(pg_, architecture, opt_.timeout);
   if (opt_.shared_gradients && pg_.size() > 1 && pg_.supports(comm::Capability::shared_memory)) {
-    size_t n = 0;
-    for (size_t i = 0; i < params_.num_params(); ++i) n += params_.param_info(i).numel();
+    const size_t n = (params_.grad_storage_bytes() + sizeof(float) - 1) / sizeof(float);
     shared_grads_ = pg_.alloc_shared(std::max<size_t>(n, 1) * sizeof(float));
     params_.move_grads_to({reinterpret_cast<float*>(shared_grads_.get()), n});
     grads_home_.moved = &params_;
@@ -236,6 +314,8 @@ DistributedDataParallel::DistributedDataParallel(::torch::nn::Module& module,
   reducer_.set_comm_hook(ddp::make_comm_hook(opt_.comm_hook));
   reducer_.set_timeline(timeline_.get());
   reducer_.set_sync(opt_.gradient_sync);
+  wrapped_data_.resize(params_.num_params());
+  for (size_t i = 0; i < wrapped_data_.size(); ++i) wrapped_data_[i] = params_.param(i).data_ptr();
   hooks_.resize(params_.num_params());
   for (size_t i = 0; i < hooks_.size(); ++i) {
     hooks_[i].accumulator = compat::grad_accumulator(params_.param(i));
@@ -250,12 +330,68 @@ DistributedDataParallel::~DistributedDataParallel() {
   for (Hook& h : hooks_) compat::remove_post_hook(*h.accumulator, h.key);
 }
 
+::torch::nn::Module& DistributedDataParallel::checked(::torch::nn::Module& module,
+                                                     comm::ProcessGroup& pg, Millis timeout) {
+  agree_wrappable(pg, wrap_problem(module), timeout);
+  return module;
+}
+
+void DistributedDataParallel::check_unchanged(const char* when) {
+  size_t n = 0, k = 0;  // trainable parameters now; the first that differs
+  bool same = true;
+  for (const at::Tensor& p : module_.parameters(/*recurse=*/true)) {
+    if (!p.requires_grad()) continue;
+    if (same && (n == wrapped_data_.size() ||
+                 p.unsafeGetTensorImpl() != params_.param(n).unsafeGetTensorImpl() ||
+                 p.data_ptr() != wrapped_data_[n])) {
+      same = false;
+      k = n;
+    }
+    ++n;
+  }
+  if (same && n == wrapped_data_.size()) return;
+  if (same) k = n;  // one was removed or frozen at the end
+  LOCKSTEP_THROW(InvalidArgument, "lockstep::torch::DistributedDataParallel: rank ", pg_.rank(),
+                 ", at ", when, " after step ", steps_,
+                 ": the module's parameters changed after it was wrapped: ", change_at(k),
+                 ". DDP reduces the parameters it wrapped only (this rank would train others "
+                 "than its peers, or wait for them forever). Register, move and cast every "
+                 "parameter before constructing DistributedDataParallel, or construct a new one "
+                 "after the change, on every rank.");
+}
+
+// What differs at or after the k-th trainable parameter (check_unchanged found it): names
+// added or gone first, then the tensor or its storage.
+std::string DistributedDataParallel::change_at(size_t k) {
+  std::vector<std::pair<std::string, at::Tensor>> now;
+  for (const auto& item : module_.named_parameters(/*recurse=*/true))
+    if (item.value().requires_grad()) now.emplace_back(item.key(), item.value());
+  std::set<std::string> was, is;
+  for (size_t i = 0; i < params_.num_params(); ++i) was.insert(params_.param_info(i).name);
+  for (const auto& [name, t] : now) {
+    is.insert(name);
+    if (!was.count(name)) return str_cat("parameter '", name, "' was added");
+  }
+  for (size_t i = 0; i < params_.num_params(); ++i)
+    if (!is.count(params_.param_info(i).name))
+      return str_cat("parameter '", params_.param_info(i).name,
+                     "' was removed or frozen (requires_grad false)");
+  const std::string& name = params_.param_info(k).name;
+  if (now[k].first != name)
+    return str_cat("parameter '", now[k].first, "' is where '", name, "' was (reordered)");
+  if (now[k].second.unsafeGetTensorImpl() != params_.param(k).unsafeGetTensorImpl())
+    return str_cat("parameter '", name, "' was re-registered (it is another tensor now)");
+  return str_cat("parameter '", name,
+                 "' has new storage (module->to(), set_data() or a cast after wrapping)");
+}
+
 void DistributedDataParallel::on_grad_ready(size_t i) {
-  params_.attach_grad(i);
   if (!end_queued_) {
+    check_unchanged("backward");  // the first hook of this backward
     end_queued_ = true;
     compat::queue_end_of_backward([this] { end_of_backward(); });
   }
+  params_.attach_grad(i);
   reducer_.mark_ready(i);
 }
 
@@ -287,6 +423,7 @@ bool DistributedDataParallel::step(::torch::optim::Optimizer& optimizer) {
     last_ = {};
     return false;
   }
+  check_unchanged("step");
   optimizer.step();
   ++steps_;
   if (opt_.check_replicas_every > 0 && steps_ % opt_.check_replicas_every == 0)

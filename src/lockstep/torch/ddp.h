@@ -55,10 +55,12 @@ class DistributedDataParallel {
   DistributedDataParallel(const DistributedDataParallel&) = delete;
   DistributedDataParallel& operator=(const DistributedDataParallel&) = delete;
 
-  // Rank 0's buffers everywhere (when broadcast_buffers and the module has buffers), then
-  // net->forward(args...). `net` is the wrapped module's holder or pointer.
+  // Checks the module's parameters are still those wrapped (an error naming the change
+  // otherwise), copies rank 0's buffers everywhere (when broadcast_buffers and the module
+  // has buffers), then net->forward(args...). `net` is the wrapped module's holder or pointer.
   template <class Net, class... Args>
   decltype(auto) forward(Net& net, Args&&... args) {
+    check_unchanged("forward");
     sync_buffers();
     return net->forward(std::forward<Args>(args)...);
   }
@@ -101,6 +103,14 @@ class DistributedDataParallel {
   int64_t skipped_steps() const { return skipped_; }
 
  private:
+  // Runs the collective checks of a module before ModuleParams reads it (wrap_problem on
+  // every rank, all ranks throw when one fails).
+  static ::torch::nn::Module& checked(::torch::nn::Module& module, comm::ProcessGroup& pg,
+                                      Millis timeout);
+  // Throws (naming the parameter) when the module's trainable parameters are no longer the
+  // tensors and storage that were wrapped: added, re-registered, frozen, moved or cast.
+  void check_unchanged(const char* when);
+  std::string change_at(size_t k);
   void on_grad_ready(size_t i);
   void end_of_backward();
   void broadcast_other_buffers();
@@ -125,6 +135,7 @@ class DistributedDataParallel {
     uintptr_t key = 0;
   };
   std::vector<Hook> hooks_;
+  std::vector<const void*> wrapped_data_;  // each parameter's data when wrapped
   ddp::StepResult last_;
   bool end_queued_ = false;
   int64_t steps_ = 0, skipped_ = 0;

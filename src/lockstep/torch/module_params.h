@@ -4,14 +4,16 @@
 // buffers are its float32 named_buffers(); other buffers (BatchNorm's int64
 // num_batches_tracked) are listed apart, with their own dtype, for broadcasting.
 //
-// Gradients live in one flat float array owned here (or in storage given to move_grads_to,
+// Gradients live in one flat byte array owned here (or in storage given to move_grads_to,
 // e.g. the process group's shared memory), and each parameter's .grad() is a tensor view of
-// its slice (torch::from_blob): PyTorch's gradient_as_bucket_view. Autograd accumulates into
-// the view in place; attach_grad(i) puts the view back when something replaced .grad()
-// (an optimizer's zero_grad(set_to_none), or a first backward on an undefined gradient).
+// its slice (torch::from_blob, in the parameter's dtype): PyTorch's gradient_as_bucket_view.
+// Autograd accumulates into the view in place; attach_grad(i) puts the view back when
+// something replaced .grad() (an optimizer's zero_grad(set_to_none), or a first backward on
+// an undefined gradient). Parameters may be float32, float64, float16 or bfloat16 (the
+// reducer keeps one dtype per bucket); each slice starts aligned to its element size.
 //
-// Limits today: the ParamSource seam is float-only, so parameters must be float32, on the
-// CPU and contiguous; anything else is rejected at construction naming the parameter.
+// Limits today: CPU and contiguous tensors; anything else is rejected at construction
+// naming the parameter (wrap_problem).
 #pragma once
 
 #include <string>
@@ -24,6 +26,11 @@
 
 namespace lockstep::torch {
 
+// Why `module` cannot be wrapped, or "" when it can: every trainable parameter must be a
+// contiguous CPU tensor of a float dtype (f32 f64 f16 bf16), all on one device; buffers
+// CPU tensors of lockstep dtypes.
+std::string wrap_problem(::torch::nn::Module& module);
+
 class ModuleParams final : public ddp::ParamSource {
  public:
   explicit ModuleParams(::torch::nn::Module& module);
@@ -34,12 +41,17 @@ class ModuleParams final : public ddp::ParamSource {
 
   size_t num_params() const override { return params_.size(); }
   const ddp::TensorInfo& param_info(size_t i) const override { return param_info_[i]; }
+  // float32 parameters only (an InvalidArgument otherwise); the byte views serve every dtype.
   std::span<float> value(size_t i) override;
-  std::span<float> grad(size_t i) override {
-    return {storage_.data() + offset_[i], param_info_[i].numel()};
+  std::span<float> grad(size_t i) override;
+  std::span<std::byte> value_bytes(size_t i) override;
+  std::span<std::byte> grad_bytes(size_t i) override {
+    return {storage_.data() + offset_[i], param_info_[i].numel() * dtype_size(param_info_[i].dtype)};
   }
   bool set_grad_order(std::span<const size_t> order) override;
+  // `storage` holds at least grad_storage_bytes() (as floats, rounded up).
   bool move_grads_to(std::span<float> storage) override;
+  size_t grad_storage_bytes() const { return own_.size(); }
 
   size_t num_buffers() const override { return buffers_.size(); }
   const ddp::TensorInfo& buffer_info(size_t i) const override { return buffer_info_[i]; }
@@ -58,14 +70,17 @@ class ModuleParams final : public ddp::ParamSource {
 
  private:
   void copy_grads_in();  // every parameter's .grad() -> its slice, where it is elsewhere
-  void point_grads_at(float* base);  // views over `base`, installed as .grad()
+  void point_grads_at(std::byte* base);  // views over `base`, installed as .grad()
+  // Lays the gradients out in `order`, each slice aligned to its element size; returns
+  // the bytes needed.
+  size_t lay_out(std::span<const size_t> order);
 
   std::vector<at::Tensor> params_, buffers_;
   std::vector<ddp::TensorInfo> param_info_, buffer_info_;
   std::vector<OtherBuffer> other_buffers_;
-  std::vector<size_t> offset_;  // offset_[i]: where parameter i's gradient starts
-  std::vector<float> own_;      // gradient storage unless moved elsewhere
-  std::span<float> storage_;    // own_ or the storage given to move_grads_to
+  std::vector<size_t> offset_;     // offset_[i]: byte where parameter i's gradient starts
+  std::vector<std::byte> own_;     // gradient storage unless moved elsewhere
+  std::span<std::byte> storage_;   // own_ or the storage given to move_grads_to
   std::vector<at::Tensor> views_;
 };
 
