@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <optional>
+#include <string>
 #include <thread>
 
 #include "lockstep/comm/backends/registry.h"
@@ -16,7 +18,9 @@
 #include "lockstep/data/idx.h"
 #include "lockstep/ddp/replica_check.h"
 #include "lockstep/store/rendezvous.h"
+#include "lockstep/torch/checkpoint.h"
 #include "lockstep/torch/ddp.h"
+#include "lockstep/torch/sampler.h"
 
 // lockstep's fmnist-cnn architecture, in torch::nn.
 struct FmnistCnnImpl : torch::nn::Module {
@@ -38,11 +42,29 @@ struct FmnistCnnImpl : torch::nn::Module {
 };
 TORCH_MODULE(FmnistCnn);
 
-lockstep::data::Dataset load(lockstep::data::Split split) {
-  auto dir = lockstep::data::find_fashion_mnist_dir();
-  if (!dir)
+// Fashion-MNIST (lockstep's IDX reader) as a torch::data dataset whose batches are stacked in
+// one pass: normalised images [B, 1, 28, 28] and int64 labels.
+struct Images : torch::data::datasets::BatchDataset<Images, torch::data::Example<>> {
+  explicit Images(lockstep::data::Dataset d) : d_(std::move(d)) {}
+  torch::data::Example<> get_batch(c10::ArrayRef<size_t> idx) override {
+    const int64_t n = int64_t(idx.size()), numel = d_.sample_numel();
+    auto x = torch::empty({n, 1, d_.height(), d_.width()});
+    auto y = torch::empty({n}, torch::kLong);
+    for (int64_t k = 0; k < n; ++k) {
+      d_.copy_features(int64_t(idx[size_t(k)]), {x.data_ptr<float>() + k * numel, size_t(numel)});
+      y.data_ptr<int64_t>()[k] = d_.label(int64_t(idx[size_t(k)]));
+    }
+    return {x.sub_(0.286f).div_(0.353f), y};
+  }
+  torch::optional<size_t> size() const override { return size_t(d_.size()); }
+  lockstep::data::Dataset d_;
+};
+
+lockstep::data::Dataset load(lockstep::data::Split split, const std::string& dir) {
+  auto found = dir.empty() ? lockstep::data::find_fashion_mnist_dir() : std::optional(dir);
+  if (!found)
     throw std::runtime_error("Fashion-MNIST not found: apt-get install dataset-fashion-mnist");
-  return lockstep::data::load_mnist(*dir, split);
+  return lockstep::data::load_mnist(*found, split);
 }
 
 // A lockstep batch as torch tensors (copies: the loader reuses its buffers).
@@ -54,59 +76,98 @@ std::pair<torch::Tensor, torch::Tensor> to_torch(const lockstep::data::Batch& b)
   return {x, y};
 }
 
+struct Flags {
+  int64_t epochs = 1, max_steps = -1, checkpoint_every = 0;
+  int threads = 0;
+  std::string data_dir, checkpoint_dir;
+};
+
+Flags parse(int argc, char** argv) {
+  Flags f;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--epochs") f.epochs = std::atoll(v.c_str());
+    else if (k == "--steps") f.max_steps = std::atoll(v.c_str());  // stop early (tests)
+    else if (k == "--threads") f.threads = std::atoi(v.c_str());
+    else if (k == "--data-dir") f.data_dir = v;
+    else if (k == "--checkpoint-dir") f.checkpoint_dir = v;
+    else if (k == "--checkpoint-every") f.checkpoint_every = std::atoll(v.c_str());
+    else throw std::runtime_error("unknown option " + k + " (see examples/README.md)");
+  }
+  return f;
+}
+
 int main(int argc, char** argv) try {
   // No `using namespace lockstep;`: lockstep::torch would make `torch::` ambiguous.
   namespace comm = lockstep::comm;
   namespace data = lockstep::data;
-  int64_t epochs = 1, max_steps = -1;
-  for (int i = 1; i + 1 < argc; ++i) {
-    if (!std::strcmp(argv[i], "--epochs")) epochs = std::atoll(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--steps"))
-      max_steps = std::atoll(argv[i + 1]);  // stop early (tests)
-  }
+  namespace lt = lockstep::torch;
+  const Flags f = parse(argc, argv);
   lockstep::DistEnv env =
       lockstep::read_dist_env();  // RANK, WORLD_SIZE, MASTER_ADDR... as `lockstep run` sets them
-  torch::set_num_threads(
-      int(std::max(1u, std::thread::hardware_concurrency() / unsigned(env.local_world_size))));
+  torch::set_num_threads(f.threads > 0 ? f.threads
+                                       : int(std::max(1u, std::thread::hardware_concurrency() /
+                                                              unsigned(env.local_world_size))));
   auto store = lockstep::store::connect_store(env, std::chrono::seconds(60));
   comm::register_builtin_backends();
   auto pg = comm::ProcessGroup::create("native", *store, env.rank, env.world_size);
 
   torch::manual_seed(uint64_t(env.rank));  // different on each rank: DDP copies rank 0's
   FmnistCnn net;
-  lockstep::torch::DistributedDataParallel ddp(*net, *pg);
+  lt::DistributedDataParallel ddp(*net, *pg);
   torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
 
-  data::Dataset train = load(data::Split::train), test = load(data::Split::test);
-  data::DataLoaderOptions lo;
-  lo.batch_size = 64;
-  lo.transform.mean = {0.286f};
-  lo.transform.std = {0.353f};
-  data::DataLoader loader(train,
-                          data::DistributedSampler({.dataset_size = train.size(),
-                                                    .rank = env.rank,
-                                                    .world_size = env.world_size,
-                                                    .seed = 1}),
-                          lo);
-  int64_t steps = 0, samples = 0;
+  Images train(load(data::Split::train, f.data_dir));
+  lt::DistributedSampler sampler(
+      {.dataset_size = int64_t(*train.size()), .rank = env.rank, .world_size = env.world_size, .seed = 1});
+  auto loader = torch::data::make_data_loader(std::move(train), sampler,
+                                              torch::data::DataLoaderOptions(64).workers(0));
+  // Under `lockstep run --max-restarts N` a restarted job continues from its newest checkpoint
+  // (the same on every rank: rank 0 writes them, all ranks read).
+  int64_t step = 0;
+  if (!f.checkpoint_dir.empty())
+    if (auto m = lt::load_latest_checkpoint(f.checkpoint_dir, "libtorch-cnn", *net, opt)) {
+      step = m->step;
+      sampler.load_state(data::SamplerState::parse(m->state.at("sampler").get<std::string>()));
+      if (env.rank == 0)
+        std::fprintf(stderr, "libtorch_cnn: resumed from %s at step %lld\n",
+                     f.checkpoint_dir.c_str(), (long long)step);
+    }
+  auto save = [&] {
+    if (env.rank != 0 || f.checkpoint_dir.empty()) return;
+    lockstep::train::CheckpointSave c;
+    c.model = "libtorch-cnn";
+    c.step = step;
+    c.epoch = sampler.epoch();
+    c.world_size = env.world_size;
+    c.state["sampler"] = sampler.state().to_string();
+    lt::save_checkpoint(f.checkpoint_dir, std::move(c), *net, opt);
+  };
+  int64_t samples = 0;
   const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t epoch = 0; epoch < epochs && steps != max_steps; ++epoch) {
-    loader.set_epoch(epoch);
-    for (const data::Batch* b; steps != max_steps && (b = loader.next()); ++steps) {
-      auto [x, y] = to_torch(*b);
+  for (int64_t epoch = sampler.epoch(); epoch < f.epochs && step != f.max_steps; ++epoch) {
+    sampler.set_epoch(epoch);  // keeps a resumed position within this epoch
+    for (auto& b : *loader) {
       opt.zero_grad();
-      torch::nn::functional::cross_entropy(ddp.forward(net, x), y)
+      torch::nn::functional::cross_entropy(ddp.forward(net, b.data), b.target)
           .backward();  // averaged on return
       ddp.step(opt);
-      samples += int64_t(b->size());
+      samples += b.data.size(0);
+      if (++step % std::max<int64_t>(f.checkpoint_every, 1) == 0 && f.checkpoint_every > 0) save();
+      if (step == f.max_steps) break;
     }
   }
+  if (f.checkpoint_every <= 0 || step % f.checkpoint_every != 0) save();  // the final state
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   // Test accuracy: each rank counts its shard (every sample once), then one all-reduce.
   net->eval();
   torch::NoGradGuard no_grad;
+  data::Dataset test = load(data::Split::test, f.data_dir);
+  data::DataLoaderOptions lo;
   lo.batch_size = 500;
+  lo.transform.mean = {0.286f};
+  lo.transform.std = {0.353f};
   data::DataLoader tl(test,
                       data::DistributedSampler({.dataset_size = test.size(),
                                                 .rank = env.rank,
@@ -121,13 +182,13 @@ int main(int argc, char** argv) try {
     tally[1] += int64_t(b->size());
   }
   pg->allreduce(std::span<int64_t>(tally), comm::ReduceOp::sum).wait();
-  lockstep::ddp::verify_replicas_identical(*pg, ddp.params(), steps,
+  lockstep::ddp::verify_replicas_identical(*pg, ddp.params(), step,
                                            std::chrono::seconds(60));  // throws if not
   if (env.rank == 0)
     std::printf(
         "libtorch_cnn: %d workers, %lld steps, samples/s=%.0f, test_acc=%.4f (%lld samples), "
         "replicas identical\n",
-        env.world_size, (long long)steps, double(tally[2]) / secs,
+        env.world_size, (long long)step, double(tally[2]) / secs,
         double(tally[0]) / double(tally[1]), (long long)tally[1]);
   return 0;
 } catch (const std::exception& e) {

@@ -40,13 +40,7 @@ TrainRun start_run(const fs::path& root, const std::string& name) {
 // The tensors of the final checkpoint's `file`, by name.
 std::map<std::string, std::vector<uint8_t>> final_tensors(const fs::path& run_dir,
                                                           const char* file) {
-  const auto ckpt = train::latest_checkpoint(run_dir / "checkpoints");
-  if (!ckpt) return {};
-  const auto bytes = train::read_file_bounded(*ckpt / file, uint64_t(1) << 30);
-  std::map<std::string, std::vector<uint8_t>> out;
-  for (auto& t : train::decode_safetensors(bytes, (*ckpt / file).string()).tensors)
-    out[t.name] = t.bytes;
-  return out;
+  return checkpoint_tensors(run_dir / "checkpoints", file);
 }
 
 class Recovery : public ::testing::Test {

@@ -13,7 +13,9 @@
 #include <nlohmann/json.hpp>
 
 #include "lockstep/core/error.h"
+#include "lockstep/train/checkpoint.h"
 #include "lockstep/train/file_io.h"
+#include "lockstep/train/safetensors.h"
 
 namespace lockstep::reliability {
 
@@ -321,6 +323,17 @@ void write_text(const fs::path& path, const std::string& text) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   f << text;
   if (!f) throw SystemError(errno, str_cat("cannot write ", path.string()));
+}
+
+std::map<std::string, std::vector<uint8_t>> checkpoint_tensors(const fs::path& ckpt_dir,
+                                                               const char* file) {
+  const auto ckpt = train::latest_checkpoint(ckpt_dir);
+  if (!ckpt) return {};
+  const auto bytes = train::read_file_bounded(*ckpt / file, uint64_t(1) << 30);
+  std::map<std::string, std::vector<uint8_t>> out;
+  for (auto& t : train::decode_safetensors(bytes, (*ckpt / file).string()).tensors)
+    out[t.name] = t.bytes;
+  return out;
 }
 
 }  // namespace lockstep::reliability

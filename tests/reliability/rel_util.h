@@ -92,6 +92,11 @@ StepLog read_step_log(const fs::path& metrics_jsonl);
 // The largest step in a metrics.jsonl so far (0 when none).
 int64_t last_logged_step(const fs::path& metrics_jsonl);
 
+// The tensors of `file` (model.safetensors, ...) of the newest checkpoint under `ckpt_dir`, by
+// name (empty when there is none).
+std::map<std::string, std::vector<uint8_t>> checkpoint_tensors(const fs::path& ckpt_dir,
+                                                               const char* file);
+
 // The first line of `text` containing `needle`, trimmed to `max` characters ("" when none).
 std::string line_with(const std::string& text, const std::string& needle, size_t max = 220);
 
