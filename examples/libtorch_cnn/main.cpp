@@ -86,13 +86,20 @@ Flags parse(int argc, char** argv) {
   Flags f;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--epochs") f.epochs = std::atoll(v.c_str());
-    else if (k == "--steps") f.max_steps = std::atoll(v.c_str());  // stop early (tests)
-    else if (k == "--threads") f.threads = std::atoi(v.c_str());
-    else if (k == "--data-dir") f.data_dir = v;
-    else if (k == "--checkpoint-dir") f.checkpoint_dir = v;
-    else if (k == "--checkpoint-every") f.checkpoint_every = std::atoll(v.c_str());
-    else throw std::runtime_error("unknown option " + k + " (see examples/README.md)");
+    if (k == "--epochs")
+      f.epochs = std::atoll(v.c_str());
+    else if (k == "--steps")
+      f.max_steps = std::atoll(v.c_str());  // stop early (tests)
+    else if (k == "--threads")
+      f.threads = std::atoi(v.c_str());
+    else if (k == "--data-dir")
+      f.data_dir = v;
+    else if (k == "--checkpoint-dir")
+      f.checkpoint_dir = v;
+    else if (k == "--checkpoint-every")
+      f.checkpoint_every = std::atoll(v.c_str());
+    else
+      throw std::runtime_error("unknown option " + k + " (see examples/README.md)");
   }
   return f;
 }
@@ -118,8 +125,10 @@ int main(int argc, char** argv) try {
   torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
 
   Images train(load(data::Split::train, f.data_dir));
-  lt::DistributedSampler sampler(
-      {.dataset_size = int64_t(*train.size()), .rank = env.rank, .world_size = env.world_size, .seed = 1});
+  lt::DistributedSampler sampler({.dataset_size = int64_t(*train.size()),
+                                  .rank = env.rank,
+                                  .world_size = env.world_size,
+                                  .seed = 1});
   auto loader = torch::data::make_data_loader(std::move(train), sampler,
                                               torch::data::DataLoaderOptions(64).workers(0));
   // Under `lockstep run --max-restarts N` a restarted job continues from its newest checkpoint

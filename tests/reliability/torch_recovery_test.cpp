@@ -1,7 +1,8 @@
 // kill -9 of a LibTorch worker (examples/libtorch_cnn, lockstep::torch DDP with lockstep
 // checkpoints) under `lockstep run --nproc-per-node 2 --max-restarts 1`: the launcher restarts
 // both workers, they resume from the newest checkpoint (model, optimizer, sampler position),
-// and the job ends with parameters bitwise equal to a run that never failed. Built with LibTorch only (so never in the sanitizer build).
+// and the job ends with parameters bitwise equal to a run that never failed. Built with LibTorch
+// only (so never in the sanitizer build).
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -17,11 +18,26 @@ constexpr int kSteps = 48, kEvery = 8;
 const Millis kRunTimeout{std::chrono::seconds(120)};
 
 std::unique_ptr<Job> start(const fs::path& root, const fs::path& dir) {
-  return std::make_unique<Job>(std::vector<std::string>{
-      LOCKSTEP_BIN, "run", "--nproc-per-node", "2", "--max-restarts", "1", "--", LIBTORCH_CNN,
-      "--epochs", "3", "--steps", std::to_string(kSteps), "--threads", "1", "--data-dir",
-      (root / "data").string(), "--checkpoint-dir", dir.string(), "--checkpoint-every",
-      std::to_string(kEvery)});
+  return std::make_unique<Job>(std::vector<std::string>{LOCKSTEP_BIN,
+                                                        "run",
+                                                        "--nproc-per-node",
+                                                        "2",
+                                                        "--max-restarts",
+                                                        "1",
+                                                        "--",
+                                                        LIBTORCH_CNN,
+                                                        "--epochs",
+                                                        "3",
+                                                        "--steps",
+                                                        std::to_string(kSteps),
+                                                        "--threads",
+                                                        "1",
+                                                        "--data-dir",
+                                                        (root / "data").string(),
+                                                        "--checkpoint-dir",
+                                                        dir.string(),
+                                                        "--checkpoint-every",
+                                                        std::to_string(kEvery)});
 }
 
 TEST(TorchRecovery, KillNineOfAWorkerResumesBitwise) {

@@ -107,13 +107,17 @@ TEST(TorchDdp, ParametersChangedAfterWrappingAreNamed) {
     std::vector<std::string> expected;
   };
   const std::vector<Case> cases = {
-      {[](Net& n) { n->register_parameter("extra", torch::zeros({3})); }, true,
+      {[](Net& n) { n->register_parameter("extra", torch::zeros({3})); },
+       true,
        {"at forward after step 1", "'extra' was added"}},
-      {[](Net& n) { n->fc1 = n->replace_module("fc1", torch::nn::Linear(64, 16)); }, false,
+      {[](Net& n) { n->fc1 = n->replace_module("fc1", torch::nn::Linear(64, 16)); },
+       false,
        {"at backward after step 1", "'fc1.weight' was re-registered"}},
-      {[](Net& n) { n->conv->bias.requires_grad_(false); }, false,
+      {[](Net& n) { n->conv->bias.requires_grad_(false); },
+       false,
        {"at backward after step 1", "'conv.bias' was removed or frozen"}},
-      {[](Net& n) { n->fc1->bias.requires_grad_(false); }, false,
+      {[](Net& n) { n->fc1->bias.requires_grad_(false); },
+       false,
        {"at backward after step 1", "'fc1.bias' was removed or frozen"}},
   };
   for (const Case& c : cases) {

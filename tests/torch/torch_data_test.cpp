@@ -45,7 +45,8 @@ template <class Loader>
 std::vector<int64_t> read(Loader& loader, int batches = -1) {
   std::vector<int64_t> out;
   for (auto& b : *loader) {
-    out.insert(out.end(), b.template data_ptr<int64_t>(), b.template data_ptr<int64_t>() + b.numel());
+    out.insert(out.end(), b.template data_ptr<int64_t>(),
+               b.template data_ptr<int64_t>() + b.numel());
     if (--batches == 0) break;  // before the loop's ++ asks the sampler for the next batch
   }
   return out;
@@ -68,8 +69,10 @@ TEST(TorchSampler, ShardsAreDisjointAndCoverTheDatasetEachEpoch) {
       EXPECT_EQ(mine.size(), size_t(r < 103 % world ? 35 : 34)) << "rank " << r;
       all.insert(all.end(), mine.begin(), mine.end());
     }
-    if (epoch == 0) first_epoch = all;
-    else EXPECT_NE(all, first_epoch) << "epoch 1 read in epoch 0's order: no reshuffle by epoch";
+    if (epoch == 0)
+      first_epoch = all;
+    else
+      EXPECT_NE(all, first_epoch) << "epoch 1 read in epoch 0's order: no reshuffle by epoch";
     std::sort(all.begin(), all.end());
     std::vector<int64_t> expected(103);
     for (int64_t i = 0; i < 103; ++i) expected[size_t(i)] = i;

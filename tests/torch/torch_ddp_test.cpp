@@ -57,8 +57,7 @@ double check_against_one_process(Net& ref, const std::vector<torch::Tensor>& got
 bool bit_identical(Net& a, Net& b) {
   auto pa = a->parameters(), pb = b->parameters();
   for (size_t i = 0; i < pa.size(); ++i)
-    if (std::memcmp(pa[i].data_ptr(), pb[i].data_ptr(), size_t(pa[i].nbytes())) != 0)
-      return false;
+    if (std::memcmp(pa[i].data_ptr(), pb[i].data_ptr(), size_t(pa[i].nbytes())) != 0) return false;
   return true;
 }
 
@@ -231,11 +230,11 @@ TEST(TorchDdp, Float64MatchesOneProcessAtFloat64Roundoff) {
       torch::nn::functional::cross_entropy(ddp.forward(net, x), y).backward();
       if (r == 0) {
         copy_params(net, ref);
-        worst = std::max(
-            worst, check_against_one_process(ref, grads_of(net),
-                                             data.x.slice(0, first, first + world * shard),
-                                             data.y.slice(0, first, first + world * shard), 1.0,
-                                             "float64 at step " + std::to_string(step), 0x1p-53));
+        worst =
+            std::max(worst, check_against_one_process(
+                                ref, grads_of(net), data.x.slice(0, first, first + world * shard),
+                                data.y.slice(0, first, first + world * shard), 1.0,
+                                "float64 at step " + std::to_string(step), 0x1p-53));
       }
       ASSERT_TRUE(ddp.step(opt));
     }
@@ -272,10 +271,14 @@ TORCH_MODULE(Mixed);
 // its bound by 2^29; a bucket mixing dtypes or read at the wrong element size is O(|g|) off.
 double unit_roundoff(torch::ScalarType t) {
   switch (t) {
-    case torch::kDouble: return 0x1p-53;
-    case torch::kHalf: return 0x1p-11;
-    case torch::kBFloat16: return 0x1p-8;
-    default: return 0x1p-24;
+    case torch::kDouble:
+      return 0x1p-53;
+    case torch::kHalf:
+      return 0x1p-11;
+    case torch::kBFloat16:
+      return 0x1p-8;
+    default:
+      return 0x1p-24;
   }
 }
 

@@ -81,7 +81,8 @@ void copy_params(M& from, M& to) {
   for (size_t i = 0; i < a.size(); ++i) b[i].copy_(a[i]);
 }
 
-inline std::vector<torch::Tensor> gradient(Net& net, const torch::Tensor& x, const torch::Tensor& y) {
+inline std::vector<torch::Tensor> gradient(Net& net, const torch::Tensor& x,
+                                           const torch::Tensor& y) {
   net->zero_grad();
   torch::nn::functional::cross_entropy(net->forward(x), y).backward();
   return grads_of(net);

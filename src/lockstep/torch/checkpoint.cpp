@@ -17,14 +17,22 @@ constexpr const char* kOptimizerTensor = "torch_optimizer";
 
 std::optional<DType> lockstep_dtype(at::ScalarType t) {
   switch (t) {
-    case at::kFloat: return DType::f32;
-    case at::kDouble: return DType::f64;
-    case at::kHalf: return DType::f16;
-    case at::kBFloat16: return DType::bf16;
-    case at::kInt: return DType::i32;
-    case at::kLong: return DType::i64;
-    case at::kByte: return DType::u8;
-    default: return std::nullopt;
+    case at::kFloat:
+      return DType::f32;
+    case at::kDouble:
+      return DType::f64;
+    case at::kHalf:
+      return DType::f16;
+    case at::kBFloat16:
+      return DType::bf16;
+    case at::kInt:
+      return DType::i32;
+    case at::kLong:
+      return DType::i64;
+    case at::kByte:
+      return DType::u8;
+    default:
+      return std::nullopt;
   }
 }
 
@@ -49,11 +57,14 @@ std::filesystem::path save_checkpoint(const std::filesystem::path& dir, train::C
     const auto dt = lockstep_dtype(t.scalar_type());
     if (!dt)
       LOCKSTEP_THROW(InvalidArgument, "lockstep::torch::save_checkpoint: tensor '", name, "' is ",
-                     c10::toString(t.scalar_type()), ", which safetensors checkpoints cannot hold here");
+                     c10::toString(t.scalar_type()),
+                     ", which safetensors checkpoints cannot hold here");
     keep.push_back(t.detach().to(::torch::kCPU).contiguous());
     const at::Tensor& c = keep.back();
     const auto sizes = c.sizes();
-    ckpt.weights.push_back({name, *dt, std::vector<int64_t>(sizes.begin(), sizes.end()),
+    ckpt.weights.push_back({name,
+                            *dt,
+                            std::vector<int64_t>(sizes.begin(), sizes.end()),
                             {static_cast<const uint8_t*>(c.data_ptr()), size_t(c.nbytes())}});
   }
   ::torch::serialize::OutputArchive archive;
@@ -61,7 +72,9 @@ std::filesystem::path save_checkpoint(const std::filesystem::path& dir, train::C
   std::ostringstream os;
   archive.save_to(os);
   const std::string bytes = os.str();
-  ckpt.optimizer.push_back({kOptimizerTensor, DType::u8, {int64_t(bytes.size())},
+  ckpt.optimizer.push_back({kOptimizerTensor,
+                            DType::u8,
+                            {int64_t(bytes.size())},
                             {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}});
   return train::save_checkpoint(dir, ckpt, opts);
 }
@@ -72,13 +85,15 @@ train::Manifest load_checkpoint(const std::filesystem::path& path, const std::st
   const std::string where = (path / "model.safetensors").string();
   if (c.manifest.model != model)
     LOCKSTEP_THROW(DataError, path.string(), ": checkpoint of model '", c.manifest.model,
-                   "', but this program trains '", model, "'; point it at another checkpoint directory");
+                   "', but this program trains '", model,
+                   "'; point it at another checkpoint directory");
   ::torch::NoGradGuard no_grad;
   for (auto& [name, t] : named_tensors(module)) {
     const train::StoredTensor* s = c.weights.find(name);
     const auto dt = lockstep_dtype(t.scalar_type());
     const auto sizes = t.sizes();
-    if (!s || !dt || s->dtype != *dt || s->shape != std::vector<int64_t>(sizes.begin(), sizes.end()))
+    if (!s || !dt || s->dtype != *dt ||
+        s->shape != std::vector<int64_t>(sizes.begin(), sizes.end()))
       LOCKSTEP_THROW(DataError, where, ": tensor '", name, "' is ",
                      s ? "of another dtype or shape" : "missing", " (the module holds ",
                      c10::toString(t.scalar_type()), " ", t.sizes(),

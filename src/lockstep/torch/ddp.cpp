@@ -41,7 +41,9 @@ std::optional<DType> dtype_of(at::ScalarType t) {
 }
 
 // Dtypes the reducer holds gradients of (one dtype per bucket).
-bool reducible(DType t) { return dtype_is_float(t); }
+bool reducible(DType t) {
+  return dtype_is_float(t);
+}
 
 // Why tensor `name` cannot be wrapped, or "".
 std::string tensor_problem(const char* kind, const std::string& name, const at::Tensor& t,
@@ -50,12 +52,14 @@ std::string tensor_problem(const char* kind, const std::string& name, const at::
   const std::string type = dt ? std::string(dtype_name(*dt)) : c10::toString(t.scalar_type());
   const std::string is = str_cat(kind, " '", name, "' is ", type, " on ", t.device().str());
   if (!dt || (trained && !reducible(*dt)))
-    return str_cat(is, "; lockstep::torch reduces float32, float64, float16 and bfloat16 "
-                       "parameters. Convert the module (e.g. module->to(torch::kFloat32)) before "
-                       "wrapping it.");
+    return str_cat(is,
+                   "; lockstep::torch reduces float32, float64, float16 and bfloat16 "
+                   "parameters. Convert the module (e.g. module->to(torch::kFloat32)) before "
+                   "wrapping it.");
   if (!t.device().is_cpu())
-    return str_cat(is, "; lockstep::torch supports CPU tensors only in this build. Move the "
-                       "module with module->to(torch::kCPU) before wrapping it.");
+    return str_cat(is,
+                   "; lockstep::torch supports CPU tensors only in this build. Move the "
+                   "module with module->to(torch::kCPU) before wrapping it.");
   if (!t.is_contiguous())
     return str_cat(is, ", not contiguous; make it contiguous before wrapping the module.");
   return "";
@@ -226,10 +230,11 @@ bool ModuleParams::set_grad_order(std::span<const size_t> order) {
 bool ModuleParams::move_grads_to(std::span<float> storage) {
   const auto to_bytes = std::as_writable_bytes(storage);
   if (!storage.empty() && to_bytes.size() < own_.size())
-    LOCKSTEP_THROW(InvalidArgument, "ModuleParams::move_grads_to: ", to_bytes.size(),
-                   " bytes for ", own_.size(), " bytes of gradients");
+    LOCKSTEP_THROW(InvalidArgument, "ModuleParams::move_grads_to: ", to_bytes.size(), " bytes for ",
+                   own_.size(), " bytes of gradients");
   copy_grads_in();
-  std::span<std::byte> to = storage.empty() ? std::span<std::byte>(own_) : to_bytes.first(own_.size());
+  std::span<std::byte> to =
+      storage.empty() ? std::span<std::byte>(own_) : to_bytes.first(own_.size());
   if (to.data() != storage_.data()) std::memcpy(to.data(), storage_.data(), own_.size());
   storage_ = to;
   point_grads_at(storage_.data());
@@ -331,7 +336,7 @@ DistributedDataParallel::~DistributedDataParallel() {
 }
 
 ::torch::nn::Module& DistributedDataParallel::checked(::torch::nn::Module& module,
-                                                     comm::ProcessGroup& pg, Millis timeout) {
+                                                      comm::ProcessGroup& pg, Millis timeout) {
   agree_wrappable(pg, wrap_problem(module), timeout);
   return module;
 }

@@ -46,7 +46,8 @@ class ModuleParams final : public ddp::ParamSource {
   std::span<float> grad(size_t i) override;
   std::span<std::byte> value_bytes(size_t i) override;
   std::span<std::byte> grad_bytes(size_t i) override {
-    return {storage_.data() + offset_[i], param_info_[i].numel() * dtype_size(param_info_[i].dtype)};
+    return {storage_.data() + offset_[i],
+            param_info_[i].numel() * dtype_size(param_info_[i].dtype)};
   }
   bool set_grad_order(std::span<const size_t> order) override;
   // `storage` holds at least grad_storage_bytes() (as floats, rounded up).
@@ -78,9 +79,9 @@ class ModuleParams final : public ddp::ParamSource {
   std::vector<at::Tensor> params_, buffers_;
   std::vector<ddp::TensorInfo> param_info_, buffer_info_;
   std::vector<OtherBuffer> other_buffers_;
-  std::vector<size_t> offset_;     // offset_[i]: byte where parameter i's gradient starts
-  std::vector<std::byte> own_;     // gradient storage unless moved elsewhere
-  std::span<std::byte> storage_;   // own_ or the storage given to move_grads_to
+  std::vector<size_t> offset_;    // offset_[i]: byte where parameter i's gradient starts
+  std::vector<std::byte> own_;    // gradient storage unless moved elsewhere
+  std::span<std::byte> storage_;  // own_ or the storage given to move_grads_to
   std::vector<at::Tensor> views_;
 };
 

@@ -81,17 +81,17 @@ class DistributedSampler final : public ::torch::data::samplers::Sampler<> {
   // seed bits, shuffle].
   void save(::torch::serialize::OutputArchive& archive) const override {
     const data::SamplerState st = state();
-    archive.write("lockstep_sampler_state",
-                  ::torch::tensor({st.epoch, st.offset, st.dataset_size, int64_t(st.seed),
-                                   int64_t(st.shuffle)},
-                                  ::torch::kLong));
+    archive.write("lockstep_sampler_state", ::torch::tensor({st.epoch, st.offset, st.dataset_size,
+                                                             int64_t(st.seed), int64_t(st.shuffle)},
+                                                            ::torch::kLong));
   }
   void load(::torch::serialize::InputArchive& archive) override {
     at::Tensor t;
     archive.read("lockstep_sampler_state", t);
     if (t.numel() != 5)
-      LOCKSTEP_THROW(DataError, "lockstep::torch::DistributedSampler::load: the archive's "
-                                "lockstep_sampler_state holds ",
+      LOCKSTEP_THROW(DataError,
+                     "lockstep::torch::DistributedSampler::load: the archive's "
+                     "lockstep_sampler_state holds ",
                      t.numel(), " values, not 5 (not saved by this sampler?)");
     const auto v = t.to(::torch::kLong).contiguous();
     const int64_t* p = v.data_ptr<int64_t>();
