@@ -250,7 +250,9 @@ float& grad_at(ddp::ParamSource& params, const ddp::ZeroOptimizer& zero, size_t 
 
 // An Inf or NaN put into one rank's local gradient lands, averaged, in some rank's slice (its
 // own or another's) or in the tail: step() returns false on every rank, and no rank changes
-// its weights or momentum; the next finite step updates all of them alike.
+// its weights or momentum; the next finite step updates all of them alike. Driven as the
+// trainer drives any optimizer (DistributedDataParallel::step on an nn::Optimizer&), which
+// counts the declined steps as skipped.
 TEST(ZeroOptimizer, NonFiniteGradientOnOneRankSkipsTheStepOnEveryRank) {
   const data::Dataset tr = synthetic(96, 1);
   const int world = 4;
@@ -265,6 +267,8 @@ TEST(ZeroOptimizer, NonFiniteGradientOnOneRankSkipsTheStepOnEveryRank) {
     nn::Model* model = rank.model.get();
     ddp::DistributedDataParallel& d = rank.ddp;
     ddp::ZeroOptimizer& zero = rank.zero;
+    nn::Optimizer& opt = zero;
+    EXPECT_TRUE(opt.reduces_gradients());
     EXPECT_EQ(zero.tail_range().size(), 2u);
     int step = 0;
     auto backward = [&] { rank.backward(tr, step++ % 3); };
@@ -277,7 +281,7 @@ TEST(ZeroOptimizer, NonFiniteGradientOnOneRankSkipsTheStepOnEveryRank) {
       return m;
     };
     backward();
-    EXPECT_TRUE(zero.step()) << "rank " << r;  // some momentum to keep
+    EXPECT_TRUE(d.step(opt)) << "rank " << r;  // some momentum to keep
     for (const Bad& bad : cases) {
       backward();
       const std::vector<float> w0(model->flat_params().begin(), model->flat_params().end()), m0 = momentum();
@@ -286,14 +290,16 @@ TEST(ZeroOptimizer, NonFiniteGradientOnOneRankSkipsTheStepOnEveryRank) {
         const size_t k = bad.owner < 0 ? zero.tail_range().begin + 1 : size_t(bad.owner) * shard + shard / 2;
         grad_at(d.params(), zero, k) = bad.value;
       }
-      EXPECT_FALSE(zero.step()) << "rank " << r << ", damaged on rank " << bad.rank;
+      EXPECT_FALSE(d.step(opt)) << "rank " << r << ", damaged on rank " << bad.rank;
       EXPECT_TRUE(bitwise_equal(model->flat_params(), w0)) << "rank " << r << " changed its weights";
       EXPECT_TRUE(bitwise_equal(momentum(), m0)) << "rank " << r << " changed its momentum";
     }
     EXPECT_EQ(zero.skipped_steps(), int64_t(cases.size()));
+    EXPECT_EQ(d.skipped_steps(), int64_t(cases.size()));
+    EXPECT_EQ(opt.steps(), 1);  // "step" counts only the steps taken
     backward();
     const std::vector<float> w0(model->flat_params().begin(), model->flat_params().end());
-    EXPECT_TRUE(zero.step()) << "rank " << r;
+    EXPECT_TRUE(d.step(opt)) << "rank " << r;
     EXPECT_FALSE(bitwise_equal(model->flat_params(), w0)) << "rank " << r << ": a finite step must update";
     std::vector<float> w(model->flat_params().begin(), model->flat_params().end());
     for (float v : w) ASSERT_TRUE(std::isfinite(v)) << "rank " << r;
@@ -398,6 +404,12 @@ TEST(ZeroTrainer, ResumedAtTheSameWorldSizeEqualsUninterruptedBitwise) {
   EXPECT_EQ(ca.manifest.step, 6);
   EXPECT_EQ(cb.manifest.step, 6);
   EXPECT_TRUE(bitwise_equal(union_of_shards(cb), union_of_shards(ca))) << "optimizer state differs";
+  // "step" counts the steps taken, across the resume, as in checkpoints saved before ZeRO was
+  // an nn::Optimizer (then the trainer wrote its own step there).
+  for (const Checkpoint* ck : {&ca, &cb}) {
+    ASSERT_NE(ck->optimizer.find("step"), nullptr);
+    EXPECT_EQ(ck->optimizer.find("step")->to_floats(), std::vector<float>{6.0f}) << ck->path;
+  }
 }
 
 // Elastic: the 4-rank ZeRO checkpoint continues with 2 ZeRO workers and with 1 plain worker;

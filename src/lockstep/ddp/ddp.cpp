@@ -73,9 +73,14 @@ bool DistributedDataParallel::step(nn::Optimizer& optimizer) {
     last_ = {};
     return false;
   }
+  bool stepped;
   {
     TimelineScope scope(timeline_.get(), "optimizer", "compute");
-    optimizer.step();
+    stepped = optimizer.step();
+  }
+  if (!stepped) {  // it checked the averaged gradients itself (ZeroOptimizer) and said so on every rank
+    ++skipped_;
+    return false;
   }
   ++steps_;
   if (opt_.check_replicas_every > 0 && checks_on_ && steps_ % opt_.check_replicas_every == 0)

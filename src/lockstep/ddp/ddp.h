@@ -59,7 +59,8 @@ class DistributedDataParallel {
   // are averaged (or at once inside no_sync()).
   const StepResult& backward(const nn::Tensor& dy);
   // optimizer.step() unless the last backward's gradients were non-finite; returns whether
-  // it stepped. Runs the periodic replica check.
+  // it stepped (false too when the optimizer declined: ZeroOptimizer checks the gradients it
+  // averages itself). Runs the periodic replica check.
   bool step(nn::Optimizer& optimizer);
   // Collectives of one step with zero gradients, for ranks out of data (join.h).
   void shadow_step();

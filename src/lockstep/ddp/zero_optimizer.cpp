@@ -16,7 +16,7 @@ std::string ZeroMemoryReport::str() const {
 }
 
 ZeroOptimizer::ZeroOptimizer(comm::ProcessGroup& pg, ParamSource& params, ZeroSgdOptions opt, Millis timeout)
-    : pg_(pg), params_(params), opt_(opt), timeout_(timeout) {
+    : nn::Optimizer(opt.lr), pg_(pg), params_(params), opt_(opt), timeout_(timeout) {
   if (opt.momentum < 0.0f || opt.weight_decay < 0.0f || (opt.nesterov && opt.momentum <= 0.0f))
     LOCKSTEP_THROW(InvalidArgument, "ZeroOptimizer: momentum and weight_decay must be >= 0; Nesterov needs momentum > 0");
   bind_flat();
@@ -81,7 +81,7 @@ void ZeroOptimizer::stage_out() {
 
 // Exactly nn::Sgd's arithmetic, element by element, so results match plain DDP + Sgd.
 void ZeroOptimizer::sgd(float* w, const float* g, float* b, size_t n) const {
-  const float mu = opt_.momentum, wd = opt_.weight_decay, lr = opt_.lr;
+  const float mu = opt_.momentum, wd = opt_.weight_decay, lr = lr_;
   if (mu == 0.0f) {
     for (size_t i = 0; i < n; ++i) w[i] -= lr * (g[i] + wd * w[i]);
     return;
@@ -117,8 +117,11 @@ bool ZeroOptimizer::step() {
   if (tail_ > 0) sgd(values_.data() + shard_ * w, tail_g, mom ? mom + shard_ : nullptr, tail_);
   if (gather.valid()) gather.wait(timeout_);
   stage_out();
+  step_[0] += 1.0f;
   return true;
 }
+
+std::vector<nn::NamedSpan> ZeroOptimizer::state() { return {{"step", std::span<float>(step_, 1)}}; }
 
 // Whether every rank's reduced slice and tail are finite. The tail is the same on every
 // rank, but each rank's slice is its own: one max over a flag tells them all alike.

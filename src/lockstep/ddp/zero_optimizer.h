@@ -1,5 +1,6 @@
 // ZeroOptimizer: ZeRO stage 1 — optimizer state sharded across ranks. Each rank owns a
-// contiguous 1/W slice of the flattened parameters and keeps momentum only for it.
+// contiguous 1/W slice of the flattened parameters and keeps momentum only for it. It is an
+// nn::Optimizer (reduces_gradients() is true), so DDP::step and the trainer drive it as any other.
 //
 //   step():  reduce-scatter the gradients (average)  -> this rank's slice of the gradient
 //            every rank agrees whether all are finite  -> if not, no rank changes anything
@@ -8,7 +9,7 @@
 //
 // Use it with DistributedDataParallel constructed with gradient_sync = false (DDP then
 // only broadcasts the initial state and checks the architecture; gradients stay local
-// until step()). The flat order is the source's gradient layout when parameters and
+// until step()); DistributedDataParallel::step(zero) counts a declined step as skipped. The flat order is the source's gradient layout when parameters and
 // gradients are each one contiguous range with the same offsets (nn::Model before any
 // re-layout): then nothing is copied. Otherwise values and gradients are staged.
 // The last N mod W elements are all-reduced and updated by every rank.
@@ -28,6 +29,7 @@
 #include "lockstep/comm/process_group.h"
 #include "lockstep/core/buffer.h"
 #include "lockstep/ddp/params.h"
+#include "lockstep/nn/optim.h"
 
 namespace lockstep::ddp {
 
@@ -53,16 +55,17 @@ struct FlatRange {
   bool operator==(const FlatRange&) const = default;
 };
 
-class ZeroOptimizer {
+class ZeroOptimizer : public nn::Optimizer {
  public:
   ZeroOptimizer(comm::ProcessGroup& pg, ParamSource& params, ZeroSgdOptions opt,
                 Millis timeout = std::chrono::seconds(300));
   // Returns false, on every rank alike, when an averaged gradient (in any rank's slice or the
   // tail) is NaN or Inf: then neither the weights nor the momentum were changed.
-  bool step();
+  bool step() override;
+  bool reduces_gradients() const override { return true; }
+  // Only "step": the momentum is sharded (state(range) below; train/zero_checkpoint.h saves it).
+  std::vector<nn::NamedSpan> state() override;
   int64_t skipped_steps() const { return skipped_; }
-  void set_lr(float lr) { opt_.lr = lr; }
-  float lr() const { return opt_.lr; }
   ZeroMemoryReport memory() const;
   bool zero_copy() const { return zero_copy_; }
   size_t shard_size() const { return shard_; }

@@ -8,19 +8,26 @@
 
 namespace lockstep::nn {
 
-Optimizer::Optimizer(Model& model, float lr) : model_(model), lr_(lr) {
+Optimizer::Optimizer(Model& model, float lr) : Optimizer(lr) { model_ = &model; }
+
+Optimizer::Optimizer(float lr) : lr_(lr) {
   if (!(lr >= 0.0f)) LOCKSTEP_THROW(InvalidArgument, "optimizer: learning rate must be >= 0, got ", lr);
 }
 
+Model& Optimizer::model() const {
+  LOCKSTEP_CHECK(model_ != nullptr, "optimizer: per-parameter state needs the nn::Model it was built on");
+  return *model_;
+}
+
 std::span<float> Optimizer::make_state(AlignedBuffer& buf) {
-  const size_t n = size_t(model_.num_params());
+  const size_t n = size_t(model().num_params());
   buf = AlignedBuffer((n + 1) * sizeof(float));
   std::memset(buf.data(), 0, buf.size());
   return buf.as<float>().first(n);
 }
 
 void Optimizer::add_per_param(std::vector<NamedSpan>& out, std::span<float> flat, const std::string& suffix) {
-  for (Parameter* p : model_.parameters())
+  for (Parameter* p : model().parameters())
     out.push_back({p->name() + "." + suffix, flat.subspan(p->value_offset(), size_t(p->numel()))});
 }
 
@@ -45,8 +52,8 @@ Sgd::Sgd(Model& model, const SgdOptions& opt) : Optimizer(model, opt.lr), opt_(o
   if (opt.momentum > 0.0f) buf_ = make_state(buf_mem_);
 }
 
-void Sgd::step() {
-  for (Parameter* p : model_.parameters()) {
+bool Sgd::step() {
+  for (Parameter* p : model().parameters()) {
     if (opt_.momentum == 0.0f) {
       kernels::sgd_plain(p->value_data(), p->grad_data(), p->numel(), lr_, opt_.weight_decay);
     } else {
@@ -55,6 +62,7 @@ void Sgd::step() {
     }
   }
   step_[0] += 1.0f;
+  return true;
 }
 
 std::vector<NamedSpan> Sgd::state() {
@@ -70,16 +78,17 @@ AdamW::AdamW(Model& model, const AdamWOptions& opt) : Optimizer(model, opt.lr), 
   v_ = make_state(v_mem_);
 }
 
-void AdamW::step() {
+bool AdamW::step() {
   step_[0] += 1.0f;
   const double t = step_[0];
   const float bc1 = float(1.0 - std::pow(double(opt_.beta1), t));
   const float bc2_sqrt = float(std::sqrt(1.0 - std::pow(double(opt_.beta2), t)));
   const float step_size = lr_ / bc1, b1 = opt_.beta1, b2 = opt_.beta2;
   const float decay = 1.0f - lr_ * opt_.weight_decay;
-  for (Parameter* p : model_.parameters())
+  for (Parameter* p : model().parameters())
     kernels::adamw(p->value_data(), p->grad_data(), m_.data() + p->value_offset(), v_.data() + p->value_offset(),
                    p->numel(), b1, b2, opt_.eps, step_size, bc2_sqrt, decay);
+  return true;
 }
 
 std::vector<NamedSpan> AdamW::state() {

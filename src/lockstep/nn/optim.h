@@ -30,6 +30,9 @@ struct NamedConstSpan {
   std::span<const float> values;
 };
 
+// The one interface the trainer and DDP drive: step, learning rate, state to checkpoint.
+// Optimizers over an nn::Model (Sgd, AdamW) and over another view of the parameters (ZeRO's
+// ddp::ZeroOptimizer, which shards its state over ranks) both implement it.
 class Optimizer {
  public:
   Optimizer(Model& model, float lr);
@@ -37,21 +40,30 @@ class Optimizer {
   Optimizer(const Optimizer&) = delete;
   Optimizer& operator=(const Optimizer&) = delete;
 
-  virtual void step() = 0;
+  // Applies one update and returns true; false when the optimizer checked the (averaged)
+  // gradients itself and declined the step because one was not finite: nothing changed.
+  virtual bool step() = 0;
+  // True when step() averages the gradients over the ranks itself (ZeRO): whoever drives it
+  // leaves them local (DDP with gradient_sync = false) and cannot clip them before step().
+  virtual bool reduces_gradients() const { return false; }
   void set_lr(float lr) { lr_ = lr; }
   float lr() const { return lr_; }
   int64_t steps() const { return int64_t(step_[0]); }
 
   // Spans into the live state (copy out to save). "step" is a 1-element count (exact to 2^24).
+  // An optimizer whose state is sharded over ranks exports only what every rank holds.
   virtual std::vector<NamedSpan> state() = 0;
   // Copies saved state in; every name of state() must be present with the same size.
   void load_state(std::span<const NamedConstSpan> saved);
 
  protected:
+  // For an optimizer that does not work on an nn::Model (make_state / add_per_param then throw).
+  explicit Optimizer(float lr);
   // A zeroed float buffer with one slot per parameter element (flat_params() layout).
   std::span<float> make_state(AlignedBuffer& buf);
   void add_per_param(std::vector<NamedSpan>& out, std::span<float> flat, const std::string& suffix);
-  Model& model_;
+  Model& model() const;
+  Model* model_ = nullptr;
   float lr_;
   float step_[1] = {0.0f};
 };
@@ -67,7 +79,7 @@ struct SgdOptions {
 class Sgd : public Optimizer {
  public:
   Sgd(Model& model, const SgdOptions& opt);
-  void step() override;
+  bool step() override;
   std::vector<NamedSpan> state() override;
 
  private:
@@ -88,7 +100,7 @@ struct AdamWOptions {
 class AdamW : public Optimizer {
  public:
   AdamW(Model& model, const AdamWOptions& opt);
-  void step() override;
+  bool step() override;
   std::vector<NamedSpan> state() override;
 
  private:

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "lockstep/core/error.h"
+#include "lockstep/ddp/zero_optimizer.h"
 #include "lockstep/train/checkpoint.h"
 
 namespace lockstep::train {
@@ -80,7 +81,16 @@ double effective_lr(const TrainConfig& c, int64_t global_batch) {
   return c.lr;
 }
 
-std::unique_ptr<nn::Optimizer> make_optimizer(const TrainConfig& c, nn::Model& model, double lr) {
+bool optimizer_reduces_gradients(const TrainConfig& c) { return c.zero; }
+
+std::unique_ptr<nn::Optimizer> make_optimizer(const TrainConfig& c, nn::Model& model, ddp::ParamSource& params,
+                                              comm::ProcessGroup& pg, double lr, Millis timeout) {
+  if (c.zero)  // SGD only (validate)
+    return std::make_unique<ddp::ZeroOptimizer>(
+        pg, params,
+        ddp::ZeroSgdOptions{.lr = float(lr), .momentum = float(c.momentum), .weight_decay = float(c.weight_decay),
+                            .nesterov = c.nesterov},
+        timeout);
   if (c.optimizer == "adamw")
     return std::make_unique<nn::AdamW>(model, nn::AdamWOptions{.lr = float(lr), .weight_decay = float(c.weight_decay)});
   if (c.optimizer == "sgd")

@@ -7,7 +7,9 @@
 #include <memory>
 #include <vector>
 
+#include "lockstep/comm/process_group.h"
 #include "lockstep/data/sampler.h"
+#include "lockstep/ddp/params.h"
 #include "lockstep/nn/model.h"
 #include "lockstep/nn/optim.h"
 #include "lockstep/train/checkpoint.h"
@@ -18,7 +20,13 @@ namespace lockstep::train {
 // The learning rate after the scaling rule: lr * global_batch / base_batch for "linear".
 double effective_lr(const TrainConfig& c, int64_t global_batch);
 
-std::unique_ptr<nn::Optimizer> make_optimizer(const TrainConfig& c, nn::Model& model, double lr);
+// True when the configured optimizer averages the gradients over the ranks itself (ZeRO), so
+// DDP is built without gradient sync (the answer of that optimizer's reduces_gradients()).
+bool optimizer_reduces_gradients(const TrainConfig& c);
+// The configured optimizer over `model`, or (zero = true) ddp::ZeroOptimizer over `params`,
+// DDP's view of the model (after DDP, which may re-lay the gradients out). Collective with ZeRO.
+std::unique_ptr<nn::Optimizer> make_optimizer(const TrainConfig& c, nn::Model& model, ddp::ParamSource& params,
+                                              comm::ProcessGroup& pg, double lr, Millis timeout);
 // Warm-up (if any) followed by the configured schedule over the remaining steps.
 std::unique_ptr<nn::LrSchedule> make_schedule(const TrainConfig& c, double lr, int64_t total_steps);
 

@@ -7,16 +7,15 @@
 #include "lockstep/core/log.h"
 #include "lockstep/data/data_loader.h"
 #include "lockstep/ddp/ddp.h"
-#include "lockstep/ddp/zero_optimizer.h"
 #include "lockstep/nn/blas.h"
 #include "lockstep/nn/loss.h"
 #include "lockstep/train/async_checkpoint.h"
 #include "lockstep/train/checkpoint.h"
 #include "lockstep/train/metrics.h"
+#include "lockstep/train/optimizer_checkpoint.h"
 #include "lockstep/train/progress.h"
 #include "lockstep/train/run_start.h"
 #include "lockstep/train/train_state.h"
-#include "lockstep/train/zero_checkpoint.h"
 
 namespace lockstep::train {
 
@@ -67,10 +66,8 @@ struct Trainer::Impl {
   TrainerHooks hooks;
   int rank = 0, world = 1;
 
-  std::unique_ptr<nn::Optimizer> opt;           // without ZeRO
-  std::unique_ptr<ddp::ZeroOptimizer> zero;     // zero = true: SGD state sharded over ranks
-  std::optional<Checkpoint> zero_resume;        // read before the ZeroOptimizer exists
-  float zero_step[1] = {0.0f};                  // "step" of a ZeRO checkpoint (as nn::Sgd saves it)
+  std::unique_ptr<nn::Optimizer> opt;           // built after DDP (ZeRO works on DDP's view)
+  std::optional<Checkpoint> pending_resume;     // its optimizer state, loaded once `opt` exists
   std::unique_ptr<nn::LrSchedule> sched;
   std::unique_ptr<ddp::DistributedDataParallel> ddp;
   std::unique_ptr<data::DataLoader> loader, test_loader;
@@ -110,9 +107,9 @@ struct Trainer::Impl {
   void after_step(int64_t samples, double step_seconds);
   DivergedError diverged(double loss, bool stepped) const;
   void evaluate();
-  CheckpointSave snapshot(const ZeroSnapshot& zs);
-  void setup_zero();
-  float lr_now() const { return zero ? zero->lr() : opt->lr(); }
+  CheckpointSave snapshot(const OptimizerSnapshot& os);
+  void setup_optimizer();
+  float lr_now() const { return opt->lr(); }
   Millis timeout() const { return Millis(int64_t(cfg.timeout * 1000)); }
   void save(bool wait_now);
   TrainResult already_complete();
@@ -137,7 +134,6 @@ void Trainer::Impl::setup() {
   if (cfg.max_steps > 0) total_steps = std::min(total_steps, cfg.max_steps);
   global_batch = cfg.batch * world * cfg.grad_accum;
   base_lr = effective_lr(cfg, global_batch);
-  if (!cfg.zero) opt = make_optimizer(cfg, model, base_lr);
   sched = make_schedule(cfg, base_lr, total_steps);
   if (test_set) {
     test_loader = std::make_unique<data::DataLoader>(
@@ -160,10 +156,10 @@ void Trainer::Impl::setup() {
   const bool last_epoch_done = epoch + 1 >= cfg.epochs && loader->sampler().remaining() < cfg.batch;
   if ((complete = resume && (step >= total_steps || last_epoch_done))) return;
   // Every rank has the same weights now; DDP checks the architectures and broadcasts rank 0's.
-  // With ZeRO the gradients stay local until ZeroOptimizer::step reduce-scatters them.
+  // An optimizer that reduces the gradients itself (ZeRO) gets them local.
   ddp = std::make_unique<ddp::DistributedDataParallel>(
-      model, pg, ddp::DdpOptions{.gradient_sync = !cfg.zero, .deterministic = true});
-  if (cfg.zero) setup_zero();
+      model, pg, ddp::DdpOptions{.gradient_sync = !optimizer_reduces_gradients(cfg), .deterministic = true});
+  setup_optimizer();
   commit_start();
   metrics = std::make_unique<MetricsWriter>(run_dir, rank == 0, resume ? step : -1);
   metrics->write_run_info(cfg.to_json(), collect_run_env(world, pg.backend_name(), nn::num_threads()),
@@ -221,31 +217,14 @@ void Trainer::Impl::commit_start() {
   if (!error.empty()) throw SystemError(EIO, str_cat("rank 0 could not record the start of the run: ", error));
 }
 
-// ZeRO stage 1: built on DDP's view of the parameters (after DDP, which may re-lay the
-// gradients out), then each rank loads its slice of a resumed checkpoint's state. Every rank
-// learns whether all could, so a bad shard read by one rank stops all of them at once.
-void Trainer::Impl::setup_zero() {
-  zero = std::make_unique<ddp::ZeroOptimizer>(
-      pg, ddp->params(),
-      ddp::ZeroSgdOptions{.lr = float(base_lr), .momentum = float(cfg.momentum),
-                          .weight_decay = float(cfg.weight_decay), .nesterov = cfg.nesterov},
-      timeout());
-  if (!zero_resume) return;
-  double failed[1] = {0};
-  std::exception_ptr error;
-  try {
-    restore_zero_optimizer(*zero, ddp->params(), *zero_resume);
-  } catch (const std::exception&) {
-    failed[0] = 1;
-    error = std::current_exception();
-  }
-  sum_over_ranks(pg, failed);
-  const fs::path origin = zero_resume->path;
-  zero_resume.reset();
-  if (error) std::rethrow_exception(error);
-  if (failed[0] != 0)
-    LOCKSTEP_THROW(DataError, origin.string(), ": ", int64_t(failed[0]), " rank(s) could not load their ZeRO "
-                   "optimizer state (see their error); nothing was changed. Resume from an older checkpoint");
+// Built on DDP's view of the parameters (after DDP, which may re-lay the gradients out), then
+// loaded from a resumed checkpoint (collective: with ZeRO every rank reads its own shards).
+void Trainer::Impl::setup_optimizer() {
+  opt = make_optimizer(cfg, model, ddp->params(), pg, base_lr, timeout());
+  if (!pending_resume) return;
+  const Checkpoint c = std::move(*pending_resume);
+  pending_resume.reset();
+  restore_optimizer_state(pg, *opt, ddp->params(), c);
 }
 
 void Trainer::Impl::resume_from(const fs::path& path) {
@@ -256,9 +235,6 @@ void Trainer::Impl::resume_from(const fs::path& path) {
     LOCKSTEP_THROW(DataError, origin, ": checkpoint of model '", c.manifest.model, "', but the run trains '",
                    cfg.model, "'; pass --model ", c.manifest.model, " or another checkpoint");
   restore_model(model, c.weights, origin + "/model.safetensors");
-  if (!cfg.zero)  // a ZeRO checkpoint's state is assembled from its shards
-    restore_optimizer(*opt, is_zero_checkpoint(c) ? assemble_zero_state(c) : c.optimizer,
-                      origin + "/optimizer.safetensors");
   const data::SamplerState sampler = resume_sampler_state(c.manifest, origin + "/state.json", train_set.size());
   loader->load_state(sampler);
   step = start_step = last_saved_step = start_step_of_stretch = c.manifest.step;
@@ -271,10 +247,8 @@ void Trainer::Impl::resume_from(const fs::path& path) {
                  "bitwise that of an uninterrupted run");
   if (rank == 0)
     LOCKSTEP_LOG(info, "resumed from ", origin, " at step ", step, ", epoch ", epoch);
-  if (cfg.zero) {  // kept until setup_zero: the manifest, the path and a plain run's optimizer state
-    c.weights = {};  // restored above; a model's worth of memory not to hold until then
-    zero_resume = std::move(c);
-  }
+  c.weights = {};  // restored above; a model's worth of memory not to hold until setup_optimizer
+  pending_resume = std::move(c);
 }
 
 int64_t Trainer::Impl::train_step() {
@@ -299,15 +273,9 @@ int64_t Trainer::Impl::train_step() {
     stats[1] += double(b->size());
     stats[2] += double(ce.correct());
   }
-  if (cfg.clip > 0) nn::clip_grad_norm(model, float(cfg.clip));  // never with ZeRO (validate)
-  bool stepped;  // false: a gradient was not finite and no rank changed its weights
-  if (zero) {
-    zero->set_lr(sched->lr(step));
-    stepped = zero->step();  // reduce-scatter, check, update this rank's slice, all-gather
-  } else {
-    opt->set_lr(sched->lr(step));
-    stepped = ddp->step(*opt);
-  }
+  if (cfg.clip > 0) nn::clip_grad_norm(model, float(cfg.clip));  // never when opt reduces them (validate)
+  opt->set_lr(sched->lr(step));
+  const bool stepped = ddp->step(*opt);  // false: a gradient was not finite and no rank changed its weights
   sum_over_ranks(pg, stats);
   const double loss = stats[0] / std::max(1.0, stats[1]);
   if (!stepped || !std::isfinite(loss)) throw diverged(loss, stepped);
@@ -316,18 +284,18 @@ int64_t Trainer::Impl::train_step() {
   return int64_t(stats[1]);
 }
 
-// Every rank throws it at the same step. Without ZeRO DDP names the parameter; with ZeRO each
-// rank checked only its own slice of the averaged gradients, and clipping is not available.
+// Every rank throws it at the same step. DDP names the parameter; an optimizer that reduces the
+// gradients itself (ZeRO) checked only its own slice of them, and clipping is not available.
 DivergedError Trainer::Impl::diverged(double loss, bool stepped) const {
   std::string what;
   if (!std::isfinite(loss)) what = str_cat("the mean loss over the global batch is ", loss);
-  else if (zero) what = "an averaged gradient is not finite (found by ZeRO's check of the reduced slices)";
+  else if (opt->reduces_gradients()) what = "an averaged gradient is not finite (found by the optimizer's check of the reduced slices)";
   else what = str_cat("gradient of '", ddp->last_result().nonfinite_param, "' is not finite");
   return DivergedError(str_cat(
       "training diverged at step ", step + 1, " (epoch ", epoch, "): ", what,
       stepped ? "; this step's update was applied" : "; the weights were not updated",
       ". Lower the learning rate (lr = ", lr_now(), "), add warm-up (warmup_steps)",
-      zero ? "" : " or clipping (clip = 1.0)", ", and resume from the last checkpoint in ", ckpt_dir.string()));
+      opt->reduces_gradients() ? "" : " or clipping (clip = 1.0)", ", and resume from the last checkpoint in ", ckpt_dir.string()));
 }
 
 void Trainer::Impl::after_step(int64_t samples, double step_seconds) {
@@ -376,20 +344,16 @@ void Trainer::Impl::evaluate() {
                             " test_acc=", result.test_acc, " (", int64_t(stats[2]), " samples)"));
 }
 
-CheckpointSave Trainer::Impl::snapshot(const ZeroSnapshot& zs) {
-  zero_step[0] = float(step);
+CheckpointSave Trainer::Impl::snapshot(const OptimizerSnapshot& os) {
   CheckpointSave s{.model = cfg.model, .step = step, .epoch = epoch, .world_size = world,
                    .weights = model_views(model),
-                   .optimizer = zero ? std::vector<TensorView>{tensor_view<float>("step", zero_step, {1})}
-                                     : optimizer_views(*opt),
-                   .extra_files = zs.files,
                    .state = {{"sampler", loader->state().to_string()},
                              {"rng", {{"seed", cfg.seed}, {"derivation", "(seed, epoch, sample index)"}}},
                              {"lr", lr_now()},
                              {"global_batch", global_batch},
                              {"sampler_start", {{"step", start_step_of_stretch}, {"offset", start_offset_of_stretch}}},
                              {"config", cfg.to_json()}}};
-  if (!zs.section.is_null()) s.state["zero"] = zs.section;
+  os.add_to(s);
   if (last_eval_step == step && std::isfinite(result.test_loss))  // for checkpoint_keep_best
     s.state["eval"] = {{"step", step}, {"test_loss", result.test_loss}, {"test_acc", result.test_acc}};
   s.lineage = start.lineage;
@@ -402,13 +366,13 @@ CheckpointSave Trainer::Impl::snapshot(const ZeroSnapshot& zs) {
 void Trainer::Impl::save(bool wait_now) {
   const bool fresh = step != last_saved_step;
   if (!fresh && !wait_now) return;
-  // ZeRO: every rank's slice of the optimizer state is gathered on rank 0 (a collective).
-  const ZeroSnapshot zs = fresh && zero ? gather_zero_state(pg, *zero, ddp->params(), timeout()) : ZeroSnapshot{};
+  // Collective: a sharded optimizer state (ZeRO) is gathered on rank 0.
+  const OptimizerSnapshot os = fresh ? snapshot_optimizer(pg, *opt, ddp->params(), timeout()) : OptimizerSnapshot{};
   double failed[1] = {0};
   std::string error;
   if (rank == 0) {
     try {
-      if (fresh) writer->submit(snapshot(zs));
+      if (fresh) writer->submit(snapshot(os));
       if (wait_now || !cfg.checkpoint_async) result.last_checkpoint = writer->wait().value_or(fs::path());
     } catch (const std::exception& e) {  // std::filesystem errors too: never one rank alone
       failed[0] = 1;
