@@ -20,6 +20,9 @@ using testing::reference;
 using testing::run_ranks;
 using testing::test_options;
 
+// Operations this rank's group ran on the thread that waited for them (native only).
+uint64_t ran_on_waiter(ProcessGroup& pg) { return dynamic_cast<NativeProcessGroup&>(pg).ran_on_waiter(); }
+
 struct Param {
   std::string transport;
   int world;
@@ -109,9 +112,10 @@ TEST_P(CollectivesTest, WaitWithTheGroupTimeoutRunsTheOperationItself) {
     int on_waiter = 0;
     for (int k = 0; k < 20; ++k) {
       auto buf = make_input(pg.rank(), kCount, DType::f32, ReduceOp::sum);
+      const uint64_t before = ran_on_waiter(pg);
       Work w = pg.allreduce(buf.data(), kCount, DType::f32, ReduceOp::sum);
       w.wait(o.timeout);
-      on_waiter += w.ran_on_waiter();
+      on_waiter += int(ran_on_waiter(pg) - before);
       expect_reduced(buf.data(), kCount, pg.size(), DType::f32, ReduceOp::sum, "waited");
     }
     EXPECT_GE(on_waiter, 10) << "rank " << pg.rank() << ": of 20 operations waited with the "
@@ -131,22 +135,21 @@ TEST_P(CollectivesTest, CheckFiniteAllreduceFlagsNaNAndInfOnEveryRank) {
         for (size_t at : {size_t(0), count / 2, count - 1}) {
           auto buf = make_input(pg.rank(), count, DType::f32, ReduceOp::avg);
           if (pg.rank() == culprit) store_from_double(buf.data(), DType::f32, at, at % 2 ? INFINITY : std::nan(""));
-          Work w = pg.allreduce_check_finite(buf.data(), count, DType::f32, ReduceOp::avg);
+          auto check = std::make_shared<FiniteCheck>();
+          Work w = pg.allreduce_check_finite(buf.data(), count, DType::f32, ReduceOp::avg, check);
           w.wait(o.timeout);
-          ASSERT_TRUE(w.nonfinite().has_value()) << "the native group always answers";
-          EXPECT_TRUE(*w.nonfinite()) << "rank " << pg.rank() << ": n=" << count << ", rank " << culprit
+          ASSERT_TRUE(check->nonfinite().has_value()) << "the native group always answers";
+          EXPECT_TRUE(*check->nonfinite()) << "rank " << pg.rank() << ": n=" << count << ", rank " << culprit
                                       << " put a NaN/Inf at " << at;
         }
     for (size_t count : {size_t(13), size_t(3000), size_t(70001)}) {
       auto buf = make_input(pg.rank(), count, DType::f32, ReduceOp::avg);
-      Work w = pg.allreduce_check_finite(buf.data(), count, DType::f32, ReduceOp::avg);
+      auto check = std::make_shared<FiniteCheck>();
+      Work w = pg.allreduce_check_finite(buf.data(), count, DType::f32, ReduceOp::avg, check);
       w.wait(o.timeout);
-      ASSERT_TRUE(w.nonfinite().has_value());
-      EXPECT_FALSE(*w.nonfinite()) << "rank " << pg.rank() << ": n=" << count;
+      ASSERT_TRUE(check->nonfinite().has_value());
+      EXPECT_FALSE(*check->nonfinite()) << "rank " << pg.rank() << ": n=" << count;
       expect_reduced(buf.data(), count, pg.size(), DType::f32, ReduceOp::avg, "checked allreduce");
-      Work plain = pg.allreduce(buf.data(), count, DType::f32, ReduceOp::sum);
-      plain.wait(o.timeout);
-      EXPECT_FALSE(plain.nonfinite().has_value()) << "a plain allreduce does not check";
     }
   }, o);
 }
@@ -202,15 +205,16 @@ TEST_P(CollectivesTest, SharedMemoryAllreducesBackToBackNeverMixIterations) {
     for (int culprit = 0; culprit < P; ++culprit) {
       for (size_t i = 0; i < kCount; ++i) x[i] = float(i % 5);
       if (pg.rank() == culprit) x[kCount - 1 - size_t(culprit)] = std::nanf("");
-      Work w = pg.allreduce_check_finite(x, kCount, DType::f32, ReduceOp::avg);
-      w.wait();
-      ASSERT_TRUE(w.nonfinite().has_value());
-      EXPECT_TRUE(*w.nonfinite()) << "rank " << pg.rank() << ": rank " << culprit << " put a NaN";
+      auto check = std::make_shared<FiniteCheck>();
+      pg.allreduce_check_finite(x, kCount, DType::f32, ReduceOp::avg, check).wait();
+      ASSERT_TRUE(check->nonfinite().has_value());
+      EXPECT_TRUE(*check->nonfinite()) << "rank " << pg.rank() << ": rank " << culprit << " put a NaN";
     }
     for (size_t i = 0; i < kCount; ++i) x[i] = float(i % 5);
-    Work w = pg.allreduce_check_finite(x, kCount, DType::f32, ReduceOp::avg);
-    w.wait();
-    EXPECT_FALSE(*w.nonfinite()) << "rank " << pg.rank();
+    auto check = std::make_shared<FiniteCheck>();
+    pg.allreduce_check_finite(x, kCount, DType::f32, ReduceOp::avg, check).wait();
+    ASSERT_TRUE(check->nonfinite().has_value());
+    EXPECT_FALSE(*check->nonfinite()) << "rank " << pg.rank();
     for (size_t i = 0; i < kCount; ++i) ASSERT_EQ(x[i], float(i % 5)) << "element " << i;
     mem.reset();  // gone from the group's view; the path falls back to staging for new memory
     auto again = pg.alloc_shared(kCount * sizeof(int32_t));
@@ -243,18 +247,19 @@ TEST_P(CollectivesTest, StartNowStartsHeldBackOperationsWithoutAWaiter) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
       pg.barrier().wait(o.timeout);  // the ranks issue together
       auto buf = make_input(pg.rank(), kCount, DType::f32, ReduceOp::sum);
+      const uint64_t before = ran_on_waiter(pg);
       Work w = pg.allreduce(buf.data(), kCount, DType::f32, ReduceOp::sum);
       if (hint) {
         pg.start_now();
         EXPECT_TRUE(completes_within(w, std::chrono::seconds(30)))
             << "rank " << pg.rank() << ": start_now() did not start the queued all-reduce";
-        EXPECT_FALSE(w.ran_on_waiter());
+        EXPECT_EQ(ran_on_waiter(pg), before);
       } else {
         EXPECT_FALSE(completes_within(w, std::chrono::milliseconds(200)))
             << "rank " << pg.rank() << ": a held-back all-reduce ran with nobody waiting";
       }
       w.wait(o.timeout);  // without the hint: runs it here
-      EXPECT_EQ(w.ran_on_waiter(), !hint);
+      EXPECT_EQ(ran_on_waiter(pg) - before, hint ? 0u : 1u);
       expect_reduced(buf.data(), kCount, pg.size(), DType::f32, ReduceOp::sum, "started");
     }
   }, o);

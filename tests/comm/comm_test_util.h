@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "lockstep/comm/native_process_group.h"
 #include "lockstep/comm/process_group.h"
 #include "lockstep/core/dtype.h"
 #include "lockstep/store/hash_store.h"
@@ -40,7 +41,9 @@ inline Options test_options(const std::string& transport, const std::string& nam
   o.transport = transport;
   o.group_name = name;
   o.timeout = std::chrono::seconds(60);
-  o.shm_chunk_bytes = 64 << 10;  // small staging rounds: exercises the multi-round paths
+  auto native = std::make_shared<NativeOptions>();
+  native->shm_chunk_bytes = 64 << 10;  // small staging rounds: exercises the multi-round paths
+  o.backend = native;
   return o;
 }
 

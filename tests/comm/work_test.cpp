@@ -77,27 +77,26 @@ TEST(Work, NoWakeUpIsLostBetweenCompleterAndBlockingWaiter) {
   EXPECT_EQ(lost, -1) << "round " << lost << ": a lost wake-up (the wait took the timeout)";
 }
 
-struct Counter {
-  std::atomic<int> calls{0};
-  Clock::duration last{};
+// An engine's task record (task.h) runs the operation on the waiting thread from before_wait.
+struct InlineTask : WorkState {
+  explicit InlineTask(OpInfo i) : WorkState(i) {}
+  mutable std::atomic<int> calls{0};
+  mutable Clock::duration last{};
+  void before_wait(Clock::duration timeout) const override {
+    calls.fetch_add(1);
+    last = timeout;
+    const_cast<InlineTask*>(this)->complete();  // the waiter "ran" the operation
+  }
 };
 
-TEST(Work, HelperRunsOnlyWhileIncompleteAndGetsTheWaitersTimeout) {
-  Counter c;
-  auto s = std::make_shared<WorkState>(info());
-  s->set_helper(&c, [](void* owner, const WorkState& st, Clock::duration timeout) {
-    auto& counter = *static_cast<Counter*>(owner);
-    counter.calls.fetch_add(1);
-    counter.last = timeout;
-    const_cast<WorkState&>(st).complete();  // the waiter "ran" the operation
-  });
+TEST(Work, WaitLetsTheTaskRunInlineOnceWithTheWaitersTimeout) {
+  auto s = std::make_shared<InlineTask>(info());
   Work w(s);
   w.wait(std::chrono::seconds(3));
-  EXPECT_EQ(c.calls.load(), 1);
-  EXPECT_EQ(c.last, std::chrono::seconds(3));
-  w.wait(std::chrono::seconds(3));  // complete: the helper is not called again
-  s->help(std::chrono::seconds(3));
-  EXPECT_EQ(c.calls.load(), 1);
+  EXPECT_EQ(s->calls.load(), 1);
+  EXPECT_EQ(s->last, std::chrono::seconds(3));
+  w.wait(std::chrono::seconds(3));  // complete: not called again
+  EXPECT_EQ(s->calls.load(), 1);
 }
 
 }  // namespace

@@ -285,7 +285,8 @@ class SumThenDivide : public CommHook {
     return {pg.allreduce(data.data(), data.size(), DType::f32, comm::ReduceOp::sum),
             [data, inv](Millis) {
               for (float& x : data) x *= inv;
-            }};
+            },
+            nullptr};
   }
 };
 

@@ -33,20 +33,19 @@ void copy(void* out, const void* in, size_t bytes) {
 #define LOCKSTEP_SIG(...) (opt_.debug_checks ? sig(__VA_ARGS__) : std::string())
 
 Work NativeProcessGroup::allreduce(void* data, size_t count, DType dt, ReduceOp op) {
-  return allreduce_impl(data, count, dt, op, false);
+  return allreduce_impl(data, count, dt, op, nullptr);
 }
 
-Work NativeProcessGroup::allreduce_check_finite(void* data, size_t count, DType dt, ReduceOp op) {
-  return allreduce_impl(data, count, dt, op, true);
+Work NativeProcessGroup::allreduce_check_finite(void* data, size_t count, DType dt, ReduceOp op,
+                                                std::shared_ptr<FiniteCheck> out) {
+  return allreduce_impl(data, count, dt, op, std::move(out));
 }
 
-Work NativeProcessGroup::allreduce_impl(void* data, size_t count, DType dt, ReduceOp op, bool check) {
+Work NativeProcessGroup::allreduce_impl(void* data, size_t count, DType dt, ReduceOp op,
+                                        std::shared_ptr<FiniteCheck> check) {
   if (world_ == 1 || count == 0) {
-    if (!check) return Work::completed({OpKind::allreduce, 0, rank_, opt_.group_name});
-    auto state = std::make_shared<WorkState>(OpInfo{OpKind::allreduce, 0, rank_, opt_.group_name});
-    state->set_nonfinite(has_nonfinite(data, count, dt));
-    state->complete();
-    return Work(std::move(state));
+    if (check) check->set(has_nonfinite(data, count, dt));
+    return Work::completed({OpKind::allreduce, 0, rank_, opt_.group_name});
   }
   // Debug mode: whether the buffer is alloc_shared memory is part of the signature (ranks must
   // agree; likewise for the inputs of allgather and reduce_scatter).
@@ -58,7 +57,7 @@ Work NativeProcessGroup::allreduce_impl(void* data, size_t count, DType dt, Redu
     if (shm_) {
       bool bad = false;
       shm_->allreduce(data, count, dt, op, info, dl, check ? &bad : nullptr);
-      if (check) current_->set_nonfinite(bad);
+      if (check) check->set(bad);
       return;
     }
     widened(data, count, dt, [&](void* d, DType t) {
@@ -71,7 +70,7 @@ Work NativeProcessGroup::allreduce_impl(void* data, size_t count, DType dt, Redu
         algo::allreduce_doubling(c, d, count, t, op);
     });
     // On this thread, beside the caller's computation (the ring leaves no pass to fold it in).
-    if (check) current_->set_nonfinite(has_nonfinite(data, count, dt));
+    if (check) check->set(has_nonfinite(data, count, dt));
   }, count * dtype_size(dt));
 }
 

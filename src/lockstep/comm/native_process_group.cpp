@@ -52,12 +52,13 @@ NativeProcessGroup::NativeProcessGroup(store::Store& store, int rank, int world,
   if (opt_.transport == "auto") opt_.transport = env_or("LOCKSTEP_TRANSPORT", "auto");
   if (opt_.algorithm == "auto") opt_.algorithm = env_or("LOCKSTEP_ALGO", "auto");
   if (env_or("LOCKSTEP_DEBUG", "") == "detail") opt_.debug_checks = true;
-  if (opt_.shm_spin_us < 0) opt_.shm_spin_us = env_int("LOCKSTEP_SHM_SPIN_US", -1, 0, 1 << 30);
-  if (opt_.shm_chunk_bytes == 0)
-    opt_.shm_chunk_bytes = size_t(env_int("LOCKSTEP_SHM_CHUNK_BYTES", 0, 4096, 1 << 30));
-  if (opt_.shm_stream == "auto") opt_.shm_stream = env_or("LOCKSTEP_SHM_STREAM", "auto");
-  if (opt_.shm_stream != "auto" && opt_.shm_stream != "on" && opt_.shm_stream != "off")
-    LOCKSTEP_THROW(ConfigError, "LOCKSTEP_SHM_STREAM (or Options::shm_stream)='", opt_.shm_stream,
+  if (auto* n = dynamic_cast<const NativeOptions*>(opt_.backend.get())) native_ = *n;
+  if (native_.shm_spin_us < 0) native_.shm_spin_us = env_int("LOCKSTEP_SHM_SPIN_US", -1, 0, 1 << 30);
+  if (native_.shm_chunk_bytes == 0)
+    native_.shm_chunk_bytes = size_t(env_int("LOCKSTEP_SHM_CHUNK_BYTES", 0, 4096, 1 << 30));
+  if (native_.shm_stream == "auto") native_.shm_stream = env_or("LOCKSTEP_SHM_STREAM", "auto");
+  if (native_.shm_stream != "auto" && native_.shm_stream != "on" && native_.shm_stream != "off")
+    LOCKSTEP_THROW(ConfigError, "LOCKSTEP_SHM_STREAM (or NativeOptions::shm_stream)='", native_.shm_stream,
                    "': expected auto, on or off");
   if (opt_.queue_poll <= Millis(0))
     LOCKSTEP_THROW(ConfigError, "Options::queue_poll must be positive, got ", opt_.queue_poll.count(), " ms");
@@ -127,10 +128,10 @@ void NativeProcessGroup::rendezvous() {
     kind = std::all_of(hosts.begin(), hosts.end(), [&](const std::string& h) { return h == hosts[0]; })
                ? "shm" : "tcp";
   if (kind == "shm") {
-    shm_ = std::make_unique<shm::ShmGroup>(store_, prefix_, rank_, world_, opt_.shm_chunk_bytes,
-                                           opt_.shm_spin_us, opt_.timeout,
-                                           opt_.shm_stream == "on"    ? shm::StreamTuner::Mode::kAlways
-                                           : opt_.shm_stream == "off" ? shm::StreamTuner::Mode::kNever
+    shm_ = std::make_unique<shm::ShmGroup>(store_, prefix_, rank_, world_, native_.shm_chunk_bytes,
+                                           native_.shm_spin_us, opt_.timeout,
+                                           native_.shm_stream == "on"    ? shm::StreamTuner::Mode::kAlways
+                                           : native_.shm_stream == "off" ? shm::StreamTuner::Mode::kNever
                                                                       : shm::StreamTuner::Mode::kAuto);
     transport_ = &shm_->transport();
   } else if (kind == "tcp") {
@@ -261,7 +262,7 @@ Work NativeProcessGroup::enqueue(OpKind kind, std::string signature, Body body, 
   const bool collective = kind != OpKind::send && kind != OpKind::recv;
   std::lock_guard<std::mutex> lk(mu_);
   OpInfo info{kind, collective ? next_seq_++ : next_p2p_++, rank_, opt_.group_name};
-  auto state = std::make_shared<WorkState>(info);
+  auto state = std::make_shared<TaskState>(info, this, &NativeProcessGroup::help);  // the destructor completes every task
   Work w(state);
   // Waiting longer than the operation's own deadline plus the time its failure may spend on
   // diagnostics (two store exchanges, each bounded) lets its precise error (which peer, which
@@ -273,7 +274,6 @@ Work NativeProcessGroup::enqueue(OpKind kind, std::string signature, Body body, 
         AbortedError(str_cat(info.describe(), ": process group was aborted"))));
     return w;
   }
-  state->set_helper(this, &NativeProcessGroup::help);  // the destructor completes every task
   queue_.push_back(Task{std::move(state), collective ? std::move(signature) : std::string(),
                         std::move(body), bytes});
   if (deep_sleep_ || bytes > kLazyBytes) cv_.notify_one();
@@ -315,7 +315,7 @@ void NativeProcessGroup::worker_loop() {
 // Inline help only when the waiter accepts the operation's own timeout (a shorter wait must be
 // able to give up without failing the operation); otherwise the worker is woken, so an
 // operation enqueued without a notify does not sit out the worker's light-sleep slice.
-void NativeProcessGroup::help(void* self, const WorkState& state, Clock::duration wait_timeout) {
+void NativeProcessGroup::help(void* self, const TaskState& state, Clock::duration wait_timeout) {
   auto& pg = *static_cast<NativeProcessGroup*>(self);
   if (wait_timeout >= pg.opt_.timeout) return pg.help_until(&state);
   std::lock_guard<std::mutex> lk(pg.mu_);
@@ -353,11 +353,10 @@ void NativeProcessGroup::run_task(Task& task, bool on_caller) {
     if (aborted_) LOCKSTEP_THROW(AbortedError, info.describe(), ": process group was aborted");
     const Deadline deadline(coarse_now() + opt_.timeout);  // a tick early at most
     if (shm_) shm_->set_runner(on_caller, task.state.get());
-    current_ = task.state.get();
     if (opt_.debug_checks && collective) check_signature(info, task.signature);
     task.body(info, deadline);
     flight_.finish(slot, true);
-    if (on_caller) task.state->set_ran_on_waiter();
+    if (on_caller) ran_on_waiter_.fetch_add(1, std::memory_order_relaxed);
     task.state->complete();
   } catch (const TimeoutError& e) {
     flight_.finish(slot, false);

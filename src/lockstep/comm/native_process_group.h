@@ -21,6 +21,7 @@
 
 #include "lockstep/comm/flight_recorder.h"
 #include "lockstep/comm/process_group.h"
+#include "lockstep/comm/task.h"
 #include "lockstep/comm/transport.h"
 #include "lockstep/core/buffer.h"
 
@@ -29,6 +30,24 @@ namespace lockstep::comm {
 namespace shm {
 class ShmGroup;
 }
+
+// The native backend's own settings (Options::backend); the environment variables named
+// below override the defaults, never a value set here.
+struct NativeOptions : BackendOptions {
+  // Bytes per rank staged per step in the shared-memory path (0 = default).
+  // Env: LOCKSTEP_SHM_CHUNK_BYTES.
+  size_t shm_chunk_bytes = 0;
+  // How all-reduce stores into the shared staging slots from 256 KiB on: "auto" (default:
+  // measured per size class, shm/stream_tuner.h), "on" (non-temporal stores), "off" (ordinary
+  // stores). Env: LOCKSTEP_SHM_STREAM.
+  std::string shm_stream = "auto";
+  // How long a shared-memory wait spins before it sleeps on a futex, in microseconds; -1 =
+  // auto (300 when every busy thread has a core, else 0; an operation the group thread runs
+  // while its caller computes counts two threads per rank; with more ranks than cores a wait
+  // yields its core for up to 100 us before it sleeps). A value set here replaces both: that
+  // long busy spinning, no yielding. Env: LOCKSTEP_SHM_SPIN_US.
+  int shm_spin_us = -1;
+};
 
 class NativeProcessGroup final : public ProcessGroup {
  public:
@@ -43,7 +62,8 @@ class NativeProcessGroup final : public ProcessGroup {
   std::string transport_name() const;
 
   Work allreduce(void* data, size_t count, DType dtype, ReduceOp op) override;
-  Work allreduce_check_finite(void* data, size_t count, DType dtype, ReduceOp op) override;
+  Work allreduce_check_finite(void* data, size_t count, DType dtype, ReduceOp op,
+                              std::shared_ptr<FiniteCheck> out) override;
   Work broadcast(void* data, size_t count, DType dtype, int root) override;
   Work reduce(void* data, size_t count, DType dtype, ReduceOp op, int root) override;
   Work allgather(const void* in, void* out, size_t count, DType dtype) override;
@@ -58,11 +78,14 @@ class NativeProcessGroup final : public ProcessGroup {
   void abort() override;
   void start_now() override;
   std::shared_ptr<std::byte[]> alloc_shared(size_t bytes) override;
+  // Diagnostics: how many operations the thread that waited for them ran itself (no hand-off
+  // to the group's thread).
+  uint64_t ran_on_waiter() const { return ran_on_waiter_.load(std::memory_order_relaxed); }
 
  private:
   using Body = std::function<void(const OpInfo&, Deadline)>;
   struct Task {
-    std::shared_ptr<WorkState> state;
+    std::shared_ptr<TaskState> state;
     std::string signature;  // for debug checks; empty for point-to-point
     Body body;
     size_t bytes = 0;
@@ -91,8 +114,8 @@ class NativeProcessGroup final : public ProcessGroup {
   // `target` is done or another thread holds the queue front.
   void help_until(const WorkState* target);
   void run_task(Task& task, bool on_caller);
-  Work allreduce_impl(void* data, size_t count, DType dtype, ReduceOp op, bool check_finite);
-  static void help(void* self, const WorkState& state, Clock::duration wait_timeout);
+  Work allreduce_impl(void* data, size_t count, DType dtype, ReduceOp op, std::shared_ptr<FiniteCheck> check);
+  static void help(void* self, const TaskState& state, Clock::duration wait_timeout);
   // After an operation failed: prints the flight recorder, posts this rank's progress to the
   // store and reads the others' (briefly; not a local peer known dead), and returns a summary
   // of who got how far. Only the group's first failure does this: the operations queued
@@ -107,6 +130,7 @@ class NativeProcessGroup final : public ProcessGroup {
   store::Store& store_;
   const int rank_, world_;
   Options opt_;
+  NativeOptions native_;
   std::string prefix_;
   std::unique_ptr<Transport> tcp_;
   Transport* transport_ = nullptr;  // tcp_ or the shm group's pair transport
@@ -121,8 +145,8 @@ class NativeProcessGroup final : public ProcessGroup {
   bool stop_ = false;
   bool deep_sleep_ = true;   // the worker sleeps until notified (else it naps in slices)
   bool running_ = false;     // a task is being run (by the worker or a helping waiter)
-  WorkState* current_ = nullptr;  // that task's state (for bodies that report more than done)
   std::atomic<bool> aborted_{false};
+  std::atomic<uint64_t> ran_on_waiter_{0};
   // Set once a store call on a failure path timed out (network gone): later failures skip
   // the store instead of spending the diagnostics budget on it again.
   std::atomic<bool> store_silent_{false};

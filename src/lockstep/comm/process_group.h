@@ -9,9 +9,11 @@
 // same collectives in the same order with the same dtype/count (LOCKSTEP_DEBUG=detail checks).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -22,6 +24,12 @@
 #include "lockstep/store/store.h"
 
 namespace lockstep::comm {
+
+// Settings only one backend understands derive from this (the native backend's:
+// NativeOptions, native_process_group.h); a backend ignores another backend's.
+struct BackendOptions {
+  virtual ~BackendOptions() = default;
+};
 
 struct Options {
   // Bound on every blocking step (connect, each wait on a peer) and Work::wait() default.
@@ -42,22 +50,27 @@ struct Options {
   // Verify each collective's signature across ranks through the store (slow; for debugging).
   // Also enabled by LOCKSTEP_DEBUG=detail.
   bool debug_checks = false;
-  // Bytes per rank staged per step in the shared-memory path (0 = default).
-  size_t shm_chunk_bytes = 0;
-  // How all-reduce stores into the shared staging slots from 256 KiB on: "auto" (default:
-  // measured per size class, shm/stream_tuner.h), "on" (non-temporal stores), "off" (ordinary
-  // stores). Env: LOCKSTEP_SHM_STREAM.
-  std::string shm_stream = "auto";
-  // How long a shared-memory wait spins before it sleeps on a futex, in microseconds; -1 =
-  // auto (300 when every busy thread has a core, else 0; an operation the group thread runs
-  // while its caller computes counts two threads per rank; with more ranks than cores a wait
-  // yields its core for up to 100 us before it sleeps). A value set here replaces both: that
-  // long busy spinning, no yielding. Env: LOCKSTEP_SHM_SPIN_US.
-  int shm_spin_us = -1;
   // How often the group's own thread, while operations keep coming, looks for those queued
   // without waking it (up to 1 MiB: left to their waiter, who runs them without a thread
   // hand-off; start_now() wakes it at once).
   Millis queue_poll{2};
+  // The chosen backend's own settings, if any (null: its defaults and environment).
+  std::shared_ptr<const BackendOptions> backend;
+};
+
+// Where allreduce_check_finite answers: written by the backend before the Work completes,
+// read after wait(). Shared, so that it outlives a handle the caller dropped.
+class FiniteCheck {
+ public:
+  // Empty when the backend did not check (the caller scans).
+  std::optional<bool> nonfinite() const {
+    const int8_t v = v_.load(std::memory_order_relaxed);
+    return v < 0 ? std::nullopt : std::optional<bool>(v == 1);
+  }
+  void set(bool any) { v_.store(any ? 1 : 0, std::memory_order_relaxed); }
+
+ private:
+  std::atomic<int8_t> v_{-1};
 };
 
 class ProcessGroup {
@@ -85,11 +98,12 @@ class ProcessGroup {
   // In place: every rank ends with op(all ranks' data). avg divides the sum by size()
   // (integer division for integer dtypes). f16/bf16 accumulate in f32.
   virtual Work allreduce(void* data, size_t count, DType dtype, ReduceOp op) = 0;
-  // allreduce that also tells whether the result holds a NaN or an Inf (Work::nonfinite(),
-  // once complete): DDP's guard. The native group checks while the data passes through the
+  // allreduce that also tells whether the result holds a NaN or an Inf, in `out` once the
+  // Work completed: DDP's guard. The native group checks while the data passes through the
   // reduction (shared memory) or on its own thread (tcp). The default is a plain allreduce
-  // and leaves nonfinite() empty: the caller scans. Every rank must call the same one.
-  virtual Work allreduce_check_finite(void* data, size_t count, DType dtype, ReduceOp op) {
+  // and leaves `out` empty: the caller scans. Every rank must call the same one.
+  virtual Work allreduce_check_finite(void* data, size_t count, DType dtype, ReduceOp op,
+                                      std::shared_ptr<FiniteCheck> out) {
     return allreduce(data, count, dtype, op);
   }
   // In place: root's data is copied to every rank.

@@ -36,7 +36,7 @@ std::exception_ptr WorkState::error() const {
 
 void Work::wait(Clock::duration timeout) const {
   LOCKSTEP_CHECK(state_ != nullptr, "wait() on an empty Work handle");
-  if (!state_->is_completed()) state_->help(timeout);
+  if (!state_->is_completed()) state_->before_wait(timeout);
   if (!state_->wait_for(timeout)) {
     LOCKSTEP_THROW(TimeoutError, state_->info().describe(), " did not complete within ",
                    std::chrono::duration_cast<Millis>(timeout).count(),
@@ -51,11 +51,6 @@ void Work::wait() const { wait(default_timeout_); }
 bool Work::is_completed() const { return state_ && state_->is_completed(); }
 
 std::exception_ptr Work::error() const { return state_ ? state_->error() : nullptr; }
-
-std::optional<bool> Work::nonfinite() const {
-  if (!is_completed() || error() || state_->nonfinite() < 0) return std::nullopt;
-  return state_->nonfinite() == 1;
-}
 
 const OpInfo& Work::info() const {
   LOCKSTEP_CHECK(state_ != nullptr, "info() on an empty Work handle");

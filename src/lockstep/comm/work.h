@@ -11,17 +11,20 @@
 #include <exception>
 #include <memory>
 #include <mutex>
-#include <optional>
 
 #include "lockstep/comm/types.h"
 #include "lockstep/core/clock.h"
 
 namespace lockstep::comm {
 
-// Shared between the Work handle(s) and the backend thread that completes it.
+// Shared between the Work handle(s) and the backend that completes it: the outcome only.
+// An engine derives its own task record from it for what its scheduler needs (task.h).
 class WorkState {
  public:
   explicit WorkState(OpInfo info) : info_(info) {}
+  virtual ~WorkState() = default;
+  WorkState(const WorkState&) = delete;
+  WorkState& operator=(const WorkState&) = delete;
   void complete(std::exception_ptr error = nullptr);
   // Lock-free: an acquire load (error_ is written once, before done_).
   bool is_completed() const { return done_.load(std::memory_order_acquire); }
@@ -29,29 +32,13 @@ class WorkState {
   bool wait_for(Clock::duration timeout) const;
   std::exception_ptr error() const;
   const OpInfo& info() const { return info_; }
-  // Whether some thread is blocked in wait_for (its core is free: a backend may spin).
-  bool has_blocked_waiter() const { return blocked_.load(std::memory_order_relaxed) > 0; }
-  // A backend may let the waiting thread run the operation itself when its own thread is
-  // idle (saves two thread hand-offs on small messages); wait() calls help() first, and only
-  // while the operation is incomplete. `fn` gets `owner` (the backend), this state and the
-  // waiter's timeout, and declines when it could overrun that timeout. The backend must
-  // complete every operation before it goes away (so an incomplete one proves it is alive).
-  // Set before the state is shared.
-  using HelpFn = void (*)(void* owner, const WorkState& state, Clock::duration timeout);
-  void set_helper(void* owner, HelpFn fn) {
-    helper_owner_ = owner;
-    helper_fn_ = fn;
-  }
-  void help(Clock::duration timeout) const {
-    if (helper_fn_ && !is_completed()) helper_fn_(helper_owner_, *this, timeout);
-  }
-  // Set by a backend before complete() when it checked the result for NaN/Inf
-  // (ProcessGroup::allreduce_check_finite).
-  void set_nonfinite(bool any) { nonfinite_.store(any ? 1 : 0, std::memory_order_relaxed); }
-  int nonfinite() const { return nonfinite_.load(std::memory_order_relaxed); }  // -1: unchecked
-  // Set by a backend before complete() when the waiting thread ran the operation itself.
-  void set_ran_on_waiter() { ran_on_waiter_.store(true, std::memory_order_relaxed); }
-  bool ran_on_waiter() const { return ran_on_waiter_.load(std::memory_order_relaxed); }
+  // Work::wait calls it once, while the operation is incomplete, before blocking for at most
+  // `timeout`: an engine may run the operation on the waiting thread (task.h). Default: nothing.
+  virtual void before_wait(Clock::duration timeout) const {}
+
+ protected:
+  // How many threads are blocked in wait_for (their cores are free: an engine may spin).
+  int blocked_waiters() const { return blocked_.load(std::memory_order_relaxed); }
 
  private:
   OpInfo info_;
@@ -64,13 +51,10 @@ class WorkState {
   mutable std::atomic<int> blocked_{0};  // waiters inside wait_for
   std::atomic<bool> claimed_{false};     // complete() was called (the first outcome stays)
   std::atomic<bool> done_{false};
-  std::atomic<bool> ran_on_waiter_{false};
-  std::atomic<int8_t> nonfinite_{-1};
   std::exception_ptr error_;
-  void* helper_owner_ = nullptr;
-  HelpFn helper_fn_ = nullptr;
 };
 
+// A plain handle, as c10d's Work: completed?, wait (bounded), the stored error.
 class Work {
  public:
   Work() = default;
@@ -88,12 +72,6 @@ class Work {
   bool failed() const { return is_completed() && error() != nullptr; }
   const OpInfo& info() const;
   bool valid() const { return state_ != nullptr; }
-  // Diagnostics: whether the thread that waited ran the operation (no hand-off to the
-  // backend's thread). Meaningful once completed.
-  bool ran_on_waiter() const { return state_ && state_->ran_on_waiter(); }
-  // Whether the result holds a NaN or an Inf, when the backend checked it (see
-  // ProcessGroup::allreduce_check_finite); empty otherwise, or until completed successfully.
-  std::optional<bool> nonfinite() const;
 
   // A Work that is already complete (world size 1, empty buffers).
   static Work completed(OpInfo info);

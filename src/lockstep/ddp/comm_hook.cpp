@@ -9,9 +9,9 @@ Pending average_in_own_dtype(GradBucket& bucket, comm::ProcessGroup& pg) {
   const bool f32 = bucket.dtype == DType::f32;
   void* data = f32 ? static_cast<void*>(bucket.data.data()) : bucket.bytes.data();
   const size_t n = f32 ? bucket.data.size() : bucket.bytes.size() / dtype_size(bucket.dtype);
-  return {bucket.check_finite ? pg.allreduce_check_finite(data, n, bucket.dtype, comm::ReduceOp::avg)
-                              : pg.allreduce(data, n, bucket.dtype, comm::ReduceOp::avg),
-          {}};
+  if (!bucket.check_finite) return {pg.allreduce(data, n, bucket.dtype, comm::ReduceOp::avg), {}, nullptr};
+  auto finite = std::make_shared<comm::FiniteCheck>();
+  return {pg.allreduce_check_finite(data, n, bucket.dtype, comm::ReduceOp::avg, finite), {}, finite};
 }
 
 Pending AllreduceHook::launch(GradBucket& bucket, comm::ProcessGroup& pg) {
@@ -52,7 +52,7 @@ Pending CompressHook::launch(GradBucket& bucket, comm::ProcessGroup& pg) {
       for (size_t i = 0; i < out.size(); ++i) out[i] = bf16_to_float(h[i]);
     }
   };
-  return {std::move(w), finish};
+  return {std::move(w), finish, nullptr};
 }
 
 std::unique_ptr<CommHook> make_comm_hook(const std::string& name) {

@@ -49,6 +49,7 @@ struct GradBucket {
 struct Pending {
   comm::Work work;  // invalid when nothing is in flight
   std::function<void(Millis timeout)> finish;  // optional; runs after `work` completed
+  std::shared_ptr<comm::FiniteCheck> finite;   // optional: allreduce_check_finite's answer
 };
 
 // One all-reduce (ReduceOp::avg) of the bucket in place, in its dtype (f16/bf16 accumulate

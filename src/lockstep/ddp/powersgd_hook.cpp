@@ -134,7 +134,7 @@ Pending PowerSgdHook::launch(GradBucket& bucket, comm::ProcessGroup& pg) {
   }
   comm::Work w = pg.allreduce(plan.first.data(), plan.plain_floats + plan.p_floats, DType::f32, comm::ReduceOp::avg);
   GradBucket b = bucket;
-  return {std::move(w), [this, b, &plan, &pg](Millis timeout) { finish(b, plan, pg, timeout); }};
+  return {std::move(w), [this, b, &plan, &pg](Millis timeout) { finish(b, plan, pg, timeout); }, nullptr};
 }
 
 void PowerSgdHook::finish(GradBucket bucket, Plan& plan, comm::ProcessGroup& pg, Millis timeout) {

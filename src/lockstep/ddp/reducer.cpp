@@ -213,7 +213,7 @@ void Reducer::wait_bucket(size_t b, StepResult& r) {
   try {
     if (p.work.valid()) p.work.wait(opt_.timeout);
     if (done_us_[b] == 0) done_us_[b] = now_us();
-    if (p.work.valid() && !p.finish) nonfinite = p.work.nonfinite();  // a finish changes the data
+    if (p.finite && !p.finish) nonfinite = p.finite->nonfinite();  // a finish changes the data
     if (p.finish) p.finish(opt_.timeout);
   } catch (const TimeoutError& e) {
     // e says how long: the operation's own deadline (the process group's timeout) usually

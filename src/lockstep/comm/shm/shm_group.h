@@ -22,7 +22,7 @@
 #include "lockstep/comm/shm/segment.h"
 #include "lockstep/comm/transport.h"
 #include "lockstep/comm/types.h"
-#include "lockstep/comm/work.h"
+#include "lockstep/comm/task.h"
 #include "lockstep/core/dtype.h"
 
 namespace lockstep::comm::shm {
@@ -114,7 +114,7 @@ class ShmGroup {
   // configured), or the group's thread beside the caller's computation — then waits spin
   // only while `work` has a blocked waiter (the caller's core is free) or when every rank
   // has two cores (one for its computation, one for communication).
-  void set_runner(bool caller, const WorkState* work) {
+  void set_runner(bool caller, const TaskState* work) {
     caller_runs_ = caller;
     work_ = work;
   }
@@ -214,7 +214,7 @@ class ShmGroup {
   size_t one_barrier_bytes_;      // all-reduces up to this size take one barrier (see allreduce)
   size_t shared_min_bytes_;       // above: all-reduces in shared blocks take allreduce_shared
   bool caller_runs_ = true;
-  const WorkState* work_ = nullptr;
+  const TaskState* work_ = nullptr;
   std::atomic<bool> aborted_{false};
   std::string broken_;
   std::vector<const void*> srcs_;  // per-round source pointers (no allocation per call)
