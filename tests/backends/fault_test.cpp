@@ -48,7 +48,14 @@ TEST_P(Faults, CollectiveNobodyJoinsTimesOutNamingIt) {
         w.wait(std::chrono::seconds(30));
         ADD_FAILURE() << "allreduce without peers completed";
       } catch (const TimeoutError& e) {
-        EXPECT_NE(std::string(e.what()).find("allreduce"), std::string::npos) << e.what();
+        const std::string what = e.what();
+        EXPECT_NE(what.find("allreduce"), std::string::npos) << what;
+        // The flight recorder (every backend's engine) names the ranks that never came.
+        const size_t at = what.find("no report from rank(s) ");
+        ASSERT_NE(at, std::string::npos) << what;
+        const std::string missing = what.substr(at, what.find(" (", at) - at);
+        for (int r = 1; r < pg.size(); ++r)
+          EXPECT_NE(missing.find(std::to_string(r)), std::string::npos) << "rank " << r << ": " << what;
       } catch (const Error& e) {
         ADD_FAILURE() << "expected TimeoutError, got: " << e.what();
       }
@@ -57,6 +64,33 @@ TEST_P(Faults, CollectiveNobodyJoinsTimesOutNamingIt) {
       EXPECT_LT(s, 10.0) << "the timeout was not honoured";
     }
     sync.barrier().wait();
+  });
+}
+
+// LOCKSTEP_DEBUG=detail (here Options::debug_checks) on every backend: rank 0 calls an
+// allreduce where the others call a broadcast; every rank gets an error naming both calls
+// instead of a hang or corrupt data.
+TEST_P(Faults, DebugChecksNameMismatchedCollectives) {
+  const Case c = GetParam();
+  run_ranks_raw(c, [&](int rank, store::Store& store) {
+    Options o = test_options("debug", std::chrono::seconds(20));
+    o.debug_checks = true;
+    auto pg = ProcessGroup::create(c.backend, store, rank, c.world, o);
+    EXPECT_TRUE(pg->supports(Capability::debug_checks));
+    std::vector<float> v(10, 1.0f);
+    Work w = rank == 0 ? pg->allreduce(v.data(), v.size(), DType::f32, ReduceOp::sum)
+                       : pg->broadcast(v.data(), v.size(), DType::f32, 0);
+    try {
+      w.wait(std::chrono::seconds(30));
+      ADD_FAILURE() << "rank " << rank << ": mismatched collectives completed";
+    } catch (const InvalidArgument& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("collective mismatch at #0"), std::string::npos) << what;
+      EXPECT_NE(what.find("'allreduce float32 count=10 op=sum'"), std::string::npos) << what;
+      EXPECT_NE(what.find("'broadcast float32 count=10 root=0'"), std::string::npos) << what;
+    } catch (const Error& e) {
+      ADD_FAILURE() << "rank " << rank << ": expected InvalidArgument, got: " << e.what();
+    }
   });
 }
 

@@ -8,6 +8,7 @@
 
 #include "lockstep/comm/backends/registry.h"
 #include "lockstep/core/error.h"
+#include "lockstep/store/file_store.h"
 #include "lockstep/store/hash_store.h"
 
 namespace lockstep::comm::conformance {
@@ -50,7 +51,16 @@ Options test_options(const std::string& name, Millis timeout) {
 void run_ranks_raw(const Case& c, const std::function<void(int, store::Store&)>& fn) {
   store::HashStore store;
   if (c.mpi_process) {
-    fn(env_or("OMPI_COMM_WORLD_RANK", env_or("PMI_RANK", 0)), store);
+    // The ranks of the MPI job share a FileStore in the directory run_under_mpirun made (a new
+    // file per call: every rank makes the same calls in the same order), so that the flight
+    // recorder's reports and the debug checks see each other.
+    static int calls = 0;
+    const char* env = std::getenv("LOCKSTEP_TEST_STORE_DIR");
+    const std::string dir = env ? env : "";
+    const int rank = env_or("OMPI_COMM_WORLD_RANK", env_or("PMI_RANK", 0));
+    if (dir.empty()) return fn(rank, store);
+    store::FileStore shared(str_cat(dir, "/store-", calls++), std::chrono::seconds(60));
+    fn(rank, shared);
     return;
   }
   std::mutex mu;

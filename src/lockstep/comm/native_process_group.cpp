@@ -62,7 +62,8 @@ NativeProcessGroup::NativeProcessGroup(store::Store& store, int rank, int world,
                    "': expected auto, on or off");
   if (opt_.queue_poll <= Millis(0))
     LOCKSTEP_THROW(ConfigError, "Options::queue_poll must be positive, got ", opt_.queue_poll.count(), " ms");
-  prefix_ = str_cat("lockstep/pg/", opt_.group_name, "/");
+  monitor_ = std::make_unique<OpMonitor>(store_, rank_, world_, opt_);
+  prefix_ = monitor_->prefix();
   if (world_ > 1) rendezvous();
   worker_ = std::thread([this] { worker_loop(); });
 }
@@ -139,10 +140,10 @@ void NativeProcessGroup::rendezvous() {
     auto board = [this](const std::string& msg) {
       try {
         auto v = store_.compare_set_within(prefix_ + "first_failure", {}, store::to_bytes(msg),
-                                           kDiagnosticsBudget);
+                                           OpMonitor::kDiagnosticsBudget);
         return store::to_string(v);
       } catch (...) {
-        store_silent_ = true;  // compare_progress need not wait for it again
+        monitor_->store_went_silent();  // explain() need not wait for it again
         throw;
       }
     };
@@ -267,7 +268,7 @@ Work NativeProcessGroup::enqueue(OpKind kind, std::string signature, Body body, 
   // Waiting longer than the operation's own deadline plus the time its failure may spend on
   // diagnostics (two store exchanges, each bounded) lets its precise error (which peer, which
   // step, what the other ranks last completed) arrive first.
-  w.set_default_timeout(opt_.timeout + opt_.timeout / 10 + 2 * kDiagnosticsBudget +
+  w.set_default_timeout(opt_.timeout + opt_.timeout / 10 + 2 * OpMonitor::kDiagnosticsBudget +
                         std::chrono::seconds(1));
   if (aborted_) {
     state->complete(std::make_exception_ptr(
@@ -348,116 +349,31 @@ void NativeProcessGroup::help_until(const WorkState* target) {
 void NativeProcessGroup::run_task(Task& task, bool on_caller) {
   const OpInfo& info = task.state->info();
   const bool collective = info.kind != OpKind::send && info.kind != OpKind::recv;
-  const size_t slot = flight_.start(info, collective, task.bytes);
+  const size_t slot = monitor_->start(info, collective, task.bytes);
   try {
     if (aborted_) LOCKSTEP_THROW(AbortedError, info.describe(), ": process group was aborted");
     const Deadline deadline(coarse_now() + opt_.timeout);  // a tick early at most
     if (shm_) shm_->set_runner(on_caller, task.state.get());
-    if (opt_.debug_checks && collective) check_signature(info, task.signature);
+    if (opt_.debug_checks && collective) monitor_->check_signature(info, task.signature);
     task.body(info, deadline);
-    flight_.finish(slot, true);
+    monitor_->finish(slot, true);
     if (on_caller) ran_on_waiter_.fetch_add(1, std::memory_order_relaxed);
     task.state->complete();
   } catch (const TimeoutError& e) {
-    flight_.finish(slot, false);
-    task.state->complete(std::make_exception_ptr(TimeoutError(str_cat(e.what(), compare_progress(info)))));
+    monitor_->finish(slot, false);
+    task.state->complete(std::make_exception_ptr(TimeoutError(str_cat(e.what(), explain(info)))));
   } catch (const PeerError& e) {
-    flight_.finish(slot, false);
-    task.state->complete(std::make_exception_ptr(
-        PeerError(e.peer_rank(), e.op(), str_cat(e.what(), compare_progress(info)))));
+    monitor_->finish(slot, false);
+    task.state->complete(std::make_exception_ptr(PeerError(e.peer_rank(), e.op(), str_cat(e.what(), explain(info)))));
   } catch (...) {
-    flight_.finish(slot, false);
+    monitor_->finish(slot, false);
     task.state->complete(std::current_exception());
   }
 }
 
-// Every rank that fails posts "last started, last completed" under flight/<rank>; the others
-// are read for up to kDiagnosticsBudget (a dead or stopped rank never posts). Best effort,
-// with every store call bounded: after a network failure the store may be unreachable too,
-// and once a store call has timed out on this failure path it is not tried again.
-std::string NativeProcessGroup::compare_progress(const OpInfo& info) {
-  if (!first_failure_.empty())
-    return str_cat("; this group failed before, in ", first_failure_,
-                   " (see that error and the flight recorder printed then)");
-  first_failure_ = info.describe();
-  std::string table = flight_.dump();
-  if (!table.empty() && table.back() == '\n') table.pop_back();  // the log adds its own
-  LOCKSTEP_LOG(error, "flight recorder of rank ", rank_, " in group '", opt_.group_name,
-               "' (last operations, oldest first):\n", table);
-  if (world_ == 1) return {};
-  // "started completed op": the launcher reads these keys too (its flight-recorder line).
-  const std::string mine = str_cat(flight_.last_started(), " ", flight_.last_completed(), " ",
-                                   op_kind_name(info.kind));
-  std::string out = str_cat("; flight recorder: this rank (", rank_, ") last completed collective #",
-                            flight_.last_completed());
-  if (store_silent_) return out + " (the store did not answer: no reports from the other ranks)";
-  const auto until = Clock::now() + kDiagnosticsBudget;
-  auto left = [&] {
-    return std::max(Millis(50), std::chrono::duration_cast<Millis>(until - Clock::now()));
-  };
-  try {
-    store_.set_within(str_cat(prefix_, "flight/", rank_), store::to_bytes(mine), left());
-    std::vector<bool> seen(size_t(world_), false);
-    seen[size_t(rank_)] = true;
-    std::string reports;
-    int waiting = world_ - 1;
-    for (int p = 0; shm_ && p < world_; ++p) {  // a dead process posts nothing: do not wait for it
-      if (p == rank_ || !shm_->peer_dead(p)) continue;
-      seen[size_t(p)] = true;
-      --waiting;
-      reports += str_cat("; rank ", p, " has exited");
-    }
-    while (waiting > 0 && Clock::now() < until) {
-      for (int p = 0; p < world_; ++p) {
-        const std::string key = str_cat(prefix_, "flight/", p);
-        if (seen[size_t(p)] || !store_.check_within({key}, left())) continue;
-        seen[size_t(p)] = true;
-        --waiting;
-        long long started = -1, completed = -1;
-        std::sscanf(store::to_string(store_.get(key, left())).c_str(), "%lld %lld", &started, &completed);
-        reports += str_cat("; rank ", p, " last completed #", completed,
-                           started < int64_t(info.seq) && info.kind != OpKind::send && info.kind != OpKind::recv
-                               ? str_cat(" and never reached #", info.seq) : std::string());
-      }
-      if (waiting > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    out += reports;
-    std::string silent;
-    for (int p = 0; p < world_; ++p)
-      if (!seen[size_t(p)]) silent += str_cat(silent.empty() ? "" : ", ", p);
-    if (!silent.empty())
-      out += str_cat("; no report from rank(s) ", silent, " (dead, stopped, or still waiting in another operation)");
-  } catch (const std::exception&) {
-    store_silent_ = true;
-    out += " (the store did not answer: no reports from the other ranks)";
-  }
-  return out;
-}
-
-// Debug mode: every rank publishes "seq -> signature" and compares with every other rank's,
-// so a mismatch is reported (with both views) instead of hanging or corrupting data.
-void NativeProcessGroup::check_signature(const OpInfo& info, const std::string& signature) {
-  auto key = [&](uint64_t seq, int r) { return str_cat(prefix_, "debug/", seq, "/", r); };
-  store_.set(key(info.seq, rank_), signature);
-  for (int p = 0; p < world_; ++p) {
-    if (p == rank_) continue;
-    std::string theirs;
-    try {
-      theirs = store::to_string(store_.get(key(info.seq, p), opt_.timeout));
-    } catch (const TimeoutError&) {
-      throw PeerError(p, std::string(op_kind_name(info.kind)),
-                      str_cat(info.describe(), " [debug]: rank ", p, " never reached collective #",
-                              info.seq, " (this rank calls '", signature, "'); it is stalled, "
-                              "dead, or issued fewer collectives"));
-    }
-    if (theirs != signature)
-      LOCKSTEP_THROW(InvalidArgument, "collective mismatch at #", info.seq, " in group '",
-                     opt_.group_name, "': rank ", rank_, " calls '", signature, "' but rank ", p,
-                     " calls '", theirs, "'; every rank must issue the same collectives in the "
-                     "same order");
-  }
-  // Keys two collectives back are no longer read by anyone: passing #seq-1 needed them all.
-  if (info.seq >= 2) store_.delete_key(key(info.seq - 2, rank_));
+std::string NativeProcessGroup::explain(const OpInfo& info) {
+  if (!shm_) return monitor_->explain(info);
+  return monitor_->explain(info, [this](int p) { return shm_->peer_dead(p); });
 }
 
 void NativeProcessGroup::check_root(int root, OpKind kind) const {

@@ -19,7 +19,7 @@
 #include <thread>
 #include <vector>
 
-#include "lockstep/comm/flight_recorder.h"
+#include "lockstep/comm/op_monitor.h"
 #include "lockstep/comm/process_group.h"
 #include "lockstep/comm/task.h"
 #include "lockstep/comm/transport.h"
@@ -116,12 +116,8 @@ class NativeProcessGroup final : public ProcessGroup {
   void run_task(Task& task, bool on_caller);
   Work allreduce_impl(void* data, size_t count, DType dtype, ReduceOp op, std::shared_ptr<FiniteCheck> check);
   static void help(void* self, const TaskState& state, Clock::duration wait_timeout);
-  // After an operation failed: prints the flight recorder, posts this rank's progress to the
-  // store and reads the others' (briefly; not a local peer known dead), and returns a summary
-  // of who got how far. Only the group's first failure does this: the operations queued
-  // behind it fail at once, pointing back to it.
-  std::string compare_progress(const OpInfo& info);
-  void check_signature(const OpInfo& info, const std::string& signature);
+  // After an operation failed: OpMonitor::explain (a local peer known dead is not waited for).
+  std::string explain(const OpInfo& info);
   void check_root(int root, OpKind kind) const;
   void check_peer(int peer, OpKind kind) const;
   // Reductions over the transport widen f16/bf16 to f32 around `fn(buffer, dtype)`.
@@ -136,7 +132,7 @@ class NativeProcessGroup final : public ProcessGroup {
   Transport* transport_ = nullptr;  // tcp_ or the shm group's pair transport
   std::unique_ptr<shm::ShmGroup> shm_;
   std::unique_ptr<Hierarchy> hier_;  // set when all-reduce is hierarchical
-  FlightRecorder flight_{64};
+  std::unique_ptr<OpMonitor> monitor_;  // flight recorder, debug checks, failure reports
   AlignedBuffer scratch_, wide_;  // pooled: grown, never shrunk, used by the worker only
 
   std::mutex mu_;
@@ -147,12 +143,6 @@ class NativeProcessGroup final : public ProcessGroup {
   bool running_ = false;     // a task is being run (by the worker or a helping waiter)
   std::atomic<bool> aborted_{false};
   std::atomic<uint64_t> ran_on_waiter_{0};
-  // Set once a store call on a failure path timed out (network gone): later failures skip
-  // the store instead of spending the diagnostics budget on it again.
-  std::atomic<bool> store_silent_{false};
-  std::string first_failure_;  // describe() of the first failed operation
-  // What a failure may spend on each store exchange (first failure, flight-recorder notes).
-  static constexpr std::chrono::seconds kDiagnosticsBudget{2};
   uint64_t next_seq_ = 0;    // collectives (identical on all ranks)
   uint64_t next_p2p_ = 0;    // point-to-point operations
   int subgroups_ = 0;

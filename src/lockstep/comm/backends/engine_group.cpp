@@ -20,6 +20,11 @@ EngineGroup::EngineGroup(std::string backend, int rank, int world, Options optio
 
 EngineGroup::~EngineGroup() { stop_worker(); }
 
+void EngineGroup::attach_store(store::Store& store) {
+  store_ = &store;
+  monitor_ = std::make_unique<OpMonitor>(store, rank_, world_, opt_);
+}
+
 void EngineGroup::start_worker() {
   worker_ = std::thread([this] { worker_loop(); });
 }
@@ -73,7 +78,7 @@ Work EngineGroup::done(OpKind kind) {
   return w;
 }
 
-Work EngineGroup::submit(OpKind kind, Body body) {
+Work EngineGroup::submit(OpKind kind, Body body, std::string signature, size_t bytes) {
   auto state = std::make_shared<WorkState>(next_info(kind));
   Work w(state);
   w.set_default_timeout(opt_.timeout);
@@ -85,19 +90,37 @@ Work EngineGroup::submit(OpKind kind, Body body) {
                                " group was aborted"))));
       return w;
     }
-    queue_.push_back(Task{state, std::move(body)});
+    queue_.push_back(Task{state, std::move(body), std::move(signature), bytes});
   }
   cv_.notify_one();
   return w;
 }
 
+namespace {
+
+// What every rank must agree on in debug mode: "allreduce float32 count=10 op=sum root=0".
+std::string signature(const Op& op) {
+  std::string s = str_cat(op_kind_name(op.kind), " ", dtype_name(op.dtype), " count=", op.count);
+  if (op.kind == OpKind::allreduce || op.kind == OpKind::reduce || op.kind == OpKind::reduce_scatter)
+    s += str_cat(" op=", reduce_op_name(op.op));
+  if (op.peer >= 0) s += str_cat(" root=", op.peer);
+  return s;
+}
+
+}  // namespace
+
 Work EngineGroup::submit_op(const Op& op) {
-  return submit(op.kind, [this, op](const OpInfo& info, Deadline dl) -> std::unique_ptr<Pending> {
-    if (op.kind == OpKind::send || op.kind == OpKind::recv)
-      if (auto p = post(op, info)) return p;
-    execute(op, info, dl);
-    return nullptr;
-  });
+  const bool p2p = op.kind == OpKind::send || op.kind == OpKind::recv;
+  const bool debug = monitor_ && monitor_->debug_checks() && !p2p;
+  return submit(
+      op.kind,
+      [this, op, p2p](const OpInfo& info, Deadline dl) -> std::unique_ptr<Pending> {
+        if (p2p)
+          if (auto p = post(op, info)) return p;
+        execute(op, info, dl);
+        return nullptr;
+      },
+      debug ? signature(op) : std::string(), op.count * dtype_size(op.dtype));
 }
 
 void EngineGroup::worker_loop() {
@@ -177,9 +200,12 @@ void EngineGroup::run_task(Task& task) {
     task.state->complete(broken_);
     return;
   }
+  const bool p2p = info.kind == OpKind::send || info.kind == OpKind::recv;
+  const size_t slot = monitor_ && !p2p ? monitor_->start(info, true, task.bytes) : 0;
   std::exception_ptr err;
   try {
     const Deadline dl = Deadline::after(opt_.timeout);
+    if (!task.signature.empty()) monitor_->check_signature(info, task.signature);
     if (auto pending = task.body(info, dl)) {
       posted_.push_back(Posted{task.state, std::move(pending), dl});
       return;  // completed by poll_posted()
@@ -191,14 +217,29 @@ void EngineGroup::run_task(Task& task) {
         PeerError(-1, std::string(op_kind_name(info.kind)),
                   str_cat(info.describe(), " failed in the ", backend_, " backend: ", e.what())));
   }
+  if (monitor_ && !p2p) monitor_->finish(slot, err == nullptr);
   if (aborted() && err) {
     err = std::make_exception_ptr(AbortedError(str_cat(info.describe(), ": aborted")));
+  } else if (err && !p2p) {
+    err = explained(err, info);
   }
   // After a failed collective the engine's state is unknown (it may be half done on some
   // peers), so every later operation fails at once instead of mismatching or hanging.
-  const bool p2p = info.kind == OpKind::send || info.kind == OpKind::recv;
   if (err && !p2p) broken_ = err;
   task.state->complete(err);
+}
+
+std::exception_ptr EngineGroup::explained(const std::exception_ptr& err, const OpInfo& info) {
+  if (!monitor_) return err;
+  try {
+    std::rethrow_exception(err);
+  } catch (const TimeoutError& e) {
+    return std::make_exception_ptr(TimeoutError(str_cat(e.what(), monitor_->explain(info))));
+  } catch (const PeerError& e) {
+    return std::make_exception_ptr(PeerError(e.peer_rank(), e.op(), str_cat(e.what(), monitor_->explain(info))));
+  } catch (...) {
+    return err;
+  }
 }
 
 void EngineGroup::check_root(int root, OpKind kind) const {

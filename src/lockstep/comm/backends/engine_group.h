@@ -1,6 +1,9 @@
 // EngineGroup: what every backend on an existing engine (mpi, gloo, nccl) shares — argument
 // checks, sequence numbers, shortcuts for world size 1 and empty buffers, the issue-order
-// queue and the worker thread that runs it, abort and the "broken after a failure" state.
+// queue and the worker thread that runs it, abort and the "broken after a failure" state,
+// and (once attach_store() was called) the OpMonitor the native group uses too: the flight
+// recorder, LOCKSTEP_DEBUG=detail's check of every collective's signature, and the report of
+// which rank never arrived when an operation fails.
 // A backend implements execute(): one operation, run to completion or to its deadline, on
 // the worker thread (so the engine is only ever driven from one thread per group).
 #pragma once
@@ -14,6 +17,7 @@
 #include <string>
 #include <thread>
 
+#include "lockstep/comm/op_monitor.h"
 #include "lockstep/comm/process_group.h"
 #include "lockstep/core/clock.h"
 
@@ -69,6 +73,9 @@ class EngineGroup : public ProcessGroup {
   // calls stop_worker() before tearing the engine down.
   void start_worker();
   void stop_worker();
+  // Before start_worker(): the store every rank of the group shares, for the OpMonitor.
+  void attach_store(store::Store& store);
+  store::Store* attached_store() const { return store_; }
 
   const Options& options() const { return opt_; }
   // With false, a group of one rank still runs its operations through the engine (to test
@@ -100,6 +107,8 @@ class EngineGroup : public ProcessGroup {
   struct Task {
     std::shared_ptr<WorkState> state;
     Body body;
+    std::string signature;  // debug checks only; empty for point-to-point
+    size_t bytes = 0;       // for the flight recorder
   };
   struct Posted {
     std::shared_ptr<WorkState> state;
@@ -107,11 +116,13 @@ class EngineGroup : public ProcessGroup {
     Deadline deadline;
   };
 
-  Work submit(OpKind kind, Body body);
+  Work submit(OpKind kind, Body body, std::string signature = {}, size_t bytes = 0);
   Work submit_op(const Op& op);
   Work done(OpKind kind);           // an already-completed operation (trivial cases)
   void worker_loop();
   void run_task(Task& task);
+  // The operation's error, with the OpMonitor's report of the other ranks where it has one.
+  std::exception_ptr explained(const std::exception_ptr& err, const OpInfo& info);
   // Completes what finished, failed, timed out or was aborted; true if any completed.
   bool poll_posted();
   void fail_posted(const char* why);
@@ -124,6 +135,8 @@ class EngineGroup : public ProcessGroup {
   const int rank_, world_;
   const Options opt_;
   bool single_rank_shortcut_ = true;
+  store::Store* store_ = nullptr;
+  std::unique_ptr<OpMonitor> monitor_;  // with attach_store()
 
   std::mutex mu_;
   std::condition_variable cv_;

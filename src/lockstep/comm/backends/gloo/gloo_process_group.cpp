@@ -68,6 +68,7 @@ GlooProcessGroup::GlooProcessGroup(store::Store& store, int rank, int world, Opt
     for (int r = 0; r < world; ++r) keys.push_back(str_cat(prefix, "connected/", r));
     store_.wait(keys, this->options().timeout);
   }
+  attach_store(store_);
   start_worker();
 }
 
@@ -84,8 +85,8 @@ bool GlooProcessGroup::supports(Capability c) const {
     // libgloo 0.5 cannot interrupt a running collective: abort() fails the queued operations
     // at once, but the running one ends only at its timeout.
     case Capability::abort:
-    case Capability::debug_checks:
     case Capability::shared_memory: return false;
+    case Capability::debug_checks: return true;  // EngineGroup's OpMonitor
   }
   return false;
 }

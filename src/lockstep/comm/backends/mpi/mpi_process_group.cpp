@@ -5,7 +5,7 @@
 
 namespace lockstep::comm {
 
-std::unique_ptr<ProcessGroup> make_mpi_group(store::Store& /*store*/, int rank, int world,
+std::unique_ptr<ProcessGroup> make_mpi_group(store::Store& store, int rank, int world,
                                              const Options& options) {
   using mpi::MpiRuntime;
   if (world > 1 && !MpiRuntime::launched_by_mpi())
@@ -25,7 +25,7 @@ std::unique_ptr<ProcessGroup> make_mpi_group(store::Store& /*store*/, int rank, 
   mpi::wait_request(req, "MPI_Ibarrier", ctx, Deadline::after(options.timeout));
   MPI_Comm dup = MPI_COMM_NULL;
   CHECK_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &dup), ctx);
-  return std::make_unique<mpi::MpiProcessGroup>(mpi::Communicator(dup), options);
+  return std::make_unique<mpi::MpiProcessGroup>(mpi::Communicator(dup), options, &store);
 }
 
 bool mpi_launched() { return mpi::MpiRuntime::launched_by_mpi(); }
@@ -48,11 +48,12 @@ int comm_size(MPI_Comm c) {
   return s;
 }
 
-MpiProcessGroup::MpiProcessGroup(Communicator comm, Options options)
+MpiProcessGroup::MpiProcessGroup(Communicator comm, Options options, store::Store* store)
     : EngineGroup("mpi", comm_rank(comm.get()), comm_size(comm.get()), std::move(options)),
       comm_(std::move(comm)),
       tag_ub_(MpiRuntime::instance().tag_upper_bound()) {
   CHECK_MPI(MPI_Comm_set_errhandler(comm_.get(), MPI_ERRORS_RETURN), "mpi group creation");
+  if (store) attach_store(*store);
   start_worker();
 }
 
@@ -67,7 +68,7 @@ bool MpiProcessGroup::supports(Capability c) const {
     case Capability::send_recv:
     case Capability::sub_groups:
     case Capability::abort: return true;
-    case Capability::debug_checks:
+    case Capability::debug_checks: return attached_store() != nullptr;  // EngineGroup's OpMonitor
     case Capability::shared_memory: return false;
   }
   return false;
@@ -89,7 +90,7 @@ std::unique_ptr<ProcessGroup> MpiProcessGroup::make_subgroup(const std::vector<i
   if (index < 0) return nullptr;
   Options o = options();
   o.group_name = name;
-  return std::make_unique<MpiProcessGroup>(Communicator(sub), o);
+  return std::make_unique<MpiProcessGroup>(Communicator(sub), o, attached_store());
 }
 
 }  // namespace mpi

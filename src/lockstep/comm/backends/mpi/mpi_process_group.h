@@ -4,7 +4,9 @@
 // (MPI has no 16-bit float type); avg is a sum divided by the group size.
 //
 // Started by mpirun/mpiexec or srun only: rank and world come from MPI_COMM_WORLD and must
-// match what the caller passes (the store is not used). See mpi_runtime.h for why.
+// match what the caller passes. The store serves only the flight recorder's reports and
+// LOCKSTEP_DEBUG=detail (engine_group.h): for those the ranks must share it (a TcpStore, or a
+// FileStore on a shared path). See mpi_runtime.h for why MPI starts the processes.
 #pragma once
 
 #include <mpi.h>
@@ -34,8 +36,9 @@ class Communicator {
 
 class MpiProcessGroup final : public engine::EngineGroup {
  public:
-  // Takes ownership of `comm`, whose rank and size become the group's.
-  MpiProcessGroup(Communicator comm, Options options);
+  // Takes ownership of `comm`, whose rank and size become the group's; `store` (may be null)
+  // must outlive the group.
+  MpiProcessGroup(Communicator comm, Options options, store::Store* store);
   ~MpiProcessGroup() override;
 
   bool supports(Capability c) const override;

@@ -140,6 +140,7 @@ NcclProcessGroup::NcclProcessGroup(store::Store& store, int rank, int world, Opt
         sizeof(ncclUniqueId), this->options().timeout);
     init_communicator(id, dl);
   }
+  attach_store(store_);
   start_worker();
 }
 
@@ -151,6 +152,7 @@ NcclProcessGroup::NcclProcessGroup(store::Store& store, int device,
   stream_ = std::make_unique<CudaStream>(device_);
   done_ = std::make_unique<CudaEvent>();
   set_single_rank_shortcut(!config_.single_rank_engine);
+  attach_store(store_);
   start_worker();
 }
 
@@ -175,7 +177,7 @@ bool NcclProcessGroup::supports(Capability c) const {
     case Capability::sub_groups:
     case Capability::abort:
     case Capability::send_recv: return true;  // untagged: matched in issue order
-    case Capability::debug_checks:
+    case Capability::debug_checks: return true;  // EngineGroup's OpMonitor
     case Capability::shared_memory: return false;
   }
   return false;
