@@ -36,6 +36,7 @@ namespace fs = std::filesystem;
 struct TrainFlags {
   std::string config;
   bool print_config = false;
+  std::string profile;  // --profile FILE: not a key (a profile run, not a training setting)
   // One option per config key (`--grad-accum` for grad_accum), applied in key order when
   // given. std::map: the values' addresses stay put while CLI11 holds them.
   std::map<std::string, std::string> text;
@@ -163,6 +164,10 @@ void add_train_flags(CLI::App* cmd, TrainFlags& f) {
   cmd->add_flag(
       "--print-config", f.print_config,
       "print the configuration (defaults, --config file and flags merged) as TOML and exit");
+  cmd->add_option("--profile", f.profile,
+                  "record a step profile for `lockstep plan` in FILE (JSON: bucket sizes and ready "
+                  "times, forward/backward/optimizer time; needs 2+ workers; 20 steps unless "
+                  "--max-steps)");
   add_key_flags(cmd, f);
 }
 
@@ -189,12 +194,8 @@ Runner add_train_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("train", kTrainHelp);
   auto f = std::make_shared<TrainFlags>();
   add_train_flags(cmd, *f);
-  auto profile = std::make_shared<std::string>();
-  cmd->add_option("--profile", *profile,
-                  "record a step profile for `lockstep plan` in FILE (JSON: bucket sizes and ready "
-                  "times, forward/backward/optimizer time; needs 2+ workers; 20 steps unless "
-                  "--max-steps)");
-  return [f, profile] {
+  return [f] {
+    const std::string& profile = f->profile;
     train::TrainConfig c = merged_config(*f);
     if (f->print_config) {
       std::fputs(train::config_to_toml(c).c_str(), stdout);
@@ -205,12 +206,12 @@ Runner add_train_command(CLI::App& app) {
                            getenv_opt("SLURM_PROCID").has_value();
     if (!is_worker) check_before_start(c);
     const int world = is_worker ? read_dist_env().world_size : c.nproc;
-    if (!profile->empty()) prepare_profile(c, *profile, world);
+    if (!profile.empty()) prepare_profile(c, profile, world);
     const bool launcher = c.nproc > 1 && !is_worker;
     const int code = launcher ? launch(c, c.max_restarts) : run_here(c);
     // The launcher reads every rank's trace; a worker of another launcher, rank 0's own.
-    if (!profile->empty() && code == 0 && (launcher || read_dist_env().rank == 0))
-      finish_profile(c, *profile, world, launcher ? c.nproc : 1);
+    if (!profile.empty() && code == 0 && (launcher || read_dist_env().rank == 0))
+      finish_profile(c, profile, world, launcher ? c.nproc : 1);
     return code;
   };
 }
