@@ -21,26 +21,9 @@
 #include "lockstep/torch/checkpoint.h"
 #include "lockstep/torch/ddp.h"
 #include "lockstep/torch/sampler.h"
+#include "torch_models.h"
 
-// lockstep's fmnist-cnn architecture, in torch::nn.
-struct FmnistCnnImpl : torch::nn::Module {
-  FmnistCnnImpl() {
-    conv1 =
-        register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 32, 3).padding(1)));
-    conv2 =
-        register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 64, 3).padding(1)));
-    fc1 = register_module("fc1", torch::nn::Linear(3136, 128));
-    fc2 = register_module("fc2", torch::nn::Linear(128, 10));
-  }
-  torch::Tensor forward(torch::Tensor x) {
-    x = torch::max_pool2d(torch::relu(conv1->forward(x)), 2);
-    x = torch::max_pool2d(torch::relu(conv2->forward(x)), 2);
-    return fc2->forward(torch::relu(fc1->forward(x.flatten(1))));
-  }
-  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
-};
-TORCH_MODULE(FmnistCnn);
+using lockstep_examples::FmnistCnn;  // examples/common/torch_models.h, shared with bench/torch
 
 // Fashion-MNIST (lockstep's IDX reader) as a torch::data dataset whose batches are stacked in
 // one pass: normalised images [B, 1, 28, 28] and int64 labels.

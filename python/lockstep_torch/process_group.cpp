@@ -13,11 +13,13 @@
 
 #include "c10d_store.h"
 #include "lockstep/core/error.h"
+#include "lockstep/torch/dtype.h"
 
 namespace lockstep_torch {
 namespace {
 
 namespace comm = lockstep::comm;
+using lockstep::torch::lockstep_dtype;
 using c10d::OpType;
 using lockstep::DType;
 using Ms = std::chrono::milliseconds;
@@ -31,26 +33,6 @@ struct Staged {
   bool copy_back = false;
 };
 
-std::optional<DType> lockstep_dtype(at::ScalarType s) {
-  switch (s) {
-    case at::kFloat:
-      return DType::f32;
-    case at::kDouble:
-      return DType::f64;
-    case at::kHalf:
-      return DType::f16;
-    case at::kBFloat16:
-      return DType::bf16;
-    case at::kInt:
-      return DType::i32;
-    case at::kLong:
-      return DType::i64;
-    case at::kByte:
-      return DType::u8;
-    default:
-      return std::nullopt;
-  }
-}
 
 void check_tensor(const at::Tensor& t, std::string_view op) {
   TORCH_CHECK(t.defined(), "lockstep ", op, ": undefined tensor");

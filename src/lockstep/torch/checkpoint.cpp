@@ -9,32 +9,13 @@
 #include <torch/types.h>
 
 #include "lockstep/core/error.h"
+#include "lockstep/torch/dtype.h"
 
 namespace lockstep::torch {
 namespace {
 
 constexpr const char* kOptimizerTensor = "torch_optimizer";
 
-std::optional<DType> lockstep_dtype(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat:
-      return DType::f32;
-    case at::kDouble:
-      return DType::f64;
-    case at::kHalf:
-      return DType::f16;
-    case at::kBFloat16:
-      return DType::bf16;
-    case at::kInt:
-      return DType::i32;
-    case at::kLong:
-      return DType::i64;
-    case at::kByte:
-      return DType::u8;
-    default:
-      return std::nullopt;
-  }
-}
 
 // Every named parameter and buffer, in the module's order.
 std::vector<std::pair<std::string, at::Tensor>> named_tensors(::torch::nn::Module& module) {

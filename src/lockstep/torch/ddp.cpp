@@ -14,30 +14,14 @@
 #include "lockstep/ddp/comm_hook.h"
 #include "lockstep/ddp/replica_check.h"
 #include "lockstep/torch/compat.h"
+#include "lockstep/torch/dtype.h"
 
 namespace lockstep::torch {
 namespace {
 
+// Parameters and buffers: bool buffers are broadcast as bytes (no reduction runs on them).
 std::optional<DType> dtype_of(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat:
-      return DType::f32;
-    case at::kDouble:
-      return DType::f64;
-    case at::kHalf:
-      return DType::f16;
-    case at::kBFloat16:
-      return DType::bf16;
-    case at::kInt:
-      return DType::i32;
-    case at::kLong:
-      return DType::i64;
-    case at::kByte:
-    case at::kBool:
-      return DType::u8;
-    default:
-      return std::nullopt;
-  }
+  return t == at::kBool ? std::optional<DType>(DType::u8) : lockstep_dtype(t);
 }
 
 // Dtypes the reducer holds gradients of (one dtype per bucket).
