@@ -53,13 +53,19 @@ def _sampler_and_pruner(study, n_existing):
     return sampler, pruner
 
 
-def _recover(opt_study):
+def _recover(opt_study, space):
     """Trials a killed sweep left RUNNING: recorded as failed (interrupted) and enqueued again."""
     import optuna
     storage = opt_study._storage
     for t in opt_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         storage.set_trial_user_attr(t._trial_id, "interrupted", True)
         storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        if len(t.params) < len(space):
+            # Killed before all its values were drawn (nothing trained): there is nothing to
+            # repeat, and a partial set of values would fix only some of the next trial's.
+            print(f"{PROG}: trial {t.number} was left starting by a killed sweep: recorded as failed",
+                  flush=True)
+            continue
         opt_study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
         print(f"{PROG}: trial {t.number} was left running by a killed sweep: recorded as failed, enqueued again",
               flush=True)
@@ -134,7 +140,7 @@ def main():
     if opt_study.direction.name.lower() != study.direction:
         sys.exit(f"{PROG}: error: {study.path}: key 'objective.direction' = {study.direction!r}, but the study stored "
                  f"in {study.dir} was made with {opt_study.direction.name.lower()}; use another study.dir or name")
-    _recover(opt_study)
+    _recover(opt_study, study.space)
     if n_existing == 0:
         for values in study.enqueue:
             opt_study.enqueue_trial(values)

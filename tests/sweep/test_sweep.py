@@ -84,12 +84,16 @@ def test_killed_sweep_resumes_without_repeating_finished_trials(tmp_path):
     db, deadline = tmp_path / "study" / "study.db", time.monotonic() + TIMEOUT
     try:
         while time.monotonic() < deadline:  # kill -9 once one trial finished and the next one trains
-            if db.exists():
-                try:
-                    st = states(stored(tmp_path))
+            # Not before the first trial's folder: opening the database while the sweep creates
+            # it races the schema set-up of both (the sweep then failed with exit code 1).
+            if (db.parent / "trials").exists():
+                try:  # the last trial has drawn its values and started its launcher
+                    trials = stored(tmp_path).get_trials(deepcopy=False)
+                    st = [t.state for t in trials]
+                    started = bool(trials) and "pid" in trials[-1].user_attrs
                 except Exception:  # the study not yet created, or the database busy
-                    st = []
-                if optuna.trial.TrialState.COMPLETE in st and st[-1] == optuna.trial.TrialState.RUNNING:
+                    st, started = [], False
+                if optuna.trial.TrialState.COMPLETE in st and st[-1] == optuna.trial.TrialState.RUNNING and started:
                     break
             assert p.poll() is None, "the sweep ended before it could be killed"
             time.sleep(0.05)
