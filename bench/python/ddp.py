@@ -19,7 +19,7 @@ the scheduler (a job with more runnable threads gets more of the cores), the CPU
 what each worker did with the CPU it got (waiting for a peer costs CPU only when spinning).
 Medians over --repeat; every repetition is printed too.
 
-    PYTHONPATH=build/release/python /usr/bin/python3 bench/python/ddp.py [--repeat 3]
+    PYTHONPATH=build/release/python /usr/bin/python3 bench/python/ddp.py [--repeat 3] [--keep-memory]
 """
 import argparse
 import datetime
@@ -33,6 +33,13 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PEER = os.path.join(ROOT, "bench/ddp/torch_ddp_peer.py")
 BACKENDS = ("lockstep", "gloo")
+# --keep-memory: glibc malloc keeps what it got (as bench/torch/run.py's python-tm side). Stock
+# PyTorch hands its activations back to the kernel every step; on this VM the page faults that
+# follow make single workers' rates swing 2-3x between runs (pair ceilings of 1157 and 3032
+# samples/s for fmnist-cnn five minutes apart), which swamps the efficiency being measured.
+# Every side, both backends, runs with the same setting.
+KEEP_MEMORY = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296",
+               "MALLOC_TOP_PAD_": "268435456"}
 
 
 def launch(world, copies, backend, model, steps, a):
@@ -45,7 +52,8 @@ def launch(world, copies, backend, model, steps, a):
                          "--rank", str(r), "--world", str(world), "--store", store,
                          "--batch", str(a.batch), "--steps", str(steps),
                          "--warmup", str(a.warmup), "--data", a.data, "--bucket-view", "1"])
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+               **(KEEP_MEMORY if a.keep_memory else {}))
     procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=env) for c in cmds]
     rows = []
@@ -85,6 +93,8 @@ def main():
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--timeout", type=int, default=600)
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--keep-memory", action="store_true",
+                   help="glibc malloc keeps freed memory (every side alike): steadier rates")
     a = p.parse_args()
     if not os.path.exists(os.path.join(a.data, "train-images-idx3-ubyte.gz")):
         a.data = "synthetic"
@@ -92,7 +102,8 @@ def main():
     print(f"# command: {' '.join(sys.argv)}")
     print(f"# date: {datetime.datetime.utcnow():%Y-%m-%dT%H:%M:%SZ}; {os.cpu_count()} cores, "
           f"load {open('/proc/loadavg').read().split()[:3]}; batch {a.batch}/worker, "
-          f"{a.warmup} warm-up steps untimed, 1 compute thread/worker, data: {a.data}")
+          f"{a.warmup} warm-up steps untimed, 1 compute thread/worker, data: {a.data}"
+          + ("; malloc keeps memory" if a.keep_memory else ""))
     print(f"{'model':<11} {'rep':>3} {'backend':<9} {'DDP smp/s':>10} {'ceiling':>10} {'eff':>6} "
           f"{'cpu smp/s':>10} {'cpu ceil':>10} {'cpu eff':>8}")
     summary = []
