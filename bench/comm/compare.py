@@ -8,7 +8,7 @@ median algbw of each per size and the ratio after/before (> 1: the change is fas
     bench/comm/compare.py /tmp/main/bench/comm/bench_collectives \\
         build/release/bench/comm/bench_collectives -- --shared-buffers
 
-Alternating (A B A B ...) spreads the load of a shared machine over both sides; the median
+Alternating (A B, B A, A B, ...) spreads the load of a shared machine over both sides; the median
 of the repetitions drops single outliers. On a loaded machine read ratios, not rates.
 """
 import argparse
@@ -27,10 +27,23 @@ def run(bench, nproc, args, extra):
     for line in out.stdout.splitlines():
         f = line.split()
         if len(f) >= 8 and f[0].isdigit():
-            if int(f[7]) != 0:
-                sys.exit(f"compare.py: {bench}: {f[7]} wrong results at {f[0]} B")
-            rows[int(f[0])] = float(f[5])  # algbw GB/s
+            algbw, wrong = columns(f)
+            if wrong != "0":
+                sys.exit(f"compare.py: {bench}: {wrong} wrong results at {f[0]} B")
+            rows[int(f[0])] = float(algbw)  # GB/s
     return rows
+
+
+def columns(f):
+    """(algbw, #wrong) of one result row, in either layout bench_collectives has printed:
+    before git 2026-12-06, `size count type redop time algbw busbw #wrong ...`; since, the
+    nccl-tests layout `size count type redop root` + out-of-place `time algbw busbw #wrong` +
+    in-place `time algbw busbw #wrong`, where the group lockstep does not have reads N/A."""
+    if "." in f[4]:  # old layout: f[4] is the time
+        return f[5], f[7]
+    if f[5] == "N/A":  # only the in-place group
+        return f[10], f[12]
+    return f[6], f[8]
 
 
 def main():
@@ -43,12 +56,18 @@ def main():
     p.add_argument("--max-bytes", default="256M")
     p.add_argument("--step-factor", type=int, default=4)
     p.add_argument("--timeout", type=int, default=900, help="seconds per bench run")
-    p.add_argument("extra", nargs="*", help="flags for both bench programs (after --)")
-    args = p.parse_args()
+    # Flags after `--` go to both bench programs (argparse would take `--shared-buffers` as
+    # one of its own options, so they are split off before it parses).
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    args.extra = extra
     for nproc in args.nproc:
         got = {"before": [], "after": []}
-        for _ in range(args.repeat):
-            for side in ("before", "after"):
+        for rep in range(args.repeat):
+            # A B, B A, A B, ...: a run that goes first in every pair gains (measured here: the
+            # same binary against itself read 0.91 with A always first).
+            for side in ("before", "after") if rep % 2 == 0 else ("after", "before"):
                 got[side].append(run(getattr(args, side), nproc, args, args.extra))
         print(f"# nproc {nproc}, {args.repeat} alternating runs each, flags {' '.join(args.extra) or '-'}; "
               f"median algbw GB/s")
