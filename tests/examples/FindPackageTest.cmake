@@ -1,5 +1,5 @@
 # cmake -DBUILD_DIR=... -DSOURCE_DIR=... -DWORK_DIR=... -DCXX=... -DGENERATOR=...
-#       [-DSHARED=ON -DBUILT="mpi;gloo;nccl" -DBENCH=ON] -P FindPackageTest.cmake
+#       [-DSHARED=ON -DBUILT="mpi;gloo;nccl" -DBENCH=ON -DTORCH=ON] -P FindPackageTest.cmake
 # lockstep as an installed package: `cmake --install` the build tree into a temporary prefix
 # (not the python component, which goes to the system's Python), then against it:
 # - examples/ddp_mlp built alone (find_package(lockstep)) and run with the installed
@@ -7,7 +7,9 @@
 # - tests/examples/consumer built with find_package + lockstep::lockstep, and again with
 #   pkg-config (lockstep.pc); both run an all-reduce on every backend that loads;
 # - the installed `lockstep --version` loads the plugins from <prefix>/lib/lockstep, and the
-#   installed `lockstep bench collectives` runs one 8-byte size (BENCH).
+#   installed `lockstep bench collectives` runs one 8-byte size (BENCH);
+# - examples/libtorch_cnn built alone (find_package(lockstep), lockstep::torch) and run for 10
+#   steps with the installed `lockstep run` (TORCH: lockstep was built with LibTorch).
 # WORK_DIR is removed before and after.
 foreach(v BUILD_DIR SOURCE_DIR WORK_DIR CXX GENERATOR)
   if(NOT DEFINED ${v})
@@ -121,6 +123,27 @@ if(BENCH)
   if(NOT step_output MATCHES "\n +8 +2 ")
     file(REMOVE_RECURSE ${WORK_DIR})
     message(FATAL_ERROR "the installed lockstep bench collectives printed no 8-byte row:\n${step_output}")
+  endif()
+endif()
+
+# With LibTorch (TORCH): examples/libtorch_cnn built alone against the installed lockstep
+# (find_package(lockstep) brings Torch and lockstep::torch) and run by the installed launcher.
+if(TORCH)
+  set(tbuild ${WORK_DIR}/libtorch_cnn)
+  step("configure examples/libtorch_cnn against the installed lockstep"
+       ${CMAKE_COMMAND} -S ${SOURCE_DIR}/examples/libtorch_cnn -B ${tbuild} -G ${GENERATOR}
+       -DCMAKE_BUILD_TYPE=${BUILD_TYPE} -DCMAKE_CXX_COMPILER=${CXX} -DCMAKE_PREFIX_PATH=${prefix})
+  step("build examples/libtorch_cnn" ${CMAKE_COMMAND} --build ${tbuild})
+  step("ldd examples/libtorch_cnn" ldd ${tbuild}/libtorch_cnn)
+  if(NOT step_output MATCHES "liblockstep_torch[^\n]*=> ${prefix}/lib/" AND SHARED)
+    file(REMOVE_RECURSE ${WORK_DIR})
+    message(FATAL_ERROR "libtorch_cnn does not load lockstep::torch from ${prefix}/lib:\n${step_output}")
+  endif()
+  step("run examples/libtorch_cnn" ${prefix}/bin/lockstep run --nproc-per-node 2 --
+       ${tbuild}/libtorch_cnn --epochs 1 --steps 10)
+  if(NOT step_output MATCHES "libtorch_cnn: 2 workers, 10 steps, samples/s=[0-9]+, test_acc=[0-9.]+ [^\n]*replicas identical")
+    file(REMOVE_RECURSE ${WORK_DIR})
+    message(FATAL_ERROR "the installed libtorch_cnn printed no summary line:\n${step_output}")
   endif()
 endif()
 file(REMOVE_RECURSE ${WORK_DIR})
