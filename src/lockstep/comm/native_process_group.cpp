@@ -21,10 +21,6 @@
 namespace lockstep::comm {
 namespace {
 
-// Operations up to this size do not wake a lightly sleeping worker (see worker_loop).
-constexpr size_t kLazyBytes = 1 << 20;
-constexpr int kLightSlices = 50;
-
 std::string env_or(const char* name, const std::string& fallback) {
   const char* v = std::getenv(name);
   return v && *v ? std::string(v) : fallback;
@@ -43,16 +39,19 @@ std::string host_identity() {
   return str_cat(host, "/", boot);
 }
 
+// The environment's overrides of the backend-neutral options.
+Options resolved(Options o) {
+  if (o.transport == "auto") o.transport = env_or("LOCKSTEP_TRANSPORT", "auto");
+  if (o.algorithm == "auto") o.algorithm = env_or("LOCKSTEP_ALGO", "auto");
+  if (env_or("LOCKSTEP_DEBUG", "") == "detail") o.debug_checks = true;
+  return o;
+}
+
 }  // namespace
 
 NativeProcessGroup::NativeProcessGroup(store::Store& store, int rank, int world, Options options)
-    : store_(store), rank_(rank), world_(world), opt_(std::move(options)) {
-  if (world < 1 || rank < 0 || rank >= world)
-    LOCKSTEP_THROW(InvalidArgument, "native process group: rank ", rank, " not in world of ", world);
-  if (opt_.transport == "auto") opt_.transport = env_or("LOCKSTEP_TRANSPORT", "auto");
-  if (opt_.algorithm == "auto") opt_.algorithm = env_or("LOCKSTEP_ALGO", "auto");
-  if (env_or("LOCKSTEP_DEBUG", "") == "detail") opt_.debug_checks = true;
-  if (auto* n = dynamic_cast<const NativeOptions*>(opt_.backend.get())) native_ = *n;
+    : EngineGroup("native", rank, world, resolved(std::move(options))), store_(store) {
+  if (auto* n = dynamic_cast<const NativeOptions*>(this->options().backend.get())) native_ = *n;
   if (native_.shm_spin_us < 0) native_.shm_spin_us = env_int("LOCKSTEP_SHM_SPIN_US", -1, 0, 1 << 30);
   if (native_.shm_chunk_bytes == 0)
     native_.shm_chunk_bytes = size_t(env_int("LOCKSTEP_SHM_CHUNK_BYTES", 0, 4096, 1 << 30));
@@ -60,29 +59,28 @@ NativeProcessGroup::NativeProcessGroup(store::Store& store, int rank, int world,
   if (native_.shm_stream != "auto" && native_.shm_stream != "on" && native_.shm_stream != "off")
     LOCKSTEP_THROW(ConfigError, "LOCKSTEP_SHM_STREAM (or NativeOptions::shm_stream)='", native_.shm_stream,
                    "': expected auto, on or off");
-  if (opt_.queue_poll <= Millis(0))
-    LOCKSTEP_THROW(ConfigError, "Options::queue_poll must be positive, got ", opt_.queue_poll.count(), " ms");
-  monitor_ = std::make_unique<OpMonitor>(store_, rank_, world_, opt_);
-  prefix_ = monitor_->prefix();
-  if (world_ > 1) rendezvous();
-  worker_ = std::thread([this] { worker_loop(); });
+  attach_store(store_);
+  prefix_ = monitor()->prefix();
+  set_traits({.run_inline = true, .lazy_wake = true, .finite_check = true});
+  if (size() > 1) rendezvous();
+  start_worker();
 }
 
 // Every rank's host identity, by rank (through the store).
 std::vector<std::string> NativeProcessGroup::exchange_hosts() {
-  const std::string mine = !opt_.host_id.empty() ? opt_.host_id : env_or("LOCKSTEP_HOST_ID", host_identity());
-  store_.set(str_cat(prefix_, "host/", rank_), mine);
-  std::vector<std::string> hosts(static_cast<size_t>(world_));
-  for (int p = 0; p < world_; ++p)
-    hosts[size_t(p)] = p == rank_ ? mine : store::to_string(store_.get(str_cat(prefix_, "host/", p), opt_.timeout));
+  const std::string mine = !options().host_id.empty() ? options().host_id : env_or("LOCKSTEP_HOST_ID", host_identity());
+  store_.set(str_cat(prefix_, "host/", rank()), mine);
+  std::vector<std::string> hosts(static_cast<size_t>(size()));
+  for (int p = 0; p < size(); ++p)
+    hosts[size_t(p)] = p == rank() ? mine : store::to_string(store_.get(str_cat(prefix_, "host/", p), options().timeout));
   return hosts;
 }
 
 // Hierarchical when asked, or (auto) when ranks span several hosts and some host runs
 // several of them: then the intra-host part can go over shared memory.
 bool NativeProcessGroup::wants_hierarchy(const std::vector<std::string>& hosts) const {
-  if (opt_.algorithm == "hierarchical") return true;
-  if (opt_.algorithm != "auto") return false;
+  if (options().algorithm == "hierarchical") return true;
+  if (options().algorithm != "auto") return false;
   std::map<std::string, int> per_host;
   for (const auto& h : hosts) ++per_host[h];
   if (per_host.size() < 2) return false;
@@ -98,22 +96,22 @@ void NativeProcessGroup::build_hierarchy(const std::vector<std::string>& hosts) 
   std::vector<std::string> order;  // hosts by first rank
   for (const auto& h : hosts)
     if (std::find(order.begin(), order.end(), h) == order.end()) order.push_back(h);
-  const std::string& mine = hosts[size_t(rank_)];
-  for (int p = 0; p < world_; ++p)
+  const std::string& mine = hosts[size_t(rank())];
+  for (int p = 0; p < size(); ++p)
     if (hosts[size_t(p)] == mine) hier_->local.group_ranks.push_back(p);
   for (const auto& h : order)
     hier_->leaders.group_ranks.push_back(int(std::find(hosts.begin(), hosts.end(), h) - hosts.begin()));
   const size_t host_index = size_t(std::find(order.begin(), order.end(), mine) - order.begin());
   auto make = [&](SubGroup& g, const std::string& name, const std::string& transport) {
-    Options o = opt_;
-    o.group_name = str_cat(opt_.group_name, "/", name);
+    Options o = options();
+    o.group_name = str_cat(options().group_name, "/", name);
     o.transport = transport;
     o.algorithm = "flat";
-    const int sub_rank = int(std::find(g.group_ranks.begin(), g.group_ranks.end(), rank_) - g.group_ranks.begin());
+    const int sub_rank = int(std::find(g.group_ranks.begin(), g.group_ranks.end(), rank()) - g.group_ranks.begin());
     g.pg = std::make_unique<NativeProcessGroup>(store_, sub_rank, int(g.group_ranks.size()), o);
   };
   make(hier_->local, str_cat("host", host_index), "shm");
-  if (hier_->local.group_ranks.front() == rank_) make(hier_->leaders, "leaders", "tcp");
+  if (hier_->local.group_ranks.front() == rank()) make(hier_->leaders, "leaders", "tcp");
   LOCKSTEP_LOG(debug, "hierarchical all-reduce: ", order.size(), " hosts, ", hier_->local.group_ranks.size(),
                      " ranks on this one", hier_->leaders.pg ? " (leader)" : "");
 }
@@ -122,15 +120,15 @@ void NativeProcessGroup::build_hierarchy(const std::vector<std::string>& hosts) 
 // connects it; the store carries the host identities, addresses and segment names. Across
 // hosts, all-reduce may also get the sub-groups of the hierarchical algorithm.
 void NativeProcessGroup::rendezvous() {
-  std::string kind = opt_.transport;
+  std::string kind = options().transport;
   std::vector<std::string> hosts;
-  if (kind == "auto" || opt_.algorithm == "hierarchical") hosts = exchange_hosts();
+  if (kind == "auto" || options().algorithm == "hierarchical") hosts = exchange_hosts();
   if (kind == "auto")
     kind = std::all_of(hosts.begin(), hosts.end(), [&](const std::string& h) { return h == hosts[0]; })
                ? "shm" : "tcp";
   if (kind == "shm") {
-    shm_ = std::make_unique<shm::ShmGroup>(store_, prefix_, rank_, world_, native_.shm_chunk_bytes,
-                                           native_.shm_spin_us, opt_.timeout,
+    shm_ = std::make_unique<shm::ShmGroup>(store_, prefix_, rank(), size(), native_.shm_chunk_bytes,
+                                           native_.shm_spin_us, options().timeout,
                                            native_.shm_stream == "on"    ? shm::StreamTuner::Mode::kAlways
                                            : native_.shm_stream == "off" ? shm::StreamTuner::Mode::kNever
                                                                       : shm::StreamTuner::Mode::kAuto);
@@ -143,11 +141,11 @@ void NativeProcessGroup::rendezvous() {
                                            OpMonitor::kDiagnosticsBudget);
         return store::to_string(v);
       } catch (...) {
-        monitor_->store_went_silent();  // explain() need not wait for it again
+        monitor()->store_went_silent();  // explain() need not wait for it again
         throw;
       }
     };
-    tcp_ = std::make_unique<tcp::TcpTransport>(store_, prefix_, rank_, world_, opt_.timeout, board);
+    tcp_ = std::make_unique<tcp::TcpTransport>(store_, prefix_, rank(), size(), options().timeout, board);
     transport_ = tcp_.get();
     if (!hosts.empty() && wants_hierarchy(hosts)) build_hierarchy(hosts);
   } else {
@@ -181,22 +179,12 @@ void NativeProcessGroup::allreduce_hierarchical(void* data, size_t count, DType 
     auto& leaders = *hier_->leaders.pg;
     run(hier_->leaders, "all-reduce among host leaders",
         [&] { return leaders.allreduce(data, count, dt, sub_op); });
-    finish_avg(data, count, dt, op, world_);
+    finish_avg(data, count, dt, op, size());
   }
   run(hier_->local, "broadcast inside the host", [&] { return local.broadcast(data, count, dt, 0); });
 }
 
-NativeProcessGroup::~NativeProcessGroup() {
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    stop_ = true;
-    if (!queue_.empty()) aborted_ = true;  // nobody waits for them: do not block exit on peers
-  }
-  if (aborted_ && transport_) transport_->abort();
-  if (aborted_ && shm_) shm_->abort();
-  cv_.notify_all();
-  if (worker_.joinable()) worker_.join();
-}
+NativeProcessGroup::~NativeProcessGroup() { stop_worker(); }
 
 bool NativeProcessGroup::supports(Capability c) const {
   switch (c) {
@@ -213,17 +201,17 @@ std::string NativeProcessGroup::transport_name() const {
   return transport_ ? transport_->name() : "none";
 }
 
-void NativeProcessGroup::abort() {
-  aborted_ = true;
+// The engine's abort(), or its destructor with operations queued: fail what runs now.
+void NativeProcessGroup::interrupt() {
   if (transport_) transport_->abort();
   if (shm_) shm_->abort();
-  cv_.notify_all();
 }
 
-void NativeProcessGroup::start_now() {
-  std::lock_guard<std::mutex> lk(mu_);
-  if (!queue_.empty() && !running_) cv_.notify_one();
+void NativeProcessGroup::before_execute(bool on_caller, const TaskState& task) {
+  if (shm_) shm_->set_runner(on_caller, &task);
 }
+
+bool NativeProcessGroup::peer_exited(int p) { return shm_ && shm_->peer_dead(p); }
 
 // One segment for all ranks, rank r's block at r * stride; the group's shared-memory path
 // knows the blocks while the memory lives. Rank 0 decides whether it fits in /dev/shm (a
@@ -231,170 +219,32 @@ void NativeProcessGroup::start_now() {
 // quarter to spare for the segments other groups and jobs create meanwhile, and every rank
 // follows, with ordinary memory otherwise.
 std::shared_ptr<std::byte[]> NativeProcessGroup::alloc_shared(size_t bytes) {
-  if (!shm_ || world_ == 1) return ProcessGroup::alloc_shared(bytes);
+  if (!shm_ || size() == 1) return ProcessGroup::alloc_shared(bytes);
   const size_t stride = (std::max<size_t>(bytes, 1) + 4095) / 4096 * 4096;
   const int id = shared_allocs_++;  // the same on every rank: alloc_shared is collective
   const std::string keys = str_cat(prefix_, "shared/", id, "/");
   bool fits = false;
-  if (rank_ == 0) {
+  if (rank() == 0) {
     struct statvfs v {};
     fits = ::statvfs("/dev/shm", &v) == 0 &&
-           double(v.f_bavail) * double(v.f_frsize) >= 1.25 * double(stride) * world_;
+           double(v.f_bavail) * double(v.f_frsize) >= 1.25 * double(stride) * size();
     if (!fits)
-      LOCKSTEP_LOG(warn, "alloc_shared in group '", opt_.group_name, "': ", (stride * size_t(world_)) >> 20,
-                   " MiB (", world_, " ranks) do not fit in /dev/shm (", uint64_t(v.f_bavail) * v.f_frsize >> 20,
+      LOCKSTEP_LOG(warn, "alloc_shared in group '", options().group_name, "': ", (stride * size_t(size())) >> 20,
+                   " MiB (", size(), " ranks) do not fit in /dev/shm (", uint64_t(v.f_bavail) * v.f_frsize >> 20,
                    " MiB free); using ordinary memory, so collectives on it copy through staging buffers "
                    "(enlarge /dev/shm, e.g. docker run --shm-size)");
     store_.set(keys + "fits", fits ? "1" : "0");
   } else {
-    fits = store::to_string(store_.get(keys + "fits", opt_.timeout)) == "1";
+    fits = store::to_string(store_.get(keys + "fits", options().timeout)) == "1";
   }
   if (!fits) return ProcessGroup::alloc_shared(bytes);
-  auto seg = std::make_shared<shm::ShmSegment>(store_, keys, rank_, world_, stride * size_t(world_), opt_.timeout);
+  auto seg = std::make_shared<shm::ShmSegment>(store_, keys, rank(), size(), stride * size_t(size()), options().timeout);
   std::byte* base = seg->data();
   shm_->shared_blocks()->add(base, stride, bytes, uint64_t(id));
   std::weak_ptr<shm::SharedBlocks> blocks = shm_->shared_blocks();
-  return std::shared_ptr<std::byte[]>(base + size_t(rank_) * stride, [seg, blocks, base](std::byte*) {
+  return std::shared_ptr<std::byte[]>(base + size_t(rank()) * stride, [seg, blocks, base](std::byte*) {
     if (auto b = blocks.lock()) b->remove(base);
   });
-}
-
-Work NativeProcessGroup::enqueue(OpKind kind, std::string signature, Body body, size_t bytes) {
-  const bool collective = kind != OpKind::send && kind != OpKind::recv;
-  std::lock_guard<std::mutex> lk(mu_);
-  OpInfo info{kind, collective ? next_seq_++ : next_p2p_++, rank_, opt_.group_name};
-  auto state = std::make_shared<TaskState>(info, this, &NativeProcessGroup::help);  // the destructor completes every task
-  Work w(state);
-  // Waiting longer than the operation's own deadline plus the time its failure may spend on
-  // diagnostics (two store exchanges, each bounded) lets its precise error (which peer, which
-  // step, what the other ranks last completed) arrive first.
-  w.set_default_timeout(opt_.timeout + opt_.timeout / 10 + 2 * OpMonitor::kDiagnosticsBudget +
-                        std::chrono::seconds(1));
-  if (aborted_) {
-    state->complete(std::make_exception_ptr(
-        AbortedError(str_cat(info.describe(), ": process group was aborted"))));
-    return w;
-  }
-  queue_.push_back(Task{std::move(state), collective ? std::move(signature) : std::string(),
-                        std::move(body), bytes});
-  if (deep_sleep_ || bytes > kLazyBytes) cv_.notify_one();
-  return w;
-}
-
-// The worker runs queued tasks in order. While work keeps coming it naps in short slices
-// (light sleep), so that enqueue need not wake it for small operations: a waiter usually runs
-// those inline (no thread hand-off), and otherwise the worker finds them within one slice.
-// After a while without work it sleeps until notified (deep sleep).
-void NativeProcessGroup::worker_loop() {
-  std::unique_lock<std::mutex> lk(mu_);
-  int idle = 0;
-  for (;;) {
-    if (!running_ && !queue_.empty()) {
-      Task task = std::move(queue_.front());
-      queue_.pop_front();
-      running_ = true;
-      lk.unlock();
-      run_task(task, false);
-      lk.lock();
-      running_ = false;
-      idle = 0;
-      continue;
-    }
-    if (stop_ && !running_) return;  // queue is empty
-    if (idle < kLightSlices) {
-      deep_sleep_ = false;
-      cv_.wait_for(lk, opt_.queue_poll);
-      ++idle;
-    } else {
-      deep_sleep_ = true;
-      cv_.wait(lk);
-      deep_sleep_ = false;
-    }
-  }
-}
-
-// Inline help only when the waiter accepts the operation's own timeout (a shorter wait must be
-// able to give up without failing the operation); otherwise the worker is woken, so an
-// operation enqueued without a notify does not sit out the worker's light-sleep slice.
-void NativeProcessGroup::help(void* self, const TaskState& state, Clock::duration wait_timeout) {
-  auto& pg = *static_cast<NativeProcessGroup*>(self);
-  if (wait_timeout >= pg.opt_.timeout) return pg.help_until(&state);
-  std::lock_guard<std::mutex> lk(pg.mu_);
-  pg.cv_.notify_one();
-}
-
-void NativeProcessGroup::help_until(const WorkState* target) {
-  for (;;) {
-    Task task;
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      if (running_ || queue_.empty() || target->is_completed()) return;
-      task = std::move(queue_.front());
-      queue_.pop_front();
-      running_ = true;
-    }
-    bool mine = task.state.get() == target;
-    run_task(task, true);
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      running_ = false;
-      if (!queue_.empty()) cv_.notify_one();  // the worker waited for running_ to clear
-    }
-    if (mine) return;
-  }
-}
-
-// on_caller: the waiting thread runs the operation (it has nothing else to do, so its waits
-// may spin); otherwise the group's own thread runs it beside the caller's computation.
-void NativeProcessGroup::run_task(Task& task, bool on_caller) {
-  const OpInfo& info = task.state->info();
-  const bool collective = info.kind != OpKind::send && info.kind != OpKind::recv;
-  const size_t slot = monitor_->start(info, collective, task.bytes);
-  try {
-    if (aborted_) LOCKSTEP_THROW(AbortedError, info.describe(), ": process group was aborted");
-    const Deadline deadline(coarse_now() + opt_.timeout);  // a tick early at most
-    if (shm_) shm_->set_runner(on_caller, task.state.get());
-    if (opt_.debug_checks && collective) monitor_->check_signature(info, task.signature);
-    task.body(info, deadline);
-    monitor_->finish(slot, true);
-    if (on_caller) ran_on_waiter_.fetch_add(1, std::memory_order_relaxed);
-    task.state->complete();
-  } catch (const TimeoutError& e) {
-    monitor_->finish(slot, false);
-    task.state->complete(std::make_exception_ptr(TimeoutError(str_cat(e.what(), explain(info)))));
-  } catch (const PeerError& e) {
-    monitor_->finish(slot, false);
-    task.state->complete(std::make_exception_ptr(PeerError(e.peer_rank(), e.op(), str_cat(e.what(), explain(info)))));
-  } catch (...) {
-    monitor_->finish(slot, false);
-    task.state->complete(std::current_exception());
-  }
-}
-
-std::string NativeProcessGroup::explain(const OpInfo& info) {
-  if (!shm_) return monitor_->explain(info);
-  return monitor_->explain(info, [this](int p) { return shm_->peer_dead(p); });
-}
-
-void NativeProcessGroup::check_root(int root, OpKind kind) const {
-  if (root < 0 || root >= world_)
-    LOCKSTEP_THROW(InvalidArgument, op_kind_name(kind), ": root ", root, " outside [0, ", world_, ")");
-}
-
-void NativeProcessGroup::check_peer(int peer, OpKind kind) const {
-  if (peer < 0 || peer >= world_ || peer == rank_)
-    LOCKSTEP_THROW(InvalidArgument, op_kind_name(kind), ": peer ", peer, " invalid for rank ",
-                   rank_, " of ", world_);
-}
-
-void NativeProcessGroup::widened(void* data, size_t count, DType dt,
-                                 const std::function<void(void*, DType)>& fn) {
-  if (!is_half(dt)) return fn(data, dt);
-  wide_.reserve(count * sizeof(float));
-  auto* f = reinterpret_cast<float*>(wide_.data());
-  widen_to_f32(data, f, count, dt);
-  fn(f, DType::f32);
-  narrow_from_f32(f, data, count, dt);
 }
 
 }  // namespace lockstep::comm

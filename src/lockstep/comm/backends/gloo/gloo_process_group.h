@@ -16,7 +16,7 @@
 
 #include <memory>
 
-#include "lockstep/comm/backends/engine_group.h"
+#include "lockstep/comm/engine.h"
 
 namespace lockstep::comm::gloo_backend {
 

@@ -5,7 +5,7 @@
 //
 // Started by mpirun/mpiexec or srun only: rank and world come from MPI_COMM_WORLD and must
 // match what the caller passes. The store serves only the flight recorder's reports and
-// LOCKSTEP_DEBUG=detail (engine_group.h): for those the ranks must share it (a TcpStore, or a
+// LOCKSTEP_DEBUG=detail (comm/engine.h): for those the ranks must share it (a TcpStore, or a
 // FileStore on a shared path). See mpi_runtime.h for why MPI starts the processes.
 #pragma once
 
@@ -13,7 +13,7 @@
 
 #include <vector>
 
-#include "lockstep/comm/backends/engine_group.h"
+#include "lockstep/comm/engine.h"
 #include "lockstep/comm/backends/mpi/mpi_runtime.h"
 
 namespace lockstep::comm::mpi {

@@ -108,6 +108,10 @@ int local_rank_or(int rank) {
   return rank;  // thread-per-rank tests: one device per rank
 }
 
+// Only the group's thread drives NCCL and CUDA here: the engine's inline hand-off (a waiter
+// running the operation itself) is not yet verified on a GPU, so nccl opts out of it.
+constexpr engine::EngineTraits kNcclTraits{.run_inline = false, .lazy_wake = false};
+
 }  // namespace
 
 NcclProcessGroup::NcclProcessGroup(store::Store& store, int rank, int world, Options options,
@@ -125,6 +129,7 @@ NcclProcessGroup::NcclProcessGroup(store::Store& store, int rank, int world, Opt
   done_ = std::make_unique<CudaEvent>();
   comm_ = std::make_unique<Communicator>();
   set_single_rank_shortcut(!config_.single_rank_engine);
+  set_traits(kNcclTraits);
   if (world > 1 || config_.single_rank_engine) {
     const Deadline dl = Deadline::after(this->options().timeout);
     const std::string prefix =
@@ -152,6 +157,7 @@ NcclProcessGroup::NcclProcessGroup(store::Store& store, int device,
   stream_ = std::make_unique<CudaStream>(device_);
   done_ = std::make_unique<CudaEvent>();
   set_single_rank_shortcut(!config_.single_rank_engine);
+  set_traits(kNcclTraits);
   attach_store(store_);
   start_worker();
 }

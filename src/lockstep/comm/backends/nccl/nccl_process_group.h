@@ -18,7 +18,7 @@
 
 #include <memory>
 
-#include "lockstep/comm/backends/engine_group.h"
+#include "lockstep/comm/engine.h"
 #include "lockstep/comm/backends/nccl/nccl_options.h"
 
 namespace lockstep::comm::nccl {
