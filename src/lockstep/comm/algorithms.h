@@ -1,12 +1,12 @@
-// Collective algorithms over a Transport (any transport: tcp, shm pairs). Every function is
-// called by all ranks of the transport with the same arguments except the data; `scratch`
-// is a pooled buffer the algorithm may grow. Data sizes are in elements of `dtype`;
-// f16/bf16 reductions are widened to f32 by the caller.
+// Collective algorithms over a Transport (any transport: tcp, shm pairs), one file each under
+// algorithms/. Every function is called by all ranks of the transport with the same arguments
+// except the data; `scratch` is a pooled buffer the algorithm may grow. Data sizes are in
+// elements of `dtype`; f16/bf16 reductions are widened to f32 by the caller. Which all-reduce
+// runs is the table's choice (algorithms/table.h: choose_pair_allreduce).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <string>
 
 #include "lockstep/comm/transport.h"
 #include "lockstep/comm/types.h"
@@ -22,13 +22,6 @@ struct Ctx {
   uint64_t tag;  // base tag of this operation (its sequence number)
   AlignedBuffer& scratch;
 };
-
-enum class AllreduceAlgo { ring, doubling };
-
-// Which all-reduce to use for `bytes` on `world` ranks: recursive doubling while latency
-// dominates (small messages), pipelined ring when bandwidth does. `forced` from
-// Options::algorithm / LOCKSTEP_ALGO ("ring", "doubling"; anything else = auto).
-AllreduceAlgo choose_allreduce(size_t bytes, int world, const std::string& forced);
 
 void allreduce_ring(Ctx& c, void* data, size_t count, DType dt, ReduceOp op);
 void allreduce_doubling(Ctx& c, void* data, size_t count, DType dt, ReduceOp op);

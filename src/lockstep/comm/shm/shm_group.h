@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "lockstep/comm/algorithms/table.h"
 #include "lockstep/comm/shm/stream_tuner.h"
 #include "lockstep/comm/shm/futex.h"
 #include "lockstep/comm/shm/segment.h"
@@ -78,17 +79,35 @@ class SharedBlocks {
   std::atomic<size_t> count_{0};
 };
 
+// One collective on the shm path, as the table's rows receive it (algorithms/table.h).
+struct ShmOp {
+  const void* in;       // all-reduce, reduce, broadcast: the data, in place (out == in)
+  void* out;
+  size_t count;         // elements: all-reduce and reduce of the data, reduce-scatter per rank
+  size_t bytes;         // what the table chooses by: this rank's input
+  DType dt;
+  ReduceOp op;
+  int root;
+  bool* nonfinite;      // all-reduce: set when the result holds a NaN or an Inf
+  const OpInfo& info;
+  Deadline dl;
+  SharedBlocks::Hit at{};  // where `in` lies, when a shared-only row runs
+};
+
 class ShmGroup {
  public:
   // chunk_bytes: staging bytes per rank per half-slot (0 = default). spin_us: how long waits
   // spin before sleeping (-1 = auto: 300 us when every busy thread has a core, else 0).
   // stream: how large copies into the slots store (stream_tuner.h; kAuto measures).
+  // algorithm: a row of algorithms/table.cpp to force, or auto (empty: LOCKSTEP_ALGO).
   ShmGroup(store::Store& store, const std::string& prefix, int rank, int world, size_t chunk_bytes,
-           int spin_us, Millis timeout, StreamTuner::Mode stream = StreamTuner::Mode::kAuto);
+           int spin_us, Millis timeout, StreamTuner::Mode stream = StreamTuner::Mode::kAuto,
+           const std::string& algorithm = {});
   ~ShmGroup();
 
   Transport& transport();
 
+  // The collectives: each runs the first row of the group's plan that fits (algorithms/table.h).
   // With `nonfinite`, *nonfinite tells whether the result holds a NaN or an Inf, found while
   // the data passes through the reduction. Every rank must ask for it on the same operations.
   void allreduce(void* data, size_t count, DType dt, ReduceOp op, const OpInfo& info, Deadline dl,
@@ -97,10 +116,10 @@ class ShmGroup {
               Deadline dl);
   // The blocks allocated with the group: the caller adds and removes them.
   const std::shared_ptr<SharedBlocks>& shared_blocks() const { return shared_; }
-  // Whether a collective whose input is `bytes` at `data` takes a shared-block path
-  // (allreduce_shared, allgather_shared, reduce_scatter_shared): every rank must agree.
+  // Whether a collective whose input is `bytes` at `data` may take a shared-only row: every
+  // rank must agree.
   bool in_shared_blocks(const void* data, size_t bytes) const {
-    return bytes > shared_min_bytes_ && shared_->find(data, bytes, rank_).has_value();
+    return bytes >= plan_.shared_min() && shared_->find(data, bytes, rank_).has_value();
   }
   void broadcast(void* data, size_t bytes, int root, const OpInfo& info, Deadline dl);
   void allgather(const void* in, void* out, size_t bytes_per_rank, const OpInfo& info, Deadline dl);
@@ -118,10 +137,69 @@ class ShmGroup {
     caller_runs_ = caller;
     work_ = work;
   }
+  // What this group's choice of rows depends on (algorithms/table.h).
+  const algo::Facts& facts() const { return facts_; }
+  // The row that ran this group's last collective (tests: a forced row really runs).
+  const algo::Row* last_row() const { return last_row_; }
+  // Runs collective c by the plan: the first row whose range holds o.bytes (and, if it is
+  // shared-only, whose input lies in a shared block). A row built on another collective
+  // (reduce as all-reduce) calls this too; last_row() stays the outer row.
+  void run(algo::Collective c, ShmOp& o);
 
-  // --- used by ShmTransport ---
+  // --- primitives for the shm rows (algorithms/shm_*.cpp) ---
   int rank() const { return rank_; }
   int world() const { return world_; }
+  // Staging: per rank two half-slots of slot_bytes(); a round takes the next half, so a rank
+  // may publish round k+1 while slower peers still read round k.
+  size_t slot_bytes() const { return half_bytes_; }
+  std::byte* slot(int r, int half) const;
+  int next_half() { return int(chunk_++ & 1); }
+  // Barrier over the control lines (release/acquire: what a rank wrote before it, every rank
+  // sees after it).
+  void sync(const OpInfo& info, Deadline dl);
+  // The first barrier of a shared-block operation: publishes where this rank's buffer lies
+  // and, after it, shared_buf(r) is rank r's buffer, which may lie at another offset of its
+  // block than this rank's (an in-place all-gather's input does). Every rank throws alike
+  // when the ranks' buffers lie in different allocations.
+  void sync_shared(const SharedBlocks::Hit& at, const OpInfo& info, Deadline dl);
+  std::byte* shared_buf(int r) const { return shared_bufs_[size_t(r)]; }
+  // world() source pointers for reduce_many_finish, reused by every operation (no allocation).
+  const void** sources() { return srcs_.data(); }
+  // The NaN/Inf flag of this rank's slice, posted before a sync(); after that sync,
+  // any_nonfinite() says whether some rank posted true.
+  void post_nonfinite(bool mine) {
+    ctl_[rank_].nonfinite.store(((epoch_ + 1) << 1) | uint64_t(mine), std::memory_order_relaxed);
+  }
+  bool any_nonfinite() const {
+    for (int r = 0; r < world_; ++r)
+      if (ctl_[r].nonfinite.load(std::memory_order_relaxed) == ((epoch_ << 1) | 1)) return true;
+    return false;
+  }
+  // How large copies into the slots (tuner) and into the peers' shared blocks (shared_tuner)
+  // store: measured per size class (stream_tuner.h).
+  StreamTuner& tuner() { return tuner_; }
+  StreamTuner& shared_tuner() { return shared_tuner_; }
+  // Low-latency slots: per rank two halves of [8 lines of (56 bytes of data, 8-byte tag)]
+  // [tag][up to kLowLatencyBytes of data]; see shm_allreduce_low_latency.cpp.
+  static constexpr size_t kLines = 8, kLineData = 56;  // 56: a multiple of every dtype's size
+  static constexpr size_t kLineMessageBytes = kLines * kLineData;
+  static constexpr size_t kLinesRegion = kLines * 64, kTagBytes = 8;
+  static constexpr size_t kLowLatencyBytes = 4 << 10;
+  uint64_t next_ll_epoch() { return ++ll_epoch_; }
+  std::byte* ll_slot(int r, int half) const {
+    return ll_slots_ + (size_t(r) * 2 + size_t(half)) * ll_half_bytes_;
+  }
+  std::atomic<uint64_t>& ll_tag(int r, int half, size_t line) const {
+    return *reinterpret_cast<std::atomic<uint64_t>*>(ll_slot(r, half) + line * 64 + 56);
+  }
+  std::atomic<uint64_t>& ll_head_tag(int r, int half) const {
+    return *reinterpret_cast<std::atomic<uint64_t>*>(ll_slot(r, half) + kLinesRegion);
+  }
+  FutexWord& ll_bell() const { return *ll_bell_; }  // rung by a publish when someone sleeps
+  // kLineMessageBytes of scratch per rank: a peer's lines made contiguous again.
+  std::byte* ll_gather(int r) { return ll_gather_.data() + size_t(r) * kLineMessageBytes; }
+
+  // --- used by ShmTransport ---
   RankCtl& ctl(int r) const { return ctl_[r]; }
   RingCtl& ring_ctl(int from, int to) const { return rings_[from * world_ + to]; }
   std::byte* ring_data(int from, int to) const;
@@ -159,32 +237,6 @@ class ShmGroup {
   void check_usable(const OpInfo& info) const;
 
  private:
-  std::byte* slot(int r, int half) const;
-  // [8 lines of (56 bytes of data, 8-byte tag)][tag][data], see allreduce_low_latency.
-  static constexpr size_t kLinesRegion = 8 * 64;
-  std::byte* ll_slot(int r, int half) const {
-    return ll_slots_ + (size_t(r) * 2 + size_t(half)) * ll_half_bytes_;
-  }
-  std::atomic<uint64_t>& ll_tag(int r, int half, size_t line) const {
-    return *reinterpret_cast<std::atomic<uint64_t>*>(ll_slot(r, half) + line * 64 + 56);
-  }
-  std::atomic<uint64_t>& ll_head_tag(int r, int half) const {
-    return *reinterpret_cast<std::atomic<uint64_t>*>(ll_slot(r, half) + kLinesRegion);
-  }
-  void allreduce_low_latency(void* data, size_t count, DType dt, ReduceOp op, const OpInfo& info,
-                             Deadline dl, bool* nonfinite);
-  void allreduce_shared(void* data, size_t count, DType dt, ReduceOp op, const SharedBlocks::Hit& at,
-                        const OpInfo& info, Deadline dl, bool* nonfinite);
-  void allgather_shared(const void* in, void* out, size_t bytes_per_rank, const SharedBlocks::Hit& at,
-                        const OpInfo& info, Deadline dl);
-  void reduce_scatter_shared(void* out, size_t count, DType dt, ReduceOp op, const SharedBlocks::Hit& at,
-                             const OpInfo& info, Deadline dl);
-  void sync(const OpInfo& info, Deadline dl);  // barrier without the usable check
-  // The first barrier of a shared-block operation: publishes where this rank's buffer lies
-  // and, after it, sets shared_bufs_[r] to rank r's buffer, which may lie at another offset
-  // of its block than this rank's (an in-place all-gather's input does). Every rank throws
-  // alike when the ranks' buffers lie in different allocations.
-  void sync_shared(const SharedBlocks::Hit& at, const OpInfo& info, Deadline dl);
   // How long waits spin before sleeping (see set_runner).
   long spin_ns() const {
     return caller_runs_ || (work_ && work_->has_blocked_waiter()) ? spin_caller_ns_ : spin_async_ns_;
@@ -193,6 +245,10 @@ class ShmGroup {
   void sleep_until(FutexWord& word, const std::function<bool()>& ready,
                    const std::function<bool(int)>& waiting_on, const OpInfo& info, Deadline dl,
                    const char* what);
+  void run_recorded(algo::Collective c, ShmOp& o) {
+    last_row_ = nullptr;
+    run(c, o);
+  }
   [[noreturn]] void fail(std::exception_ptr e, const std::string& msg);
 
   const int rank_, world_;
@@ -211,8 +267,6 @@ class ShmGroup {
   uint64_t chunk_ = 0;           // staging rounds done (selects the half-slot)
   long spin_caller_ns_, spin_async_ns_;
   long yield_ns_;  // how long a wait that does not spin polls between sched_yield()s first
-  size_t one_barrier_bytes_;      // all-reduces up to this size take one barrier (see allreduce)
-  size_t shared_min_bytes_;       // above: all-reduces in shared blocks take allreduce_shared
   bool caller_runs_ = true;
   const TaskState* work_ = nullptr;
   std::atomic<bool> aborted_{false};
@@ -223,6 +277,9 @@ class ShmGroup {
   StreamTuner tuner_;
   StreamTuner shared_tuner_;  // how allreduce_shared stores into the peers' blocks
   std::shared_ptr<SharedBlocks> shared_ = std::make_shared<SharedBlocks>();
+  algo::Facts facts_;
+  algo::Plan plan_;               // the table's rows for this group (algorithms/table.h)
+  const algo::Row* last_row_ = nullptr;
   std::unique_ptr<ShmTransport> transport_;
 };
 
