@@ -25,6 +25,7 @@ struct Ctx {
 
 void allreduce_ring(Ctx& c, void* data, size_t count, DType dt, ReduceOp op);
 void allreduce_doubling(Ctx& c, void* data, size_t count, DType dt, ReduceOp op);
+void allreduce_reduce_broadcast(Ctx& c, void* data, size_t count, DType dt, ReduceOp op);
 void broadcast_tree(Ctx& c, void* data, size_t bytes, int root);
 void reduce_tree(Ctx& c, void* data, size_t count, DType dt, ReduceOp op, int root);
 void allgather_ring(Ctx& c, const void* in, void* out, size_t bytes_per_rank);

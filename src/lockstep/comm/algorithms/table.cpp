@@ -82,6 +82,9 @@ Range doubling(const Facts& f) {
 Range always(const Facts&) {
   return {0, kMax};
 }
+Range never(const Facts&) {
+  return kNever;
+}
 
 using C = Collective;
 constexpr Path kShm = Path::shm, kPairs = Path::pairs;
@@ -117,6 +120,8 @@ constexpr Row kRows[] = {
      "ceil(log2 P) (alpha + n beta)"},
     {"ring", C::allreduce, kPairs, false, always, always, nullptr, allreduce_ring,
      "2 (P-1) alpha + 2 (P-1)/P n beta"},
+    {"reduce_broadcast", C::allreduce, kPairs, false, never, always, nullptr,
+     allreduce_reduce_broadcast, "2 ceil(log2 P) (alpha + n beta)"},
 };
 
 bool is_mode(std::string_view s) {
