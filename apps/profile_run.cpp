@@ -7,6 +7,7 @@
 #include "lockstep/core/dist_env.h"
 #include "lockstep/core/error.h"
 #include "lockstep/plan/profile.h"
+#include "lockstep/train/train_state.h"
 
 namespace lockstep::apps {
 namespace {
@@ -45,18 +46,19 @@ void finish_profile(const train::TrainConfig& c, const std::string& file, int wo
   const auto transport = getenv_opt("LOCKSTEP_TRANSPORT");
   meta.transport = transport ? *transport : std::string("auto");
   meta.batch = c.batch;
-  meta.bucket_cap_bytes = double(25 << 20),
-  meta.first_bucket_bytes = double(1 << 20);  // DdpOptions defaults
+  const ddp::BucketOptions buckets = train::ddp_options(c).reducer.buckets;  // bucket_cap_mb
+  meta.bucket_cap_bytes = double(buckets.bucket_cap_bytes);
+  meta.first_bucket_bytes = double(buckets.first_bucket_bytes);
   std::vector<std::filesystem::path> traces;
   for (int r = 0; r < ranks; ++r) traces.emplace_back(trace_path(file, std::to_string(r)));
   plan::Profile p = plan::profile_from_traces(traces, meta);
   p.params = int64_t(p.grad_bytes() / sizeof(float));
   plan::save_profile(p, file);
   std::printf(
-      "profile: %s (%s, %d workers, %zu buckets, forward %.3f ms, backward %.3f ms, step %.3f ms, "
-      "median of %zu steps)\n",
-      file.c_str(), p.model.c_str(), world, p.buckets.size(), p.forward * 1e3, p.backward * 1e3,
-      p.step * 1e3, p.steps.size());
+      "profile: %s (%s, %d workers, %zu buckets (cap %g MiB), forward %.3f ms, backward %.3f ms, "
+      "step %.3f ms, median of %zu steps)\n",
+      file.c_str(), p.model.c_str(), world, p.buckets.size(), c.bucket_cap_mb, p.forward * 1e3,
+      p.backward * 1e3, p.step * 1e3, p.steps.size());
 }
 
 }  // namespace lockstep::apps

@@ -120,6 +120,10 @@ const std::vector<Field>& fields() {
       doc(bool_field("zero", &C::zero),
           "ZeRO stage 1: shard the SGD momentum over the workers (needs optimizer sgd, clip 0); checkpoints "
           "keep one shard per worker and resume at any number of workers"),
+      doc(float_field("bucket_cap_mb", &C::bucket_cap_mb, 1.0 / 1024, 4096.0),
+          "DDP gradient bucket cap, MiB: a bucket's all-reduce starts once it holds this much (the first "
+          "bucket closes at min(this, 1 MiB)); smaller caps start earlier in backward but send more "
+          "messages (`lockstep plan` gives the best cap for a link)"),
       doc(int_field("warmup_steps", &C::warmup_steps, 0, kBig), "steps of linear learning-rate warm-up"),
       doc(string_field("schedule", &C::schedule, {"constant", "cosine", "step"}),
           "learning-rate schedule: constant, cosine or step"),

@@ -31,6 +31,7 @@ struct TrainConfig {
   double weight_decay = 0.0;
   bool nesterov = false;
   bool zero = false;                  // ZeRO stage 1: SGD momentum sharded over the workers
+  double bucket_cap_mb = 25;          // DDP gradient bucket cap, MiB (the first: at most 1 MiB)
   int64_t warmup_steps = 0;
   std::string schedule = "constant";  // constant | cosine | step
   int64_t step_size = 1000;           // schedule = "step": decay every step_size steps

@@ -83,6 +83,14 @@ double effective_lr(const TrainConfig& c, int64_t global_batch) {
 
 bool optimizer_reduces_gradients(const TrainConfig& c) { return c.zero; }
 
+ddp::DdpOptions ddp_options(const TrainConfig& c) {
+  ddp::DdpOptions o{.gradient_sync = !optimizer_reduces_gradients(c), .deterministic = true};
+  const auto cap = std::max<size_t>(1, size_t(c.bucket_cap_mb * double(1 << 20)));
+  o.reducer.buckets.bucket_cap_bytes = cap;
+  o.reducer.buckets.first_bucket_bytes = std::min(o.reducer.buckets.first_bucket_bytes, cap);
+  return o;
+}
+
 std::unique_ptr<nn::Optimizer> make_optimizer(const TrainConfig& c, nn::Model& model, ddp::ParamSource& params,
                                               comm::ProcessGroup& pg, double lr, Millis timeout) {
   if (c.zero)  // SGD only (validate)

@@ -9,6 +9,7 @@
 
 #include "lockstep/comm/process_group.h"
 #include "lockstep/data/sampler.h"
+#include "lockstep/ddp/ddp.h"
 #include "lockstep/ddp/params.h"
 #include "lockstep/nn/model.h"
 #include "lockstep/nn/optim.h"
@@ -23,6 +24,9 @@ double effective_lr(const TrainConfig& c, int64_t global_batch);
 // True when the configured optimizer averages the gradients over the ranks itself (ZeRO), so
 // DDP is built without gradient sync (the answer of that optimizer's reduces_gradients()).
 bool optimizer_reduces_gradients(const TrainConfig& c);
+// DDP's options for this configuration: gradient sync unless the optimizer reduces, fixed
+// buckets (deterministic), the bucket cap of bucket_cap_mb and a first bucket of at most that.
+ddp::DdpOptions ddp_options(const TrainConfig& c);
 // The configured optimizer over `model`, or (zero = true) ddp::ZeroOptimizer over `params`,
 // DDP's view of the model (after DDP, which may re-lay the gradients out). Collective with ZeRO.
 std::unique_ptr<nn::Optimizer> make_optimizer(const TrainConfig& c, nn::Model& model, ddp::ParamSource& params,

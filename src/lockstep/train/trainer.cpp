@@ -157,8 +157,7 @@ void Trainer::Impl::setup() {
   if ((complete = resume && (step >= total_steps || last_epoch_done))) return;
   // Every rank has the same weights now; DDP checks the architectures and broadcasts rank 0's.
   // An optimizer that reduces the gradients itself (ZeRO) gets them local.
-  ddp = std::make_unique<ddp::DistributedDataParallel>(
-      model, pg, ddp::DdpOptions{.gradient_sync = !optimizer_reduces_gradients(cfg), .deterministic = true});
+  ddp = std::make_unique<ddp::DistributedDataParallel>(model, pg, ddp_options(cfg));
   setup_optimizer();
   commit_start();
   metrics = std::make_unique<MetricsWriter>(run_dir, rank == 0, resume ? step : -1);
