@@ -70,27 +70,29 @@ TEST(Profile, JsonRoundTripAndMissingKeys) {
             std::string::npos);
 }
 
-void write_trace(const fs::path& path, int steps, double step_us) {
+void write_trace(const fs::path& path, int steps, double step_us, double slow_us = 0,
+                 double wait_us = 0) {
   // forward 100 us, backward 300 us, buckets launched 100 and 250 us into backward, finalize
-  // 50 us, optimizer 20 us; one step every `step_us`.
+  // 50 us, optimizer 20 us; one step every `step_us`. A straggler's backward takes `slow_us`
+  // longer; a rank waiting for one spends `wait_us` longer in finalize.
   std::ofstream f(path);
   f << "{\"traceEvents\":[{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":0}";
   for (int s = 0; s < steps; ++s) {
-    const double t = 1000 + s * step_us;
+    const double t = 1000 + s * step_us, b = t + slow_us;  // b: backward's end - 300
     auto ev = [&](const char* name, double ts, double dur, int64_t bytes) {
       f << ",{\"name\":\"" << name << "\",\"ph\":\"X\",\"ts\":" << ts << ",\"dur\":" << dur;
       if (bytes > 0) f << ",\"args\":{\"bytes\":" << bytes << "}";
       f << "}";
     };
     ev("forward", t, 100, 0);
-    ev("backward", t + 100, 300, 0);
+    ev("backward", t + 100, 300 + slow_us, 0);
     ev("ready p2", t + 150, 0, 3072);  // parameters become final in reverse order
     ev("ready p1", t + 200, 0, 1024);
-    ev("ready p0", t + 350, 0, 1024);
+    ev("ready p0", b + 350, 0, 1024);
     ev("allreduce b0", t + 200, 150, 4096);
-    ev("allreduce b1", t + 350, 90, 1024);
-    ev("finalize", t + 400, 50, 0);
-    ev("optimizer", t + 450, 20, 0);
+    ev("allreduce b1", b + 350, 90, 1024);
+    ev("finalize", b + 400, 50 + wait_us, 0);
+    ev("optimizer", b + 450 + wait_us, 20, 0);
   }
   f << "]}\n";
 }
@@ -132,6 +134,25 @@ TEST(Profile, FromTraces) {
               profile_from_traces({dir / "short.json"}, meta);
             }).find("raise --max-steps"),
             std::string::npos);
+  fs::remove_all(dir);
+}
+
+// Every step waits for its slowest rank: the profile takes, per step, the rank that computed
+// longest, not medians over all ranks' samples. Rank 1's backward is 200 us longer and rank 0
+// waits those 200 us in finalize; before, the median backward of the 8 samples was 400 us.
+TEST(Profile, FromTracesTakesTheSlowestRankOfEachStep) {
+  const fs::path dir = fs::temp_directory_path() / ("plan_test_slow_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  write_trace(dir / "t0.json", 8, 1000, 0, 200);
+  write_trace(dir / "t1.json", 8, 1000, 200, 0);
+  Profile meta;
+  meta.model = "fmnist-mlp", meta.world_size = 2, meta.bucket_cap_bytes = 25 << 20;
+  const Profile p = profile_from_traces({dir / "t0.json", dir / "t1.json"}, meta);
+  EXPECT_NEAR(p.backward, 500e-6, 1e-12);
+  EXPECT_NEAR(p.finalize, 50e-6, 1e-12);
+  EXPECT_NEAR(p.step, 1000e-6, 1e-12);
+  ASSERT_EQ(p.buckets.size(), 2u);
+  EXPECT_NEAR(p.buckets[1].ready, 450e-6, 1e-12);  // rank 1's last bucket
   fs::remove_all(dir);
 }
 

@@ -79,6 +79,23 @@ std::vector<Bucket> grad_ready(const std::vector<StepSample>& steps,
   return g;
 }
 
+// Per step, the sample of the rank that computed longest (step - finalize: forward, backward,
+// optimizer and the rest; the one whose finalize waited least). The ranks' gradients meet in
+// each bucket's all-reduce, so every step waits for its slowest rank: with several workers
+// sharing cores, medians over all ranks' samples would leave out those stragglers.
+std::vector<StepSample> critical_steps(const std::vector<std::vector<StepSample>>& ranks) {
+  size_t n = ranks.front().size();
+  for (const auto& r : ranks) n = std::min(n, r.size());
+  std::vector<StepSample> out;
+  for (size_t k = 0; k < n; ++k) {
+    const StepSample* slow = &ranks.front()[k];
+    for (const auto& r : ranks)
+      if (r[k].step - r[k].finalize > slow->step - slow->finalize) slow = &r[k];
+    out.push_back(*slow);
+  }
+  return out;
+}
+
 // Splits one rank's events into steps at each "forward".
 RankSteps split_steps(const std::vector<Ev>& evs) {
   RankSteps r;
@@ -208,17 +225,17 @@ void save_profile(const Profile& p, const std::filesystem::path& path) {
 
 Profile profile_from_traces(const std::vector<std::filesystem::path>& traces, Profile p, int skip) {
   p.source = "measured";
-  std::vector<StepSample> all;
+  std::vector<std::vector<StepSample>> ranks;
   std::vector<double> bytes, grad_bytes;
   for (size_t r = 0; r < traces.size(); ++r) {
     RankSteps rs = split_steps(read_trace(traces[r]));
     if (int(rs.steps.size()) <= skip + 1)
       LOCKSTEP_THROW(DataError, "profile: ", traces[r].string(), " holds ", rs.steps.size(),
                      " steps; at least ", skip + 2, " are needed (raise --max-steps)");
-    std::vector<StepSample> kept(rs.steps.begin() + skip, rs.steps.end() - 1);
-    if (r == 0) p.steps = kept, bytes = rs.bytes, grad_bytes = rs.grad_bytes;
-    all.insert(all.end(), kept.begin(), kept.end());
+    ranks.emplace_back(rs.steps.begin() + skip, rs.steps.end() - 1);
+    if (r == 0) p.steps = ranks.back(), bytes = rs.bytes, grad_bytes = rs.grad_bytes;
   }
+  const std::vector<StepSample> all = critical_steps(ranks);
   if (bytes.empty() || std::any_of(bytes.begin(), bytes.end(), [](double b) { return b <= 0; }))
     LOCKSTEP_THROW(
         DataError,

@@ -52,7 +52,8 @@ void save_profile(const Profile& p, const std::filesystem::path& path);
 
 // From the Chrome traces of one run's ranks (Timeline files): steps are split at each
 // "forward"; the first `skip` steps (warm-up, the bucket rebuild after step 0) and the last
-// (no following forward) are left out. `meta` carries model, world_size, transport, batch,
+// (no following forward) are left out. Each step is the sample of the rank that computed
+// longest in it (every rank waits for that one's buckets). `meta` carries model, world_size, transport, batch,
 // params and the bucket options; its measured fields are filled here. DataError when a
 // trace is unreadable or has too few steps with buckets.
 Profile profile_from_traces(const std::vector<std::filesystem::path>& traces, Profile meta,
