@@ -115,6 +115,17 @@ TEST(Calibration, RecoversAlphaAndBetaOfARing) {
   EXPECT_NEAR(c.link.alpha, 20e-6, 20e-6 * 1e-4);  // the table prints 6 decimals of a microsecond
   EXPECT_NEAR(c.link.beta, 1e9, 1e9 * 1e-4);
   EXPECT_LT(c.max_rel_error, 1e-4);
+  // nccl-tests' layout (bench_collectives since 4e7fe86): a root column, and N/A out of place
+  // for an all-reduce, so the in-place time counts.
+  const std::vector<Sample> nccl = parse_bench_table(
+      "#  size count type redop root time algbw busbw #wrong time algbw busbw #wrong memcpy\n"
+      "   4096  1024 float sum -1  N/A N/A N/A N/A  2357.59 0.002 0.002 0  129.7\n"
+      "   8192  2048 float sum -1  12.5 0.6 0.6 0  2426.07 0.003 0.003 0  135.6\n",
+      "nccl.txt");
+  ASSERT_EQ(nccl.size(), 2u);
+  EXPECT_EQ(nccl[0].bytes, 4096);
+  EXPECT_NEAR(nccl[0].seconds, 2357.59e-6, 1e-12);
+  EXPECT_NEAR(nccl[1].seconds, 12.5e-6, 1e-12);  // out of place, where it has a number
   // A table without rows, and times that do not grow with size, are refused.
   EXPECT_THROW(parse_bench_table("# nothing here\n", "empty.txt"), DataError);
   EXPECT_THROW(fit_ring({{4096, 1e-3}, {1 << 20, 1e-3}, {4 << 20, 0.9e-3}}, 2, "flat"), DataError);

@@ -1,6 +1,7 @@
 #include "lockstep/plan/calibrate.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -21,22 +22,35 @@ nlohmann::json Calibration::to_json() const {
   return j;
 }
 
+// Rows of `bench collectives`: size count type redop [root] then the out-of-place time,
+// algbw, busbw, #wrong, then the in-place ones. nccl-tests' layout (since 4e7fe86) has the
+// root column, and an all-reduce prints N/A out of place (lockstep's API reduces in place):
+// the first time that is a number is taken.
 std::vector<Sample> parse_bench_table(const std::string& text, const std::string& origin) {
   std::vector<Sample> out;
   std::istringstream in(text);
   std::string line;
+  bool has_root = false;
   while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    if (line[0] == '#') {
+      if (line.find(" root ") != std::string::npos) has_root = true;
+      continue;
+    }
     std::istringstream row(line);
-    double size = 0, count = 0, time_us = 0;
-    std::string type, redop;
-    if (line.empty() || line[0] == '#') continue;
-    if (!(row >> size >> count >> type >> redop >> time_us)) continue;
+    std::vector<std::string> cols;
+    for (std::string c; row >> c;) cols.push_back(c);
+    const size_t first = has_root ? 5 : 4;  // the out-of-place time
+    double time_us = 0;
+    for (size_t k = first; k < cols.size() && k <= first + 4 && !(time_us > 0); k += 4)
+      time_us = std::strtod(cols[k].c_str(), nullptr);  // "N/A" reads as 0
+    const double size = cols.empty() ? 0 : std::strtod(cols[0].c_str(), nullptr);
     if (size > 0 && time_us > 0) out.push_back({size, time_us * 1e-6});
   }
   if (out.empty())
     LOCKSTEP_THROW(DataError, origin,
-                   ": no all-reduce rows (size count type redop time ...) found; give the output "
-                   "of `LOCKSTEP_ALGO=ring lockstep bench collectives --op allreduce ...`");
+                   ": no all-reduce rows (size count type redop [root] time ...) found; give the "
+                   "output of `LOCKSTEP_ALGO=ring lockstep bench collectives --op allreduce ...`");
   return out;
 }
 
