@@ -1,7 +1,8 @@
 // Everything that differs between the LibTorch versions lockstep::torch builds against
 // (Debian's 1.13 on the CPU machines, 2.x on the GPU machine), in one place. Included by
-// ddp.cpp only; it needs LibTorch's autograd internals, which PyTorch's own c10d reducer uses
-// the same way (grad accumulator post hooks, the engine's end-of-backward callbacks).
+// ddp.cpp and sampler.h; it needs LibTorch's autograd internals, which PyTorch's own c10d
+// reducer uses the same way (grad accumulator post hooks, the engine's end-of-backward
+// callbacks), and names the optional type torch::data's samplers take and return.
 #pragma once
 
 #include <functional>
@@ -11,9 +12,16 @@
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <torch/csrc/autograd/variable.h>
+#include <torch/types.h>
 #include <torch/version.h>
 
 namespace lockstep::torch::compat {
+
+// torch::data's Sampler interface: c10::optional in 1.13, std::optional (which torch::optional
+// names too) in 2.x.
+template <class T>
+using optional = ::torch::optional<T>;
+inline constexpr auto nullopt = ::torch::nullopt;
 
 using Node = ::torch::autograd::Node;
 using variable_list = ::torch::autograd::variable_list;

@@ -29,6 +29,7 @@
 
 #include "lockstep/core/error.h"
 #include "lockstep/data/sampler.h"
+#include "lockstep/torch/compat.h"
 
 namespace lockstep::torch {
 
@@ -56,7 +57,7 @@ class DistributedSampler final : public ::torch::data::samplers::Sampler<> {
     return s_->sampler.state();
   }
 
-  void reset(::torch::optional<size_t> new_size = ::torch::nullopt) override {
+  void reset(compat::optional<size_t> new_size = compat::nullopt) override {
     if (new_size && int64_t(*new_size) != s_->sampler.options().dataset_size) {
       data::SamplerOptions o = s_->sampler.options();
       o.dataset_size = int64_t(*new_size);
@@ -70,10 +71,10 @@ class DistributedSampler final : public ::torch::data::samplers::Sampler<> {
     }
   }
 
-  ::torch::optional<std::vector<size_t>> next(size_t batch_size) override {
+  compat::optional<std::vector<size_t>> next(size_t batch_size) override {
     std::vector<int64_t> idx(batch_size);
     const int64_t n = s_->sampler.next(idx);
-    if (n == 0) return ::torch::nullopt;
+    if (n == 0) return compat::nullopt;
     return std::vector<size_t>(idx.begin(), idx.begin() + n);
   }
 
