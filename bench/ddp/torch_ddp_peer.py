@@ -8,15 +8,19 @@ runs PyTorch's DDP on lockstep_torch's collectives (bench/python/ddp.py compares
 import argparse
 import gzip
 import json
+import os
 import resource
 import struct
-import time
+import sys
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "common"))
+from torch_ddp_util import timed_steps  # noqa: E402
 
 
 def load_shard(data_dir, rank, world, want):
@@ -83,14 +87,7 @@ def main():
         opt.step()
         return loss
 
-    for _ in range(a.warmup):
-        step()
-    dist.barrier()
-    t0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(a.steps):
-        loss = step()
-    el, cpu = time.perf_counter() - t0, time.process_time() - c0
-    dist.barrier()
+    loss, el, cpu = timed_steps(step, a.warmup, a.steps)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(json.dumps({"impl": "torch", "backend": a.backend, "model": a.model, "world": a.world, "rank": a.rank, "batch": a.batch,
                       "steps": a.steps, "elapsed_s": el, "cpu_s": cpu, "samples_per_s": a.steps * a.batch / el,

@@ -7,28 +7,20 @@ or `python3 -m torch.distributed.run`. Each rank prints one JSON line, as torch_
     lockstep run --nproc-per-node 2 -- /usr/bin/python3 bench/torch/ddp_gloo.py --model gpt
 """
 import argparse
-import gzip
 import json
 import os
 import sys
-import time
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "..", "examples", "common"))
 import models  # noqa: E402
-
-
-def load_idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    return torch.from_numpy(np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape).copy())
+from torch_ddp_util import load_idx, timed_steps  # noqa: E402
 
 
 def load_shard(a, rank, world):
@@ -81,14 +73,7 @@ def main():
         opt.step()
         return loss
 
-    for _ in range(a.warmup):
-        step()
-    dist.barrier()
-    t0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(a.steps):
-        loss = step()
-    el, cpu = time.perf_counter() - t0, time.process_time() - c0
-    dist.barrier()
+    loss, el, cpu = timed_steps(step, a.warmup, a.steps)
     print(json.dumps({"impl": "python-ddp-gloo", "model": a.model, "world": world, "rank": rank,
                       "batch": a.batch, "steps": a.steps, "elapsed_s": el, "cpu_s": cpu,
                       "samples_per_s": a.steps * a.batch / el, "loss": float(loss.item()),
