@@ -9,15 +9,20 @@
 //                     the world size, then optimizer.step()
 // Models (examples/common/torch_models.h): fmnist-cnn on Fashion-MNIST (SGD, momentum 0.9),
 // gpt, lockstep's char-gpt shape at 3.2 M parameters on a text file (AdamW). One compute
-// thread per worker. Run under `lockstep run`; each rank prints one JSON line.
+// thread per worker. Run under `lockstep run`; each rank prints one JSON line: rates, and
+// where a step goes (forward, backward, ddp's final wait or the baseline's all-reduces, context
+// switches, CPU of the compute thread and of the rest; bench/torch/ab.py compares them).
+// --overlap 0|1, --shared-grads 0|1 and --first-bucket-kb N set ddp's DdpOptions.
 //   lockstep run --nproc-per-node 2 -- torch_bench --mode ddp --model gpt --steps 30
 #include <torch/torch.h>
 
+#include <sys/resource.h>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <exception>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -34,6 +39,8 @@ namespace ex = lockstep_examples;
 struct Flags {
   std::string mode = "ddp", model = "fmnist-cnn", data;
   int64_t batch = 0, warmup = 5, steps = 30;
+  // ddp only, for finding where time goes: -1 = lockstep's default.
+  int64_t overlap = -1, shared_grads = -1, first_bucket_kb = -1;
 };
 
 Flags parse(int argc, char** argv) {
@@ -42,22 +49,23 @@ Flags parse(int argc, char** argv) {
     const std::string a = argv[i];
     if (i + 1 >= argc) throw std::invalid_argument("torch_bench: flag " + a + " needs a value");
     const char* v = argv[++i];
-    if (a == "--mode")
-      f.mode = v;
-    else if (a == "--model")
-      f.model = v;
-    else if (a == "--data")
-      f.data = v;
-    else if (a == "--batch")
-      f.batch = std::atoll(v);
-    else if (a == "--warmup")
-      f.warmup = std::atoll(v);
-    else if (a == "--steps")
-      f.steps = std::atoll(v);
+    const std::map<std::string, std::string*> text = {
+        {"--mode", &f.mode}, {"--model", &f.model}, {"--data", &f.data}};
+    const std::map<std::string, int64_t*> number = {{"--batch", &f.batch},
+                                                    {"--warmup", &f.warmup},
+                                                    {"--steps", &f.steps},
+                                                    {"--overlap", &f.overlap},
+                                                    {"--shared-grads", &f.shared_grads},
+                                                    {"--first-bucket-kb", &f.first_bucket_kb}};
+    if (auto t = text.find(a); t != text.end())
+      *t->second = v;
+    else if (auto n = number.find(a); n != number.end())
+      *n->second = std::atoll(v);
     else
       throw std::invalid_argument("torch_bench: unknown flag " + a +
                                   "; flags: --mode plain|ddp|baseline --model fmnist-cnn|gpt "
-                                  "--batch N --warmup N --steps N --data PATH");
+                                  "--batch N --warmup N --steps N --data PATH; ddp: --overlap 0|1 "
+                                  "--shared-grads 0|1 --first-bucket-kb N");
   }
   if (f.mode != "plain" && f.mode != "ddp" && f.mode != "baseline")
     throw std::invalid_argument("torch_bench: --mode " + f.mode + ": use plain, ddp or baseline");
@@ -67,10 +75,17 @@ Flags parse(int argc, char** argv) {
   return f;
 }
 
-double cpu_seconds() {
+double cpu_seconds(clockid_t clock = CLOCK_PROCESS_CPUTIME_ID) {
   timespec t{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  clock_gettime(clock, &t);
   return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+}
+
+// This process's context switches so far (all its threads): voluntary (waits) and not.
+rusage usage() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u;
 }
 
 // This rank's inputs and targets: a contiguous shard of the training set (images as
@@ -138,19 +153,32 @@ int main(int argc, char** argv) try {
                                               torch::optim::SGDOptions(0.01).momentum(0.9));
   }
   std::unique_ptr<lockstep::torch::DistributedDataParallel> ddp;
-  if (f.mode == "ddp") ddp = std::make_unique<lockstep::torch::DistributedDataParallel>(*net, *pg);
+  if (f.mode == "ddp") {
+    lockstep::ddp::DdpOptions o;
+    if (f.overlap >= 0) o.reducer.overlap = f.overlap != 0;
+    if (f.shared_grads >= 0) o.shared_gradients = f.shared_grads != 0;
+    if (f.first_bucket_kb >= 0)
+      o.reducer.buckets.first_bucket_bytes = size_t(f.first_bucket_kb) << 10;
+    ddp = std::make_unique<lockstep::torch::DistributedDataParallel>(*net, *pg, o);
+  }
   const auto params = net->parameters();
 
   int64_t cursor = 0;
   const int64_t batches = x.size(0) / f.batch;
   if (batches < 1) throw std::runtime_error("torch_bench: fewer samples per rank than --batch");
   torch::Tensor loss;
-  double comm_s = 0;  // baseline: wall time in its all-reduces (nothing overlaps them)
+  double comm_s = 0;            // baseline: wall time in its all-reduces (nothing overlaps them)
+  double fwd_s = 0, bwd_s = 0;  // forward + loss; backward (ddp: with its final wait)
   auto step = [&] {
     const int64_t s = (cursor++ % batches) * f.batch;
     opt->zero_grad();
+    const auto f0 = std::chrono::steady_clock::now();
     loss = loss_of(x.slice(0, s, s + f.batch), y.slice(0, s, s + f.batch));
+    const auto f1 = std::chrono::steady_clock::now();
     loss.backward();  // ddp: averaged on return
+    const auto f2 = std::chrono::steady_clock::now();
+    fwd_s += std::chrono::duration<double>(f1 - f0).count();
+    bwd_s += std::chrono::duration<double>(f2 - f1).count();
     if (f.mode == "baseline") {
       const auto c0 = std::chrono::steady_clock::now();
       for (const auto& p : params) {  // dist-mnist.cpp: one blocking all-reduce per gradient
@@ -166,20 +194,27 @@ int main(int argc, char** argv) try {
   };
   for (int64_t i = 0; i < f.warmup; ++i) step();
   if (pg) pg->barrier().wait();
-  comm_s = 0;
+  comm_s = fwd_s = bwd_s = 0;
+  const double ddp_wait0 = ddp ? ddp->reducer().stats().wait_us : 0;
+  const rusage r0 = usage();
   const auto t0 = std::chrono::steady_clock::now();
-  const double c0 = cpu_seconds();
+  const double c0 = cpu_seconds(), m0 = cpu_seconds(CLOCK_THREAD_CPUTIME_ID);
   for (int64_t i = 0; i < f.steps; ++i) step();
-  const double cpu = cpu_seconds() - c0;
+  const double cpu = cpu_seconds() - c0, main_cpu = cpu_seconds(CLOCK_THREAD_CPUTIME_ID) - m0;
   const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const rusage r1 = usage();
+  const double ddp_wait_s = ddp ? 1e-6 * (ddp->reducer().stats().wait_us - ddp_wait0) : 0;
   if (pg) pg->barrier().wait();
   std::printf(
       "{\"impl\": \"libtorch-%s\", \"model\": \"%s\", \"world\": %d, \"rank\": %d, \"batch\": "
       "%lld, "
-      "\"steps\": %lld, \"elapsed_s\": %.6f, \"cpu_s\": %.6f, \"samples_per_s\": %.3f, "
-      "\"comm_s\": %.6f, \"loss\": %.6f, \"params\": %lld}\n",
+      "\"steps\": %lld, \"elapsed_s\": %.6f, \"cpu_s\": %.6f, \"main_cpu_s\": %.6f, "
+      "\"samples_per_s\": %.3f, "
+      "\"comm_s\": %.6f, \"fwd_s\": %.6f, \"bwd_s\": %.6f, \"ddp_wait_s\": %.6f, "
+      "\"vcsw\": %ld, \"ivcsw\": %ld, \"loss\": %.6f, \"params\": %lld}\n",
       f.mode.c_str(), f.model.c_str(), world, env.rank, (long long)f.batch, (long long)f.steps, el,
-      cpu, double(f.steps * f.batch) / el, comm_s, loss.item<double>(),
+      cpu, main_cpu, double(f.steps * f.batch) / el, comm_s, fwd_s, bwd_s, ddp_wait_s,
+      r1.ru_nvcsw - r0.ru_nvcsw, r1.ru_nivcsw - r0.ru_nivcsw, loss.item<double>(),
       (long long)ex::count_parameters(*net));
   std::fflush(stdout);
   return 0;
