@@ -32,7 +32,10 @@ void low_latency(ShmGroup& g, shm::ShmOp& o) {
   constexpr size_t kLineData = ShmGroup::kLineData;
   void* data = o.out;
   const size_t bytes = o.bytes;
-  const size_t lines = kInLines ? (bytes + kLineData - 1) / kLineData : 0;
+  // At least one line, so that every operation publishes a tag and waits for the peers' (an
+  // empty one that did not let a rank run two epochs ahead and overwrite a tag a slow peer
+  // still waited for: comm_algorithm_table_test, shm_lines, count 0).
+  const size_t lines = kInLines ? std::max<size_t>(1, (bytes + kLineData - 1) / kLineData) : 0;
   const int me = g.rank(), world = g.world();
   const uint64_t e = g.next_ll_epoch();
   const int half = int(e & 1);
