@@ -10,6 +10,7 @@
 
 #include "harness.h"
 #include "lockstep/comm/backends/registry.h"
+#include "lockstep/comm/engine.h"
 #include "lockstep/core/error.h"
 
 namespace lockstep::comm::conformance {
@@ -63,6 +64,29 @@ TEST_P(Conformance, ManyInFlightCompleteInIssueOrder) {
     }
     for (auto& w : works) w.wait();
     for (int k = 0; k < kOps; ++k) EXPECT_EQ(bufs[k][999], k * 1000 + 999 + pg.size() - 1);
+  });
+}
+
+// The one engine's inline hand-off, on every backend that allows it (nccl opts out): a wait
+// that accepts the group's own timeout runs the queued operation on the waiting thread, with
+// no thread hand-off. Before the engine was shared only native had it. A few may still be
+// taken by the group's thread, when its nap ends between the enqueue and the wait.
+TEST_P(Conformance, WaitWithTheGroupTimeoutRunsTheOperationOnTheWaiter) {
+  if (GetParam().world == 1) GTEST_SKIP() << "world size 1 completes at once";
+  if (GetParam().backend == "nccl") GTEST_SKIP() << "nccl opts out of the inline hand-off";
+  const Options o = test_options();
+  each_rank([&](ProcessGroup& pg) {
+    auto& eng = dynamic_cast<engine::EngineGroup&>(pg);
+    int on_waiter = 0;
+    for (int k = 0; k < 20; ++k) {
+      std::vector<float> v(1024, float(pg.rank()));
+      const uint64_t before = eng.ran_on_waiter();
+      pg.allreduce(v.data(), v.size(), DType::f32, ReduceOp::sum).wait(o.timeout);
+      on_waiter += int(eng.ran_on_waiter() - before);
+      EXPECT_EQ(v[1023], float(pg.size() * (pg.size() - 1) / 2)) << "rank " << pg.rank();
+    }
+    EXPECT_GE(on_waiter, 10) << "rank " << pg.rank() << ": of 20 operations waited with the "
+                             << "group's timeout, only " << on_waiter << " ran on the waiter";
   });
 }
 

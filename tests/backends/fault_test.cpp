@@ -94,6 +94,37 @@ TEST_P(Faults, DebugChecksNameMismatchedCollectives) {
   });
 }
 
+// The one engine's broken state, on every backend: after a collective failed (here no peer
+// joined it), a later operation is not run (and timed out) again on a group whose peers may
+// be half way through the failed one: it fails at once, pointing back to the first failure.
+// (The native backend had its own queue without this state: its barrier ran and timed out
+// anew.) A refused collective (InvalidArgument) moved
+// nothing and leaves the group usable (tests/comm ErrorsTest.SharedBuffersFromDifferent...).
+// Two ranks only: the failure costs the timeout
+// plus the report budget, and the rule does not depend on the size.
+TEST_P(Faults, AfterAFailedCollectiveLaterOnesFailWithItsError) {
+  if (GetParam().world != 2) GTEST_SKIP() << "checked once, with two ranks";
+  with_groups(milliseconds(700), [](int rank, ProcessGroup& pg, ProcessGroup& sync) {
+    if (rank == 0) {
+      float x = 1;
+      EXPECT_THROW(pg.allreduce(&x, 1, DType::f32, ReduceOp::sum).wait(std::chrono::seconds(30)),
+                   TimeoutError);
+      const auto start = Clock::now();
+      try {
+        pg.barrier().wait(std::chrono::seconds(30));
+        ADD_FAILURE() << "a barrier on a group broken by a failed allreduce completed";
+      } catch (const Error& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find("barrier #1 (rank 0, group 'faulty') was not run: this group failed "
+                            "before, in allreduce #0"), std::string::npos) << what;
+      }
+      // No wait on peers at all; 10 s only catches a hang.
+      EXPECT_LT(seconds_since(start), 10.0);
+    }
+    sync.barrier().wait();
+  });
+}
+
 TEST_P(Faults, AbortUnblocksAWaiter) {
   with_groups(std::chrono::seconds(60), [](int rank, ProcessGroup& pg, ProcessGroup& sync) {
     if (!pg.supports(Capability::abort)) return;
