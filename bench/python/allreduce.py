@@ -3,7 +3,8 @@
 
 Starts W processes per backend on this machine (tcp:// rendezvous on loopback), times
 float32 all_reduce (sum) of ordinary torch tensors from --min-bytes to --max-bytes (x4
-steps), checks every result, and prints nccl-tests columns for both backends and their
+steps), checks every result (refilling the tensor before each call; --no-fill times all_reduce
+alone), and prints nccl-tests columns for both backends and their
 ratio. Run with the Python that has torch and lockstep_torch on its path:
 
     PYTHONPATH=build/release/python /usr/bin/python3 bench/python/allreduce.py --world 2
@@ -42,17 +43,22 @@ def worker(rank, world, backend, port, args, out):
         count = max(1, nbytes // 4)
         x = torch.empty(count, dtype=torch.float32)
         iters = max(args.min_iters, min(args.max_iters, int(args.budget_bytes // nbytes)))
+        expect = world * (world + 1) / 2
+        wrong = 0
         for _ in range(args.warmup):
             x.fill_(rank + 1)
             dist.all_reduce(x)
-        wrong = 0
+            wrong += int((x != expect).sum().item())
+        if args.no_fill:  # zeros stay zeros under sum: no refill needed between operations
+            x.zero_()
+            expect = 0
         dist.barrier()
         t0 = time.perf_counter()
         for _ in range(iters):
-            x.fill_(rank + 1)  # the same in both backends' loops; small against the reduction
+            if not args.no_fill:
+                x.fill_(rank + 1)  # the same in both backends' loops
             dist.all_reduce(x)
         elapsed = (time.perf_counter() - t0) / iters
-        expect = world * (world + 1) / 2
         wrong += int((x != expect).sum().item())
         t = torch.tensor([elapsed], dtype=torch.float64)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
@@ -87,9 +93,15 @@ def main():
     ap.add_argument("--max-iters", type=int, default=200)
     ap.add_argument("--budget-bytes", type=float, default=2e9, help="bytes reduced per size and backend")
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--no-fill", action="store_true",
+                    help="time all_reduce alone: the timed loop reduces zeros instead of refilling the "
+                         "tensor before each call (a refill is a whole extra pass over memory, as costly as "
+                         "the all-reduce itself once the tensor outgrows the caches); the warm-up still "
+                         "checks filled values")
     args = ap.parse_args()
     print(f"# {' '.join([os.path.basename(sys.executable)] + sys.argv)}")
-    print(f"# torch {torch.__version__}, {os.cpu_count()} cores, world {args.world}, float32 sum, ordinary tensors")
+    print(f"# torch {torch.__version__}, {os.cpu_count()} cores, world {args.world}, float32 sum, ordinary tensors"
+          f"{', no refill in the timed loop' if args.no_fill else ', refilled before each call (timed)'}")
     res = {b: run(b, args.world, args) for b in ("lockstep", "gloo")}
     factor = 2 * (args.world - 1) / args.world
     print(f"# {'size(B)':>10} {'count':>10} | {'lockstep us':>11} {'busbw':>7} {'#wrong':>6} | "
