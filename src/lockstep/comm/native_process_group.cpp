@@ -131,7 +131,8 @@ void NativeProcessGroup::rendezvous() {
                                            native_.shm_spin_us, options().timeout,
                                            native_.shm_stream == "on"    ? shm::StreamTuner::Mode::kAlways
                                            : native_.shm_stream == "off" ? shm::StreamTuner::Mode::kNever
-                                                                      : shm::StreamTuner::Mode::kAuto);
+                                                                      : shm::StreamTuner::Mode::kAuto,
+                                           options().algorithm);
     transport_ = &shm_->transport();
   } else if (kind == "tcp") {
     // Bounded: after a network failure the store may be unreachable too.

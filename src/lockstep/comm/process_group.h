@@ -42,10 +42,12 @@ struct Options {
   std::string transport = "auto";
   // This rank's host identity; empty: LOCKSTEP_HOST_ID, else hostname + boot id.
   std::string host_id;
-  // All-reduce algorithm: "auto", "ring", "doubling" (flat, over the transport),
-  // "hierarchical" (shm inside each host, tcp among one leader per host), or "flat" (auto
-  // without hierarchy). "auto" is hierarchical when transport "auto" finds several hosts and
-  // some host runs several ranks. Env: LOCKSTEP_ALGO overrides "auto".
+  // All-reduce algorithm: "auto", "hierarchical" (shm inside each host, tcp among one leader
+  // per host), "flat" (auto without hierarchy), or a row of docs/collectives.md to force:
+  // pair rows ("ring", "doubling", ...) on tcp groups, shm rows ("shm_staged",
+  // "shm_pipelined", ...) on shared-memory groups; a row of the other path is ignored. "auto"
+  // is hierarchical when transport "auto" finds several hosts and some host runs several
+  // ranks. Env: LOCKSTEP_ALGO overrides "auto".
   std::string algorithm = "auto";
   // Verify each collective's signature across ranks through the store (slow; for debugging).
   // Also enabled by LOCKSTEP_DEBUG=detail.

@@ -17,6 +17,7 @@ void shm_allreduce_lines(shm::ShmGroup&, shm::ShmOp&);
 void shm_allreduce_low_latency(shm::ShmGroup&, shm::ShmOp&);
 void shm_allreduce_shared(shm::ShmGroup&, shm::ShmOp&);
 void shm_allreduce_one_barrier(shm::ShmGroup&, shm::ShmOp&);
+void shm_allreduce_pipelined(shm::ShmGroup&, shm::ShmOp&);
 void shm_allreduce_staged(shm::ShmGroup&, shm::ShmOp&);
 void shm_reduce_as_allreduce(shm::ShmGroup&, shm::ShmOp&);
 void shm_broadcast_staged(shm::ShmGroup&, shm::ShmOp&);
@@ -101,6 +102,11 @@ constexpr Row kRows[] = {
      "2 alpha + 2 n beta"},
     {"shm_one_barrier", C::allreduce, kShm, false, one_barrier, fits_a_slot,
      shm_allreduce_one_barrier, nullptr, "alpha + (P+1) n beta"},
+    // Rounds of one barrier instead of two. Never chosen: on the benchmark VM (2 ranks, load
+    // ~21, alternating runs) it ran 0.87-1.09x shm_staged's rate from 4 to 256 MiB
+    // (docs/benchmarks.md, "Large ordinary buffers"): memory traffic, not barriers, costs there.
+    {"shm_pipelined", C::allreduce, kShm, false, never, always, shm_allreduce_pipelined, nullptr,
+     "alpha per slot round + 3 n beta"},
     {"shm_staged", C::allreduce, kShm, false, always, always, shm_allreduce_staged, nullptr,
      "2 alpha per slot round + 3 n beta"},
     {"shm_reduce", C::reduce, kShm, false, always, always, shm_reduce_as_allreduce, nullptr,
