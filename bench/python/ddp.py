@@ -42,18 +42,21 @@ KEEP_MEMORY = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_":
                "MALLOC_TOP_PAD_": "268435456"}
 
 
-def launch(world, copies, backend, model, steps, a):
-    """`copies` jobs of `world` workers each, all at once; the JSON row of every worker."""
+def launch(world, copies, backend, model, steps, a, extra=(), env_extra=None, bind=False):
+    """`copies` jobs of `world` workers each, all at once; the JSON row of every worker.
+    extra: more torch_ddp_peer.py arguments; bind: worker i (over all jobs) on core i."""
     cmds = []
-    for _ in range(copies):
+    for c in range(copies):
         store = os.path.join(tempfile.mkdtemp(prefix="ddpbench-"), "store")
         for r in range(world):
+            cpu = (c * world + r) % os.cpu_count() if bind else -1
             cmds.append([sys.executable, PEER, "--backend", backend, "--model", model,
                          "--rank", str(r), "--world", str(world), "--store", store,
                          "--batch", str(a.batch), "--steps", str(steps),
-                         "--warmup", str(a.warmup), "--data", a.data, "--bucket-view", "1"])
+                         "--warmup", str(a.warmup), "--data", a.data, "--bucket-view", "1",
+                         "--cpu", str(cpu), *extra])
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-               **(KEEP_MEMORY if a.keep_memory else {}))
+               **(KEEP_MEMORY if a.keep_memory else {}), **(env_extra or {}))
     procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=env) for c in cmds]
     rows = []

@@ -18,16 +18,21 @@ def load_idx(path):
     return torch.from_numpy(np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape).copy())
 
 
-def timed_steps(step, warmup, steps):
+def timed_steps(step, warmup, steps, on_start=None, on_end=None):
     """step() `warmup` times untimed, then `steps` times between two barriers of the default
-    process group: (the last step's result, wall seconds, this process's CPU seconds)."""
+    process group: (the last step's result, wall seconds, this process's CPU seconds).
+    on_start() runs just before the timed steps, on_end() just after (counters to difference)."""
     for _ in range(warmup):
         step()
     dist.barrier()
+    if on_start:
+        on_start()
     t0, c0 = time.perf_counter(), time.process_time()
     out = None
     for _ in range(steps):
         out = step()
     el, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if on_end:
+        on_end()
     dist.barrier()
     return out, el, cpu
