@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from . import _C
 
-__all__ = ["BACKEND", "transport"]
+__all__ = ["BACKEND", "stats", "transport"]
 
 BACKEND = "lockstep"
 _TORCH_MAJOR = int(torch.__version__.split(".")[0])
@@ -73,6 +73,16 @@ def transport(group=None):
     if _TORCH_MAJOR >= 2:
         pg = pg._get_backend(torch.device("cpu"))
     return _C.transport(pg)
+
+
+def stats(group=None):
+    """Thread hand-offs of `group` (default: the world) so far: {'ran_on_waiter': operations
+    lockstep ran on the thread that waited for them, 'completed_by_completer': Works that the
+    group's completer thread completed (futures asked for from Python)}."""
+    pg = group if group is not None else dist.distributed_c10d._get_default_group()
+    if _TORCH_MAJOR >= 2:
+        pg = pg._get_backend(torch.device("cpu"))
+    return _C.stats(pg)
 
 
 def _register():

@@ -28,6 +28,17 @@ std::string transport(const c10::intrusive_ptr<compat::BackendBase>& pg) {
   return mine->transport();
 }
 
+pybind11::dict stats(const c10::intrusive_ptr<compat::BackendBase>& pg) {
+  auto* mine = dynamic_cast<LockstepProcessGroup*>(pg.get());
+  TORCH_CHECK(mine != nullptr, "lockstep_torch.stats: not a lockstep process group (backend ",
+              pg->getBackendName(), ")");
+  const auto s = mine->stats();
+  pybind11::dict d;
+  d["ran_on_waiter"] = s.ran_on_waiter;
+  d["completed_by_completer"] = s.completed_by_completer;
+  return d;
+}
+
 bool quiesce(const c10::intrusive_ptr<compat::BackendBase>& pg, std::chrono::milliseconds timeout) {
   auto* mine = dynamic_cast<LockstepProcessGroup*>(pg.get());
   return mine == nullptr || mine->quiesce(timeout);
@@ -46,6 +57,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("quiesce", &lockstep_torch::quiesce, py::arg("group"), py::arg("timeout"),
         py::call_guard<py::gil_scoped_release>(),
         "Waits until the group's Works are complete and its completer thread is idle.");
+  m.def("stats", &lockstep_torch::stats, py::arg("group"),
+        "Thread hand-offs so far: {'ran_on_waiter': operations lockstep ran on the thread "
+        "that waited for them, 'completed_by_completer': Works the completer thread completed}.");
   m.def("transport", &lockstep_torch::transport, py::arg("group"),
         "Which lockstep transport carries the group: 'shm', 'tcp' or 'none' (one rank).");
 }

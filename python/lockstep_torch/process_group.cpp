@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "c10d_store.h"
+#include "lockstep/comm/native_process_group.h"
 #include "lockstep/core/error.h"
 #include "lockstep/torch/dtype.h"
 
@@ -213,6 +214,14 @@ LockstepProcessGroup::~LockstepProcessGroup() {
 std::string LockstepProcessGroup::transport() const {
   if (size_ == 1) return "none";
   return pg_->supports(comm::Capability::shared_memory) ? "shm" : "tcp";
+}
+
+LockstepProcessGroup::Stats LockstepProcessGroup::stats() const {
+  Stats s;
+  if (const auto* native = dynamic_cast<const comm::NativeProcessGroup*>(pg_.get()))
+    s.ran_on_waiter = native->ran_on_waiter();
+  s.completed_by_completer = queue_->completed_by_completer();
+  return s;
 }
 
 bool LockstepProcessGroup::quiesce(Ms timeout) {

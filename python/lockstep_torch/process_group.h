@@ -9,12 +9,14 @@
 // reductions, which lockstep reduces in int32) go through a contiguous staging copy that is
 // copied back before the Work completes. Works complete in issue order (CompletionQueue):
 // on the thread that waits for one, or on the group's completer thread when someone wants a
-// Work's get_future() (DDP's comm hooks chain on it). Errors (a dead peer, a timeout) reach Python
-// as RuntimeErrors naming the rank and the operation.
+// Work's get_future() from Python (comm hooks chain on it); a collective's future asked for
+// from C++ without the GIL (DDP's reducer) is completed by the asking thread. Errors (a dead
+// peer, a timeout) reach Python as RuntimeErrors naming the rank and the operation.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -53,6 +55,7 @@ class LockstepWork final : public c10d::Work {
  private:
   friend class CompletionQueue;
   void complete(std::exception_ptr error);  // the completer or a waiter, in issue order
+  bool runs_on_asker() const;
 
   std::vector<lockstep::comm::Work> ops_;
   std::vector<std::function<void()>> finishers_;  // after ops_ succeed: copy staged results back
@@ -86,6 +89,8 @@ class CompletionQueue {
   void stop();
   bool quiesce(std::chrono::milliseconds timeout);
   void clear_failed();
+  // How many Works the completer thread completed (the others: the threads that waited).
+  uint64_t completed_by_completer() const { return by_completer_.load(std::memory_order_relaxed); }
 
  private:
   bool queued(const LockstepWork* w) const;
@@ -101,6 +106,7 @@ class CompletionQueue {
   bool busy_ = false;             // someone is completing the front Work
   bool wanted_ = false;           // the completer completes until the queue is empty
   bool stop_ = false;
+  std::atomic<uint64_t> by_completer_{0};
 };
 
 // all_to_all_single's rows per peer, checked against the tensors: in[j] rows go to rank j,
@@ -161,6 +167,13 @@ class LockstepProcessGroup final : public compat::BackendBase {
 
   // Which lockstep transport carries the group ("shm", "tcp" or "none"), for tests and logs.
   std::string transport() const;
+  // Thread hand-offs, for tests and benchmarks: how many operations lockstep ran on the thread
+  // that waited for them, and how many Works the completer thread completed.
+  struct Stats {
+    uint64_t ran_on_waiter = 0;
+    uint64_t completed_by_completer = 0;
+  };
+  Stats stats() const;
   // Waits (up to `timeout`) until every issued Work is complete and the completer thread is
   // idle. At interpreter exit (__init__.py): a completer still releasing a Python callback
   // would take the GIL while Python finalizes, and be ended by pthread_exit (std::terminate).

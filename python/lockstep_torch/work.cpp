@@ -5,6 +5,8 @@
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string_view>
 #include <utility>
 
 #include "process_group.h"
@@ -25,6 +27,15 @@ const c10::TypePtr& tensor_list_type() {
   return type;
 }
 
+// LOCKSTEP_TORCH_FUTURES_ON_CALLER=1: see LockstepWork::getFuture.
+bool futures_on_caller() {
+  static const bool on = [] {
+    const char* v = std::getenv("LOCKSTEP_TORCH_FUTURES_ON_CALLER");
+    return v != nullptr && std::string_view(v) == "1";
+  }();
+  return on;
+}
+
 }  // namespace
 
 // --- LockstepWork -------------------------------------------------------------------------
@@ -42,10 +53,14 @@ bool LockstepWork::wait(Ms timeout) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
   // Waiting on the lockstep operations first lets this thread run a small one itself (no
   // hand-off to lockstep's thread); their errors reach the caller through complete().
+  // lockstep runs an operation on its waiter only when the wait accepts the operation's own
+  // timeout (a shorter one must be able to give up): the default wait passes exactly that.
   for (const auto& op : ops_) {
     try {
-      op.wait(std::max(
-          Ms(0), std::chrono::duration_cast<Ms>(deadline - std::chrono::steady_clock::now())));
+      op.wait(timeout == kNoTimeout && limit == timeout_
+                  ? timeout_
+                  : std::max(Ms(0), std::chrono::duration_cast<Ms>(
+                                        deadline - std::chrono::steady_clock::now())));
     } catch (...) {
       break;
     }
@@ -63,8 +78,35 @@ bool LockstepWork::wait(Ms timeout) {
 }
 
 c10::intrusive_ptr<c10::ivalue::Future> LockstepWork::getFuture() {
-  if (auto q = queue_.lock()) q->want();  // someone will wait on the future, not on wait()
+  auto q = queue_.lock();
+  if (!q) return future_;
+  if (futures_on_caller() && runs_on_asker() && !PyGILState_Check()) {
+    // Asked from C++ without the GIL: DDP's reducer, which asks for each bucket's future as it
+    // issues it and blocks in Future::wait() at the end of backward. Completing it here runs
+    // the operation on this thread (or waits while lockstep's thread runs it), with no hand-off
+    // to the completer and back: on a machine whose cores all compute, each hand-off is a
+    // wake-up that waits for a core (bench/python/ddp_steps.py). But a bucket issued in the
+    // middle of backward then blocks the rest of backward until the peers arrive (fmnist-cnn
+    // lost to it), hence opt-in. Python callers (comm hooks, torch.futures) keep a future that
+    // completes in the background.
+    q->complete_through(this, std::chrono::steady_clock::now() + timeout_ + kCompletionSlack);
+    return future_;
+  }
+  q->want();  // someone will wait on the future, not on wait()
   return future_;
+}
+
+// Point-to-point operations never: a recv asked for before its rank's matching send is
+// issued would wait for itself.
+bool LockstepWork::runs_on_asker() const {
+  switch (opType_) {
+    case OpType::SEND:
+    case OpType::RECV:
+    case OpType::RECVANYSOURCE:
+      return false;
+    default:
+      return true;
+  }
 }
 
 bool LockstepWork::isCompleted() {
@@ -134,6 +176,7 @@ void CompletionQueue::run() {
       busy_ = true;
     }
     const bool ok = complete_one(w);
+    by_completer_.fetch_add(1, std::memory_order_relaxed);
     retire(std::move(w), ok);
   }
 }

@@ -24,6 +24,11 @@ def test_futures_complete_in_issue_order():
     harness.run("order", 2, init="env", timeout=60).assert_ok()
 
 
+def test_sync_waits_and_ddp_futures_run_on_the_calling_thread():
+    harness.run("handoffs", 2, init="env", timeout=60,
+                env={"LOCKSTEP_TORCH_FUTURES_ON_CALLER": "1"}).assert_ok()
+
+
 def test_ddp_bitwise_equal_to_gloo_with_two_ranks():
     harness.run("ddp", 2, init="env", timeout=90, args=[5]).assert_ok()
 
