@@ -265,6 +265,44 @@ TEST_P(CollectivesTest, StartNowStartsHeldBackOperationsWithoutAWaiter) {
   }, o);
 }
 
+// Without a spare core (NativeOptions::spare_core = 0) an operation of any size, 2 MiB here,
+// is left to its waiter, which runs it on its own thread: started on the group's thread it
+// would only take a computing rank's core (and cost two hand-offs). With one, an operation
+// above 1 MiB starts at once, nobody waiting. Options::queue_poll is set far beyond the test,
+// so the group's thread never finds a held-back operation on its own.
+TEST_P(CollectivesTest, WithoutASpareCoreLargeOperationsWaitForTheirWaiter) {
+  if (GetParam().world > 3) GTEST_SKIP() << "the engine's choice does not depend on the world size";
+  for (int spare : {0, 1}) {
+    Options o = test_options(GetParam().transport);
+    o.queue_poll = std::chrono::seconds(60);
+    auto native = std::make_shared<NativeOptions>(dynamic_cast<const NativeOptions&>(*o.backend));
+    native->spare_core = spare;
+    o.backend = native;
+    each_rank([&](ProcessGroup& pg) {
+      if (pg.size() == 1) return;  // completes at once
+      EXPECT_EQ(pg.spare_core(), spare == 1);
+      constexpr size_t kCount = 512 << 10;  // 2 MiB of f32
+      pg.barrier().wait(o.timeout);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the group's thread naps
+      pg.barrier().wait(o.timeout);
+      auto buf = make_input(pg.rank(), kCount, DType::f32, ReduceOp::sum);
+      const uint64_t before = ran_on_waiter(pg);
+      Work w = pg.allreduce(buf.data(), kCount, DType::f32, ReduceOp::sum);
+      const auto t0 = Clock::now();
+      const Clock::duration limit = spare ? Clock::duration(std::chrono::seconds(30))
+                                          : Clock::duration(std::chrono::milliseconds(200));
+      while (!w.is_completed() && Clock::now() - t0 < limit) std::this_thread::sleep_for(std::chrono::microseconds(200));
+      EXPECT_EQ(w.is_completed(), spare == 1)
+          << "rank " << pg.rank() << ", spare_core " << spare << ": "
+          << (spare ? "a 2 MiB all-reduce did not start without a waiter"
+                    : "a 2 MiB all-reduce ran on the group's thread with nobody waiting");
+      w.wait(o.timeout);
+      EXPECT_EQ(ran_on_waiter(pg) - before, spare ? 0u : 1u) << "rank " << pg.rank();
+      expect_reduced(buf.data(), kCount, pg.size(), DType::f32, ReduceOp::sum, "held back");
+    }, o);
+  }
+}
+
 // Back-to-back small all-reduces of integer counters whose sizes change every call: a rank
 // that read a peer's previous data (a stale slot, or old data mistaken for a fresh tag)
 // would see an earlier iteration's values. Mixes the low-latency, one-barrier and chunked

@@ -10,7 +10,8 @@
 namespace lockstep::comm::engine {
 namespace {
 
-// Operations up to this size do not wake a napping group thread (see worker_loop).
+// Operations up to this size do not wake a napping group thread (see worker_loop); with no
+// spare core, none does (EngineTraits::spare_core).
 constexpr size_t kLazyBytes = 1 << 20;
 // Naps (Options::queue_poll each) without work before the group's thread sleeps until notified.
 constexpr int kLightSlices = 50;
@@ -49,6 +50,7 @@ void EngineGroup::attach_store(store::Store& store) {
 
 void EngineGroup::start_worker() {
   if (!traits_.run_inline) traits_.lazy_wake = false;  // nobody else would run a held-back op
+  if (!traits_.lazy_wake) traits_.spare_core = true;  // every operation starts at once
   worker_ = std::thread([this] { worker_loop(); });
 }
 
@@ -121,7 +123,8 @@ size_t EngineGroup::op_bytes(const Op& op) const {
 }
 
 // One lock, one allocation (the task record); the group's thread is woken only when it
-// sleeps deeply or the operation is large (see worker_loop).
+// sleeps deeply or the operation is large and the thread has a core of its own (see
+// worker_loop).
 Work EngineGroup::enqueue(Op op, std::function<void(Deadline)> custom) {
   const size_t bytes = op_bytes(op);
   std::unique_lock<std::mutex> lk(mu_);
@@ -137,7 +140,7 @@ Work EngineGroup::enqueue(Op op, std::function<void(Deadline)> custom) {
     return w;
   }
   queue_.push(Task{std::move(state), std::move(op), std::move(custom)});
-  if (deep_sleep_ || !traits_.lazy_wake || bytes > kLazyBytes) cv_.notify_one();
+  if (deep_sleep_ || !traits_.lazy_wake || (traits_.spare_core && bytes > kLazyBytes)) cv_.notify_one();
   return w;
 }
 

@@ -2,7 +2,8 @@
 // process group does around an operation: argument checks, sequence numbers, the shortcuts
 // for world size 1 and empty buffers, the issue-order queue and the group's thread that runs
 // it, the caller-runs-it-inline hand-off (a waiter runs queued operations itself while the
-// group's thread is idle: no thread hand-off on small messages), posted send/recv, the
+// group's thread is idle: no thread hand-off on small messages, nor on any where the group's
+// thread has no core of its own), posted send/recv, the
 // timeouts, abort and the "broken after a failed collective" state, and (once attach_store()
 // was called) the OpMonitor: the flight recorder, LOCKSTEP_DEBUG=detail's check of every
 // collective's signature, and the report of which rank never arrived when an operation fails.
@@ -63,6 +64,11 @@ struct EngineTraits {
   bool lazy_wake = true;
   // execute() answers Op::check for allreduce_check_finite (else the caller scans).
   bool finite_check = false;
+  // The group's thread has a core of its own beside the callers' computation. Without one,
+  // operations of every size are left to their waiter (or to start_now()): started at once
+  // on the group's thread, a large one would only take a computing rank's core, and cost a
+  // hand-off to that thread and back (needs lazy_wake).
+  bool spare_core = true;
 };
 
 // A FIFO that allocates only when it grows (a deque allocates a block every few operations).
@@ -123,6 +129,7 @@ class EngineGroup : public ProcessGroup {
   std::unique_ptr<ProcessGroup> new_group(const std::vector<int>& ranks) final;
   void abort() final;
   void start_now() final;
+  bool spare_core() const final { return traits_.spare_core; }
   // Diagnostics: how many operations the thread that waited for them ran itself (no hand-off
   // to the group's thread).
   uint64_t ran_on_waiter() const { return ran_on_waiter_.load(std::memory_order_relaxed); }

@@ -1,5 +1,6 @@
 #include "lockstep/comm/native_process_group.h"
 
+#include <sched.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -8,6 +9,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <thread>
 
 #include "lockstep/comm/algorithms.h"
 #include "lockstep/comm/reduce_kernels.h"
@@ -59,11 +61,26 @@ NativeProcessGroup::NativeProcessGroup(store::Store& store, int rank, int world,
   if (native_.shm_stream != "auto" && native_.shm_stream != "on" && native_.shm_stream != "off")
     LOCKSTEP_THROW(ConfigError, "LOCKSTEP_SHM_STREAM (or NativeOptions::shm_stream)='", native_.shm_stream,
                    "': expected auto, on or off");
+  if (native_.spare_core < 0) native_.spare_core = env_int("LOCKSTEP_SPARE_CORE", -1, 0, 1);
   attach_store(store_);
   prefix_ = monitor()->prefix();
-  set_traits({.run_inline = true, .lazy_wake = true, .finite_check = true});
   if (size() > 1) rendezvous();
+  set_traits({.run_inline = true, .lazy_wake = true, .finite_check = true, .spare_core = has_spare_core()});
   start_worker();
+}
+
+// Whether this rank has two CPUs to itself: one for its computation, one for the group's
+// thread. Ranks of this group on other hosts do not share this host's CPUs.
+bool NativeProcessGroup::has_spare_core() const {
+  if (native_.spare_core >= 0) return native_.spare_core == 1;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  const int mine = ::sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+  int here = 1;  // ranks of this group on this host
+  if (shm_) here = size();
+  if (hier_) here = int(hier_->local.group_ranks.size());
+  const int host = int(std::thread::hardware_concurrency());
+  return std::min(mine, host / std::max(here, 1)) >= 2;
 }
 
 // Every rank's host identity, by rank (through the store).

@@ -40,6 +40,11 @@ struct NativeOptions : BackendOptions {
   // yields its core for up to 100 us before it sleeps). A value set here replaces both: that
   // long busy spinning, no yielding. Env: LOCKSTEP_SHM_SPIN_US.
   int shm_spin_us = -1;
+  // Whether the group's thread has a core of its own (ProcessGroup::spare_core): -1 = auto
+  // (this rank has at least two CPUs to itself: its affinity, and the host's CPUs divided
+  // among the ranks of this group on it), 0 = no (operations of every size wait for their
+  // waiter or start_now()), 1 = yes (those above 1 MiB start at once). Env: LOCKSTEP_SPARE_CORE.
+  int spare_core = -1;
 };
 
 class NativeProcessGroup final : public engine::EngineGroup {
@@ -76,6 +81,7 @@ class NativeProcessGroup final : public engine::EngineGroup {
   };
 
   void rendezvous();
+  bool has_spare_core() const;
   std::vector<std::string> exchange_hosts();
   bool wants_hierarchy(const std::vector<std::string>& hosts) const;
   void build_hierarchy(const std::vector<std::string>& hosts);

@@ -53,8 +53,8 @@ struct Options {
   // Also enabled by LOCKSTEP_DEBUG=detail.
   bool debug_checks = false;
   // How often the group's own thread, while operations keep coming, looks for those queued
-  // without waking it (up to 1 MiB: left to their waiter, who runs them without a thread
-  // hand-off; start_now() wakes it at once).
+  // without waking it (up to 1 MiB, or any size without a spare core: left to their waiter,
+  // who runs them without a thread hand-off; start_now() wakes it at once).
   Millis queue_poll{2};
   // The chosen backend's own settings, if any (null: its defaults and environment).
   std::shared_ptr<const BackendOptions> backend;
@@ -145,6 +145,14 @@ class ProcessGroup {
   // small operation back for its waiter to run inline, which saves a thread hand-off when the
   // wait follows at once. Backends that always start at once ignore it.
   virtual void start_now() {}
+
+  // Whether the group's own thread has a core beside the callers' computation (a rank with at
+  // least two CPUs to itself: its affinity, and the host's CPUs shared among the ranks on it).
+  // Where it has not, an operation that runs in the background only takes a computing rank's
+  // core: the group then leaves operations of every size to the thread that waits for them
+  // (or to start_now()), and a caller that issues and then waits at once had better run the
+  // operation on its own thread. Options/NativeOptions can force it.
+  virtual bool spare_core() const { return true; }
 
   // Memory every rank of the group can reach: on one host, `bytes` of shared memory per rank.
   // An all-reduce of a buffer inside it, or a reduce-scatter or all-gather of an input inside
