@@ -17,6 +17,7 @@ gloo (one 2-worker job, unbound as under torchrun), nosync (lockstep, every step
 model.no_sync(): DDP without all-reduce), bound / gbound / pairbound (worker i bound to core
 i), spin0 / spin1000 (LOCKSTEP_SHM_SPIN_US), onebucket / smallfirst / cap1 (DDP's first
 bucket and bucket_cap_mb), caller / callerbound (LOCKSTEP_TORCH_FUTURES_ON_CALLER=1),
+spare / sparebound (LOCKSTEP_SPARE_CORE=1: as if lockstep's thread had a core of its own),
 base / basebound (lockstep_torch from --base DIR, another build:
 A/B of a change in one run).
 """
@@ -43,9 +44,15 @@ VARIANTS = {
     "onebucket": (2, 1, "lockstep", ["--first-bucket-mb", "25"], {}, False),
     "smallfirst": (2, 1, "lockstep", ["--first-bucket-mb", "0.25"], {}, False),
     "cap1": (2, 1, "lockstep", ["--bucket-cap-mb", "1", "--first-bucket-mb", "1"], {}, False),
-    # DDP's bucket futures completed on the training thread (python/lockstep_torch/work.cpp)
+    # DDP's bucket futures completed on the training thread (python/lockstep_torch/work.cpp;
+    # the default where lockstep's thread has no spare core)
     "caller": (2, 1, "lockstep", [], {"LOCKSTEP_TORCH_FUTURES_ON_CALLER": "1"}, False),
     "callerbound": (2, 1, "lockstep", [], {"LOCKSTEP_TORCH_FUTURES_ON_CALLER": "1"}, True),
+    # as if lockstep's thread had a core of its own (on a 2-core host: the behaviour before
+    # ProcessGroup::spare_core): large operations start on lockstep's thread, DDP's futures
+    # complete on the completer thread
+    "spare": (2, 1, "lockstep", [], {"LOCKSTEP_SPARE_CORE": "1"}, False),
+    "sparebound": (2, 1, "lockstep", [], {"LOCKSTEP_SPARE_CORE": "1"}, True),
     # with --base DIR: lockstep_torch from DIR (another build) instead of PYTHONPATH's
     "base": (2, 1, "lockstep", [], {"BASE": "1"}, False),
     "basebound": (2, 1, "lockstep", [], {"BASE": "1"}, True),

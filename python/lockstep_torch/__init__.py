@@ -78,7 +78,9 @@ def transport(group=None):
 def stats(group=None):
     """Thread hand-offs of `group` (default: the world) so far: {'ran_on_waiter': operations
     lockstep ran on the thread that waited for them, 'completed_by_completer': Works that the
-    group's completer thread completed (futures asked for from Python)}."""
+    group's completer thread completed (futures asked for from Python), 'futures_on_caller':
+    whether DDP's bucket futures are completed by the training thread (where lockstep's thread
+    has no spare core, or LOCKSTEP_TORCH_FUTURES_ON_CALLER=1)}."""
     pg = group if group is not None else dist.distributed_c10d._get_default_group()
     if _TORCH_MAJOR >= 2:
         pg = pg._get_backend(torch.device("cpu"))

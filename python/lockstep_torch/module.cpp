@@ -36,6 +36,7 @@ pybind11::dict stats(const c10::intrusive_ptr<compat::BackendBase>& pg) {
   pybind11::dict d;
   d["ran_on_waiter"] = s.ran_on_waiter;
   d["completed_by_completer"] = s.completed_by_completer;
+  d["futures_on_caller"] = s.futures_on_caller;
   return d;
 }
 
@@ -59,7 +60,9 @@ PYBIND11_MODULE(_C, m) {
         "Waits until the group's Works are complete and its completer thread is idle.");
   m.def("stats", &lockstep_torch::stats, py::arg("group"),
         "Thread hand-offs so far: {'ran_on_waiter': operations lockstep ran on the thread "
-        "that waited for them, 'completed_by_completer': Works the completer thread completed}.");
+        "that waited for them, 'completed_by_completer': Works the completer thread completed, "
+        "'futures_on_caller': whether DDP's bucket futures are completed by the training "
+        "thread}.");
   m.def("transport", &lockstep_torch::transport, py::arg("group"),
         "Which lockstep transport carries the group: 'shm', 'tcp' or 'none' (one rank).");
 }

@@ -192,6 +192,7 @@ LockstepProcessGroup::LockstepProcessGroup(const c10::intrusive_ptr<c10d::Store>
   o.timeout = timeout;
   o.group_name = group_name;
   pg_ = comm::ProcessGroup::create("native", *store_, rank, size, o);
+  queue_->set_futures_on_caller(futures_on_caller(pg_->spare_core()));
   completer_ = std::thread([q = queue_] { q->run(); });
   init();
 }
@@ -221,6 +222,7 @@ LockstepProcessGroup::Stats LockstepProcessGroup::stats() const {
   if (const auto* native = dynamic_cast<const comm::NativeProcessGroup*>(pg_.get()))
     s.ran_on_waiter = native->ran_on_waiter();
   s.completed_by_completer = queue_->completed_by_completer();
+  s.futures_on_caller = queue_->futures_on_caller();
   return s;
 }
 

@@ -10,7 +10,8 @@
 // copied back before the Work completes. Works complete in issue order (CompletionQueue):
 // on the thread that waits for one, or on the group's completer thread when someone wants a
 // Work's get_future() from Python (comm hooks chain on it); a collective's future asked for
-// from C++ without the GIL (DDP's reducer) is completed by the asking thread. Errors (a dead
+// from C++ without the GIL (DDP's reducer) is completed by the asking thread where lockstep's
+// thread has no core of its own (ProcessGroup::spare_core). Errors (a dead
 // peer, a timeout) reach Python as RuntimeErrors naming the rank and the operation.
 #pragma once
 
@@ -91,6 +92,10 @@ class CompletionQueue {
   void clear_failed();
   // How many Works the completer thread completed (the others: the threads that waited).
   uint64_t completed_by_completer() const { return by_completer_.load(std::memory_order_relaxed); }
+  // Whether a collective's future asked for from C++ without the GIL (DDP's reducer) is
+  // completed by the asking thread (LockstepWork::getFuture). Set once, before any Work.
+  void set_futures_on_caller(bool on) { futures_on_caller_ = on; }
+  bool futures_on_caller() const { return futures_on_caller_; }
 
  private:
   bool queued(const LockstepWork* w) const;
@@ -106,8 +111,12 @@ class CompletionQueue {
   bool busy_ = false;             // someone is completing the front Work
   bool wanted_ = false;           // the completer completes until the queue is empty
   bool stop_ = false;
+  bool futures_on_caller_ = false;
   std::atomic<uint64_t> by_completer_{0};
 };
+
+// LOCKSTEP_TORCH_FUTURES_ON_CALLER (1, 0, or auto: where lockstep's thread has no spare core).
+bool futures_on_caller(bool spare_core);
 
 // all_to_all_single's rows per peer, checked against the tensors: in[j] rows go to rank j,
 // out[j] rows come from rank j (split sizes left empty: equal rows for every rank).
@@ -172,6 +181,7 @@ class LockstepProcessGroup final : public compat::BackendBase {
   struct Stats {
     uint64_t ran_on_waiter = 0;
     uint64_t completed_by_completer = 0;
+    bool futures_on_caller = false;  // CompletionQueue::futures_on_caller
   };
   Stats stats() const;
   // Waits (up to `timeout`) until every issued Work is complete and the completer thread is

@@ -27,16 +27,19 @@ const c10::TypePtr& tensor_list_type() {
   return type;
 }
 
-// LOCKSTEP_TORCH_FUTURES_ON_CALLER=1: see LockstepWork::getFuture.
-bool futures_on_caller() {
-  static const bool on = [] {
-    const char* v = std::getenv("LOCKSTEP_TORCH_FUTURES_ON_CALLER");
-    return v != nullptr && std::string_view(v) == "1";
-  }();
-  return on;
-}
-
 }  // namespace
+
+// LOCKSTEP_TORCH_FUTURES_ON_CALLER=1 or 0 forces it; unset (or "auto"): where lockstep's thread
+// has no core of its own. See LockstepWork::getFuture.
+bool futures_on_caller(bool spare_core) {
+  const char* v = std::getenv("LOCKSTEP_TORCH_FUTURES_ON_CALLER");
+  const std::string_view s = v ? v : "auto";
+  if (s == "1") return true;
+  if (s == "0") return false;
+  TORCH_CHECK(s == "auto" || s.empty(), "LOCKSTEP_TORCH_FUTURES_ON_CALLER='", s,
+              "': expected 1, 0 or auto");
+  return !spare_core;
+}
 
 // --- LockstepWork -------------------------------------------------------------------------
 
@@ -80,15 +83,15 @@ bool LockstepWork::wait(Ms timeout) {
 c10::intrusive_ptr<c10::ivalue::Future> LockstepWork::getFuture() {
   auto q = queue_.lock();
   if (!q) return future_;
-  if (futures_on_caller() && runs_on_asker() && !PyGILState_Check()) {
+  if (q->futures_on_caller() && runs_on_asker() && !PyGILState_Check()) {
     // Asked from C++ without the GIL: DDP's reducer, which asks for each bucket's future as it
     // issues it and blocks in Future::wait() at the end of backward. Completing it here runs
-    // the operation on this thread (or waits while lockstep's thread runs it), with no hand-off
-    // to the completer and back: on a machine whose cores all compute, each hand-off is a
-    // wake-up that waits for a core (bench/python/ddp_steps.py). But a bucket issued in the
-    // middle of backward then blocks the rest of backward until the peers arrive (fmnist-cnn
-    // lost to it), hence opt-in. Python callers (comm hooks, torch.futures) keep a future that
-    // completes in the background.
+    // the operation on this thread, with no hand-off to lockstep's or the completer's thread
+    // and back: where every core computes, each hand-off is a wake-up that waits for a core
+    // (bench/python/ddp_steps.py). Where lockstep's thread has a core of its own, a bucket
+    // issued in the middle of backward is better reduced there while backward goes on, so
+    // this is the default only without a spare core (ProcessGroup::spare_core). Python callers
+    // (comm hooks, torch.futures) keep a future that completes in the background.
     q->complete_through(this, std::chrono::steady_clock::now() + timeout_ + kCompletionSlack);
     return future_;
   }

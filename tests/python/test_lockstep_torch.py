@@ -24,9 +24,10 @@ def test_futures_complete_in_issue_order():
     harness.run("order", 2, init="env", timeout=60).assert_ok()
 
 
-def test_sync_waits_and_ddp_futures_run_on_the_calling_thread():
-    harness.run("handoffs", 2, init="env", timeout=60,
-                env={"LOCKSTEP_TORCH_FUTURES_ON_CALLER": "1"}).assert_ok()
+@pytest.mark.parametrize("spare", [0, 1])
+def test_sync_waits_and_bucket_futures_run_where_lockstep_has_a_core(spare):
+    harness.run("handoffs", 2, init="env", timeout=60, args=[spare],
+                env={"LOCKSTEP_SPARE_CORE": str(spare)}).assert_ok()
 
 
 def test_ddp_bitwise_equal_to_gloo_with_two_ranks():
