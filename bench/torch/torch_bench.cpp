@@ -47,8 +47,6 @@ Flags parse(int argc, char** argv) {
   Flags f;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (i + 1 >= argc) throw std::invalid_argument("torch_bench: flag " + a + " needs a value");
-    const char* v = argv[++i];
     const std::map<std::string, std::string*> text = {
         {"--mode", &f.mode}, {"--model", &f.model}, {"--data", &f.data}};
     const std::map<std::string, int64_t*> number = {{"--batch", &f.batch},
@@ -57,20 +55,24 @@ Flags parse(int argc, char** argv) {
                                                     {"--overlap", &f.overlap},
                                                     {"--shared-grads", &f.shared_grads},
                                                     {"--first-bucket-kb", &f.first_bucket_kb}};
-    if (auto t = text.find(a); t != text.end())
-      *t->second = v;
-    else if (auto n = number.find(a); n != number.end())
-      *n->second = std::atoll(v);
-    else
-      throw std::invalid_argument("torch_bench: unknown flag " + a +
+    const auto t = text.find(a);
+    const auto n = number.find(a);
+    if (t == text.end() && n == number.end())
+      throw std::invalid_argument("unknown flag " + a +
                                   "; flags: --mode plain|ddp|baseline --model fmnist-cnn|gpt "
                                   "--batch N --warmup N --steps N --data PATH; ddp: --overlap 0|1 "
                                   "--shared-grads 0|1 --first-bucket-kb N");
+    if (i + 1 >= argc) throw std::invalid_argument("flag " + a + " needs a value");
+    const char* v = argv[++i];
+    if (t != text.end())
+      *t->second = v;
+    else
+      *n->second = std::atoll(v);
   }
   if (f.mode != "plain" && f.mode != "ddp" && f.mode != "baseline")
-    throw std::invalid_argument("torch_bench: --mode " + f.mode + ": use plain, ddp or baseline");
+    throw std::invalid_argument("--mode " + f.mode + ": use plain, ddp or baseline");
   if (f.model != "fmnist-cnn" && f.model != "gpt")
-    throw std::invalid_argument("torch_bench: --model " + f.model + ": use fmnist-cnn or gpt");
+    throw std::invalid_argument("--model " + f.model + ": use fmnist-cnn or gpt");
   if (f.batch == 0) f.batch = f.model == "gpt" ? 16 : 64;
   return f;
 }
@@ -165,7 +167,7 @@ int main(int argc, char** argv) try {
 
   int64_t cursor = 0;
   const int64_t batches = x.size(0) / f.batch;
-  if (batches < 1) throw std::runtime_error("torch_bench: fewer samples per rank than --batch");
+  if (batches < 1) throw std::runtime_error("fewer samples per rank than --batch");
   torch::Tensor loss;
   double comm_s = 0;            // baseline: wall time in its all-reduces (nothing overlaps them)
   double fwd_s = 0, bwd_s = 0;  // forward + loss; backward (ddp: with its final wait)
