@@ -23,6 +23,13 @@ using testing::test_options;
 // Operations this rank's group ran on the thread that waited for them (native only).
 uint64_t ran_on_waiter(ProcessGroup& pg) { return dynamic_cast<NativeProcessGroup&>(pg).ran_on_waiter(); }
 
+// Whether `w` completes within `limit` while nobody waits for it (polled, not waited on).
+bool completes_within(const Work& w, Clock::duration limit) {
+  const auto t0 = Clock::now();
+  while (!w.is_completed() && Clock::now() - t0 < limit) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  return w.is_completed();
+}
+
 struct Param {
   std::string transport;
   int world;
@@ -235,11 +242,6 @@ TEST_P(CollectivesTest, StartNowStartsHeldBackOperationsWithoutAWaiter) {
   each_rank([&](ProcessGroup& pg) {
     if (pg.size() == 1) return;  // completes at once, nothing to start
     constexpr size_t kCount = 4096;
-    auto completes_within = [&](Work& w, std::chrono::milliseconds limit) {
-      const auto t0 = Clock::now();
-      while (!w.is_completed() && Clock::now() - t0 < limit) std::this_thread::sleep_for(std::chrono::microseconds(200));
-      return w.is_completed();
-    };
     pg.barrier().wait(o.timeout);
     for (bool hint : {false, true, false, true}) {
       // Let the group's thread settle into its nap: a thread that starts late, or that has
@@ -288,11 +290,9 @@ TEST_P(CollectivesTest, WithoutASpareCoreLargeOperationsWaitForTheirWaiter) {
       auto buf = make_input(pg.rank(), kCount, DType::f32, ReduceOp::sum);
       const uint64_t before = ran_on_waiter(pg);
       Work w = pg.allreduce(buf.data(), kCount, DType::f32, ReduceOp::sum);
-      const auto t0 = Clock::now();
       const Clock::duration limit = spare ? Clock::duration(std::chrono::seconds(30))
                                           : Clock::duration(std::chrono::milliseconds(200));
-      while (!w.is_completed() && Clock::now() - t0 < limit) std::this_thread::sleep_for(std::chrono::microseconds(200));
-      EXPECT_EQ(w.is_completed(), spare == 1)
+      EXPECT_EQ(completes_within(w, limit), spare == 1)
           << "rank " << pg.rank() << ", spare_core " << spare << ": "
           << (spare ? "a 2 MiB all-reduce did not start without a waiter"
                     : "a 2 MiB all-reduce ran on the group's thread with nobody waiting");
