@@ -222,8 +222,8 @@ TEST(AlgorithmTable, AutoChoosesByTheTableOrder) {
             std::string("shm_lines"));
 }
 
-// A misspelt LOCKSTEP_ALGO is named, with the accepted values, where the group is made (shm)
-// or at the first all-reduce (tcp) — not silently replaced by auto.
+// A misspelt LOCKSTEP_ALGO is named, with the accepted values, where the group's plan is made
+// — not silently replaced by auto.
 TEST(AlgorithmTable, UnknownAlgorithmIsAConfigError) {
   try {
     algo::Plan(algo::Path::shm, {.world = 2, .slot_bytes = kSlotBytes}, "rnig");
@@ -248,12 +248,15 @@ TEST(AlgorithmTable, EnvironmentForcesARowThroughTheBackend) {
                 reference(3, i, DType::f32, ReduceOp::sum));
   });
   ::setenv("LOCKSTEP_ALGO", "no_such_row", 1);
-  EXPECT_THROW(run_ranks(2,
-                         [&](int rank, store::Store& store) {
-                           ProcessGroup::create("native", store, rank, 2,
-                                                testing::test_options("shm"));
-                         }),
-               ConfigError);
+  // Where the group is made, on shared memory and (before any collective ran) on tcp alike.
+  for (const char* transport : {"shm", "tcp"})
+    EXPECT_THROW(run_ranks(2,
+                           [&](int rank, store::Store& store) {
+                             ProcessGroup::create("native", store, rank, 2,
+                                                  testing::test_options(transport));
+                           }),
+                 ConfigError)
+        << transport;
   ::unsetenv("LOCKSTEP_ALGO");
 }
 

@@ -2,7 +2,7 @@
 // algorithms/. Every function is called by all ranks of the transport with the same arguments
 // except the data; `scratch` is a pooled buffer the algorithm may grow. Data sizes are in
 // elements of `dtype`; f16/bf16 reductions are widened to f32 by the caller. Which all-reduce
-// runs is the table's choice (algorithms/table.h: choose_pair_allreduce).
+// runs is the table's choice (algorithms/table.h: Plan::pair_allreduce).
 #pragma once
 
 #include <cstddef>

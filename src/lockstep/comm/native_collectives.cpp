@@ -83,7 +83,7 @@ void NativeProcessGroup::run_allreduce(const engine::Op& op, const OpInfo& info,
   widened(wide_, op.out, op.count, op.dtype, [&](void* d, DType t) {
     if (hier_) return allreduce_hierarchical(d, op.count, t, op.op, info);
     LOCKSTEP_CTX;
-    algo::choose_pair_allreduce(op.count * dtype_size(t), size(), options().algorithm)(c, d, op.count, t, op.op);
+    pair_plan_.pair_allreduce(op.count * dtype_size(t))(c, d, op.count, t, op.op);
   });
   // On this thread, beside the caller's computation (the ring leaves no pass to fold it in).
   if (check) check->set(has_nonfinite(op.out, op.count, op.dtype));

@@ -65,6 +65,8 @@ NativeProcessGroup::NativeProcessGroup(store::Store& store, int rank, int world,
   attach_store(store_);
   prefix_ = monitor()->prefix();
   if (size() > 1) rendezvous();
+  // A bad LOCKSTEP_ALGO fails here, on every rank, as the shm group's does in rendezvous().
+  if (size() > 1 && !shm_) pair_plan_ = algo::Plan(algo::Path::pairs, {.world = size()}, this->options().algorithm);
   set_traits({.run_inline = true, .lazy_wake = true, .finite_check = true, .spare_core = has_spare_core()});
   start_worker();
 }

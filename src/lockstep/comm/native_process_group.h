@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "lockstep/comm/algorithms/table.h"
 #include "lockstep/comm/engine.h"
 #include "lockstep/comm/transport.h"
 #include "lockstep/core/buffer.h"
@@ -98,6 +99,7 @@ class NativeProcessGroup final : public engine::EngineGroup {
   Transport* transport_ = nullptr;  // tcp_ or the shm group's pair transport
   std::unique_ptr<shm::ShmGroup> shm_;
   std::unique_ptr<Hierarchy> hier_;  // set when all-reduce is hierarchical
+  algo::Plan pair_plan_;  // the table resolved for the pair transport (no shm group)
   AlignedBuffer scratch_, wide_;  // pooled: grown, never shrunk, used by the running thread only
   int shared_allocs_ = 0;  // alloc_shared calls (names their store keys)
 };

@@ -189,21 +189,15 @@ Plan::Plan(Path path, const Facts& facts, std::string_view forced) {
   }
 }
 
+PairAllreduceFn Plan::pair_allreduce(size_t bytes) const {
+  for (const Choice& ch : choices(Collective::allreduce))
+    if (ch.row->pairs && ch.bytes.contains(bytes)) return ch.row->pairs;
+  LOCKSTEP_THROW(InternalError, "table.cpp: no pair all-reduce row for ", bytes,
+                 " bytes (the plan was not made for path pairs)");
+}
+
 PairAllreduceFn choose_pair_allreduce(size_t bytes, int world, std::string_view forced) {
-  const Facts facts{.world = world};
-  if (!is_mode(forced)) {
-    const Row* r = find_row(forced);
-    if (!r)
-      LOCKSTEP_THROW(ConfigError, "LOCKSTEP_ALGO (or Options::algorithm)='", forced,
-                     "' names no algorithm: use "
-                     "auto, flat, hierarchical or a row of docs/collectives.md (",
-                     row_names(), ")");
-    if (r->pairs && r->can(facts).contains(bytes)) return r->pairs;
-  }
-  for (const Row& r : kRows)
-    if (r.pairs && r.when(facts).contains(bytes)) return r.pairs;
-  LOCKSTEP_THROW(InternalError, "table.cpp: no pair all-reduce row for ", bytes, " bytes on ",
-                 world, " ranks");
+  return Plan(Path::pairs, {.world = world}, forced).pair_allreduce(bytes);
 }
 
 }  // namespace lockstep::comm::algo

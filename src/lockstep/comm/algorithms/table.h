@@ -100,6 +100,8 @@ class Plan {
   }
   // The smallest size any shared-only row takes: below it no buffer is looked up in the blocks.
   size_t shared_min() const { return shared_min_; }
+  // Path pairs: the all-reduce of the first row whose range holds `bytes`.
+  PairAllreduceFn pair_allreduce(size_t bytes) const;
 
  private:
   Choice choices_[kCollectives][kMaxChoices] = {};
@@ -108,7 +110,8 @@ class Plan {
 };
 
 // The pair-transport all-reduce for `bytes` on `world` ranks: the forced row when it names a
-// pair all-reduce, else the first row whose range holds `bytes`.
+// pair all-reduce, else the first row whose range holds `bytes`. Resolves a Plan per call:
+// a group keeps its Plan(Path::pairs, ...) and asks it instead.
 PairAllreduceFn choose_pair_allreduce(size_t bytes, int world, std::string_view forced);
 
 }  // namespace algo
