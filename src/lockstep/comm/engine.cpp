@@ -50,7 +50,6 @@ void EngineGroup::attach_store(store::Store& store) {
 
 void EngineGroup::start_worker() {
   if (!traits_.run_inline) traits_.lazy_wake = false;  // nobody else would run a held-back op
-  if (!traits_.lazy_wake) traits_.spare_core = true;  // every operation starts at once
   worker_ = std::thread([this] { worker_loop(); });
 }
 

@@ -65,7 +65,8 @@ struct EngineTraits {
   // execute() answers Op::check for allreduce_check_finite (else the caller scans).
   bool finite_check = false;
   // The group's thread has a core of its own beside the callers' computation. Without one,
-  // operations of every size are left to their waiter (or to start_now()): started at once
+  // operations of every size are left to their waiter (or to start_now(), or to the thread's
+  // next light-sleep look at the queue): started at once
   // on the group's thread, a large one would only take a computing rank's core, and cost a
   // hand-off to that thread and back (needs lazy_wake).
   bool spare_core = true;

@@ -150,8 +150,9 @@ class ProcessGroup {
   // least two CPUs to itself: its affinity, and the host's CPUs shared among the ranks on it).
   // Where it has not, an operation that runs in the background only takes a computing rank's
   // core: the group then leaves operations of every size to the thread that waits for them
-  // (or to start_now()), and a caller that issues and then waits at once had better run the
-  // operation on its own thread. Options/NativeOptions can force it.
+  // (or to start_now(), or to its own thread's next look at the queue, Options::queue_poll),
+  // and a caller that issues and then waits at once had better run the operation on its own
+  // thread. NativeOptions::spare_core and LOCKSTEP_SPARE_CORE force it.
   virtual bool spare_core() const { return true; }
 
   // Memory every rank of the group can reach: on one host, `bytes` of shared memory per rank.
