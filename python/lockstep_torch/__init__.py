@@ -69,10 +69,7 @@ def _quiesce():
 
 def transport(group=None):
     """Which lockstep transport carries `group` (default: the world): 'shm', 'tcp' or 'none'."""
-    pg = group if group is not None else dist.distributed_c10d._get_default_group()
-    if _TORCH_MAJOR >= 2:
-        pg = pg._get_backend(torch.device("cpu"))
-    return _C.transport(pg)
+    return _C.transport(_backend(group))
 
 
 def stats(group=None):
@@ -81,10 +78,15 @@ def stats(group=None):
     group's completer thread completed (futures asked for from Python), 'futures_on_caller':
     whether DDP's bucket futures are completed by the training thread (where lockstep's thread
     has no spare core, or LOCKSTEP_TORCH_FUTURES_ON_CALLER=1)}."""
+    return _C.stats(_backend(group))
+
+
+def _backend(group):
+    """The lockstep process group behind `group` (default: the world)."""
     pg = group if group is not None else dist.distributed_c10d._get_default_group()
     if _TORCH_MAJOR >= 2:
         pg = pg._get_backend(torch.device("cpu"))
-    return _C.stats(pg)
+    return pg
 
 
 def _register():

@@ -27,6 +27,10 @@ const c10::TypePtr& tensor_list_type() {
   return type;
 }
 
+// Set while this thread completes a Work (CompletionQueue::complete_one): a callback run there
+// that issues a collective and asks for its future must not wait for the queue it holds.
+thread_local bool completing = false;
+
 }  // namespace
 
 // LOCKSTEP_TORCH_FUTURES_ON_CALLER=1 or 0 forces it; unset (or "auto"): where lockstep's thread
@@ -60,7 +64,7 @@ bool LockstepWork::wait(Ms timeout) {
   // timeout (a shorter one must be able to give up): the default wait passes exactly that.
   for (const auto& op : ops_) {
     try {
-      op.wait(timeout == kNoTimeout && limit == timeout_
+      op.wait(timeout == kNoTimeout
                   ? timeout_
                   : std::max(Ms(0), std::chrono::duration_cast<Ms>(
                                         deadline - std::chrono::steady_clock::now())));
@@ -83,7 +87,7 @@ bool LockstepWork::wait(Ms timeout) {
 c10::intrusive_ptr<c10::ivalue::Future> LockstepWork::getFuture() {
   auto q = queue_.lock();
   if (!q) return future_;
-  if (q->futures_on_caller() && runs_on_asker() && !PyGILState_Check()) {
+  if (q->futures_on_caller() && runs_on_asker() && !completing && !PyGILState_Check()) {
     // Asked from C++ without the GIL: DDP's reducer, which asks for each bucket's future as it
     // issues it and blocks in Future::wait() at the end of backward. Completing it here runs
     // the operation on this thread, with no hand-off to lockstep's or the completer's thread
@@ -93,7 +97,9 @@ c10::intrusive_ptr<c10::ivalue::Future> LockstepWork::getFuture() {
     // this is the default only without a spare core (ProcessGroup::spare_core). Python callers
     // (comm hooks, torch.futures) keep a future that completes in the background.
     q->complete_through(this, std::chrono::steady_clock::now() + timeout_ + kCompletionSlack);
-    return future_;
+    if (future_->completed()) return future_;
+    // Not completed by its deadline (another thread held the queue): the completer must, or
+    // DDP's Future::wait(), which has no timeout, would block for good.
   }
   q->want();  // someone will wait on the future, not on wait()
   return future_;
@@ -206,6 +212,10 @@ void CompletionQueue::complete_through(const LockstepWork* me, Clock::time_point
 }
 
 bool CompletionQueue::complete_one(const WorkPtr& w) {
+  completing = true;
+  struct Reset {
+    ~Reset() { completing = false; }
+  } reset;
   std::exception_ptr error;
   for (const auto& op : w->ops_) {
     try {

@@ -326,9 +326,10 @@ def scenario_handoffs(spare):
     otherwise start it on its own thread); with a spare core, the completer thread completes
     them in the background."""
     init()
-    if lockstep_torch.stats()["futures_on_caller"] == bool(spare):
+    on_caller = lockstep_torch.stats()["futures_on_caller"]
+    if on_caller == bool(spare):
         raise AssertionError(f"rank {RANK}: LOCKSTEP_SPARE_CORE={spare} gave futures_on_caller="
-                             f"{lockstep_torch.stats()['futures_on_caller']}")
+                             f"{on_caller}")
     n = 40
     t = torch.ones(256)
     before = lockstep_torch.stats()
