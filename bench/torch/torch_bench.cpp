@@ -45,16 +45,16 @@ struct Flags {
 
 Flags parse(int argc, char** argv) {
   Flags f;
+  const std::map<std::string, std::string*> text = {
+      {"--mode", &f.mode}, {"--model", &f.model}, {"--data", &f.data}};
+  const std::map<std::string, int64_t*> number = {{"--batch", &f.batch},
+                                                  {"--warmup", &f.warmup},
+                                                  {"--steps", &f.steps},
+                                                  {"--overlap", &f.overlap},
+                                                  {"--shared-grads", &f.shared_grads},
+                                                  {"--first-bucket-kb", &f.first_bucket_kb}};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    const std::map<std::string, std::string*> text = {
-        {"--mode", &f.mode}, {"--model", &f.model}, {"--data", &f.data}};
-    const std::map<std::string, int64_t*> number = {{"--batch", &f.batch},
-                                                    {"--warmup", &f.warmup},
-                                                    {"--steps", &f.steps},
-                                                    {"--overlap", &f.overlap},
-                                                    {"--shared-grads", &f.shared_grads},
-                                                    {"--first-bucket-kb", &f.first_bucket_kb}};
     const auto t = text.find(a);
     const auto n = number.find(a);
     if (t == text.end() && n == number.end())
