@@ -13,6 +13,7 @@
 #include "lockstep/comm/backends/config.h"
 #include "lockstep/comm/backends/nccl/nccl_options.h"
 #include "lockstep/comm/backends/registry.h"
+#include "lockstep/comm/native_process_group.h"
 #include "lockstep/comm/process_group.h"
 #include "lockstep/core/error.h"
 #include "lockstep/store/hash_store.h"
@@ -160,6 +161,21 @@ TEST(NcclOptions, DeviceChoice) {
   EXPECT_EQ(nccl::choose_device(c, 5, 4), 2);
   EXPECT_THROW(nccl::choose_device(c, 0, 2), ConfigError);
   EXPECT_THROW(nccl::choose_device(nccl::NcclConfig{}, 0, 0), ConfigError);
+}
+
+TEST(NcclOptions, BackendOptionsNameTheDeviceOverTheEnvironment) {
+  const auto from_env = nccl::parse_nccl_config(env({{"LOCKSTEP_NCCL_DEVICE", "3"}}));
+  Options o;
+  EXPECT_EQ(nccl::with_options(from_env, o).device, 3);  // no backend options: the environment
+  auto mine = std::make_shared<nccl::NcclOptions>();
+  o.backend = mine;
+  EXPECT_EQ(nccl::with_options(from_env, o).device, 3);  // -1 leaves the environment's choice
+  mine->device = 1;
+  const auto c = nccl::with_options(from_env, o);
+  EXPECT_EQ(c.device, 1);
+  EXPECT_EQ(c.blocking, from_env.blocking);  // the rest still from the environment
+  o.backend = std::make_shared<NativeOptions>();  // another backend's options: ignored
+  EXPECT_EQ(nccl::with_options(from_env, o).device, 3);
 }
 
 TEST(NcclUniqueId, EveryRankGetsRootsBytes) {

@@ -17,6 +17,12 @@ NcclConfig parse_nccl_config(const EnvLookup& lookup) {
   return c;
 }
 
+NcclConfig with_options(NcclConfig env, const Options& options) {
+  if (const auto* o = dynamic_cast<const NcclOptions*>(options.backend.get()); o && o->device >= 0)
+    env.device = o->device;
+  return env;
+}
+
 int choose_device(const NcclConfig& config, int local_rank, int device_count) {
   if (device_count <= 0)
     LOCKSTEP_THROW(ConfigError, "nccl backend: no CUDA device is visible to this process");

@@ -6,6 +6,7 @@
 #include <functional>
 #include <string>
 
+#include "lockstep/comm/process_group.h"
 #include "lockstep/core/clock.h"
 #include "lockstep/core/dist_env.h"
 #include "lockstep/store/store.h"
@@ -24,6 +25,16 @@ struct NcclConfig {
   // locally: lets a machine with a single GPU exercise the whole nccl path.
   bool single_rank_engine = false;
 };
+
+// What a caller that creates the group itself sets in Options::backend (the environment's
+// LOCKSTEP_NCCL_* fill the rest): PyTorch's c10d backend (python/lockstep_torch) names the
+// device of the tensors it hands over.
+struct NcclOptions : BackendOptions {
+  int device = -1;  // -1: the environment's choice (LOCKSTEP_NCCL_DEVICE, else LOCAL_RANK)
+};
+
+// `env` with what `options.backend` sets, when it is an NcclOptions.
+NcclConfig with_options(NcclConfig env, const Options& options);
 
 // Reads LOCKSTEP_NCCL_DEVICE (int >= 0), LOCKSTEP_NCCL_BLOCKING (0/1),
 // LOCKSTEP_NCCL_POLL_US (0..100000) and LOCKSTEP_NCCL_SINGLE_RANK_ENGINE (0/1). Bad values raise ConfigError naming the variable.

@@ -11,7 +11,8 @@ namespace lockstep::comm {
 
 std::unique_ptr<ProcessGroup> make_nccl_group(store::Store& store, int rank, int world,
                                               const Options& options) {
-  return std::make_unique<nccl::NcclProcessGroup>(store, rank, world, options);
+  return std::make_unique<nccl::NcclProcessGroup>(
+      store, rank, world, options, nccl::with_options(nccl::parse_nccl_config(), options));
 }
 
 int nccl_visible_devices() { return nccl::visible_device_count(); }
