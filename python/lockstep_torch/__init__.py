@@ -8,7 +8,8 @@ one word to use it::
     dist.init_process_group("lockstep")  # env:// (torchrun, lockstep run), tcp://, or store=
 
 Collectives on contiguous CPU tensors run in place over lockstep's shared memory (one host)
-or tcp (several hosts); other tensors go through a staging copy. A dead peer or a timeout
+or tcp (several hosts); other tensors go through a staging copy. CUDA tensors run on
+lockstep's nccl backend, in place on the GPU (one GPU per process). A dead peer or a timeout
 raises RuntimeError naming the rank and the operation.
 """
 
@@ -93,8 +94,10 @@ def _register():
     if BACKEND.upper() in dist.Backend._plugins:
         return
     if _TORCH_MAJOR >= 2:
-        # 2.x wraps the c10d::Backend this returns in a ProcessGroup for the listed devices.
-        dist.Backend.register_backend(BACKEND, _create, extended_api=True, devices=["cpu"])
+        # 2.x wraps the c10d::Backend this returns in a ProcessGroup for the listed devices;
+        # CUDA tensors run on lockstep's nccl backend (one GPU per process).
+        devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+        dist.Backend.register_backend(BACKEND, _create, extended_api=True, devices=devices)
     else:
         dist.Backend.register_backend(BACKEND, _create, extended_api=True)
 

@@ -4,6 +4,7 @@
 
 #include <ATen/core/ivalue.h>
 #include <c10/core/GradMode.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 
 #include <algorithm>
 #include <numeric>
@@ -12,6 +13,8 @@
 #include <utility>
 
 #include "c10d_store.h"
+#include "lockstep/comm/backends/nccl/nccl_options.h"
+#include "lockstep/comm/backends/registry.h"
 #include "lockstep/comm/native_process_group.h"
 #include "lockstep/core/error.h"
 #include "lockstep/torch/dtype.h"
@@ -37,9 +40,9 @@ struct Staged {
 
 void check_tensor(const at::Tensor& t, std::string_view op) {
   TORCH_CHECK(t.defined(), "lockstep ", op, ": undefined tensor");
-  TORCH_CHECK(t.device().is_cpu() && t.layout() == at::kStrided, "lockstep ", op,
-              ": only dense CPU tensors are supported, got a tensor on ", t.device(),
-              " with layout ", t.layout(), " (use backend gloo or nccl for these)");
+  TORCH_CHECK((t.device().is_cpu() || t.device().is_cuda()) && t.layout() == at::kStrided,
+              "lockstep ", op, ": only dense CPU and CUDA tensors are supported, got a tensor on ",
+              t.device(), " with layout ", t.layout(), " (use backend gloo for these)");
 }
 
 size_t nbytes(const at::Tensor& t) {
@@ -109,9 +112,11 @@ const std::vector<at::Tensor>& per_rank(const std::vector<std::vector<at::Tensor
               " tensors; it needs one per rank (", world, ")");
   for (const auto& t : l) {
     check_tensor(t, op);
-    TORCH_CHECK(t.numel() == ref.numel() && t.scalar_type() == ref.scalar_type(), "lockstep ", op,
-                ": every tensor of the list needs ", ref.numel(), " elements of ",
-                ref.scalar_type(), ", got ", t.numel(), " of ", t.scalar_type());
+    TORCH_CHECK(t.numel() == ref.numel() && t.scalar_type() == ref.scalar_type() &&
+                    t.device() == ref.device(),
+                "lockstep ", op, ": every tensor of the list needs ", ref.numel(), " elements of ",
+                ref.scalar_type(), " on ", ref.device(), ", got ", t.numel(), " of ",
+                t.scalar_type(), " on ", t.device());
   }
   return l;
 }
@@ -187,7 +192,8 @@ LockstepProcessGroup::LockstepProcessGroup(const c10::intrusive_ptr<c10d::Store>
                                            int size, Ms timeout, const std::string& group_name)
     : compat::BackendBase(rank, size),
       store_(std::make_unique<C10dStore>(store)),
-      timeout_(timeout) {
+      timeout_(timeout),
+      group_name_(group_name) {
   comm::Options o;
   o.timeout = timeout;
   o.group_name = group_name;
@@ -208,7 +214,8 @@ LockstepProcessGroup::~LockstepProcessGroup() {
     completer_.join();
     if (saved) PyEval_RestoreThread(saved);
   }
-  pg_.reset();  // completes every lockstep operation still in flight
+  cuda_pg_.reset();  // completes every lockstep operation still in flight
+  pg_.reset();
   queue_->clear_failed();
 }
 
@@ -239,6 +246,45 @@ void LockstepProcessGroup::check_rank(int64_t r, const char* what, const char* o
               size_, "-rank group");
 }
 
+// CUDA tensors go to lockstep's nccl backend, on the device of the first CUDA tensor (device
+// pointers in place; NCCL needs one process per GPU, as PyTorch's own nccl backend does).
+// The group is made by the first CUDA operation (collective: every rank issues it, as every
+// rank makes the same calls in the same order). Before each operation the caller waits for
+// the tensors' current CUDA stream, which may still be writing them (a stream
+// synchronisation, never a device-wide one); lockstep's group completes a Work only once its
+// own stream has finished, so whatever the caller queues after wait() sees the result.
+comm::ProcessGroup& LockstepProcessGroup::on(const at::Tensor& t, const char* op,
+                                             const at::Tensor& other) {
+  TORCH_CHECK(!other.defined() || other.device() == t.device(), "lockstep ", op,
+              ": the tensors are on ", t.device(), " and ", other.device(),
+              "; one operation's tensors must be on one device");
+  if (!t.is_cuda()) return *pg_;
+  if (!cuda_pg_) {
+    comm::register_builtin_backends();
+    comm::Options o;
+    o.timeout = timeout_;
+    o.group_name = group_name_ + "/cuda";
+    auto nccl = std::make_shared<comm::nccl::NcclOptions>();
+    nccl->device = t.device().index();
+    o.backend = nccl;
+    try {
+      cuda_pg_ = comm::ProcessGroup::create("nccl", *store_, rank_, size_, o);
+    } catch (const std::exception& e) {
+      TORCH_CHECK(
+          false, "lockstep ", op, " on rank ", rank_,
+          ": CUDA tensors run on lockstep's nccl backend, which could not start: ", e.what(),
+          " (build lockstep where the CUDA toolkit and NCCL are found, or move the tensors to the "
+          "CPU)");
+    }
+    cuda_device_ = t.device();
+  }
+  TORCH_CHECK(t.device() == cuda_device_, "lockstep ", op, " on rank ", rank_, ": a tensor on ",
+              t.device(), ", but this group's CUDA operations run on ", cuda_device_,
+              " (the device of its first CUDA tensor); use one GPU per process");
+  c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA).getStream(t.device()).synchronize();
+  return *cuda_pg_;
+}
+
 LockstepProcessGroup::WorkPtr LockstepProcessGroup::make_work(OpType type,
                                                               std::vector<at::Tensor> outputs,
                                                               Ms timeout) const {
@@ -266,7 +312,7 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::allreduce(std::vector<at::T
   const comm::ReduceOp op = lockstep_op(opts.reduceOp, "allreduce");
   return issue(make_work(OpType::ALLREDUCE, {t}, pick(opts.timeout)), [&](LockstepWork& w) {
     Staged s = reduce_buffer(t, "allreduce");
-    w.add(pg_->allreduce(s.buf.data_ptr(), size_t(s.buf.numel()), s.dtype, op));
+    w.add(on(s.buf, "allreduce").allreduce(s.buf.data_ptr(), size_t(s.buf.numel()), s.dtype, op));
     keep(w, t, s);
   });
 }
@@ -278,7 +324,8 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::allreduce_coalesced(
                [&](LockstepWork& w) {
                  for (const auto& t : tensors) {
                    Staged s = reduce_buffer(t, "allreduce_coalesced");
-                   w.add(pg_->allreduce(s.buf.data_ptr(), size_t(s.buf.numel()), s.dtype, op));
+                   w.add(on(s.buf, "allreduce_coalesced")
+                             .allreduce(s.buf.data_ptr(), size_t(s.buf.numel()), s.dtype, op));
                    keep(w, t, s);
                  }
                });
@@ -290,7 +337,8 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::broadcast(std::vector<at::T
   check_rank(opts.rootRank, "root", "broadcast");
   return issue(make_work(OpType::BROADCAST, {t}, pick(opts.timeout)), [&](LockstepWork& w) {
     Staged s = bytes_buffer(t, "broadcast");
-    w.add(pg_->broadcast(s.buf.data_ptr(), nbytes(s.buf), DType::u8, int(opts.rootRank)));
+    w.add(on(s.buf, "broadcast")
+              .broadcast(s.buf.data_ptr(), nbytes(s.buf), DType::u8, int(opts.rootRank)));
     keep(w, t, s);
   });
 }
@@ -302,7 +350,8 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::reduce(std::vector<at::Tens
   check_rank(opts.rootRank, "root", "reduce");
   return issue(make_work(OpType::REDUCE, {t}, pick(opts.timeout)), [&](LockstepWork& w) {
     Staged s = reduce_buffer(t, "reduce");
-    w.add(pg_->reduce(s.buf.data_ptr(), size_t(s.buf.numel()), s.dtype, op, int(opts.rootRank)));
+    w.add(on(s.buf, "reduce")
+              .reduce(s.buf.data_ptr(), size_t(s.buf.numel()), s.dtype, op, int(opts.rootRank)));
     keep(w, t, s);
   });
 }
@@ -315,7 +364,8 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::allgather(
   return issue(make_work(OpType::ALLGATHER, outs, pick(opts.timeout)), [&](LockstepWork& w) {
     Staged s = bytes_buffer(in, "allgather");
     at::Tensor flat = at::empty({int64_t(size_) * in.numel()}, in.options());
-    w.add(pg_->allgather(s.buf.data_ptr(), flat.data_ptr(), nbytes(s.buf), DType::u8));
+    w.add(on(s.buf, "allgather")
+              .allgather(s.buf.data_ptr(), flat.data_ptr(), nbytes(s.buf), DType::u8));
     w.hold(s.buf);
     w.hold(flat);
     w.then([flat, outs] { split_into(flat, outs); });
@@ -334,7 +384,8 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::_allgather_base(
       make_work(OpType::_ALLGATHER_BASE, {output}, pick(opts.timeout)), [&](LockstepWork& w) {
         Staged in = bytes_buffer(input, "all_gather_into_tensor");
         Staged out = bytes_buffer(output, "all_gather_into_tensor");
-        w.add(pg_->allgather(in.buf.data_ptr(), out.buf.data_ptr(), nbytes(in.buf), DType::u8));
+        w.add(on(in.buf, "all_gather_into_tensor", out.buf)
+                  .allgather(in.buf.data_ptr(), out.buf.data_ptr(), nbytes(in.buf), DType::u8));
         w.hold(in.buf);
         keep(w, output, out);
       });
@@ -352,7 +403,8 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::gather(
     Staged s = bytes_buffer(in, "gather");
     at::Tensor flat;
     if (rank_ == root) flat = at::empty({int64_t(size_) * in.numel()}, in.options());
-    w.add(pg_->gather(s.buf.data_ptr(), flat.defined() ? flat.data_ptr() : nullptr, nbytes(s.buf),
+    w.add(on(s.buf, "gather", flat)
+              .gather(s.buf.data_ptr(), flat.defined() ? flat.data_ptr() : nullptr, nbytes(s.buf),
                       DType::u8, root));
     w.hold(s.buf);
     if (flat.defined()) {
@@ -374,7 +426,8 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::scatter(
     Staged s = bytes_buffer(out, "scatter");
     at::Tensor flat;
     if (rank_ == root) flat = concat(ins);
-    w.add(pg_->scatter(flat.defined() ? flat.data_ptr() : nullptr, s.buf.data_ptr(), nbytes(s.buf),
+    w.add(on(s.buf, "scatter", flat)
+              .scatter(flat.defined() ? flat.data_ptr() : nullptr, s.buf.data_ptr(), nbytes(s.buf),
                        DType::u8, root));
     if (flat.defined()) w.hold(flat);
     keep(w, out, s);
@@ -391,7 +444,8 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::reduce_scatter(
     Staged s = reduce_buffer(out, "reduce_scatter");
     at::Tensor flat = as_reduce_input(concat(ins), s);
     w.add(
-        pg_->reduce_scatter(flat.data_ptr(), s.buf.data_ptr(), size_t(s.buf.numel()), s.dtype, op));
+        on(s.buf, "reduce_scatter", flat)
+            .reduce_scatter(flat.data_ptr(), s.buf.data_ptr(), size_t(s.buf.numel()), s.dtype, op));
     w.hold(flat);
     keep(w, out, s);
   });
@@ -410,7 +464,8 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::_reduce_scatter_base(
                [&](LockstepWork& w) {
                  Staged s = reduce_buffer(output, "reduce_scatter_tensor");
                  at::Tensor in = as_reduce_input(input, s);
-                 w.add(pg_->reduce_scatter(in.data_ptr(), s.buf.data_ptr(), size_t(s.buf.numel()),
+                 w.add(on(s.buf, "reduce_scatter_tensor", in)
+                           .reduce_scatter(in.data_ptr(), s.buf.data_ptr(), size_t(s.buf.numel()),
                                            s.dtype, op));
                  w.hold(in);
                  keep(w, output, s);
@@ -440,7 +495,8 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::alltoall_base(
                [&](LockstepWork& w) {
                  Staged in = bytes_buffer(input, "all_to_all_single");
                  Staged out = bytes_buffer(output, "all_to_all_single");
-                 w.add(pg_->alltoall(in.buf.data_ptr(), out.buf.data_ptr(),
+                 w.add(on(in.buf, "all_to_all_single", out.buf)
+                           .alltoall(in.buf.data_ptr(), out.buf.data_ptr(),
                                      nbytes(in.buf) / size_t(size_), DType::u8));
                  w.hold(in.buf);
                  keep(w, output, out);
@@ -523,7 +579,8 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::alltoall(std::vector<at::Te
   return issue(make_work(OpType::ALLTOALL, outputs, pick(opts.timeout)), [&](LockstepWork& w) {
     at::Tensor in = concat(inputs);
     at::Tensor flat = at::empty_like(in);
-    w.add(pg_->alltoall(in.data_ptr(), flat.data_ptr(), nbytes(in) / size_t(size_), DType::u8));
+    w.add(on(in, "all_to_all", flat)
+              .alltoall(in.data_ptr(), flat.data_ptr(), nbytes(in) / size_t(size_), DType::u8));
     w.hold(in);
     w.hold(flat);
     w.then([flat, outs = outputs] { split_into(flat, outs); });
@@ -536,7 +593,7 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::send(std::vector<at::Tensor
   check_rank(dst, "destination", "send");
   return issue(make_work(OpType::SEND, {t}, timeout_), [&](LockstepWork& w) {
     Staged s = bytes_buffer(t, "send");
-    w.add(pg_->send(s.buf.data_ptr(), nbytes(s.buf), DType::u8, dst, uint32_t(tag)));
+    w.add(on(s.buf, "send").send(s.buf.data_ptr(), nbytes(s.buf), DType::u8, dst, uint32_t(tag)));
     w.hold(s.buf);
   });
 }
@@ -547,7 +604,7 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::recv(std::vector<at::Tensor
   check_rank(src, "source", "recv");
   return issue(make_work(OpType::RECV, {t}, timeout_), [&](LockstepWork& w) {
     Staged s = bytes_buffer(t, "recv");
-    w.add(pg_->recv(s.buf.data_ptr(), nbytes(s.buf), DType::u8, src, uint32_t(tag)));
+    w.add(on(s.buf, "recv").recv(s.buf.data_ptr(), nbytes(s.buf), DType::u8, src, uint32_t(tag)));
     keep(w, t, s);
   });
 }

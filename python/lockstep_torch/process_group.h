@@ -7,11 +7,12 @@
 //
 // Contiguous CPU tensors are handed to lockstep in place; others (and int8/int16/bool
 // reductions, which lockstep reduces in int32) go through a contiguous staging copy that is
-// copied back before the Work completes. Works complete in issue order (CompletionQueue):
-// on the thread that waits for one, or on the group's completer thread when someone wants a
-// Work's get_future() from Python (comm hooks chain on it); a collective's future asked for
-// from C++ without the GIL (DDP's reducer) is completed by the asking thread where lockstep's
-// thread has no core of its own (ProcessGroup::spare_core). Errors (a dead
+// copied back before the Work completes. CUDA tensors run on lockstep's nccl backend, in
+// place on the device (on(): one GPU per process, ordered after the tensors' current stream). Works
+// complete in issue order (CompletionQueue): on the thread that waits for one, or on the group's
+// completer thread when someone wants a Work's get_future() from Python (comm hooks chain on it); a
+// collective's future asked for from C++ without the GIL (DDP's reducer) is completed by the asking
+// thread where lockstep's thread has no core of its own (ProcessGroup::spare_core). Errors (a dead
 // peer, a timeout) reach Python as RuntimeErrors naming the rank and the operation.
 #pragma once
 
@@ -199,12 +200,19 @@ class LockstepProcessGroup final : public compat::BackendBase {
                                        const std::function<void(LockstepWork&)>& start);
   void alltoall_uneven(LockstepWork& w, const at::Tensor& input, const at::Tensor& output,
                        const AllToAllSplits& splits, const c10d::AllToAllOptions& opts);
+  // The lockstep group for an operation on `t` (and `other`, on the same device): the native
+  // group for CPU tensors, the nccl group (made on first use) for CUDA tensors.
+  lockstep::comm::ProcessGroup& on(const at::Tensor& t, const char* op,
+                                   const at::Tensor& other = {});
   std::chrono::milliseconds pick(std::chrono::milliseconds op_timeout) const;
   void check_rank(int64_t r, const char* what, const char* op) const;
 
   std::unique_ptr<C10dStore> store_;  // outlives pg_, which holds a reference to it
   std::unique_ptr<lockstep::comm::ProcessGroup> pg_;
+  std::unique_ptr<lockstep::comm::ProcessGroup> cuda_pg_;  // CUDA tensors' (on())
+  c10::Device cuda_device_{c10::DeviceType::CUDA, 0};
   std::chrono::milliseconds timeout_;
+  std::string group_name_;
   uint64_t issued_ = 0;
 
   std::mutex issue_mu_;  // lockstep operations and the queue in the same order

@@ -6,6 +6,7 @@ import re
 import subprocess
 
 import pytest
+import torch
 
 import harness
 
@@ -17,6 +18,14 @@ INITS = {1: "file", 2: "env", 3: "tcp", 4: "store"}
 @pytest.mark.parametrize("world", [1, 2, 3, 4])
 def test_collectives_match_gloo(world):
     r = harness.run("collectives", world, init=INITS[world], timeout=120)
+    r.assert_ok()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (GPU machine)")
+def test_cuda_tensors_match_the_cpu_group_on_lockstep_nccl():
+    # One rank: NCCL takes one process per GPU. The single-rank engine runs it through NCCL.
+    r = harness.run("cuda", 1, init="file", timeout=180,
+                    env={"LOCKSTEP_NCCL_SINGLE_RANK_ENGINE": "1"})
     r.assert_ok()
 
 

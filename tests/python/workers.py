@@ -279,9 +279,21 @@ def check_point_to_point():
     group.monitored_barrier(datetime.timedelta(seconds=20))
 
 
+def check_refusals():
+    """Tensors lockstep cannot take raise on every rank, naming what it takes (no hang)."""
+    sparse = torch.sparse_coo_tensor(torch.tensor([[0, 2]]), torch.ones(2), (4,))
+    try:
+        dist.all_reduce(sparse)
+    except RuntimeError as e:
+        assert "only dense CPU and CUDA tensors" in str(e), e
+    else:
+        raise AssertionError(f"rank {RANK}: all_reduce of a sparse tensor did not raise")
+
+
 def scenario_collectives():
     init()
     gloo = dist.new_group(backend="gloo")
+    check_refusals()
     check_all_reduce(gloo)
     check_data_movement(gloo)
     check_reductions_to_one(gloo)
@@ -291,6 +303,63 @@ def scenario_collectives():
     dist.all_gather_object(objs, {"rank": RANK, "pad": "x" * RANK * 100})
     assert [o["rank"] for o in objs] == list(range(WORLD)), objs
     print(f"rank {RANK}: all collectives match gloo on {lockstep_torch.transport()}")
+    dist.destroy_process_group()
+
+
+def scenario_cuda():
+    """CUDA tensors through lockstep's nccl backend (one GPU per process), checked against the
+    same operation on CPU copies through the same group's native path: all_reduce (every op,
+    NCCL's dtypes, sizes up to 4 MiB), a non-contiguous tensor, broadcast,
+    all_gather_into_tensor, reduce_scatter_tensor; a tensor written on a side stream just before
+    its all_reduce (ordering after the current stream); CPU and CUDA tensors in one call refused."""
+    init()
+    dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    torch.cuda.set_device(dev)
+    case = 0
+    for dtype in [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int32,
+                  torch.int64, torch.uint8]:
+        for n in SIZES + [1 << 20]:
+            for name, op in OPS.items():
+                case += 1
+                x = inputs(RANK, n, dtype, case, name)
+                want = x.clone()
+                dist.all_reduce(want, op=op)
+                got = x.to(dev)
+                dist.all_reduce(got, op=op)
+                expect_equal(got.cpu(), want, f"cuda all_reduce {name} {dtype} n={n}")
+    x = inputs(RANK, 60, torch.float32, 100).view(6, 10)
+    got = x.to(dev).t()
+    assert not got.is_contiguous()
+    dist.all_reduce(got)
+    want = x.clone()
+    dist.all_reduce(want)
+    expect_equal(got.cpu(), want.t(), "cuda non-contiguous all_reduce")
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        big = torch.full((1 << 22,), float(RANK + 1), device=dev)
+        big.mul_(2)  # still queued on `side` when all_reduce is called
+        dist.all_reduce(big)
+    torch.cuda.synchronize()
+    total = float(WORLD * (WORLD + 1))  # sum over ranks of 2 * (rank + 1)
+    expect_equal(big.cpu(), torch.full((1 << 22,), total), "cuda all_reduce after a side stream")
+    b = torch.arange(1000, device=dev, dtype=torch.float32) * (RANK + 1)
+    dist.broadcast(b, src=0)
+    expect_equal(b.cpu(), torch.arange(1000, dtype=torch.float32), "cuda broadcast")
+    mine = torch.full((7,), float(RANK), device=dev)
+    every = torch.empty(7 * WORLD, device=dev)
+    dist.all_gather_into_tensor(every, mine)
+    expect_equal(every.cpu(), torch.arange(WORLD).repeat_interleave(7).float(),
+                 "cuda all_gather_into_tensor")
+    part = torch.empty(5, device=dev)
+    dist.reduce_scatter_tensor(part, torch.ones(5 * WORLD, device=dev))
+    expect_equal(part.cpu(), torch.full((5,), float(WORLD)), "cuda reduce_scatter_tensor")
+    try:
+        dist.all_gather_into_tensor(torch.empty(7 * WORLD), mine)
+    except RuntimeError as e:
+        assert "one device" in str(e), e
+    else:
+        raise AssertionError(f"rank {RANK}: a CPU output for a CUDA input did not raise")
+    print(f"rank {RANK}: CUDA collectives on lockstep's nccl backend match the CPU group")
     dist.destroy_process_group()
 
 
