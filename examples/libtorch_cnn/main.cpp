@@ -62,7 +62,7 @@ std::pair<torch::Tensor, torch::Tensor> to_torch(const lockstep::data::Batch& b)
 struct Flags {
   int64_t epochs = 1, max_steps = -1, checkpoint_every = 0;
   int threads = 0;
-  std::string data_dir, checkpoint_dir;
+  std::string data_dir, checkpoint_dir, device = "cpu";
 };
 
 Flags parse(int argc, char** argv) {
@@ -81,6 +81,8 @@ Flags parse(int argc, char** argv) {
       f.checkpoint_dir = v;
     else if (k == "--checkpoint-every")
       f.checkpoint_every = std::atoll(v.c_str());
+    else if (k == "--device")
+      f.device = v;  // cpu, cuda or cuda:N
     else
       throw std::runtime_error("unknown option " + k + " (see examples/README.md)");
   }
@@ -104,6 +106,9 @@ int main(int argc, char** argv) try {
 
   torch::manual_seed(uint64_t(env.rank));  // different on each rank: DDP copies rank 0's
   FmnistCnn net;
+  // On a GPU the module's gradients are staged through lockstep's host buckets (ddp.h).
+  const torch::Device device(f.device);
+  net->to(device);
   lt::DistributedDataParallel ddp(*net, *pg);
   torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
 
@@ -141,7 +146,8 @@ int main(int argc, char** argv) try {
     sampler.set_epoch(epoch);  // keeps a resumed position within this epoch
     for (auto& b : *loader) {
       opt.zero_grad();
-      torch::nn::functional::cross_entropy(ddp.forward(net, b.data), b.target)
+      torch::nn::functional::cross_entropy(ddp.forward(net, b.data.to(device)),
+                                           b.target.to(device))
           .backward();  // averaged on return
       ddp.step(opt);
       samples += b.data.size(0);
@@ -170,12 +176,11 @@ int main(int argc, char** argv) try {
   int64_t tally[3] = {0, 0, samples};  // correct, seen, trained samples
   while (const data::Batch* b = tl.next()) {
     auto [x, y] = to_torch(*b);
-    tally[0] += net->forward(x).argmax(1).eq(y).sum().item<int64_t>();
+    tally[0] += net->forward(x.to(device)).argmax(1).eq(y.to(device)).sum().item<int64_t>();
     tally[1] += int64_t(b->size());
   }
   pg->allreduce(std::span<int64_t>(tally), comm::ReduceOp::sum).wait();
-  lockstep::ddp::verify_replicas_identical(*pg, ddp.params(), step,
-                                           std::chrono::seconds(60));  // throws if not
+  ddp.verify_replicas(step);  // throws if not
   if (env.rank == 0)
     std::printf(
         "libtorch_cnn: %d workers, %lld steps, samples/s=%.0f, test_acc=%.4f (%lld samples), "

@@ -122,8 +122,7 @@ int main(int argc, char** argv) try {
     tally[1] += double(sel.size(0));
   }
   pg->allreduce(std::span<double>(tally), comm::ReduceOp::sum).wait();
-  lockstep::ddp::verify_replicas_identical(*pg, ddp.params(), f.steps,
-                                           std::chrono::seconds(60));  // throws if not
+  ddp.verify_replicas(f.steps);  // throws if not
   if (env.rank == 0)
     std::printf(
         "libtorch_gpt: %d workers, %lld steps, %lld parameters, samples/s=%.1f, val_loss=%.4f "

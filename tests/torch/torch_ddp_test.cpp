@@ -61,10 +61,13 @@ bool bit_identical(Net& a, Net& b) {
   return true;
 }
 
-class TorchDdpEquivalence : public ::testing::TestWithParam<int> {};
+// (world, gradient_as_bucket_view): false stages every gradient through a copy, the path a
+// module on a GPU takes (module_params.h), here on the CPU.
+class TorchDdpEquivalence : public ::testing::TestWithParam<std::tuple<int, bool>> {};
 
 TEST_P(TorchDdpEquivalence, EveryStepMatchesOneProcessAndReplicasStayIdentical) {
-  const int world = GetParam(), steps = 4;
+  const auto [world, bucket_view] = GetParam();
+  const int steps = 4;
   const int64_t shard = 4;
   torch::set_num_threads(1);
   Data data = make_data(int64_t(steps) * world * shard);
@@ -76,7 +79,8 @@ TEST_P(TorchDdpEquivalence, EveryStepMatchesOneProcessAndReplicasStayIdentical) 
     Net& net = nets[size_t(r)];
     DdpOptions o = small_buckets();
     o.check_replicas_every = 1;  // ddp.step() compares parameter hashes across ranks each step
-    TorchDdp ddp(*net, pg, o);
+    TorchDdp ddp(*net, pg, o, {.gradient_as_bucket_view = bucket_view});
+    ASSERT_EQ(ddp.params().staged(), !bucket_view);
     torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
     for (int step = 0; step < steps; ++step) {
       const int64_t first = int64_t(step) * world * shard;
@@ -89,9 +93,16 @@ TEST_P(TorchDdpEquivalence, EveryStepMatchesOneProcessAndReplicasStayIdentical) 
       auto y = data.y.slice(0, first + r * shard, first + (r + 1) * shard);
       torch::nn::functional::cross_entropy(ddp.forward(net, x), y).backward();
       ASSERT_TRUE(ddp.last_result().reduced);
-      for (size_t i = 0; i < ddp.params().num_params(); ++i)  // gradient_as_bucket_view
-        ASSERT_EQ(ddp.params().param(i).grad().data_ptr(),
-                  static_cast<void*>(ddp.params().grad(i).data()));
+      for (size_t i = 0; i < ddp.params().num_params(); ++i) {
+        const at::Tensor& g = ddp.params().param(i).grad();
+        const void* slice = ddp.params().grad(i).data();
+        if (bucket_view) {
+          ASSERT_EQ(g.data_ptr(), slice);
+        } else {  // the module's own tensor, holding the averaged slice
+          ASSERT_NE(g.data_ptr(), slice);
+          ASSERT_EQ(std::memcmp(g.data_ptr(), slice, size_t(g.nbytes())), 0) << "parameter " << i;
+        }
+      }
       if (r == 0) {
         copy_params(net, ref);
         worst =
@@ -115,9 +126,15 @@ TEST_P(TorchDdpEquivalence, EveryStepMatchesOneProcessAndReplicasStayIdentical) 
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Worlds, TorchDdpEquivalence, ::testing::Values(2, 3, 4));
+INSTANTIATE_TEST_SUITE_P(Worlds, TorchDdpEquivalence,
+                         ::testing::Values(std::tuple{2, true}, std::tuple{3, true},
+                                           std::tuple{4, true}, std::tuple{2, false},
+                                           std::tuple{3, false}));
 
-TEST(TorchDdp, NoSyncAccumulatesLocallyAndSumsToTheLargeBatch) {
+class TorchDdpNoSync : public ::testing::TestWithParam<bool> {};
+
+TEST_P(TorchDdpNoSync, AccumulatesLocallyAndSumsToTheLargeBatch) {
+  const bool bucket_view = GetParam();
   const int world = 2;
   const int64_t shard = 4;
   torch::set_num_threads(1);
@@ -126,7 +143,7 @@ TEST(TorchDdp, NoSyncAccumulatesLocallyAndSumsToTheLargeBatch) {
   Net ref = make_nets(1)[0];
   run_ranks(world, [&](int r, ProcessGroup& pg) {
     Net& net = nets[size_t(r)];
-    TorchDdp ddp(*net, pg, small_buckets());
+    TorchDdp ddp(*net, pg, small_buckets(), {.gradient_as_bucket_view = bucket_view});
     Net local = make_nets(1)[0];
     copy_params(net, local);
     auto rows = [&](int k) {
@@ -163,6 +180,8 @@ TEST(TorchDdp, NoSyncAccumulatesLocallyAndSumsToTheLargeBatch) {
 // DdpOptions::comm_hook reaches the same Reducer: bf16 compression leaves every averaged
 // gradient exactly a bfloat16 value (decoded from the wire), which a float32 all-reduce
 // practically never does for a whole model.
+INSTANTIATE_TEST_SUITE_P(BucketView, TorchDdpNoSync, ::testing::Bool());
+
 TEST(TorchDdp, CommHookFromOptionsCompressesTheBuckets) {
   const int world = 2;
   const int64_t shard = 4;
@@ -182,18 +201,23 @@ TEST(TorchDdp, CommHookFromOptionsCompressesTheBuckets) {
   });
 }
 
-TEST(TorchDdp, BuffersComeFromRankZero) {
+class TorchDdpBuffers : public ::testing::TestWithParam<bool> {};
+
+TEST_P(TorchDdpBuffers, ComeFromRankZero) {
+  const bool bucket_view = GetParam();  // false: through the host copies a GPU module uses
   const int world = 2;
   std::vector<torch::nn::BatchNorm1d> bns;
   for (int r = 0; r < world; ++r) {
     bns.emplace_back(3);
     torch::NoGradGuard no_grad;
     bns.back()->running_mean.fill_(float(r + 1));
+    bns.back()->weight.fill_(float(r + 1));  // a parameter: rank 0's too
     bns.back()->num_batches_tracked.fill_(10 * (r + 1));
   }
   run_ranks(world, [&](int r, ProcessGroup& pg) {
-    TorchDdp ddp(*bns[size_t(r)], pg);
+    TorchDdp ddp(*bns[size_t(r)], pg, {}, {.gradient_as_bucket_view = bucket_view});
     EXPECT_TRUE(torch::equal(bns[size_t(r)]->running_mean, torch::ones({3}))) << "rank " << r;
+    EXPECT_TRUE(torch::equal(bns[size_t(r)]->weight, torch::ones({3}))) << "rank " << r;
     EXPECT_EQ(bns[size_t(r)]->num_batches_tracked.item<int64_t>(), 10) << "rank " << r;
     {
       torch::NoGradGuard no_grad;
@@ -203,6 +227,8 @@ TEST(TorchDdp, BuffersComeFromRankZero) {
     EXPECT_TRUE(torch::equal(bns[size_t(r)]->running_var, torch::full({3}, 5.0f))) << "rank " << r;
   });
 }
+
+INSTANTIATE_TEST_SUITE_P(BucketView, TorchDdpBuffers, ::testing::Bool());
 
 // A float64 model is reduced in float64: every step matches one process within the bound
 // above at u = 2^-53, and replicas stay bit-identical.

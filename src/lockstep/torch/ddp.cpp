@@ -40,10 +40,10 @@ std::string tensor_problem(const char* kind, const std::string& name, const at::
                    "; lockstep::torch reduces float32, float64, float16 and bfloat16 "
                    "parameters. Convert the module (e.g. module->to(torch::kFloat32)) before "
                    "wrapping it.");
-  if (!t.device().is_cpu())
+  if (!t.device().is_cpu() && !t.device().is_cuda())
     return str_cat(is,
-                   "; lockstep::torch supports CPU tensors only in this build. Move the "
-                   "module with module->to(torch::kCPU) before wrapping it.");
+                   "; lockstep::torch takes CPU and CUDA tensors. Move the module with "
+                   "module->to(torch::kCPU) or module->to(torch::kCUDA) before wrapping it.");
   if (!t.is_contiguous())
     return str_cat(is, ", not contiguous; make it contiguous before wrapping the module.");
   return "";
@@ -80,23 +80,35 @@ std::string wrap_problem(::torch::nn::Module& module) {
 
 // --- ModuleParams -----------------------------------------------------------------------
 
-ModuleParams::ModuleParams(::torch::nn::Module& module) {
+namespace {
+// The host copy a staged tensor's collectives work on (the tensor itself when not staged).
+at::Tensor host_copy(const at::Tensor& t, bool staged) {
+  return staged ? at::empty(t.sizes(), t.options().device(at::kCPU)).copy_(t.detach()) : t;
+}
+}  // namespace
+
+ModuleParams::ModuleParams(::torch::nn::Module& module, bool bucket_view) {
   if (auto m = wrap_problem(module); !m.empty())
     LOCKSTEP_THROW(InvalidArgument, "lockstep::torch::ModuleParams: ", m);
+  staged_ = !bucket_view;
+  for (const auto& p : module.parameters(/*recurse=*/true))
+    if (!p.device().is_cpu()) staged_ = true;
   for (const auto& item : module.named_parameters(/*recurse=*/true)) {
     const at::Tensor& p = item.value();
     if (!p.requires_grad()) continue;  // frozen: not trained, not reduced (as Python DDP)
     ddp::TensorInfo info = info_of(item.key(), p);
     params_.push_back(p);
+    host_params_.push_back(host_copy(p, staged_));
     param_info_.push_back(std::move(info));
   }
   for (const auto& item : module.named_buffers(/*recurse=*/true)) {
     ddp::TensorInfo info = info_of(item.key(), item.value());
     if (info.dtype == DType::f32) {
       buffers_.push_back(item.value());
+      host_buffers_.push_back(host_copy(item.value(), staged_));
       buffer_info_.push_back(std::move(info));
     } else {
-      other_buffers_.push_back({std::move(info), item.value()});
+      other_buffers_.push_back({std::move(info), item.value(), host_copy(item.value(), staged_)});
     }
   }
   // Laid out in reverse order, as the reducer's first buckets expect (zero copy from step 1).
@@ -111,6 +123,7 @@ ModuleParams::ModuleParams(::torch::nn::Module& module) {
 }
 
 ModuleParams::~ModuleParams() {
+  if (staged_) return;  // the gradients are the module's own tensors
   for (size_t i = 0; i < params_.size(); ++i) {
     at::Tensor& g = params_[i].mutable_grad();
     if (g.defined() && g.data_ptr() == views_[i].data_ptr()) g = views_[i].clone();
@@ -146,7 +159,7 @@ std::span<float> as_floats(const ddp::TensorInfo& info, void* data) {
 }  // namespace
 
 std::span<float> ModuleParams::value(size_t i) {
-  return as_floats(param_info_[i], params_[i].data_ptr());
+  return as_floats(param_info_[i], host_params_[i].data_ptr());
 }
 
 std::span<float> ModuleParams::grad(size_t i) {
@@ -154,16 +167,24 @@ std::span<float> ModuleParams::grad(size_t i) {
 }
 
 std::span<std::byte> ModuleParams::value_bytes(size_t i) {
-  return {static_cast<std::byte*>(params_[i].data_ptr()), size_t(params_[i].nbytes())};
+  return {static_cast<std::byte*>(host_params_[i].data_ptr()), size_t(host_params_[i].nbytes())};
 }
 
 std::span<float> ModuleParams::buffer(size_t i) {
-  return {buffers_[i].data_ptr<float>(), buffer_info_[i].numel()};
+  return {host_buffers_[i].data_ptr<float>(), buffer_info_[i].numel()};
 }
 
 void ModuleParams::attach_grad(size_t i) {
   at::Tensor& g = params_[i].mutable_grad();
   const at::Tensor& v = views_[i];
+  if (staged_) {
+    ::torch::NoGradGuard no_grad;
+    if (g.defined())
+      v.copy_(g);  // from the device: waits for the stream that computed g
+    else
+      v.zero_();
+    return;
+  }
   if (g.defined() && g.data_ptr() == v.data_ptr()) return;
   ::torch::NoGradGuard no_grad;
   if (g.defined())
@@ -174,6 +195,9 @@ void ModuleParams::attach_grad(size_t i) {
 }
 
 void ModuleParams::copy_grads_in() {
+  // Staged: the slices are what counts (a re-layout runs after the reduction, before
+  // return_grads(): .grad() still holds the local gradient then).
+  if (staged_) return;
   for (size_t i = 0; i < views_.size(); ++i) {
     const at::Tensor& g = params_[i].grad();
     if (g.defined() && g.data_ptr() != views_[i].data_ptr()) views_[i].copy_(g);
@@ -182,7 +206,7 @@ void ModuleParams::copy_grads_in() {
     for (size_t i = 0; i < params_.size(); ++i) {
       const at::Tensor& g = params_[i].grad();
       if (!g.defined()) continue;
-      const at::Tensor c = g.to(params_[i].scalar_type()).contiguous();
+      const at::Tensor c = g.to(at::kCPU, params_[i].scalar_type()).contiguous();
       std::memcpy(own_.data() + offset_[i], c.data_ptr(), size_t(c.nbytes()));
     }
 }
@@ -192,8 +216,33 @@ void ModuleParams::point_grads_at(std::byte* base) {
   for (size_t i = 0; i < params_.size(); ++i) {
     views_[i] = ::torch::from_blob(base + offset_[i], params_[i].sizes(),
                                    ::torch::TensorOptions().dtype(params_[i].scalar_type()));
-    params_[i].mutable_grad() = views_[i];
+    if (!staged_) params_[i].mutable_grad() = views_[i];
   }
+}
+
+void ModuleParams::return_grads() {
+  if (!staged_) return;
+  ::torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    at::Tensor& g = params_[i].mutable_grad();
+    if (!g.defined()) g = at::empty_like(params_[i], at::MemoryFormat::Contiguous);
+    g.copy_(views_[i]);
+  }
+}
+
+void ModuleParams::copy_state(bool to_host, bool values, bool buffers) {
+  if (!staged_) return;
+  ::torch::NoGradGuard no_grad;
+  auto copy = [to_host](const at::Tensor& t, const at::Tensor& host) {
+    if (to_host)
+      host.copy_(t);
+    else
+      t.copy_(host);
+  };
+  for (size_t i = 0; values && i < params_.size(); ++i) copy(params_[i], host_params_[i]);
+  for (size_t i = 0; buffers && i < buffers_.size(); ++i) copy(buffers_[i], host_buffers_[i]);
+  for (auto& b : other_buffers_)
+    if (buffers) copy(b.tensor, b.host);
 }
 
 bool ModuleParams::set_grad_order(std::span<const size_t> order) {
@@ -279,11 +328,12 @@ ddp::ReducerOptions reducer_options(const ddp::DdpOptions& opt) {
 }  // namespace
 
 DistributedDataParallel::DistributedDataParallel(::torch::nn::Module& module,
-                                                 comm::ProcessGroup& pg, ddp::DdpOptions opt)
+                                                 comm::ProcessGroup& pg, ddp::DdpOptions opt,
+                                                 TorchOptions torch_opt)
     : module_(module),
       pg_(pg),
       opt_(std::move(opt)),
-      params_(checked(module, pg, opt_.timeout)),
+      params_(checked(module, pg, opt_.timeout), torch_opt.gradient_as_bucket_view),
       timeline_(ddp::Timeline::from_env(pg.rank(), pg.size())),
       reducer_(pg, params_, reducer_options(opt_)) {
   Architecture architecture(params_);
@@ -299,6 +349,7 @@ DistributedDataParallel::DistributedDataParallel(::torch::nn::Module& module,
     ::torch::NoGradGuard no_grad;  // writes into leaf tensors that require grad
     ddp::broadcast_state(pg_, params_, true, true, 0, opt_.timeout);
     broadcast_other_buffers();
+    params_.state_from_host(true, true);  // staged: the host copies made just now, broadcast
   }
   reducer_.set_comm_hook(ddp::make_comm_hook(opt_.comm_hook));
   reducer_.set_timeline(timeline_.get());
@@ -380,7 +431,7 @@ void DistributedDataParallel::on_grad_ready(size_t i) {
     end_queued_ = true;
     compat::queue_end_of_backward([this] { end_of_backward(); });
   }
-  params_.attach_grad(i);
+  if (!params_.staged() || reducer_.sync()) params_.attach_grad(i);
   reducer_.mark_ready(i);
 }
 
@@ -389,19 +440,24 @@ void DistributedDataParallel::end_of_backward() {
   const bool synchronising = reducer_.sync();
   ddp::StepResult r =
       reducer_.finalize();  // throws (unused parameter, peer error) out of backward()
-  if (synchronising) last_ = std::move(r);
+  if (synchronising) {
+    params_.return_grads();  // staged: the averaged buckets back into .grad()
+    last_ = std::move(r);
+  }
 }
 
 void DistributedDataParallel::sync_buffers() {
   if (!opt_.broadcast_buffers || pg_.size() == 1) return;
   ::torch::NoGradGuard no_grad;
+  params_.state_to_host(false, true);
   if (params_.num_buffers() > 0) ddp::broadcast_state(pg_, params_, false, true, 0, opt_.timeout);
   broadcast_other_buffers();
+  params_.state_from_host(false, true);
 }
 
 void DistributedDataParallel::broadcast_other_buffers() {
   for (auto& b : params_.other_buffers())
-    pg_.broadcast(b.tensor.data_ptr(), b.info.numel(), b.info.dtype, 0).wait(opt_.timeout);
+    pg_.broadcast(b.host.data_ptr(), b.info.numel(), b.info.dtype, 0).wait(opt_.timeout);
 }
 
 bool DistributedDataParallel::step(::torch::optim::Optimizer& optimizer) {
@@ -416,8 +472,13 @@ bool DistributedDataParallel::step(::torch::optim::Optimizer& optimizer) {
   optimizer.step();
   ++steps_;
   if (opt_.check_replicas_every > 0 && steps_ % opt_.check_replicas_every == 0)
-    ddp::verify_replicas_identical(pg_, params_, steps_, opt_.timeout);
+    verify_replicas(steps_);
   return true;
+}
+
+void DistributedDataParallel::verify_replicas(int64_t step) {
+  params_.state_to_host(true, false);
+  ddp::verify_replicas_identical(pg_, params_, step, opt_.timeout);
 }
 
 }  // namespace lockstep::torch

@@ -22,6 +22,9 @@
 // averaged gradients, and an error (a peer gone, an unused parameter) comes out of it.
 // Gradients are views into the buckets' storage (gradient_as_bucket_view); while DDP
 // lives, every parameter's .grad() is such a view, defined (zeros before the first backward).
+// A module on a GPU (CUDA tensors, any process group) is staged instead: each gradient is
+// copied into the host buckets when ready and back when averaged; values and buffers go
+// through host copies for broadcasts and replica hashes (TorchOptions, module_params.h).
 //
 // Differences from Python DDP: buffers are broadcast from rank 0 by forward()/sync_buffers()
 // (a torch::nn::Module has no generic forward to intercept); backward must run on the
@@ -44,13 +47,22 @@
 
 namespace lockstep::torch {
 
+// What lockstep::torch adds to ddp::DdpOptions.
+struct TorchOptions {
+  // Each parameter's .grad() is a view of its slice of the bucket storage (PyTorch's
+  // gradient_as_bucket_view): no copies. false: .grad() stays the module's own tensor, copied
+  // into the buckets as it becomes ready and back once averaged. A module on a GPU is always
+  // staged so: its buckets are host memory (module_params.h).
+  bool gradient_as_bucket_view = true;
+};
+
 class DistributedDataParallel {
  public:
   // Collective: checks every rank holds the same architecture (an error naming the first
   // difference, on every rank), then copies rank 0's parameters and buffers everywhere.
   // `module` must outlive this object and keep its parameters while wrapped.
   DistributedDataParallel(::torch::nn::Module& module, comm::ProcessGroup& pg,
-                          ddp::DdpOptions opt = {});
+                          ddp::DdpOptions opt = {}, TorchOptions torch_opt = {});
   ~DistributedDataParallel();
   DistributedDataParallel(const DistributedDataParallel&) = delete;
   DistributedDataParallel& operator=(const DistributedDataParallel&) = delete;
@@ -69,6 +81,9 @@ class DistributedDataParallel {
   // optimizer.step() unless the last backward's averaged gradients held NaN/Inf (every rank
   // skips alike); returns whether it stepped. Runs the periodic replica check.
   bool step(::torch::optim::Optimizer& optimizer);
+  // Collective: throws on every rank unless all ranks hold bit-identical parameters
+  // (ddp::verify_replicas_identical, reading a staged module's current values).
+  void verify_replicas(int64_t step);
 
   // While alive, backward accumulates gradients locally; the first backward after it
   // reduces the accumulated sum (as lockstep's and PyTorch's no_sync()).

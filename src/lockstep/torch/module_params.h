@@ -12,8 +12,15 @@
 // an undefined gradient). Parameters may be float32, float64, float16 or bfloat16 (the
 // reducer keeps one dtype per bucket); each slice starts aligned to its element size.
 //
-// Limits today: CPU and contiguous tensors; anything else is rejected at construction
-// naming the parameter (wrap_problem).
+// Staged (a module on a GPU, or bucket_view false): .grad() stays the module's own tensor
+// (on the module's device); ready_grad(i) copies gradient i into its slice of the host
+// buckets as it becomes ready, return_grads() copies the averaged slices back. Parameter and
+// buffer values are then read and written through host copies: state_to_host() refreshes
+// them before a broadcast or a replica hash, state_from_host() writes them back. Copies wait
+// for the tensors' current stream (a CUDA stream synchronisation, never a device-wide one).
+//
+// Limits today: contiguous CPU or CUDA tensors, all on one device; anything else is rejected
+// at construction naming the parameter (wrap_problem).
 #pragma once
 
 #include <string>
@@ -27,13 +34,14 @@
 namespace lockstep::torch {
 
 // Why `module` cannot be wrapped, or "" when it can: every trainable parameter must be a
-// contiguous CPU tensor of a float dtype (f32 f64 f16 bf16), all on one device; buffers
-// CPU tensors of lockstep dtypes.
+// contiguous CPU or CUDA tensor of a float dtype (f32 f64 f16 bf16), all on one device;
+// buffers CPU or CUDA tensors of lockstep dtypes.
 std::string wrap_problem(::torch::nn::Module& module);
 
 class ModuleParams final : public ddp::ParamSource {
  public:
-  explicit ModuleParams(::torch::nn::Module& module);
+  // bucket_view false: staged even on the CPU (a module off the CPU always is).
+  explicit ModuleParams(::torch::nn::Module& module, bool bucket_view = true);
   // Gradients that are views of this object's storage become tensors of their own.
   ~ModuleParams() override;
   ModuleParams(const ModuleParams&) = delete;
@@ -62,21 +70,34 @@ class ModuleParams final : public ddp::ParamSource {
   struct OtherBuffer {
     ddp::TensorInfo info;
     at::Tensor tensor;
+    at::Tensor host;  // what collectives read and write: `tensor`, or its host copy if staged
   };
   std::vector<OtherBuffer>& other_buffers() { return other_buffers_; }
 
   const at::Tensor& param(size_t i) const { return params_[i]; }
-  // Makes parameter i's .grad() the view of its slice, copying what autograd left elsewhere.
+  // Makes parameter i's .grad() the view of its slice, copying what autograd left elsewhere;
+  // staged: copies .grad() into the slice (zeros where it is undefined).
   void attach_grad(size_t i);
+
+  bool staged() const { return staged_; }
+  // Staged only (no-ops otherwise): the reduced slices back into every .grad(); the module's
+  // parameter values and/or buffers into their host copies, and back.
+  void return_grads();
+  void state_to_host(bool values, bool buffers) { copy_state(true, values, buffers); }
+  void state_from_host(bool values, bool buffers) { copy_state(false, values, buffers); }
 
  private:
   void copy_grads_in();  // every parameter's .grad() -> its slice, where it is elsewhere
+  void copy_state(bool to_host, bool values, bool buffers);
   void point_grads_at(std::byte* base);  // views over `base`, installed as .grad()
   // Lays the gradients out in `order`, each slice aligned to its element size; returns
   // the bytes needed.
   size_t lay_out(std::span<const size_t> order);
 
+  bool staged_ = false;
   std::vector<at::Tensor> params_, buffers_;
+  // What value(i)/buffer(i) read: the tensors themselves, or their host copies if staged.
+  std::vector<at::Tensor> host_params_, host_buffers_;
   std::vector<ddp::TensorInfo> param_info_, buffer_info_;
   std::vector<OtherBuffer> other_buffers_;
   std::vector<size_t> offset_;    // offset_[i]: byte where parameter i's gradient starts
