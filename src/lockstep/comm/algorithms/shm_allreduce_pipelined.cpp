@@ -83,10 +83,9 @@ void shm_allreduce_pipelined(shm::ShmGroup& g, shm::ShmOp& o) {
     if (k < rounds)  // copy in round k: the peers' slices of my buffer into my slot
       for (size_t r = 0; r < P; ++r)
         if (r != me) copy_to_shared(slot_of(me, k, r), user(k, r), bytes(k, r), trial.stream);
-    if (k == rounds && o.nonfinite) g.post_nonfinite(mine_bad);
-    g.sync(o.info, o.dl);
+    // Barrier k; the last one (k == rounds) also exchanges the NaN/Inf flags.
+    g.sync_nonfinite(k == rounds ? o.nonfinite : nullptr, mine_bad, o.info, o.dl);
   }
-  if (o.nonfinite && g.any_nonfinite()) *o.nonfinite = true;
   copy_out(rounds - 1);  // phase R
   g.tuner().end(trial, o.bytes, std::chrono::duration<double>(Clock::now() - started).count());
 }

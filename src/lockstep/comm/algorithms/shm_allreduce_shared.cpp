@@ -28,9 +28,7 @@ void shm_allreduce_shared(shm::ShmGroup& g, shm::ShmOp& o) {
   if (P > 2)
     for (size_t r = 0; r < P; ++r)
       if (r != me) copy_to_shared(block(r) + a, block(me) + a, b - a, trial.stream);
-  if (o.nonfinite) g.post_nonfinite(mine_bad);
-  g.sync(o.info, o.dl);
-  if (o.nonfinite && g.any_nonfinite()) *o.nonfinite = true;
+  g.sync_nonfinite(o.nonfinite, mine_bad, o.info, o.dl);
   g.shared_tuner().end(trial, o.bytes,
                        std::chrono::duration<double>(Clock::now() - started).count());
 }

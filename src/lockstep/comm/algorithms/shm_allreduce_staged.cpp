@@ -37,9 +37,7 @@ void shm_allreduce_staged(shm::ShmGroup& g, shm::ShmOp& o) {
     bool mine_bad = false;
     reduce_many_finish(mine + a, my_slot + a, srcs, int(P), (b - a) / es, o.dt, o.op, int(P),
                        trial.stream, o.nonfinite ? &mine_bad : nullptr);
-    if (o.nonfinite) g.post_nonfinite(mine_bad);
-    g.sync(o.info, o.dl);  // publishes the flag with the slice (release), so it carries this epoch
-    if (o.nonfinite && g.any_nonfinite()) *o.nonfinite = true;
+    g.sync_nonfinite(o.nonfinite, mine_bad, o.info, o.dl);  // publishes the flag with the slice
     for (size_t r = 0; r < P; ++r)
       if (r != me)
         std::memcpy(mine + cut(r), reinterpret_cast<uint8_t*>(g.slot(int(r), half)) + cut(r),

@@ -165,15 +165,23 @@ class ShmGroup {
   std::byte* shared_buf(int r) const { return shared_bufs_[size_t(r)]; }
   // world() source pointers for reduce_many_finish, reused by every operation (no allocation).
   const void** sources() { return srcs_.data(); }
-  // The NaN/Inf flag of this rank's slice, posted before a sync(); after that sync,
-  // any_nonfinite() says whether some rank posted true.
-  void post_nonfinite(bool mine) {
-    ctl_[rank_].nonfinite.store(((epoch_ + 1) << 1) | uint64_t(mine), std::memory_order_relaxed);
-  }
-  bool any_nonfinite() const {
+  // sync() that also exchanges the ranks' NaN/Inf flags, for an all-reduce whose ranks each
+  // reduce a slice: with `nonfinite`, posts `mine` (whether this rank's slice holds a NaN or
+  // an Inf) in its control line, tagged with the barrier's epoch, and after the barrier sets
+  // *nonfinite when some rank posted true for it; without, a plain sync(). The flag is stored
+  // relaxed before the barrier's release and read relaxed after its acquire. A rank must pass
+  // another barrier between two calls (each row that calls this passes one first): a peer
+  // still reading this epoch's flags holds that barrier up, so none is overwritten unread.
+  void sync_nonfinite(bool* nonfinite, bool mine, const OpInfo& info, Deadline dl) {
+    if (nonfinite)
+      ctl_[rank_].nonfinite.store(((epoch_ + 1) << 1) | uint64_t(mine), std::memory_order_relaxed);
+    sync(info, dl);
+    if (!nonfinite) return;
     for (int r = 0; r < world_; ++r)
-      if (ctl_[r].nonfinite.load(std::memory_order_relaxed) == ((epoch_ << 1) | 1)) return true;
-    return false;
+      if (ctl_[r].nonfinite.load(std::memory_order_relaxed) == ((epoch_ << 1) | 1)) {
+        *nonfinite = true;
+        return;
+      }
   }
   // How large copies into the slots (tuner) and into the peers' shared blocks (shared_tuner)
   // store: measured per size class (stream_tuner.h).
