@@ -2,6 +2,8 @@
 // other periodically and follows a change; classes by size are independent.
 #include <gtest/gtest.h>
 
+#include <stdexcept>
+
 #include "lockstep/comm/shm/stream_tuner.h"
 
 namespace lockstep::comm::shm {
@@ -105,6 +107,34 @@ TEST(StreamTuner, FixedModesDoNotMeasure) {
   EXPECT_TRUE(on.preferred(kMiB));
   EXPECT_FALSE(off.preferred(kMiB));
   EXPECT_EQ(on.estimate(kMiB)[0], -1);
+}
+
+// TimedTrial measures one operation as a scope, with the mode its trial chose; a scope left
+// by an exception (a failed operation) is not measured, one made while another exception
+// unwinds (an operation in a destructor) and left normally is.
+TEST(StreamTuner, TimedTrialMeasuresItsScopeUnlessAnExceptionLeavesIt) {
+  StreamTuner t;
+  for (uint64_t i = 0; i < StreamTuner::kSkip; ++i) {
+    const TimedTrial trial(t, kMiB);  // streamed, the first kSkip of the run: not measured
+    EXPECT_TRUE(trial.stream());
+  }
+  try {
+    const TimedTrial trial(t, kMiB);
+    throw std::runtime_error("a peer died");
+  } catch (const std::runtime_error&) {
+  }
+  EXPECT_EQ(t.estimate(kMiB)[1], -1) << "the failed operation was measured";
+  struct InDestructor {
+    StreamTuner& t;
+    ~InDestructor() { const TimedTrial trial(t, kMiB); }
+  };
+  try {
+    InDestructor d{t};
+    throw std::runtime_error("unwinds through d");
+  } catch (const std::runtime_error&) {
+  }
+  EXPECT_GE(t.estimate(kMiB)[1], 0) << "the operation in a destructor was not measured";
+  EXPECT_EQ(t.estimate(kMiB)[0], -1);
 }
 
 }  // namespace

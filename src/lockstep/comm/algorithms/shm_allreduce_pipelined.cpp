@@ -69,25 +69,23 @@ void shm_allreduce_pipelined(shm::ShmGroup& g, shm::ShmOp& o) {
       if (r != me) copy_to_shared(user(k, r), slot_of(r, k, r), bytes(k, r), true);
   };
 
-  const shm::StreamTuner::Trial trial = g.tuner().begin(o.bytes);
-  const auto started = Clock::now();
+  const shm::TimedTrial trial(g.tuner(), o.bytes);
   bool mine_bad = false;
   for (size_t k = 0; k <= rounds; ++k) {  // phase k-1, then barrier k
     if (k >= 2) copy_out(k - 2);
     if (k >= 1) {  // reduce round k-1: my slice, into my buffer and my slot
       for (size_t r = 0; r < P; ++r) srcs[r] = r == me ? user(k - 1, me) : slot_of(r, k - 1, me);
       reduce_many_finish(user(k - 1, me), slot_of(me, k - 1, me), srcs, int(P),
-                         bytes(k - 1, me) / es, o.dt, o.op, int(P), trial.stream,
+                         bytes(k - 1, me) / es, o.dt, o.op, int(P), trial.stream(),
                          o.nonfinite ? &mine_bad : nullptr);
     }
     if (k < rounds)  // copy in round k: the peers' slices of my buffer into my slot
       for (size_t r = 0; r < P; ++r)
-        if (r != me) copy_to_shared(slot_of(me, k, r), user(k, r), bytes(k, r), trial.stream);
+        if (r != me) copy_to_shared(slot_of(me, k, r), user(k, r), bytes(k, r), trial.stream());
     // Barrier k; the last one (k == rounds) also exchanges the NaN/Inf flags.
     g.sync_nonfinite(k == rounds ? o.nonfinite : nullptr, mine_bad, o.info, o.dl);
   }
   copy_out(rounds - 1);  // phase R
-  g.tuner().end(trial, o.bytes, std::chrono::duration<double>(Clock::now() - started).count());
 }
 
 }  // namespace lockstep::comm::algo

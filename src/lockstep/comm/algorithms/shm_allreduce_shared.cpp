@@ -16,21 +16,18 @@ void shm_allreduce_shared(shm::ShmGroup& g, shm::ShmOp& o) {
   auto block = [&](size_t r) { return reinterpret_cast<uint8_t*>(g.shared_buf(int(r))); };
   auto cut = [&](size_t r) { return count * r / P * es; };
   const size_t a = cut(me), b = cut(me + 1);
-  const shm::StreamTuner::Trial trial = g.shared_tuner().begin(o.bytes);
-  const auto started = Clock::now();
+  const shm::TimedTrial trial(g.shared_tuner(), o.bytes);
   g.sync_shared(o.at, o.info, o.dl);
   const void** srcs = g.sources();
   for (size_t r = 0; r < P; ++r) srcs[r] = block(r) + a;
   bool mine_bad = false;
   void* also = P == 2 ? block(1 - me) + a : nullptr;
   reduce_many_finish(block(me) + a, also, srcs, int(P), (b - a) / es, o.dt, o.op, int(P),
-                     trial.stream, o.nonfinite ? &mine_bad : nullptr);
+                     trial.stream(), o.nonfinite ? &mine_bad : nullptr);
   if (P > 2)
     for (size_t r = 0; r < P; ++r)
-      if (r != me) copy_to_shared(block(r) + a, block(me) + a, b - a, trial.stream);
+      if (r != me) copy_to_shared(block(r) + a, block(me) + a, b - a, trial.stream());
   g.sync_nonfinite(o.nonfinite, mine_bad, o.info, o.dl);
-  g.shared_tuner().end(trial, o.bytes,
-                       std::chrono::duration<double>(Clock::now() - started).count());
 }
 
 }  // namespace lockstep::comm::algo

@@ -20,8 +20,7 @@ void shm_allreduce_staged(shm::ShmGroup& g, shm::ShmOp& o) {
   const size_t P = size_t(g.world()), me = size_t(g.rank()), count = o.count;
   const void** srcs = g.sources();
   // How this operation stores into the slots: measured per size class (stream_tuner.h).
-  const shm::StreamTuner::Trial trial = g.tuner().begin(o.bytes);
-  const auto started = Clock::now();
+  const shm::TimedTrial trial(g.tuner(), o.bytes);
   for (size_t lo = 0; lo < count; lo += per_round) {
     const size_t n = std::min(per_round, count - lo);
     const int half = g.next_half();
@@ -29,21 +28,20 @@ void shm_allreduce_staged(shm::ShmGroup& g, shm::ShmOp& o) {
     auto* my_slot = reinterpret_cast<uint8_t*>(g.slot(int(me), half));
     auto cut = [&](size_t r) { return n * r / P * es; };  // slice r = [cut(r), cut(r+1)) bytes
     const size_t a = cut(me), b = cut(me + 1);
-    copy_to_shared(my_slot, mine, a, trial.stream);
-    copy_to_shared(my_slot + b, mine + b, n * es - b, trial.stream);
+    copy_to_shared(my_slot, mine, a, trial.stream());
+    copy_to_shared(my_slot + b, mine + b, n * es - b, trial.stream());
     g.sync(o.info, o.dl);
     for (size_t r = 0; r < P; ++r)
       srcs[r] = r == me ? mine + a : reinterpret_cast<uint8_t*>(g.slot(int(r), half)) + a;
     bool mine_bad = false;
     reduce_many_finish(mine + a, my_slot + a, srcs, int(P), (b - a) / es, o.dt, o.op, int(P),
-                       trial.stream, o.nonfinite ? &mine_bad : nullptr);
+                       trial.stream(), o.nonfinite ? &mine_bad : nullptr);
     g.sync_nonfinite(o.nonfinite, mine_bad, o.info, o.dl);  // publishes the flag with the slice
     for (size_t r = 0; r < P; ++r)
       if (r != me)
         std::memcpy(mine + cut(r), reinterpret_cast<uint8_t*>(g.slot(int(r), half)) + cut(r),
                     cut(r + 1) - cut(r));
   }
-  g.tuner().end(trial, o.bytes, std::chrono::duration<double>(Clock::now() - started).count());
 }
 
 }  // namespace lockstep::comm::algo

@@ -19,8 +19,12 @@
 #include <array>
 #include <atomic>
 #include <bit>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+
+#include "lockstep/core/clock.h"
 
 namespace lockstep::comm::shm {
 
@@ -121,6 +125,29 @@ class StreamTuner {
   std::array<Class, kClasses> classes_{};
   std::atomic<uint8_t>* table_ = nullptr;
   bool leader_ = false;
+};
+
+// One operation measured for a tuner, as a scope: begins the trial when made (stream() is how
+// to store), ends it with the seconds since then when the scope is left. A scope left by an
+// exception is not measured (a failed operation's time says nothing about the store mode).
+class TimedTrial {
+ public:
+  TimedTrial(StreamTuner& tuner, size_t bytes)
+      : tuner_(tuner), bytes_(bytes), trial_(tuner.begin(bytes)), started_(Clock::now()) {}
+  ~TimedTrial() {
+    if (std::uncaught_exceptions() > unwinding_) return;
+    tuner_.end(trial_, bytes_, std::chrono::duration<double>(Clock::now() - started_).count());
+  }
+  TimedTrial(const TimedTrial&) = delete;
+  TimedTrial& operator=(const TimedTrial&) = delete;
+  bool stream() const { return trial_.stream; }
+
+ private:
+  StreamTuner& tuner_;
+  const size_t bytes_;
+  const StreamTuner::Trial trial_;
+  const Clock::time_point started_;
+  const int unwinding_ = std::uncaught_exceptions();  // those already in flight when made
 };
 
 }  // namespace lockstep::comm::shm
