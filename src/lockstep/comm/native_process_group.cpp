@@ -64,25 +64,32 @@ NativeProcessGroup::NativeProcessGroup(store::Store& store, int rank, int world,
   if (native_.spare_core < 0) native_.spare_core = env_int("LOCKSTEP_SPARE_CORE", -1, 0, 1);
   attach_store(store_);
   prefix_ = monitor()->prefix();
-  if (size() > 1) rendezvous();
+  if (size() > 1) {
+    rendezvous();  // decides spare_core_ too
+  } else {
+    share_cores(1);
+  }
   // A bad LOCKSTEP_ALGO fails here, on every rank, as the shm group's does in rendezvous().
   if (size() > 1 && !shm_) pair_plan_ = algo::Plan(algo::Path::pairs, {.world = size()}, this->options().algorithm);
-  set_traits({.run_inline = true, .lazy_wake = true, .finite_check = true, .spare_core = has_spare_core()});
+  set_traits({.run_inline = true, .lazy_wake = true, .finite_check = true, .spare_core = spare_core_});
   start_worker();
 }
 
-// Whether this rank has two CPUs to itself: one for its computation, one for the group's
-// thread. Ranks of this group on other hosts do not share this host's CPUs.
-bool NativeProcessGroup::has_spare_core() const {
-  if (native_.spare_core >= 0) return native_.spare_core == 1;
+// Decides, once, whether the group's thread has a core of its own: this rank has two CPUs to
+// itself, one for its computation and one for that thread, by its affinity and by the host's
+// CPUs divided among the ranks of this group on this host (those on other hosts do not share
+// them). Forced by NativeOptions::spare_core / LOCKSTEP_SPARE_CORE.
+void NativeProcessGroup::share_cores(int ranks_on_host) {
+  ranks_on_host_ = ranks_on_host;
+  if (native_.spare_core >= 0) {
+    spare_core_ = native_.spare_core == 1;
+    return;
+  }
   cpu_set_t set;
   CPU_ZERO(&set);
   const int mine = ::sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
-  int here = 1;  // ranks of this group on this host
-  if (shm_) here = size();
-  if (hier_) here = int(hier_->local.group_ranks.size());
   const int host = int(std::thread::hardware_concurrency());
-  return std::min(mine, host / std::max(here, 1)) >= 2;
+  spare_core_ = std::min(mine, host / std::max(ranks_on_host, 1)) >= 2;
 }
 
 // Every rank's host identity, by rank (through the store).
@@ -121,11 +128,17 @@ void NativeProcessGroup::build_hierarchy(const std::vector<std::string>& hosts) 
   for (const auto& h : order)
     hier_->leaders.group_ranks.push_back(int(std::find(hosts.begin(), hosts.end(), h) - hosts.begin()));
   const size_t host_index = size_t(std::find(order.begin(), order.end(), mine) - order.begin());
+  // The sub-groups run on this host beside its other ranks: they take this group's answer to
+  // spare_core() (the leaders' group, one rank per host, would count one rank here). A copy:
+  // options().backend may be the caller's, shared with other groups.
+  auto native = std::make_shared<NativeOptions>(native_);
+  native->spare_core = spare_core_ ? 1 : 0;
   auto make = [&](SubGroup& g, const std::string& name, const std::string& transport) {
     Options o = options();
     o.group_name = str_cat(options().group_name, "/", name);
     o.transport = transport;
     o.algorithm = "flat";
+    o.backend = native;
     const int sub_rank = int(std::find(g.group_ranks.begin(), g.group_ranks.end(), rank()) - g.group_ranks.begin());
     g.pg = std::make_unique<NativeProcessGroup>(store_, sub_rank, int(g.group_ranks.size()), o);
   };
@@ -137,14 +150,21 @@ void NativeProcessGroup::build_hierarchy(const std::vector<std::string>& hosts) 
 
 // Picks the transport (shm when every rank shares this host, unless told otherwise) and
 // connects it; the store carries the host identities, addresses and segment names. Across
-// hosts, all-reduce may also get the sub-groups of the hierarchical algorithm.
+// hosts, all-reduce may also get the sub-groups of the hierarchical algorithm. The host
+// identities also count the ranks that share this host's CPUs (share_cores): a tcp group may
+// run several ranks on one host too; a shm group runs all of them on it.
 void NativeProcessGroup::rendezvous() {
   std::string kind = options().transport;
+  if (kind != "auto" && kind != "shm" && kind != "tcp")
+    LOCKSTEP_THROW(ConfigError, "unknown transport '", kind, "' (LOCKSTEP_TRANSPORT / "
+                   "Options::transport): use auto, shm or tcp");
   std::vector<std::string> hosts;
-  if (kind == "auto" || options().algorithm == "hierarchical") hosts = exchange_hosts();
+  if (kind != "shm") hosts = exchange_hosts();
   if (kind == "auto")
     kind = std::all_of(hosts.begin(), hosts.end(), [&](const std::string& h) { return h == hosts[0]; })
                ? "shm" : "tcp";
+  share_cores(kind == "shm" ? size()
+                            : int(std::count(hosts.begin(), hosts.end(), hosts[size_t(rank())])));
   if (kind == "shm") {
     shm_ = std::make_unique<shm::ShmGroup>(store_, prefix_, rank(), size(), native_.shm_chunk_bytes,
                                            native_.shm_spin_us, options().timeout,
@@ -153,7 +173,7 @@ void NativeProcessGroup::rendezvous() {
                                                                       : shm::StreamTuner::Mode::kAuto,
                                            options().algorithm);
     transport_ = &shm_->transport();
-  } else if (kind == "tcp") {
+  } else {  // tcp
     // Bounded: after a network failure the store may be unreachable too.
     auto board = [this](const std::string& msg) {
       try {
@@ -167,11 +187,18 @@ void NativeProcessGroup::rendezvous() {
     };
     tcp_ = std::make_unique<tcp::TcpTransport>(store_, prefix_, rank(), size(), options().timeout, board);
     transport_ = tcp_.get();
-    if (!hosts.empty() && wants_hierarchy(hosts)) build_hierarchy(hosts);
-  } else {
-    LOCKSTEP_THROW(ConfigError, "unknown transport '", kind, "' (LOCKSTEP_TRANSPORT / "
-                   "Options::transport): use auto, shm or tcp");
+    // Forced tcp stays flat unless hierarchical is asked for (Options::algorithm).
+    const bool may_split = options().transport == "auto" || options().algorithm == "hierarchical";
+    if (may_split && wants_hierarchy(hosts)) build_hierarchy(hosts);
   }
+}
+
+std::vector<const NativeProcessGroup*> NativeProcessGroup::hierarchy_groups() const {
+  std::vector<const NativeProcessGroup*> groups;
+  if (hier_)
+    for (const SubGroup* g : {&hier_->local, &hier_->leaders})
+      if (g->pg) groups.push_back(g->pg.get());
+  return groups;
 }
 
 // Reduce inside the host over shm to its leader, all-reduce among the leaders over tcp,

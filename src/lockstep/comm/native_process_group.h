@@ -44,7 +44,8 @@ struct NativeOptions : BackendOptions {
   // Whether the group's thread has a core of its own (ProcessGroup::spare_core): -1 = auto
   // (this rank has at least two CPUs to itself: its affinity, and the host's CPUs divided
   // among the ranks of this group on it), 0 = no (operations of every size wait for their
-  // waiter or start_now()), 1 = yes (those above 1 MiB start at once). Env: LOCKSTEP_SPARE_CORE.
+  // waiter or start_now()), 1 = yes (those above 1 MiB start at once). The sub-groups of the
+  // hierarchical all-reduce take their parent's answer. Env: LOCKSTEP_SPARE_CORE.
   int spare_core = -1;
 };
 
@@ -56,6 +57,12 @@ class NativeProcessGroup final : public engine::EngineGroup {
   bool supports(Capability c) const override;
   // "shm", "tcp" or "none" (world size 1).
   std::string transport_name() const;
+  // Ranks of this group on this host (by host identity, Options::host_id / LOCKSTEP_HOST_ID),
+  // counted once at creation: the automatic spare_core() divides this host's CPUs among them.
+  int ranks_on_host() const { return ranks_on_host_; }
+  // The hierarchical all-reduce's sub-groups this rank belongs to: its host's, then the host
+  // leaders' where it leads its host; empty unless all-reduce is hierarchical (diagnostics).
+  std::vector<const NativeProcessGroup*> hierarchy_groups() const;
   std::shared_ptr<std::byte[]> alloc_shared(size_t bytes) override;
 
  protected:
@@ -82,7 +89,7 @@ class NativeProcessGroup final : public engine::EngineGroup {
   };
 
   void rendezvous();
-  bool has_spare_core() const;
+  void share_cores(int ranks_on_host);
   std::vector<std::string> exchange_hosts();
   bool wants_hierarchy(const std::vector<std::string>& hosts) const;
   void build_hierarchy(const std::vector<std::string>& hosts);
@@ -102,6 +109,8 @@ class NativeProcessGroup final : public engine::EngineGroup {
   algo::Plan pair_plan_;  // the table resolved for the pair transport (no shm group)
   AlignedBuffer scratch_, wide_;  // pooled: grown, never shrunk, used by the running thread only
   int shared_allocs_ = 0;  // alloc_shared calls (names their store keys)
+  int ranks_on_host_ = 1;
+  bool spare_core_ = true;  // decided once, in rendezvous() (share_cores)
 };
 
 }  // namespace lockstep::comm
