@@ -148,7 +148,7 @@ TEST_P(TableWalk, ForcedRowMatchesTheReference) {
     AlignedBuffer mem;
     mem.reserve(stride * size_t(P));
     run_ranks(P, [&](int rank, store::Store& store) {
-      shm::ShmGroup g(store, "walk/", rank, P, kSlotBytes, -1, kTimeout,
+      shm::ShmGroup g(store, "walk/", rank, P, kSlotBytes, -1, /*spare_core=*/false, kTimeout,
                       shm::StreamTuner::Mode::kAuto, row.name);
       g.shared_blocks()->add(mem.data(), stride, stride, 7);
       std::byte* block = mem.data() + size_t(rank) * stride;
@@ -198,7 +198,7 @@ INSTANTIATE_TEST_SUITE_P(Rows, TableWalk, ::testing::ValuesIn(cases()),
 // would pass even if auto never chose the fast paths.
 TEST(AlgorithmTable, AutoChoosesByTheTableOrder) {
   run_ranks(2, [&](int rank, store::Store& store) {
-    shm::ShmGroup g(store, "auto/", rank, 2, kSlotBytes, -1, kTimeout,
+    shm::ShmGroup g(store, "auto/", rank, 2, kSlotBytes, -1, /*spare_core=*/false, kTimeout,
                     shm::StreamTuner::Mode::kAuto, "auto");
     const OpInfo info{OpKind::allreduce, 1, rank, "auto"};
     const algo::Plan plan(algo::Path::shm, g.facts(), "auto");

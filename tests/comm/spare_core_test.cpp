@@ -1,11 +1,12 @@
 // ProcessGroup::spare_core(): one decision per group, made at creation from the ranks of the
 // group on this host (by host identity, whatever the transport), this rank's CPU affinity and
 // the host's CPUs, or forced by NativeOptions::spare_core. The hierarchical all-reduce's
-// sub-groups take their parent's answer.
+// sub-groups take their parent's answer, and a shared-memory group's thread spins by it.
 // Ranks are threads sharing one HashStore; fake host identities come from Options::host_id.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <thread>
 
 #include "comm_test_util.h"
@@ -90,6 +91,30 @@ TEST(SpareCore, HierarchySubGroupsTakeTheirParentsAnswer) {
           << native(*pg).ranks_on_host() << " of the parent)";
   });
   EXPECT_EQ(opts->spare_core, -1) << "the caller's NativeOptions were written";
+}
+
+// A shm group's thread spins in its waits (while its caller computes) only with a spare core:
+// the one decision, forced here either way (it once went by the host's CPUs alone, so one of
+// the two answers was wrong on any host). An explicit shm_spin_us still wins.
+TEST(SpareCore, ShmGroupThreadSpinsOnlyWithASpareCore) {
+  if (std::getenv("LOCKSTEP_SHM_SPIN_US")) GTEST_SKIP() << "LOCKSTEP_SHM_SPIN_US is set";
+  for (int spin_us : {-1, 50})
+    for (int spare : {-1, 0, 1}) {
+      Options o = test_options("shm", "spare_spin");
+      auto opts = std::make_shared<NativeOptions>(dynamic_cast<const NativeOptions&>(*o.backend));
+      opts->spare_core = spare;
+      opts->shm_spin_us = spin_us;
+      o.backend = opts;
+      run_ranks(2, [&](int rank, store::Store& store) {
+        auto pg = ProcessGroup::create("native", store, rank, 2, o);
+        if (spare >= 0) {
+          EXPECT_EQ(pg->spare_core(), spare == 1);
+        }
+        const long want = spin_us >= 0 ? spin_us * 1000L : pg->spare_core() ? 300'000L : 0L;
+        EXPECT_EQ(native(*pg).shm_async_spin_ns(), want)
+            << "rank " << rank << ", spare_core " << spare << ", shm_spin_us " << spin_us;
+      });
+    }
 }
 
 }  // namespace

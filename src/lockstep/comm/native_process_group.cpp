@@ -65,7 +65,7 @@ NativeProcessGroup::NativeProcessGroup(store::Store& store, int rank, int world,
   attach_store(store_);
   prefix_ = monitor()->prefix();
   if (size() > 1) {
-    rendezvous();  // decides spare_core_ too
+    rendezvous();  // decides spare_core_ too, before it builds a shm group
   } else {
     share_cores(1);
   }
@@ -167,7 +167,7 @@ void NativeProcessGroup::rendezvous() {
                             : int(std::count(hosts.begin(), hosts.end(), hosts[size_t(rank())])));
   if (kind == "shm") {
     shm_ = std::make_unique<shm::ShmGroup>(store_, prefix_, rank(), size(), native_.shm_chunk_bytes,
-                                           native_.shm_spin_us, options().timeout,
+                                           native_.shm_spin_us, spare_core_, options().timeout,
                                            native_.shm_stream == "on"    ? shm::StreamTuner::Mode::kAlways
                                            : native_.shm_stream == "off" ? shm::StreamTuner::Mode::kNever
                                                                       : shm::StreamTuner::Mode::kAuto,
@@ -200,6 +200,8 @@ std::vector<const NativeProcessGroup*> NativeProcessGroup::hierarchy_groups() co
       if (g->pg) groups.push_back(g->pg.get());
   return groups;
 }
+
+long NativeProcessGroup::shm_async_spin_ns() const { return shm_ ? shm_->async_spin_ns() : 0; }
 
 // Reduce inside the host over shm to its leader, all-reduce among the leaders over tcp,
 // broadcast back inside the host. 16-bit floats arrive widened to f32 (one rounding at the

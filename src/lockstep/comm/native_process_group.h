@@ -37,15 +37,16 @@ struct NativeOptions : BackendOptions {
   std::string shm_stream = "auto";
   // How long a shared-memory wait spins before it sleeps on a futex, in microseconds; -1 =
   // auto (300 when every busy thread has a core, else 0; an operation the group thread runs
-  // while its caller computes counts two threads per rank; with more ranks than cores a wait
-  // yields its core for up to 100 us before it sleeps). A value set here replaces both: that
-  // long busy spinning, no yielding. Env: LOCKSTEP_SHM_SPIN_US.
+  // while its caller computes spins only with a spare core, see spare_core; with more ranks
+  // than cores a wait yields its core for up to 100 us before it sleeps). A value set here
+  // replaces both: that long busy spinning, no yielding. Env: LOCKSTEP_SHM_SPIN_US.
   int shm_spin_us = -1;
   // Whether the group's thread has a core of its own (ProcessGroup::spare_core): -1 = auto
   // (this rank has at least two CPUs to itself: its affinity, and the host's CPUs divided
   // among the ranks of this group on it), 0 = no (operations of every size wait for their
-  // waiter or start_now()), 1 = yes (those above 1 MiB start at once). The sub-groups of the
-  // hierarchical all-reduce take their parent's answer. Env: LOCKSTEP_SPARE_CORE.
+  // waiter or start_now()), 1 = yes (those above 1 MiB start at once). The same answer sets
+  // how long the shared-memory waits of the group's thread spin (shm_spin_us). The sub-groups
+  // of the hierarchical all-reduce take their parent's answer. Env: LOCKSTEP_SPARE_CORE.
   int spare_core = -1;
 };
 
@@ -63,6 +64,10 @@ class NativeProcessGroup final : public engine::EngineGroup {
   // The hierarchical all-reduce's sub-groups this rank belongs to: its host's, then the host
   // leaders' where it leads its host; empty unless all-reduce is hierarchical (diagnostics).
   std::vector<const NativeProcessGroup*> hierarchy_groups() const;
+  // Shared memory: how long a wait run by the group's thread while its caller computes spins
+  // before it sleeps, in ns (shm_spin_us, else 300 us with a spare core, 0 without); 0 for
+  // other transports (diagnostics).
+  long shm_async_spin_ns() const;
   std::shared_ptr<std::byte[]> alloc_shared(size_t bytes) override;
 
  protected:
@@ -110,7 +115,7 @@ class NativeProcessGroup final : public engine::EngineGroup {
   AlignedBuffer scratch_, wide_;  // pooled: grown, never shrunk, used by the running thread only
   int shared_allocs_ = 0;  // alloc_shared calls (names their store keys)
   int ranks_on_host_ = 1;
-  bool spare_core_ = true;  // decided once, in rendezvous() (share_cores)
+  bool spare_core_ = true;  // decided once, before the shm group is built (share_cores)
 };
 
 }  // namespace lockstep::comm

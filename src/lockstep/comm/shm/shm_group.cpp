@@ -51,18 +51,23 @@ std::string forced_algorithm(const std::string& algorithm) {
 }  // namespace
 
 ShmGroup::ShmGroup(store::Store& store, const std::string& prefix, int rank, int world,
-                   size_t chunk_bytes, int spin_us, Millis timeout, StreamTuner::Mode stream,
-                   const std::string& algorithm)
+                   size_t chunk_bytes, int spin_us, bool spare_core, Millis timeout,
+                   StreamTuner::Mode stream, const std::string& algorithm)
     : rank_(rank), world_(world),
       half_bytes_(round_up(std::max<size_t>(chunk_bytes ? chunk_bytes : kDefaultHalfBytes,
                                             size_t(world) * 64), 64)),
       ring_bytes_(kRingBytes), tuner_(stream), shared_tuner_(stream) {
   // Spinning only pays when every busy thread has a core; with more ranks than cores waits
-  // yield the core for a while, then sleep. A rank whose group thread communicates while its
-  // caller computes has two busy threads. An explicit spin_us replaces both.
+  // yield the core for a while, then sleep. An explicit spin_us replaces both.
+  // A wait its caller runs is the rank's one busy thread: it spins where the host has a CPU
+  // per rank. Affinity is left out on purpose: a rank bound to one CPU still has that one.
+  // A wait the group's thread runs while its caller computes is a rank's second busy thread:
+  // it spins only where that thread has a core of its own (spare_core: this rank's affinity,
+  // the host's CPUs among the ranks on it, or LOCKSTEP_SPARE_CORE; the one decision that
+  // also steers when the engine wakes that thread).
   const int cores = int(std::thread::hardware_concurrency());
   spin_caller_ns_ = spin_us >= 0 ? long(spin_us) * 1000 : cores >= world ? 300'000 : 0;
-  spin_async_ns_ = spin_us >= 0 ? long(spin_us) * 1000 : cores >= 2 * world ? 300'000 : 0;
+  spin_async_ns_ = spin_us >= 0 ? long(spin_us) * 1000 : spare_core ? 300'000 : 0;
   yield_ns_ = spin_us < 0 && cores < world ? kYieldNs : 0;
   // Before the segment: a bad LOCKSTEP_ALGO fails here, on every rank alike.
   facts_ = {.world = world, .cores = cores, .yielding = yield_ns_ > 0, .slot_bytes = half_bytes_};

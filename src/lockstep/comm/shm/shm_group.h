@@ -98,14 +98,18 @@ class ShmGroup {
  public:
   // chunk_bytes: staging bytes per rank per half-slot (0 = default). spin_us: how long waits
   // spin before sleeping (-1 = auto: 300 us when every busy thread has a core, else 0).
+  // spare_core: whether the group's thread has a core of its own beside the caller's
+  // computation (ProcessGroup::spare_core; decides the auto spin of the waits it runs).
   // stream: how large copies into the slots store (stream_tuner.h; kAuto measures).
   // algorithm: a row of algorithms/table.cpp to force, or auto (empty: LOCKSTEP_ALGO).
   ShmGroup(store::Store& store, const std::string& prefix, int rank, int world, size_t chunk_bytes,
-           int spin_us, Millis timeout, StreamTuner::Mode stream = StreamTuner::Mode::kAuto,
-           const std::string& algorithm = {});
+           int spin_us, bool spare_core, Millis timeout,
+           StreamTuner::Mode stream = StreamTuner::Mode::kAuto, const std::string& algorithm = {});
   ~ShmGroup();
 
   Transport& transport();
+  // How long a wait run by the group's thread while its caller computes spins, in ns.
+  long async_spin_ns() const { return spin_async_ns_; }
 
   // The collectives: each runs the first row of the group's plan that fits (algorithms/table.h).
   // With `nonfinite`, *nonfinite tells whether the result holds a NaN or an Inf, found while
