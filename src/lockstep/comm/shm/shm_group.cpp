@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <thread>
@@ -41,13 +40,6 @@ bool process_dead(int pid) {
   return state == 0 || state == 'Z' || state == 'X';
 }
 
-// The row to force: the caller's, or LOCKSTEP_ALGO.
-std::string forced_algorithm(const std::string& algorithm) {
-  if (!algorithm.empty()) return algorithm;
-  const char* env = std::getenv("LOCKSTEP_ALGO");
-  return env && *env ? env : "auto";
-}
-
 }  // namespace
 
 ShmGroup::ShmGroup(store::Store& store, const std::string& prefix, int rank, int world,
@@ -71,7 +63,7 @@ ShmGroup::ShmGroup(store::Store& store, const std::string& prefix, int rank, int
   yield_ns_ = spin_us < 0 && cores < world ? kYieldNs : 0;
   // Before the segment: a bad LOCKSTEP_ALGO fails here, on every rank alike.
   facts_ = {.world = world, .cores = cores, .yielding = yield_ns_ > 0, .slot_bytes = half_bytes_};
-  plan_ = algo::Plan(algo::Path::shm, facts_, forced_algorithm(algorithm));
+  plan_ = algo::Plan(algo::Path::shm, facts_, algorithm);
   // Layout: [bell][low-latency bell][store modes][RankCtl x P][RingCtl x P^2]
   //         [ring data x P^2][slots: P x 2 halves][low-latency slots: P x 2 halves].
   const size_t P = size_t(world);

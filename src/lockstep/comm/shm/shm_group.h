@@ -101,10 +101,11 @@ class ShmGroup {
   // spare_core: whether the group's thread has a core of its own beside the caller's
   // computation (ProcessGroup::spare_core; decides the auto spin of the waits it runs).
   // stream: how large copies into the slots store (stream_tuner.h; kAuto measures).
-  // algorithm: a row of algorithms/table.cpp to force, or auto (empty: LOCKSTEP_ALGO).
+  // algorithm: a row of algorithms/table.cpp to force, "auto", "flat" or "hierarchical"
+  // (Options::algorithm after LOCKSTEP_ALGO: the caller resolves the environment).
   ShmGroup(store::Store& store, const std::string& prefix, int rank, int world, size_t chunk_bytes,
-           int spin_us, bool spare_core, Millis timeout,
-           StreamTuner::Mode stream = StreamTuner::Mode::kAuto, const std::string& algorithm = {});
+           int spin_us, bool spare_core, Millis timeout, StreamTuner::Mode stream,
+           const std::string& algorithm);
   ~ShmGroup();
 
   Transport& transport();
