@@ -467,7 +467,7 @@ std::unique_ptr<ProcessGroup> EngineGroup::new_group(const std::vector<int>& ran
   auto result = std::make_shared<std::unique_ptr<ProcessGroup>>();
   Work w = enqueue(Op{OpKind::barrier},
                    [this, ranks, name, result](Deadline dl) { *result = make_subgroup(ranks, name, dl); });
-  w.wait(opt_.timeout + std::chrono::seconds(5));
+  w.wait(wait_default_);  // as Work::wait() waits: an operation's deadline and its diagnostics
   return std::move(*result);
 }
 
