@@ -70,6 +70,19 @@ TEST(Profile, JsonRoundTripAndMissingKeys) {
             std::string::npos);
 }
 
+// What `lockstep train --profile` passes in for a two-rank run.
+Profile two_rank_meta() {
+  Profile meta;
+  meta.model = "fmnist-mlp", meta.world_size = 2, meta.bucket_cap_bytes = 25 << 20;
+  return meta;
+}
+
+fs::path fresh_dir(const std::string& tag) {
+  const fs::path dir = fs::temp_directory_path() / (tag + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  return dir;
+}
+
 void write_trace(const fs::path& path, int steps, double step_us, double slow_us = 0,
                  double wait_us = 0) {
   // forward 100 us, backward 300 us, buckets launched 100 and 250 us into backward, finalize
@@ -98,12 +111,10 @@ void write_trace(const fs::path& path, int steps, double step_us, double slow_us
 }
 
 TEST(Profile, FromTraces) {
-  const fs::path dir = fs::temp_directory_path() / ("plan_test_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
+  const fs::path dir = fresh_dir("plan_test_");
   write_trace(dir / "t0.json", 8, 1000);
   write_trace(dir / "t1.json", 8, 1000);
-  Profile meta;
-  meta.model = "fmnist-mlp", meta.world_size = 2, meta.bucket_cap_bytes = 25 << 20;
+  const Profile meta = two_rank_meta();
   const Profile p = profile_from_traces({dir / "t0.json", dir / "t1.json"}, meta);
   EXPECT_EQ(p.steps.size(), 4u);  // 8 - 3 skipped - the last
   EXPECT_NEAR(p.forward, 100e-6, 1e-12);
@@ -137,23 +148,45 @@ TEST(Profile, FromTraces) {
   fs::remove_all(dir);
 }
 
+// Two ranks' traces in `dir`: rank 1's backward is 200 us longer, and rank 0 waits those
+// 200 us in finalize.
+Profile straggler_profile(const fs::path& dir, int steps0, int steps1) {
+  write_trace(dir / "t0.json", steps0, 1000, 0, 200);
+  write_trace(dir / "t1.json", steps1, 1000, 200, 0);
+  return profile_from_traces({dir / "t0.json", dir / "t1.json"}, two_rank_meta());
+}
+
 // Every step waits for its slowest rank: the profile takes, per step, the rank that computed
 // longest, not medians over all ranks' samples. Rank 1's backward is 200 us longer and rank 0
 // waits those 200 us in finalize; before, the median backward of the 8 samples was 400 us.
 TEST(Profile, FromTracesTakesTheSlowestRankOfEachStep) {
-  const fs::path dir = fs::temp_directory_path() / ("plan_test_slow_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  write_trace(dir / "t0.json", 8, 1000, 0, 200);
-  write_trace(dir / "t1.json", 8, 1000, 200, 0);
-  Profile meta;
-  meta.model = "fmnist-mlp", meta.world_size = 2, meta.bucket_cap_bytes = 25 << 20;
-  const Profile p = profile_from_traces({dir / "t0.json", dir / "t1.json"}, meta);
+  const fs::path dir = fresh_dir("plan_test_slow_");
+  const Profile p = straggler_profile(dir, 8, 8);
   EXPECT_NEAR(p.backward, 500e-6, 1e-12);
   EXPECT_NEAR(p.finalize, 50e-6, 1e-12);
   EXPECT_NEAR(p.step, 1000e-6, 1e-12);
   ASSERT_EQ(p.buckets.size(), 2u);
   EXPECT_NEAR(p.buckets[1].ready, 450e-6, 1e-12);  // rank 1's last bucket
   fs::remove_all(dir);
+}
+
+// The recorded steps are the samples the medians come from: the slowest rank's, and only the
+// steps every rank recorded. Before, they were rank 0's (backward 300 us, 5 steps here).
+TEST(Profile, FromTracesKeepsTheStepsItTookMediansOf) {
+  const fs::path dir = fresh_dir("plan_test_keep_");
+  const Profile p = straggler_profile(dir, 9, 8);
+  ASSERT_EQ(p.steps.size(), 4u);  // rank 1: 8 - 3 skipped - the last
+  for (const StepSample& s : p.steps) EXPECT_NEAR(s.backward, 500e-6, 1e-12);
+  EXPECT_NEAR(p.backward, 500e-6, 1e-12);
+  fs::remove_all(dir);
+}
+
+// No traces at all is refused with what to pass (before: front() of an empty vector).
+TEST(Profile, FromNoTracesIsRefusedClearly) {
+  const Profile meta = two_rank_meta();
+  EXPECT_NE(message_of([&] { profile_from_traces({}, meta); }).find("one Chrome trace per rank"),
+            std::string::npos);
+  EXPECT_THROW(profile_from_traces({}, meta), DataError);
 }
 
 TEST(Profile, PredictAndSweep) {

@@ -83,6 +83,7 @@ std::vector<Bucket> grad_ready(const std::vector<StepSample>& steps,
 // optimizer and the rest; the one whose finalize waited least). The ranks' gradients meet in
 // each bucket's all-reduce, so every step waits for its slowest rank: with several workers
 // sharing cores, medians over all ranks' samples would leave out those stragglers.
+// `ranks` is not empty (profile_from_traces refuses an empty trace list).
 std::vector<StepSample> critical_steps(const std::vector<std::vector<StepSample>>& ranks) {
   size_t n = ranks.front().size();
   for (const auto& r : ranks) n = std::min(n, r.size());
@@ -224,6 +225,10 @@ void save_profile(const Profile& p, const std::filesystem::path& path) {
 }
 
 Profile profile_from_traces(const std::vector<std::filesystem::path>& traces, Profile p, int skip) {
+  if (traces.empty())
+    LOCKSTEP_THROW(DataError,
+                   "profile: no traces given; pass one Chrome trace per rank (`lockstep train "
+                   "--profile FILE --nproc 2` writes FILE.rank<r>.trace.json for each rank)");
   p.source = "measured";
   std::vector<std::vector<StepSample>> ranks;
   std::vector<double> bytes, grad_bytes;
@@ -233,9 +238,10 @@ Profile profile_from_traces(const std::vector<std::filesystem::path>& traces, Pr
       LOCKSTEP_THROW(DataError, "profile: ", traces[r].string(), " holds ", rs.steps.size(),
                      " steps; at least ", skip + 2, " are needed (raise --max-steps)");
     ranks.emplace_back(rs.steps.begin() + skip, rs.steps.end() - 1);
-    if (r == 0) p.steps = ranks.back(), bytes = rs.bytes, grad_bytes = rs.grad_bytes;
+    if (r == 0) bytes = rs.bytes, grad_bytes = rs.grad_bytes;  // every rank has the same buckets
   }
-  const std::vector<StepSample> all = critical_steps(ranks);
+  p.steps = critical_steps(ranks);  // the samples the medians below are taken over
+  const std::vector<StepSample>& all = p.steps;
   if (bytes.empty() || std::any_of(bytes.begin(), bytes.end(), [](double b) { return b <= 0; }))
     LOCKSTEP_THROW(
         DataError,

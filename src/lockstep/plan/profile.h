@@ -38,7 +38,7 @@ struct Profile {
   double forward = 0, backward = 0, finalize = 0, optimizer = 0, step = 0, other = 0;
   std::vector<Bucket> buckets;    // in launch order, ready = median over steps
   std::vector<Bucket> grads;      // per parameter, in ready order (empty: only bucket times known)
-  std::vector<StepSample> steps;  // rank 0's recorded steps (measured profiles)
+  std::vector<StepSample> steps;  // per step, the slowest rank's sample: what the medians are of
 
   double compute() const { return forward + backward + optimizer + other; }
   double grad_bytes() const;
@@ -53,9 +53,10 @@ void save_profile(const Profile& p, const std::filesystem::path& path);
 // From the Chrome traces of one run's ranks (Timeline files): steps are split at each
 // "forward"; the first `skip` steps (warm-up, the bucket rebuild after step 0) and the last
 // (no following forward) are left out. Each step is the sample of the rank that computed
-// longest in it (every rank waits for that one's buckets). `meta` carries model, world_size, transport, batch,
+// longest in it (every rank waits for that one's buckets); `steps` holds those samples, for
+// the steps every rank recorded. `meta` carries model, world_size, transport, batch,
 // params and the bucket options; its measured fields are filled here. DataError when a
-// trace is unreadable or has too few steps with buckets.
+// trace is unreadable or has too few steps with buckets, or when `traces` is empty.
 Profile profile_from_traces(const std::vector<std::filesystem::path>& traces, Profile meta,
                             int skip = 3);
 
