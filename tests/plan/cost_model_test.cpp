@@ -126,6 +126,20 @@ TEST(Calibration, RecoversAlphaAndBetaOfARing) {
   EXPECT_EQ(nccl[0].bytes, 4096);
   EXPECT_NEAR(nccl[0].seconds, 2357.59e-6, 1e-12);
   EXPECT_NEAR(nccl[1].seconds, 12.5e-6, 1e-12);  // out of place, where it has a number
+  // Two tables in one text: each header says whether its table has a root column (before,
+  // the first root header held for the rest, and the second table's time read its algbw).
+  const std::vector<Sample> two = parse_bench_table(
+      "#  size count type redop root time algbw busbw #wrong time algbw busbw #wrong\n"
+      "#   (B) (elements)              (us) (GB/s) (GB/s)      (us) (GB/s) (GB/s)\n"
+      "   4096  1024 float sum -1  N/A N/A N/A N/A  20.5 0.2 0.2 0\n"
+      "# Avg bus bandwidth    : 0.2\n"
+      "#  size count type redop time algbw busbw #wrong time algbw busbw #wrong\n"
+      "   8192  2048 float sum  30.25 0.27 0.27 0  31.0 0.26 0.26 0\n",
+      "two.txt");
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_NEAR(two[0].seconds, 20.5e-6, 1e-12);
+  EXPECT_EQ(two[1].bytes, 8192);
+  EXPECT_NEAR(two[1].seconds, 30.25e-6, 1e-12);
   // A table without rows, and times that do not grow with size, are refused.
   EXPECT_THROW(parse_bench_table("# nothing here\n", "empty.txt"), DataError);
   EXPECT_THROW(fit_ring({{4096, 1e-3}, {1 << 20, 1e-3}, {4 << 20, 0.9e-3}}, 2, "flat"), DataError);

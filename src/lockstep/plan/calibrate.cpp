@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "lockstep/core/error.h"
@@ -22,10 +23,26 @@ nlohmann::json Calibration::to_json() const {
   return j;
 }
 
+namespace {
+// A comment line that names a table's columns ("#  size count type redop [root] time ...",
+// or "size(B)"): it opens a new table. Other comment lines (the column group line, the
+// units line "(B) (elements) ...", the closing "Avg bus bandwidth") are not headers.
+// nullopt: not a header; else whether the table has a root column.
+std::optional<bool> header_has_root(const std::string& line) {
+  std::istringstream words(line.substr(1));
+  std::string w;
+  if (!(words >> w) || w.rfind("size", 0) != 0) return std::nullopt;
+  while (words >> w)
+    if (w == "root") return true;
+  return false;
+}
+}  // namespace
+
 // Rows of `bench collectives`: size count type redop [root] then the out-of-place time,
 // algbw, busbw, #wrong, then the in-place ones. nccl-tests' layout (since 4e7fe86) has the
 // root column, and an all-reduce prints N/A out of place (lockstep's API reduces in place):
-// the first time that is a number is taken.
+// the first time that is a number is taken. Each table's header says whether it has the
+// root column (a text may hold several tables, e.g. an older and a newer run).
 std::vector<Sample> parse_bench_table(const std::string& text, const std::string& origin) {
   std::vector<Sample> out;
   std::istringstream in(text);
@@ -34,7 +51,7 @@ std::vector<Sample> parse_bench_table(const std::string& text, const std::string
   while (std::getline(in, line)) {
     if (line.empty()) continue;
     if (line[0] == '#') {
-      if (line.find(" root ") != std::string::npos) has_root = true;
+      if (const std::optional<bool> root = header_has_root(line)) has_root = *root;
       continue;
     }
     std::istringstream row(line);
