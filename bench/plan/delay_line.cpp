@@ -9,8 +9,10 @@
 // after it came in (or as soon after as the scheduler lets this process run: it asks for
 // SCHED_FIFO when it may), so the rate that came in goes out; rate limits stay with tc tbf on
 // the hosts. Packets beyond LIMIT_MB (default 64) in flight are dropped, as netem's limit.
-// SIGTERM or SIGINT ends it; it then prints, on stderr, packets, bytes, drops, and how late
-// the packets left (median and max over all of them, microseconds).
+// A packet the kernel will not take back (a write that fails with EAGAIN) is lost and counted
+// as refused. SIGTERM or SIGINT ends it; it then prints, on stderr, packets and bytes sent,
+// drops, refusals, and how late the packets left (median and max over those sent,
+// microseconds).
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
@@ -54,10 +56,95 @@ int open_tun(const char* name) {
 }
 
 struct Stats {
-  long packets = 0, drops = 0;
+  long packets = 0, drops = 0, refused = 0;  // refused: the kernel took no more (EAGAIN)
   long long bytes = 0;
-  std::vector<float> late_us;  // one per packet (capped, see below)
+  std::vector<float> late_us;  // one per packet sent (capped, see below)
 };
+
+// The line: packets in flight in arrival order, buffers of sent packets kept for reuse.
+struct Line {
+  int fd;
+  Clock::duration delay;
+  long long limit, queued = 0;
+  std::deque<Packet> queue;
+  std::vector<std::vector<char>> spare;
+  std::vector<char> rx = std::vector<char>(65536);  // one read buffer: the largest IP packet
+  Stats st;
+
+  Line(int fd_, Clock::duration delay_, long long limit_) : fd(fd_), delay(delay_), limit(limit_) {}
+
+  bool due(Clock::time_point now) const { return !queue.empty() && queue.front().due <= now; }
+
+  // Takes in the packets waiting, each due DELAY_US from now, but stops as soon as the
+  // oldest one in flight is due: a steady stream in must not hold back what has to leave.
+  // A packet goes from `rx` into a spare buffer of its own size (no 64 KiB fill per packet,
+  // and a packet in flight holds about its size, not 64 KiB).
+  void take_in() {
+    for (;;) {
+      const ssize_t n = ::read(fd, rx.data(), rx.size());
+      if (n <= 0) return;  // EAGAIN: nothing more waiting
+      const Clock::time_point now = Clock::now();
+      if (queued + n > limit) {
+        ++st.drops;
+      } else {
+        std::vector<char> buf;
+        if (!spare.empty()) buf = std::move(spare.back()), spare.pop_back();
+        buf.assign(rx.data(), rx.data() + n);
+        queued += n;
+        queue.push_back({now + delay, std::move(buf)});
+      }
+      if (due(now)) return;
+    }
+  }
+
+  // Sends every packet that is due, oldest first. A packet the kernel refuses (EAGAIN,
+  // ENOBUFS) is lost, as on a link whose receiver is full: it counts as refused, not sent.
+  // false on another error (printed).
+  bool send_due() {
+    const Clock::time_point now = Clock::now();
+    for (; due(now); queue.pop_front()) {
+      Packet& p = queue.front();
+      queued -= p.bytes.size();
+      if (::write(fd, p.bytes.data(), p.bytes.size()) < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
+          std::perror("delay_line: write to the tun device");
+          return false;
+        }
+        ++st.refused;
+      } else {
+        ++st.packets;
+        st.bytes += p.bytes.size();
+        if (st.late_us.size() < (1u << 22))
+          st.late_us.push_back(
+              float(std::chrono::duration<double, std::micro>(now - p.due).count()));
+      }
+      spare.push_back(std::move(p.bytes));
+    }
+    return true;
+  }
+
+  // How long ppoll may sleep: until the oldest packet is due (at most 1 s, to see a signal).
+  timespec wait() const {
+    if (queue.empty()) return {1, 0};
+    const auto w = std::max(Clock::duration::zero(), queue.front().due - Clock::now());
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(w).count();
+    return {time_t(ns / 1'000'000'000), long(ns % 1'000'000'000)};
+  }
+};
+
+void report(const char* dev, Stats& st) {
+  float median = 0, worst = 0;
+  if (!st.late_us.empty()) {
+    worst = *std::max_element(st.late_us.begin(), st.late_us.end());
+    auto mid = st.late_us.begin() + st.late_us.size() / 2;
+    std::nth_element(st.late_us.begin(), mid, st.late_us.end());
+    median = *mid;
+  }
+  std::fprintf(stderr,
+               "delay_line: %s: %ld packets, %lld bytes sent; %ld dropped (over LIMIT_MB in "
+               "flight), %ld refused by the kernel (EAGAIN); late by median %.0f us, max %.0f us\n",
+               dev, st.packets, st.bytes, st.drops, st.refused, double(median), double(worst));
+}
 
 }  // namespace
 
@@ -90,71 +177,23 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "delay_line: %s, %ld us each way%s\n", dev, delay_us,
                fifo ? ", SCHED_FIFO" : "");
 
-  const auto delay = std::chrono::microseconds(delay_us);
-  std::deque<Packet> queue;
-  std::vector<std::vector<char>> spare;  // buffers of packets sent, reused
-  long long queued = 0;
-  Stats st;
+  Line line{fd, std::chrono::microseconds(delay_us), limit};
   pollfd pfd{fd, POLLIN, 0};
+  int rc = 0;
   while (!g_stop) {
-    // Sleep until a packet arrives or the oldest is due (at most 1 s, to see a signal).
-    timespec ts{1, 0};
-    if (!queue.empty()) {
-      const auto wait = std::max(Clock::duration::zero(), queue.front().due - Clock::now());
-      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(wait).count();
-      ts = {time_t(ns / 1'000'000'000), long(ns % 1'000'000'000)};
-    }
+    const timespec ts = line.wait();
     if (::ppoll(&pfd, 1, &ts, nullptr) < 0 && errno != EINTR) {
       std::perror("delay_line: ppoll");
-      return 1;
+      rc = 1;
+      break;
     }
-    // Take in every packet waiting, each due DELAY_US from now.
-    for (;;) {
-      std::vector<char> buf;
-      if (!spare.empty()) buf = std::move(spare.back()), spare.pop_back();
-      buf.resize(65536);
-      const ssize_t n = ::read(fd, buf.data(), buf.size());
-      if (n <= 0) {
-        spare.push_back(std::move(buf));
-        break;
-      }
-      buf.resize(size_t(n));
-      if (queued + n > limit) {
-        ++st.drops;
-        spare.push_back(std::move(buf));
-        continue;
-      }
-      queued += n;
-      queue.push_back({Clock::now() + delay, std::move(buf)});
-    }
-    // Send every packet that is due, oldest first.
-    const auto now = Clock::now();
-    while (!queue.empty() && queue.front().due <= now) {
-      Packet& p = queue.front();
-      if (::write(fd, p.bytes.data(), p.bytes.size()) < 0 && errno != EAGAIN) {
-        std::perror("delay_line: write");
-        return 1;
-      }
-      ++st.packets;
-      st.bytes += p.bytes.size();
-      if (st.late_us.size() < (1u << 22))
-        st.late_us.push_back(float(std::chrono::duration<double, std::micro>(now - p.due).count()));
-      queued -= p.bytes.size();
-      spare.push_back(std::move(p.bytes));
-      queue.pop_front();
+    line.take_in();
+    if (!line.send_due()) {
+      rc = 1;
+      break;
     }
   }
-  float median = 0, worst = 0;
-  if (!st.late_us.empty()) {
-    worst = *std::max_element(st.late_us.begin(), st.late_us.end());
-    auto mid = st.late_us.begin() + st.late_us.size() / 2;
-    std::nth_element(st.late_us.begin(), mid, st.late_us.end());
-    median = *mid;
-  }
-  std::fprintf(stderr,
-               "delay_line: %s: %ld packets, %lld bytes, %ld dropped; late by median %.0f us, "
-               "max %.0f us\n",
-               dev, st.packets, st.bytes, st.drops, double(median), double(worst));
+  report(dev, line.st);
   ::close(fd);
-  return 0;
+  return rc;
 }
