@@ -45,18 +45,43 @@ stop_delay() {
   DELAY_PID=
 }
 
+# start_delay's failures: what failed, what to check, the delay line's log; stops the line.
+delay_failed() {
+  echo "start_delay: $1" >&2
+  echo "start_delay: check: $2" >&2
+  [ -s "$3" ] && { echo "start_delay: last lines of $3:" >&2; tail -n 3 "$3" >&2; }
+  stop_delay
+  return 1
+}
+
 start_delay() {
   local sw=$1 bin=$2 us=$3 log=$4 i
   stop_delay
+  [ -x "$bin" ] || { delay_failed "the delay line $bin is not an executable file" \
+    "build it: cmake --build BUILD_DIR --target delay_line (LOCKSTEP_BUILD_BENCH=ON)" "$log"; return 1; }
   ip netns exec "$sw" "$bin" dl0 "$us" 2>>"$log" &
   DELAY_PID=$!
   for i in $(seq 100); do
     ip -n "$sw" link show dl0 >/dev/null 2>&1 && break
+    kill -0 "$DELAY_PID" 2>/dev/null || break
     sleep 0.05
   done
-  ip -n "$sw" link set dl0 mtu "${ROUTER_MTU:-1500}" txqueuelen 10000 up || return 1
-  ip netns exec "$sw" sysctl -qw net.ipv4.conf.dl0.rp_filter=0
-  ip -n "$sw" route replace default dev dl0 table 100
+  if ! ip -n "$sw" link show dl0 >/dev/null 2>&1; then
+    local state="still runs"
+    kill -0 "$DELAY_PID" 2>/dev/null || state="exited"
+    delay_failed "'ip netns exec $sw $bin dl0 $us' made no tun device dl0 within 5 s (it $state)" \
+      "root, /dev/net/tun (modprobe tun), that namespace $sw exists (router_setup)" "$log"
+    return 1
+  fi
+  ip -n "$sw" link set dl0 mtu "${ROUTER_MTU:-1500}" txqueuelen 10000 up ||
+    { delay_failed "'ip -n $sw link set dl0 mtu ${ROUTER_MTU:-1500} txqueuelen 10000 up' failed" \
+      "the MTU (router_setup's MTU) is one the tun device takes (68..65535)" "$log"; return 1; }
+  ip netns exec "$sw" sysctl -qw net.ipv4.conf.dl0.rp_filter=0 ||
+    { delay_failed "'sysctl net.ipv4.conf.dl0.rp_filter=0' in namespace $sw failed" \
+      "that /proc/sys is writable in $sw (root)" "$log"; return 1; }
+  ip -n "$sw" route replace default dev dl0 table 100 ||
+    { delay_failed "'ip -n $sw route replace default dev dl0 table 100' failed" \
+      "that dl0 is up in $sw (ip -n $sw link show dl0)" "$log"; return 1; }
 }
 
 router_delete() {
