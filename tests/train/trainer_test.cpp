@@ -5,10 +5,13 @@
 #include "lockstep/train/trainer.h"
 
 #include <gtest/gtest.h>
+#include <sys/inotify.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <exception>
 #include <fstream>
+#include <map>
 #include <thread>
 
 #include "lockstep/comm/process_group.h"
@@ -180,15 +183,22 @@ std::string resume_error(const TrainConfig& c, const data::Dataset& tr) {
   return "(resumed without error)";
 }
 
+// One worker trains in `run_dir` (synchronous checkpoints) and stops after step 4, which is
+// checkpointed; the config it ran with.
+TrainConfig stopped_at_step_4(const fs::path& run_dir, const data::Dataset& tr) {
+  TrainConfig c = small_config(run_dir);
+  c.checkpoint_async = false;
+  train(1, c, tr, nullptr, /*stop_after=*/4);
+  return c;
+}
+
 // Issue 18 §5: a sampler position that does not follow from the step, or was saved for
 // another data set, is refused naming state.json and the field (even without its checksum,
 // as an older lockstep wrote it: this test removes it).
 TEST(Trainer, ResumeCrossChecksTheSamplerAgainstStepAndData) {
   const auto dir = testing::fresh_dir("trainer");
   const data::Dataset tr = synthetic(100, 1);
-  TrainConfig c = small_config(dir / "run");
-  c.checkpoint_async = false;
-  train(1, c, tr, nullptr, /*stop_after=*/4);
+  TrainConfig c = stopped_at_step_4(dir / "run", tr);
   const fs::path manifest = dir / "run" / "checkpoints" / "step-000000004" / "state.json";
   std::ifstream in(manifest);
   nlohmann::json j = nlohmann::json::parse(in);
@@ -231,6 +241,51 @@ TEST(Trainer, ResumingAFinishedRunSaysItIsCompleteAndTouchesNothing) {
   const RunOut one = train(1, two, tr, nullptr);
   EXPECT_NE(one.output.find("is at step 6, the end of its last epoch"), std::string::npos) << one.output;
   EXPECT_EQ(one.output.find("nan"), std::string::npos) << one.output;
+}
+
+// Opens of the files in one directory, by name, seen through inotify (IN_OPEN).
+class OpenCounter {
+ public:
+  explicit OpenCounter(const fs::path& dir) : fd_(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) {
+    ok_ = fd_ >= 0 && ::inotify_add_watch(fd_, dir.c_str(), IN_OPEN) >= 0;
+  }
+  ~OpenCounter() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  bool ok() const { return ok_; }
+  // The opens since the last call, by file name.
+  std::map<std::string, int> take() {
+    alignas(inotify_event) char buf[1 << 16];
+    for (ssize_t n; (n = ::read(fd_, buf, sizeof buf)) > 0;)
+      for (ssize_t i = 0; i < n;) {
+        const auto* e = reinterpret_cast<const inotify_event*>(buf + i);
+        if (e->len > 0 && (e->mask & IN_OPEN)) ++opens_[e->name];
+        i += ssize_t(sizeof(inotify_event) + e->len);
+      }
+    return std::exchange(opens_, {});
+  }
+
+ private:
+  int fd_;
+  bool ok_ = false;
+  std::map<std::string, int> opens_;
+};
+
+// Rank 0 reads a resumed checkpoint once: choosing the newest intact one reads and checks
+// every file, and the trainer restores what was read then. Before, it read the model and the
+// optimizer again to restore them (two opens of each).
+TEST(Trainer, ResumeReadsTheCheckpointOnce) {
+  const auto dir = testing::fresh_dir("trainer");
+  const data::Dataset tr = synthetic(100, 1);
+  TrainConfig c = stopped_at_step_4(dir / "run", tr);
+  OpenCounter opens(dir / "run" / "checkpoints" / "step-000000004");
+  ASSERT_TRUE(opens.ok()) << "inotify: " << std::strerror(errno);
+  c.resume = "auto";
+  const RunOut r = train(1, c, tr, nullptr, /*stop_after=*/6);
+  EXPECT_EQ(r.result.steps, 6);  // resumed at 4
+  std::map<std::string, int> seen = opens.take();
+  EXPECT_EQ(seen["model.safetensors"], 1);
+  EXPECT_EQ(seen["optimizer.safetensors"], 1);
 }
 
 // A checkpoint that cannot be written stops every rank with the same clear error (never one

@@ -183,12 +183,13 @@ std::vector<CheckpointEntry> members_of(const std::vector<CheckpointEntry>& all,
   return out;
 }
 
-std::string verify_checkpoint(const fs::path& dir) {
+std::string verify_checkpoint(const fs::path& dir, Checkpoint* keep) {
   try {
-    const Checkpoint c = load_checkpoint(dir);  // model and optimizer: size, CRC-32, decoded
+    Checkpoint c = load_checkpoint(dir);  // model and optimizer: size, CRC-32, decoded
     for (const auto& [name, rec] : c.manifest.files)
       if (name != "model.safetensors" && name != "optimizer.safetensors")
-        load_checkpoint_file(c, name);
+        load_checkpoint_file(c, name);  // checked, not kept: each rank reads its own shards
+    if (keep) *keep = std::move(c);
   } catch (const Error& e) {
     return e.what();
   } catch (const std::exception& e) {
@@ -198,9 +199,10 @@ std::string verify_checkpoint(const fs::path& dir) {
 }
 
 std::optional<CheckpointEntry> newest_intact(const std::vector<CheckpointEntry>& members,
-                                             std::vector<std::string>* skipped) {
+                                             std::vector<std::string>* skipped,
+                                             Checkpoint* loaded) {
   for (auto it = members.rbegin(); it != members.rend(); ++it) {
-    const std::string problem = verify_checkpoint(it->path);
+    const std::string problem = verify_checkpoint(it->path, loaded);
     if (problem.empty()) return *it;
     if (skipped) skipped->push_back(str_cat(it->path.string(), ": ", problem));
   }

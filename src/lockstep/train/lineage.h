@@ -25,6 +25,8 @@
 
 namespace lockstep::train {
 
+struct Checkpoint;  // checkpoint.h
+
 struct LineageLink {
   std::string id;
   int64_t until = 0;  // the last step of `id` that the descendant inherits
@@ -81,13 +83,16 @@ std::vector<CheckpointEntry> members_of(const std::vector<CheckpointEntry>& all,
                                         const Lineage& lineage);
 
 // Reads every file state.json records, checking its size and CRC-32, and decodes the tensor
-// files; "" when intact, else what is wrong (naming the file).
-std::string verify_checkpoint(const std::filesystem::path& dir);
+// files; "" when intact, else what is wrong (naming the file). When intact and `keep` is
+// given, the model and optimizer as read go there (load_checkpoint's result), so that a
+// caller about to load the checkpoint need not read it again.
+std::string verify_checkpoint(const std::filesystem::path& dir, Checkpoint* keep = nullptr);
 
 // The newest intact checkpoint of `members` (newest first); the ones skipped on the way, each
-// with why, go to `skipped`.
+// with why, go to `skipped`; its contents as verify_checkpoint read them to `loaded`.
 std::optional<CheckpointEntry> newest_intact(const std::vector<CheckpointEntry>& members,
-                                             std::vector<std::string>* skipped);
+                                             std::vector<std::string>* skipped,
+                                             Checkpoint* loaded = nullptr);
 
 // Retention beyond "newest N": the newest keep_last, every step that is a multiple of
 // keep_every, and the keep_best best by best_metric ("test_loss": lowest, "test_acc":

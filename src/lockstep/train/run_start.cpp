@@ -88,7 +88,8 @@ RunStart continue_current(RunDir& d, const RunStartEnv& env, const std::string& 
                           bool required) {
   const std::vector<CheckpointEntry> members = members_of(d.all, d.current);
   RunStart s;
-  const auto pick = newest_intact(members, &s.skipped);
+  Checkpoint loaded;
+  const auto pick = newest_intact(members, &s.skipped, &loaded);
   if (!pick) {
     std::string bad;
     for (const std::string& k : s.skipped) bad += "\n  " + k;
@@ -102,6 +103,7 @@ RunStart continue_current(RunDir& d, const RunStartEnv& env, const std::string& 
     return from_scratch(d, env, str_cat(why, ", no checkpoint yet"));
   }
   s.resume = pick->path;
+  s.loaded = std::move(loaded);
   s.lineage =
       d.current.id.empty() ? d.current.fork(pick->step) : d.current;  // a run of an older build
   const size_t others = d.all.size() - members.size();
@@ -180,13 +182,16 @@ RunStart start_run(const TrainConfig& c, const RunStartEnv& env) {
   // Another run's directory: its newest intact checkpoint.
   const auto theirs = scan_checkpoints(dir);
   std::vector<std::string> skipped;
-  const auto pick = newest_intact(members_of(theirs, current_lineage(dir, theirs)), &skipped);
+  Checkpoint loaded;
+  const auto pick =
+      newest_intact(members_of(theirs, current_lineage(dir, theirs)), &skipped, &loaded);
   if (!pick)
     LOCKSTEP_THROW(DataError, p.string(), ": no ", skipped.empty() ? "" : "intact ",
                    "checkpoint found (expected a step-N directory with state.json, a directory of "
                    "them, or a run "
                    "directory with checkpoints/)");
   RunStart s = from_checkpoint(d, c, env, pick->path);
+  s.loaded = std::move(loaded);
   s.skipped.insert(s.skipped.begin(), skipped.begin(), skipped.end());
   return s;
 }

@@ -8,7 +8,7 @@
 // where the choice is automatic, never where a checkpoint directory was named.
 //
 //   RunStart s = start_run(cfg, run_start_env());   // rank 0
-//   if (s.resume) load_checkpoint(*s.resume) ...;
+//   if (s.resume) s.loaded ? *s.loaded : load_checkpoint(*s.resume) ...;
 //   commit_run_start(s);                              // then save with .lineage = s.lineage
 #pragma once
 
@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "lockstep/train/checkpoint.h"
 #include "lockstep/train/config.h"
 #include "lockstep/train/lineage.h"
 
@@ -30,6 +31,9 @@ RunStartEnv run_start_env();
 
 struct RunStart {
   std::optional<std::filesystem::path> resume;  // nullopt: from scratch
+  // *resume's model and optimizer, where choosing it meant reading it (the newest intact
+  // checkpoint): load this instead of reading the files again. nullopt: load *resume.
+  std::optional<Checkpoint> loaded;
   Lineage lineage;                              // the lineage this run saves in
   std::string note;                             // which checkpoint and why
   std::vector<std::string> skipped;             // damaged checkpoints passed over, each with why

@@ -226,8 +226,11 @@ void Trainer::Impl::setup_optimizer() {
   restore_optimizer_state(pg, *opt, ddp->params(), c);
 }
 
+// Rank 0 read the checkpoint already if it chose it as the newest intact one (run_start.h).
 void Trainer::Impl::resume_from(const fs::path& path) {
-  Checkpoint c = load_checkpoint(path);
+  Checkpoint c =
+      start.loaded && start.loaded->path == path ? std::move(*start.loaded) : load_checkpoint(path);
+  start.loaded.reset();
   const std::string origin = path.string();
   resumed_path = path;
   if (c.manifest.model != cfg.model)
