@@ -20,7 +20,6 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-import lockstep_torch  # noqa: F401  (registers backend "lockstep")
 
 
 def model(name):
@@ -64,26 +63,35 @@ def main():
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--only", choices=["nccl", "lockstep"],
+                   help="time one backend (nccl needs no lockstep_torch)")
     args = p.parse_args()
     if not torch.cuda.is_available():
         sys.exit("gpu_ddp.py: no CUDA device; this benchmark needs a GPU")
     os.environ.setdefault("LOCKSTEP_NCCL_SINGLE_RANK_ENGINE", "1")
     torch.backends.cudnn.deterministic = True  # the two runs comparable bit for bit
     dev = torch.device("cuda", 0)
-    times = {"nccl": [], "lockstep": []}
+    backends = [args.only] if args.only else ["nccl", "lockstep"]
+    if "lockstep" in backends:
+        import lockstep_torch  # noqa: F401  (registers backend "lockstep")
+    times = {b: [] for b in backends}
     sums = {}
     for r in range(args.repeat):
-        for backend in ("nccl", "lockstep"):
+        for backend in backends:
             step, checksum = run(backend, args, dev)
             times[backend].append(step)
             sums.setdefault(backend, checksum)
             print(f"{backend:9s} rep {r}: {step * 1e3:.3f} ms/step (parameters sum {checksum:.6f})",
                   flush=True)
     med = {b: statistics.median(t) for b, t in times.items()}
-    print(f"gpu_ddp {args.model} batch {args.batch}, {torch.cuda.get_device_name(0)}, torch "
-          f"{torch.__version__}: nccl {med['nccl'] * 1e3:.3f} ms/step, lockstep "
-          f"{med['lockstep'] * 1e3:.3f} ms/step, lockstep/nccl {med['lockstep'] / med['nccl']:.3f}; "
-          f"same parameters after training: {sums['nccl'] == sums['lockstep']}")
+    line = (f"gpu_ddp {args.model} batch {args.batch}, {torch.cuda.get_device_name(0)}, torch "
+            f"{torch.__version__}: " +
+            ", ".join(f"{b} {med[b] * 1e3:.3f} ms/step ({args.batch / med[b]:.0f} samples/s)"
+                      for b in backends))
+    if len(backends) == 2:
+        line += (f", lockstep/nccl {med['lockstep'] / med['nccl']:.3f}; same parameters after "
+                 f"training: {sums['nccl'] == sums['lockstep']}")
+    print(line)
 
 
 if __name__ == "__main__":

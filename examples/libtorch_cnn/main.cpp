@@ -62,7 +62,7 @@ std::pair<torch::Tensor, torch::Tensor> to_torch(const lockstep::data::Batch& b)
 struct Flags {
   int64_t epochs = 1, max_steps = -1, checkpoint_every = 0;
   int threads = 0;
-  std::string data_dir, checkpoint_dir, device = "cpu";
+  std::string data_dir, checkpoint_dir, device = "cpu", backend = "native";
 };
 
 Flags parse(int argc, char** argv) {
@@ -83,6 +83,8 @@ Flags parse(int argc, char** argv) {
       f.checkpoint_every = std::atoll(v.c_str());
     else if (k == "--device")
       f.device = v;  // cpu, cuda or cuda:N
+    else if (k == "--backend")
+      f.backend = v;  // native (default), nccl, gloo, mpi: lockstep's process group
     else
       throw std::runtime_error("unknown option " + k + " (see examples/README.md)");
   }
@@ -102,7 +104,7 @@ int main(int argc, char** argv) try {
                                                               unsigned(env.local_world_size))));
   auto store = lockstep::store::connect_store(env, std::chrono::seconds(60));
   comm::register_builtin_backends();
-  auto pg = comm::ProcessGroup::create("native", *store, env.rank, env.world_size);
+  auto pg = comm::ProcessGroup::create(f.backend, *store, env.rank, env.world_size);
 
   torch::manual_seed(uint64_t(env.rank));  // different on each rank: DDP copies rank 0's
   FmnistCnn net;
