@@ -184,8 +184,9 @@ void CompletionQueue::run() {
       pending_.pop_front();
       busy_ = true;
     }
-    const bool ok = complete_one(w);
+    // Counted before its future completes: whoever sees the future done sees the count too.
     by_completer_.fetch_add(1, std::memory_order_relaxed);
+    const bool ok = complete_one(w);
     retire(std::move(w), ok);
   }
 }
