@@ -93,6 +93,8 @@ ModuleParams::ModuleParams(::torch::nn::Module& module, bool bucket_view) {
   staged_ = !bucket_view;
   for (const auto& p : module.parameters(/*recurse=*/true))
     if (!p.device().is_cpu()) staged_ = true;
+  for (const auto& b : module.buffers(/*recurse=*/true))
+    if (!b.device().is_cpu()) staged_ = true;  // collectives read buffers through host copies
   for (const auto& item : module.named_parameters(/*recurse=*/true)) {
     const at::Tensor& p = item.value();
     if (!p.requires_grad()) continue;  // frozen: not trained, not reduced (as Python DDP)

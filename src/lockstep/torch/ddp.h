@@ -28,7 +28,8 @@
 //
 // Differences from Python DDP: buffers are broadcast from rank 0 by forward()/sync_buffers()
 // (a torch::nn::Module has no generic forward to intercept); backward must run on the
-// thread that owns this object (CPU autograd runs hooks on the calling thread). Options
+// thread that owns this object (CPU autograd runs hooks on the calling thread; CUDA autograd
+// runs them, one at a time, on its device thread while backward() blocks the caller). Options
 // are lockstep's DdpOptions: bucket caps, comm_hook, broadcast_buffers, find_unused /
 // static_graph (reducer), check_replicas_every (counted by step()), shared_gradients.
 #pragma once
