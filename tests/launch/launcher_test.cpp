@@ -401,7 +401,9 @@ TEST(Mpirun, RelaysTaggedOutputAndNotesTheFailedRank) {
   EXPECT_EQ(env["OMPI_MCA_pml"], "ob1");
   EXPECT_EQ(env.count("OMPI_MCA_btl"), 0u);  // the user's setting stands
   // Open MPI refuses root without --allow-run-as-root; these machines run as root (issue 22)
-  if (::geteuid() == 0) EXPECT_EQ(env["OMPI_ALLOW_RUN_AS_ROOT"], "1");
+  if (::geteuid() == 0) {
+    EXPECT_EQ(env["OMPI_ALLOW_RUN_AS_ROOT"], "1");
+  }
   EXPECT_EQ(launch::mpirun_command("mpirun", cfg, env),
             (std::vector<std::string>{"mpirun", "--tag-output", "-n", "3", "-x", "LOCKSTEP_STORE_TOKEN", "-x",
                                       "MASTER_PORT", "./trainer", "--backend", "mpi"}));
