@@ -351,7 +351,7 @@ DistributedDataParallel::DistributedDataParallel(::torch::nn::Module& module,
     ::torch::NoGradGuard no_grad;  // writes into leaf tensors that require grad
     ddp::broadcast_state(pg_, params_, true, true, 0, opt_.timeout);
     broadcast_other_buffers();
-    params_.state_from_host(true, true);  // staged: the host copies made just now, broadcast
+    if (pg_.rank() != 0) params_.state_from_host(true, true);  // staged: rank 0's, received
   }
   reducer_.set_comm_hook(ddp::make_comm_hook(opt_.comm_hook));
   reducer_.set_timeline(timeline_.get());
@@ -451,10 +451,11 @@ void DistributedDataParallel::end_of_backward() {
 void DistributedDataParallel::sync_buffers() {
   if (!opt_.broadcast_buffers || pg_.size() == 1) return;
   ::torch::NoGradGuard no_grad;
-  params_.state_to_host(false, true);
+  // Staged: only the root's host copies are read, only the others' are overwritten.
+  if (pg_.rank() == 0) params_.state_to_host(false, true);
   if (params_.num_buffers() > 0) ddp::broadcast_state(pg_, params_, false, true, 0, opt_.timeout);
   broadcast_other_buffers();
-  params_.state_from_host(false, true);
+  if (pg_.rank() != 0) params_.state_from_host(false, true);
 }
 
 void DistributedDataParallel::broadcast_other_buffers() {
