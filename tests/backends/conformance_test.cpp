@@ -90,6 +90,40 @@ TEST_P(Conformance, WaitWithTheGroupTimeoutRunsTheOperationOnTheWaiter) {
   });
 }
 
+// A waiter that finds the group's thread busy with an earlier operation waits for it and then
+// runs its own, rather than sleeping while that thread runs it too (two hand-offs). The old
+// rule made a run of synchronous all-reduces hop onto the group's thread for good once one
+// had: the caller came back with the next while that thread was still finishing the last.
+// Here rank 0 starts A on its group's thread (start_now), which waits there for the late
+// other ranks, and then waits for B: B must run on rank 0's waiter, whoever ran A.
+TEST_P(Conformance, AWaiterRunsItsOperationAfterTheOneTheGroupThreadRuns) {
+  if (GetParam().world == 1) GTEST_SKIP() << "world size 1 completes at once";
+  if (GetParam().backend == "nccl") GTEST_SKIP() << "nccl opts out of the inline hand-off";
+  const Options o = test_options();
+  each_rank([&](ProcessGroup& pg) {
+    auto& eng = dynamic_cast<engine::EngineGroup&>(pg);
+    std::vector<float> a(1024, 1.0f), b(1024, float(pg.rank()));
+    pg.barrier().wait(o.timeout);
+    const uint64_t before = eng.ran_on_waiter();
+    if (pg.rank() == 0) {
+      Work wa = pg.allreduce(a.data(), a.size(), DType::f32, ReduceOp::sum);
+      pg.start_now();
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));  // A runs, waiting for peers
+      pg.allreduce(b.data(), b.size(), DType::f32, ReduceOp::sum).wait(o.timeout);
+      wa.wait(o.timeout);
+      EXPECT_GE(eng.ran_on_waiter() - before, 1u)
+          << "B, waited for with the group's timeout while the group's thread ran A, ran on "
+             "that thread instead of on its waiter";
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      pg.allreduce(a.data(), a.size(), DType::f32, ReduceOp::sum).wait(o.timeout);
+      pg.allreduce(b.data(), b.size(), DType::f32, ReduceOp::sum).wait(o.timeout);
+    }
+    EXPECT_EQ(a[1023], float(pg.size())) << "rank " << pg.rank();
+    EXPECT_EQ(b[1023], float(pg.size() * (pg.size() - 1) / 2)) << "rank " << pg.rank();
+  });
+}
+
 TEST_P(Conformance, BroadcastFromFirstAndLastRoot) {
   each_rank([](ProcessGroup& pg) {
     for (int root : {0, pg.size() - 1})
@@ -187,7 +221,9 @@ TEST_P(Conformance, BarrierWaitsForTheLastRank) {
     pg.barrier().wait();
     if (pg.rank() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(300));
     pg.barrier().wait();
-    if (pg.size() > 1) EXPECT_GE(seconds_since(start), 0.25) << "rank " << pg.rank();
+    if (pg.size() > 1) {
+      EXPECT_GE(seconds_since(start), 0.25) << "rank " << pg.rank();
+    }
   });
 }
 

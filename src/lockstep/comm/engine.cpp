@@ -64,6 +64,7 @@ void EngineGroup::stop_worker() {
   }
   if (queued) interrupt();
   cv_.notify_all();
+  helper_cv_.notify_all();
   if (worker_.joinable()) worker_.join();
   Ring<Task> left;
   {
@@ -147,12 +148,18 @@ Work EngineGroup::enqueue(Op op, std::function<void(Deadline)> custom) {
 // coming it naps in short slices (light sleep), so that enqueue need not wake it for small
 // operations: a waiter usually runs those inline (no thread hand-off), and otherwise this
 // thread finds them within one slice. After a while without work it sleeps until notified.
+// While a waiter helps (help_until), the queue is the waiter's: this thread only naps.
 void EngineGroup::worker_loop() {
   std::unique_lock<std::mutex> lk(mu_);
   int idle = 0;
   auto nap = std::chrono::microseconds(20);
   for (;;) {
     if (stop_) return;  // stop_worker() fails what is left
+    if (helpers_ > 0) {  // the last one to leave notifies if anything is left for this thread
+      deep_sleep_ = false;
+      cv_.wait_for(lk, opt_.queue_poll);
+      continue;
+    }
     if (!running_ && !queue_.empty()) {
       Task task = queue_.pop();
       running_ = true;
@@ -160,7 +167,7 @@ void EngineGroup::worker_loop() {
       run_task(task, false);
       task = Task{};
       lk.lock();
-      running_ = false;
+      end_run();
       idle = 0;
       continue;
     }
@@ -170,7 +177,7 @@ void EngineGroup::worker_loop() {
       const bool any = poll_posted();
       if (aborted()) fail_posted("aborted");
       lk.lock();
-      running_ = false;
+      end_run();
       // Back off (20 us .. 1 ms) while no transfer completes.
       nap = any ? std::chrono::microseconds(20)
                 : std::min<std::chrono::microseconds>(nap * 2, std::chrono::milliseconds(1));
@@ -194,30 +201,44 @@ void EngineGroup::worker_loop() {
 // an operation enqueued without a notify does not sit out its light-sleep slice.
 void EngineGroup::help(void* self, const TaskState& state, Clock::duration wait_timeout) {
   auto& g = *static_cast<EngineGroup*>(self);
-  if (g.traits_.run_inline && wait_timeout >= g.opt_.timeout) return g.help_until(&state);
+  if (g.traits_.run_inline && wait_timeout >= g.opt_.timeout) return g.help_until(&state, wait_timeout);
   std::lock_guard<std::mutex> lk(g.mu_);
   g.cv_.notify_one();
 }
 
-void EngineGroup::help_until(const WorkState* target) {
+// A waiter that finds another thread running a task (the group's thread, busy with an earlier
+// operation or still finishing the one this waiter waited for last) waits for that task to end
+// and then runs the queue itself, up to its own operation. It used to go to sleep instead, and
+// the group's thread, going straight on, ran the waiter's operation too: a hand-off each way,
+// and, since the waiter came back with its next operation while that thread was finishing,
+// again the next time (a loaded 2-core machine ran 29 of 40 synchronous all-reduces so).
+void EngineGroup::help_until(const WorkState* target, Clock::duration wait_timeout) {
+  const auto now = Clock::now();
+  const auto deadline = wait_timeout < Clock::time_point::max() - now ? now + wait_timeout
+                                                                      : Clock::time_point::max();
+  std::unique_lock<std::mutex> lk(mu_);
+  ++helpers_;
   for (;;) {
-    Task task;
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      if (running_ || stop_ || queue_.empty() || target->is_completed()) return;
-      task = queue_.pop();
-      running_ = true;
-    }
+    const auto idle = [&] { return !running_ || stop_ || target->is_completed(); };
+    if (!helper_cv_.wait_until(lk, deadline, idle)) break;  // the caller's wait times out
+    if (stop_ || queue_.empty() || target->is_completed()) break;
+    Task task = queue_.pop();
+    running_ = true;
+    lk.unlock();
     const bool mine = task.state.get() == target;
     run_task(task, true);
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      running_ = false;
-      // The group's thread waited for running_ to clear.
-      if (!queue_.empty() || !posted_.empty()) cv_.notify_one();
-    }
-    if (mine) return;
+    task = Task{};
+    lk.lock();
+    end_run();
+    if (mine) break;
   }
+  // The group's thread left the queue to the helpers; now it is its own again.
+  if (--helpers_ == 0 && !running_ && (!queue_.empty() || !posted_.empty())) cv_.notify_one();
+}
+
+void EngineGroup::end_run() {
+  running_ = false;
+  if (helpers_ > 0) helper_cv_.notify_all();
 }
 
 // on_caller: the waiting thread runs the operation (it has nothing else to do, so its waits

@@ -196,9 +196,11 @@ class EngineGroup : public ProcessGroup {
   Work copy_or_enqueue(Op op);  // data movement: a copy on a group of one rank
   void worker_loop();
   static void help(void* self, const TaskState& state, Clock::duration wait_timeout);
-  // Runs queued tasks on the calling thread, in order, while no other thread runs one, until
-  // `target` is done.
-  void help_until(const WorkState* target);
+  // Runs queued tasks on the calling thread, in order, until `target` is done; while another
+  // thread runs one it waits for that one to end (up to wait_timeout), then takes over.
+  void help_until(const WorkState* target, Clock::duration wait_timeout);
+  // Gives the running_ token back (mu_ held) and wakes the waiters that want the queue.
+  void end_run();
   void run_task(Task& task, bool on_caller);
   size_t op_bytes(const Op& op) const;
   std::string signature(const Op& op) const;
@@ -230,6 +232,10 @@ class EngineGroup : public ProcessGroup {
   // A thread runs a task or polls posted transfers: the token that makes one thread at a
   // time drive the backend. broken_ and the posted transfers belong to its holder.
   bool running_ = false;
+  // Waiters in help_until(): while there are any, the group's thread leaves the queue to them,
+  // and they wait on helper_cv_ for running_ to clear.
+  int helpers_ = 0;
+  std::condition_variable helper_cv_;
   std::atomic<bool> aborted_{false};
   std::atomic<uint64_t> ran_on_waiter_{0};
   std::vector<Posted> posted_;  // changed under mu_ by the running_ holder
