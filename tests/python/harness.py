@@ -3,9 +3,11 @@
 Each worker gets RANK, WORLD_SIZE and an init method; the run is bounded by `timeout` seconds,
 after which every worker still alive is killed by its pid. Returns the exit codes and the
 outputs, so a test can assert on both (a scenario that fails prints why and exits non-zero).
+The run's directory (logs, FileStore) is removed afterwards: a failure's report holds the logs.
 """
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -69,4 +71,5 @@ def run(scenario, world, init="file", timeout=60, env=None, args=()):
         log.seek(0)
         outputs.append(log.read())
         log.close()
+    shutil.rmtree(tmp, ignore_errors=True)
     return Result([p.returncode for p in procs], outputs, elapsed)
