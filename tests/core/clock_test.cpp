@@ -35,5 +35,16 @@ TEST(Clock, DeadlineFromCoarseNowExpiresAfterItsDuration) {
   EXPECT_GE(Clock::now() - t0, std::chrono::milliseconds(300) - std::chrono::milliseconds(15));
 }
 
+// A wait "for ever" (Clock::duration::max()) is never(); now + max used to overflow into a
+// time long past, which expired at once.
+TEST(Clock, DeadlineAfterTheLongestDurationIsNever) {
+  const Deadline forever = Deadline::after(Clock::duration::max());
+  EXPECT_TRUE(forever.is_never());
+  EXPECT_FALSE(forever.expired());
+  const Deadline soon = Deadline::after(std::chrono::hours(1));
+  EXPECT_FALSE(soon.is_never());
+  EXPECT_GT(soon.remaining(), std::chrono::minutes(59));
+}
+
 }  // namespace
 }  // namespace lockstep

@@ -213,14 +213,12 @@ void EngineGroup::help(void* self, const TaskState& state, Clock::duration wait_
 // and, since the waiter came back with its next operation while that thread was finishing,
 // again the next time (a loaded 2-core machine ran 29 of 40 synchronous all-reduces so).
 void EngineGroup::help_until(const WorkState* target, Clock::duration wait_timeout) {
-  const auto now = Clock::now();
-  const auto deadline = wait_timeout < Clock::time_point::max() - now ? now + wait_timeout
-                                                                      : Clock::time_point::max();
+  const Deadline deadline = Deadline::after(wait_timeout);
   std::unique_lock<std::mutex> lk(mu_);
   ++helpers_;
   for (;;) {
     const auto idle = [&] { return !running_ || stop_ || target->is_completed(); };
-    if (!helper_cv_.wait_until(lk, deadline, idle)) break;  // the caller's wait times out
+    if (!helper_cv_.wait_until(lk, deadline.at(), idle)) break;  // the caller's wait times out
     if (stop_ || queue_.empty() || target->is_completed()) break;
     Task task = queue_.pop();
     running_ = true;

@@ -18,7 +18,12 @@ using Millis = std::chrono::milliseconds;
 
 class Deadline {
  public:
-  static Deadline after(Clock::duration d) { return Deadline(Clock::now() + d); }
+  // A duration past what the clock can hold from now (Clock::duration::max(), a wait "for
+  // ever") is never(), not an overflowed time in the past.
+  static Deadline after(Clock::duration d) {
+    const auto now = Clock::now();
+    return d < Clock::time_point::max() - now ? Deadline(now + d) : never();
+  }
   static Deadline never() { return Deadline(Clock::time_point::max()); }
   explicit Deadline(Clock::time_point at) : at_(at) {}
 
