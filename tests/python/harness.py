@@ -7,7 +7,6 @@ The run's directory (logs, FileStore) is removed afterwards: a failure's report 
 """
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -40,7 +39,11 @@ class Result:
 def run(scenario, world, init="file", timeout=60, env=None, args=()):
     """init: 'file' (a FileStore passed as store=), 'env' (env://), 'tcp' (tcp://) or 'store'
     (a TCPStore passed as store=)."""
-    tmp = tempfile.mkdtemp(prefix="lockstep_torch_")
+    with tempfile.TemporaryDirectory(prefix="lockstep_torch_", ignore_cleanup_errors=True) as tmp:
+        return _run_in(tmp, scenario, world, init, timeout, env, args)
+
+
+def _run_in(tmp, scenario, world, init, timeout, env, args):
     port = free_port()
     procs, logs = [], []
     t0 = time.monotonic()
@@ -71,5 +74,4 @@ def run(scenario, world, init="file", timeout=60, env=None, args=()):
         log.seek(0)
         outputs.append(log.read())
         log.close()
-    shutil.rmtree(tmp, ignore_errors=True)
     return Result([p.returncode for p in procs], outputs, elapsed)
