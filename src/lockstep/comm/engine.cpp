@@ -127,6 +127,7 @@ size_t EngineGroup::op_bytes(const Op& op) const {
 // worker_loop).
 Work EngineGroup::enqueue(Op op, std::function<void(Deadline)> custom) {
   const size_t bytes = op_bytes(op);
+  op.after_event = DeviceOrder::current();
   std::unique_lock<std::mutex> lk(mu_);
   OpInfo info{op.kind, is_p2p(op.kind) ? next_p2p_++ : next_seq_++, rank_, opt_.group_name};
   // The engine completes every task before it goes away (stop_worker).

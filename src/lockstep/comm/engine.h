@@ -43,6 +43,9 @@ struct Op {
   uint32_t tag = 0;
   // allreduce_check_finite: where the backend answers (only where EngineTraits::finite_check).
   std::shared_ptr<FiniteCheck> check = nullptr;
+  // The issuing thread's DeviceOrder event (process_group.h), held until the operation has
+  // run: device-memory backends order their work after it; host backends ignore it.
+  std::shared_ptr<void> after_event = nullptr;
 };
 
 // A posted point-to-point transfer, polled by the engine between other operations (so that

@@ -6,6 +6,7 @@
 #include <new>
 #include <map>
 #include <mutex>
+#include <utility>
 
 #include "lockstep/comm/native_process_group.h"
 #include "lockstep/core/error.h"
@@ -32,6 +33,17 @@ Registry& registry() {
 }
 
 }  // namespace
+
+namespace {
+thread_local std::shared_ptr<void> t_device_order;  // the innermost DeviceOrder's event
+}  // namespace
+
+DeviceOrder::DeviceOrder(std::shared_ptr<void> event)
+    : outer_(std::exchange(t_device_order, std::move(event))) {}
+
+DeviceOrder::~DeviceOrder() { t_device_order = std::move(outer_); }
+
+const std::shared_ptr<void>& DeviceOrder::current() { return t_device_order; }
 
 std::optional<ReduceOp> parse_reduce_op(std::string_view name) {
   for (ReduceOp op : kAllReduceOps)

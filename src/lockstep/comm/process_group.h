@@ -75,6 +75,30 @@ class FiniteCheck {
   std::atomic<int8_t> v_{-1};
 };
 
+// Orders device work after the caller's own. While a DeviceOrder lives on a thread, each
+// operation that thread issues carries `event`: a CUDA event (cudaEvent_t) the caller
+// recorded on the stream that writes the operation's buffers. A backend on device memory
+// (nccl) makes its own stream wait for the event before it touches them, so neither the
+// caller's thread nor the device waits for anything else (no stream or device
+// synchronisation at issue). Backends on host memory ignore it: their callers synchronise
+// before issuing. Each operation holds the event until it has run; the shared_ptr's deleter
+// destroys it. Scopes nest; the innermost one applies.
+//
+//   comm::DeviceOrder after(std::shared_ptr<void>(ev, destroy_event));
+//   Work w = nccl_pg->allreduce(device_ptr, n, DType::f32, ReduceOp::sum);
+class DeviceOrder {
+ public:
+  explicit DeviceOrder(std::shared_ptr<void> event);
+  ~DeviceOrder();
+  DeviceOrder(const DeviceOrder&) = delete;
+  DeviceOrder& operator=(const DeviceOrder&) = delete;
+  // The event of this thread's innermost DeviceOrder; null outside any.
+  static const std::shared_ptr<void>& current();
+
+ private:
+  std::shared_ptr<void> outer_;
+};
+
 class ProcessGroup {
  public:
   using Factory = std::function<std::unique_ptr<ProcessGroup>(

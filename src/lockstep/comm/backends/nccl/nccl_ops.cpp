@@ -72,6 +72,9 @@ void NcclProcessGroup::execute(const engine::Op& op, const OpInfo& info, Deadlin
   const std::string ctx = info.describe();
   CHECK_CUDA(cudaSetDevice(device_), ctx);
   cudaStream_t s = stream_->get();
+  // The caller's stream may still be writing the buffers (DeviceOrder): wait on the device.
+  if (op.after_event)
+    CHECK_CUDA(cudaStreamWaitEvent(s, static_cast<cudaEvent_t>(op.after_event.get()), 0), ctx);
   const Extent ext = extent_of(op, rank(), size());
   // Host buffers go through pooled device memory; device buffers are used in place.
   const void* in = op.in;

@@ -193,6 +193,9 @@ bool NcclProcessGroup::supports(Capability c) const {
 void NcclProcessGroup::copy_local(void* dst, const void* src, size_t bytes) {
   if (dst == src || bytes == 0) return;
   CHECK_CUDA(cudaSetDevice(device_), "nccl local copy");
+  // Runs on the issuing thread, inside its DeviceOrder if any: wait for the writer first.
+  if (const auto& ev = DeviceOrder::current())
+    CHECK_CUDA(cudaEventSynchronize(static_cast<cudaEvent_t>(ev.get())), "nccl local copy");
   CHECK_CUDA(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault), "nccl local copy");
 }
 

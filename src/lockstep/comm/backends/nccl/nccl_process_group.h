@@ -8,7 +8,9 @@
 // ends in ncclCommAbort, so a stalled peer never hangs a rank; the group is broken afterwards.
 //
 // Buffers may be device memory (used in place) or host memory (staged through a pooled
-// device buffer, so host-side code and the conformance suite run unchanged). f16 and bf16
+// device buffer, so host-side code and the conformance suite run unchanged). Device buffers
+// are read after the issuing thread's DeviceOrder event, if any (cudaStreamWaitEvent on this
+// group's stream; process_group.h); without one, the caller synchronises first. f16 and bf16
 // are NCCL types; avg is ncclAvg. gather/scatter/alltoall are grouped ncclSend/ncclRecv;
 // NCCL point-to-point has no tags, so send/recv match in issue order and `tag` is ignored.
 #pragma once
