@@ -4,6 +4,7 @@
 
 #include <ATen/core/ivalue.h>
 #include <c10/core/GradMode.h>
+#include <c10/core/StreamGuard.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 
 #include <algorithm>
@@ -145,11 +146,34 @@ int64_t row_elems(const at::Tensor& t) {
   return n;
 }
 
+// An event recorded on the current CUDA stream of `device`, destroyed with its last holder
+// (c10's device-guard interface: no link to libc10_cuda needed).
+std::shared_ptr<void> record_event(c10::Device device) {
+  const c10::impl::VirtualGuardImpl cuda(c10::DeviceType::CUDA);
+  void* ev = nullptr;
+  cuda.record(&ev, cuda.getStream(device), device.index(), c10::EventFlag::PYTORCH_DEFAULT);
+  return std::shared_ptr<void>(ev, [index = device.index()](void* e) {
+    c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA).destroyEvent(e, index);
+  });
+}
+
+// A step that copies results into the caller's tensors, made to run on the stream current
+// now on `t`'s device (for CUDA tensors; it may run on another thread, whose current stream
+// is another): the caller's stream then orders the copy before what it queues after wait().
+std::function<void()> on_issuing_stream(const at::Tensor& t, std::function<void()> step) {
+  if (!t.is_cuda()) return step;
+  const c10::Stream s = c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA).getStream(t.device());
+  return [s, step = std::move(step)] {
+    const c10::StreamGuard on(s);
+    step();
+  };
+}
+
 // Holds the buffer lockstep works on until the Work completes; a staged one is copied back
 // into `user` once the operation succeeded.
 void keep(LockstepWork& w, const at::Tensor& user, const Staged& s) {
   w.hold(s.buf);
-  if (s.copy_back) w.then([user, buf = s.buf] { user.copy_(buf); });
+  if (s.copy_back) w.then(on_issuing_stream(user, [user, buf = s.buf] { user.copy_(buf); }));
 }
 
 }  // namespace
@@ -249,16 +273,17 @@ void LockstepProcessGroup::check_rank(int64_t r, const char* what, const char* o
 // CUDA tensors go to lockstep's nccl backend, on the device of the first CUDA tensor (device
 // pointers in place; NCCL needs one process per GPU, as PyTorch's own nccl backend does).
 // The group is made by the first CUDA operation (collective: every rank issues it, as every
-// rank makes the same calls in the same order). Before each operation the caller waits for
-// the tensors' current CUDA stream, which may still be writing them (a stream
-// synchronisation, never a device-wide one); lockstep's group completes a Work only once its
-// own stream has finished, so whatever the caller queues after wait() sees the result.
-comm::ProcessGroup& LockstepProcessGroup::on(const at::Tensor& t, const char* op,
-                                             const at::Tensor& other) {
+// rank makes the same calls in the same order). The tensors' current CUDA stream may still be
+// writing them: an event recorded on it goes with the operation (comm::DeviceOrder), and
+// lockstep's stream waits for it on the device, so issuing never blocks the caller (no
+// stream or device synchronisation). lockstep's group completes a Work only once its own
+// stream has finished, so whatever the caller queues after wait() sees the result.
+LockstepProcessGroup::Target LockstepProcessGroup::on(const at::Tensor& t, const char* op,
+                                                      const at::Tensor& other) {
   TORCH_CHECK(!other.defined() || other.device() == t.device(), "lockstep ", op,
               ": the tensors are on ", t.device(), " and ", other.device(),
               "; one operation's tensors must be on one device");
-  if (!t.is_cuda()) return *pg_;
+  if (!t.is_cuda()) return Target{*pg_, std::nullopt};
   if (!cuda_pg_) {
     comm::register_builtin_backends();
     comm::Options o;
@@ -281,8 +306,8 @@ comm::ProcessGroup& LockstepProcessGroup::on(const at::Tensor& t, const char* op
   TORCH_CHECK(t.device() == cuda_device_, "lockstep ", op, " on rank ", rank_, ": a tensor on ",
               t.device(), ", but this group's CUDA operations run on ", cuda_device_,
               " (the device of its first CUDA tensor); use one GPU per process");
-  c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA).getStream(t.device()).synchronize();
-  return *cuda_pg_;
+  return Target{*cuda_pg_,
+                std::optional<comm::DeviceOrder>(std::in_place, record_event(t.device()))};
 }
 
 LockstepProcessGroup::WorkPtr LockstepProcessGroup::make_work(OpType type,
@@ -312,7 +337,7 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::allreduce(std::vector<at::T
   const comm::ReduceOp op = lockstep_op(opts.reduceOp, "allreduce");
   return issue(make_work(OpType::ALLREDUCE, {t}, pick(opts.timeout)), [&](LockstepWork& w) {
     Staged s = reduce_buffer(t, "allreduce");
-    w.add(on(s.buf, "allreduce").allreduce(s.buf.data_ptr(), size_t(s.buf.numel()), s.dtype, op));
+    w.add(on(s.buf, "allreduce")->allreduce(s.buf.data_ptr(), size_t(s.buf.numel()), s.dtype, op));
     keep(w, t, s);
   });
 }
@@ -325,7 +350,7 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::allreduce_coalesced(
                  for (const auto& t : tensors) {
                    Staged s = reduce_buffer(t, "allreduce_coalesced");
                    w.add(on(s.buf, "allreduce_coalesced")
-                             .allreduce(s.buf.data_ptr(), size_t(s.buf.numel()), s.dtype, op));
+                             ->allreduce(s.buf.data_ptr(), size_t(s.buf.numel()), s.dtype, op));
                    keep(w, t, s);
                  }
                });
@@ -338,7 +363,7 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::broadcast(std::vector<at::T
   return issue(make_work(OpType::BROADCAST, {t}, pick(opts.timeout)), [&](LockstepWork& w) {
     Staged s = bytes_buffer(t, "broadcast");
     w.add(on(s.buf, "broadcast")
-              .broadcast(s.buf.data_ptr(), nbytes(s.buf), DType::u8, int(opts.rootRank)));
+              ->broadcast(s.buf.data_ptr(), nbytes(s.buf), DType::u8, int(opts.rootRank)));
     keep(w, t, s);
   });
 }
@@ -351,7 +376,7 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::reduce(std::vector<at::Tens
   return issue(make_work(OpType::REDUCE, {t}, pick(opts.timeout)), [&](LockstepWork& w) {
     Staged s = reduce_buffer(t, "reduce");
     w.add(on(s.buf, "reduce")
-              .reduce(s.buf.data_ptr(), size_t(s.buf.numel()), s.dtype, op, int(opts.rootRank)));
+              ->reduce(s.buf.data_ptr(), size_t(s.buf.numel()), s.dtype, op, int(opts.rootRank)));
     keep(w, t, s);
   });
 }
@@ -365,10 +390,10 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::allgather(
     Staged s = bytes_buffer(in, "allgather");
     at::Tensor flat = at::empty({int64_t(size_) * in.numel()}, in.options());
     w.add(on(s.buf, "allgather")
-              .allgather(s.buf.data_ptr(), flat.data_ptr(), nbytes(s.buf), DType::u8));
+              ->allgather(s.buf.data_ptr(), flat.data_ptr(), nbytes(s.buf), DType::u8));
     w.hold(s.buf);
     w.hold(flat);
-    w.then([flat, outs] { split_into(flat, outs); });
+    w.then(on_issuing_stream(flat, [flat, outs] { split_into(flat, outs); }));
   });
 }
 
@@ -385,7 +410,7 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::_allgather_base(
         Staged in = bytes_buffer(input, "all_gather_into_tensor");
         Staged out = bytes_buffer(output, "all_gather_into_tensor");
         w.add(on(in.buf, "all_gather_into_tensor", out.buf)
-                  .allgather(in.buf.data_ptr(), out.buf.data_ptr(), nbytes(in.buf), DType::u8));
+                  ->allgather(in.buf.data_ptr(), out.buf.data_ptr(), nbytes(in.buf), DType::u8));
         w.hold(in.buf);
         keep(w, output, out);
       });
@@ -404,12 +429,12 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::gather(
     at::Tensor flat;
     if (rank_ == root) flat = at::empty({int64_t(size_) * in.numel()}, in.options());
     w.add(on(s.buf, "gather", flat)
-              .gather(s.buf.data_ptr(), flat.defined() ? flat.data_ptr() : nullptr, nbytes(s.buf),
+              ->gather(s.buf.data_ptr(), flat.defined() ? flat.data_ptr() : nullptr, nbytes(s.buf),
                       DType::u8, root));
     w.hold(s.buf);
     if (flat.defined()) {
       w.hold(flat);
-      w.then([flat, outs] { split_into(flat, outs); });
+      w.then(on_issuing_stream(flat, [flat, outs] { split_into(flat, outs); }));
     }
   });
 }
@@ -427,7 +452,7 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::scatter(
     at::Tensor flat;
     if (rank_ == root) flat = concat(ins);
     w.add(on(s.buf, "scatter", flat)
-              .scatter(flat.defined() ? flat.data_ptr() : nullptr, s.buf.data_ptr(), nbytes(s.buf),
+              ->scatter(flat.defined() ? flat.data_ptr() : nullptr, s.buf.data_ptr(), nbytes(s.buf),
                        DType::u8, root));
     if (flat.defined()) w.hold(flat);
     keep(w, out, s);
@@ -445,7 +470,8 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::reduce_scatter(
     at::Tensor flat = as_reduce_input(concat(ins), s);
     w.add(
         on(s.buf, "reduce_scatter", flat)
-            .reduce_scatter(flat.data_ptr(), s.buf.data_ptr(), size_t(s.buf.numel()), s.dtype, op));
+            ->reduce_scatter(flat.data_ptr(), s.buf.data_ptr(), size_t(s.buf.numel()), s.dtype,
+                             op));
     w.hold(flat);
     keep(w, out, s);
   });
@@ -465,7 +491,7 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::_reduce_scatter_base(
                  Staged s = reduce_buffer(output, "reduce_scatter_tensor");
                  at::Tensor in = as_reduce_input(input, s);
                  w.add(on(s.buf, "reduce_scatter_tensor", in)
-                           .reduce_scatter(in.data_ptr(), s.buf.data_ptr(), size_t(s.buf.numel()),
+                           ->reduce_scatter(in.data_ptr(), s.buf.data_ptr(), size_t(s.buf.numel()),
                                            s.dtype, op));
                  w.hold(in);
                  keep(w, output, s);
@@ -496,7 +522,7 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::alltoall_base(
                  Staged in = bytes_buffer(input, "all_to_all_single");
                  Staged out = bytes_buffer(output, "all_to_all_single");
                  w.add(on(in.buf, "all_to_all_single", out.buf)
-                           .alltoall(in.buf.data_ptr(), out.buf.data_ptr(),
+                           ->alltoall(in.buf.data_ptr(), out.buf.data_ptr(),
                                      nbytes(in.buf) / size_t(size_), DType::u8));
                  w.hold(in.buf);
                  keep(w, output, out);
@@ -539,12 +565,12 @@ void LockstepProcessGroup::alltoall_uneven(LockstepWork& w, const at::Tensor& in
   w.add(pg_->alltoall(padded_in.data_ptr(), padded_out.data_ptr(), piece, DType::u8));
   w.hold(padded_in);
   w.hold(padded_out);
-  w.then([padded_out, dst = out.buf, piece, row, in_rows = splits.out] {
+  w.then(on_issuing_stream(out.buf, [padded_out, dst = out.buf, piece, row, in_rows = splits.out] {
     at::Tensor flat = dst.reshape({-1}).view(at::kByte);
     for (size_t j = 0, off = 0; j < in_rows.size(); off += size_t(in_rows[j]) * row, ++j)
       flat.narrow(0, int64_t(off), in_rows[j] * int64_t(row))
           .copy_(padded_out.narrow(0, int64_t(j * piece), in_rows[j] * int64_t(row)));
-  });
+  }));
   keep(w, output, out);
 }
 
@@ -573,17 +599,17 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::alltoall(std::vector<at::Te
     return issue(make_work(OpType::ALLTOALL, outputs, pick(opts.timeout)), [&](LockstepWork& w) {
       alltoall_uneven(w, in, flat, splits, opts);
       w.hold(in);
-      w.then([flat, outs = outputs] { split_into(flat, outs); });
+      w.then(on_issuing_stream(flat, [flat, outs = outputs] { split_into(flat, outs); }));
     });
   }
   return issue(make_work(OpType::ALLTOALL, outputs, pick(opts.timeout)), [&](LockstepWork& w) {
     at::Tensor in = concat(inputs);
     at::Tensor flat = at::empty_like(in);
     w.add(on(in, "all_to_all", flat)
-              .alltoall(in.data_ptr(), flat.data_ptr(), nbytes(in) / size_t(size_), DType::u8));
+              ->alltoall(in.data_ptr(), flat.data_ptr(), nbytes(in) / size_t(size_), DType::u8));
     w.hold(in);
     w.hold(flat);
-    w.then([flat, outs = outputs] { split_into(flat, outs); });
+    w.then(on_issuing_stream(flat, [flat, outs = outputs] { split_into(flat, outs); }));
   });
 }
 
@@ -593,7 +619,7 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::send(std::vector<at::Tensor
   check_rank(dst, "destination", "send");
   return issue(make_work(OpType::SEND, {t}, timeout_), [&](LockstepWork& w) {
     Staged s = bytes_buffer(t, "send");
-    w.add(on(s.buf, "send").send(s.buf.data_ptr(), nbytes(s.buf), DType::u8, dst, uint32_t(tag)));
+    w.add(on(s.buf, "send")->send(s.buf.data_ptr(), nbytes(s.buf), DType::u8, dst, uint32_t(tag)));
     w.hold(s.buf);
   });
 }
@@ -604,7 +630,7 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::recv(std::vector<at::Tensor
   check_rank(src, "source", "recv");
   return issue(make_work(OpType::RECV, {t}, timeout_), [&](LockstepWork& w) {
     Staged s = bytes_buffer(t, "recv");
-    w.add(on(s.buf, "recv").recv(s.buf.data_ptr(), nbytes(s.buf), DType::u8, src, uint32_t(tag)));
+    w.add(on(s.buf, "recv")->recv(s.buf.data_ptr(), nbytes(s.buf), DType::u8, src, uint32_t(tag)));
     keep(w, t, s);
   });
 }

@@ -8,7 +8,8 @@
 // Contiguous CPU tensors are handed to lockstep in place; others (and int8/int16/bool
 // reductions, which lockstep reduces in int32) go through a contiguous staging copy that is
 // copied back before the Work completes. CUDA tensors run on lockstep's nccl backend, in
-// place on the device (on(): one GPU per process, ordered after the tensors' current stream). Works
+// place on the device (on(): one GPU per process; lockstep's stream waits for an event on the
+// tensors' current stream, the caller does not). Works
 // complete in issue order (CompletionQueue): on the thread that waits for one, or on the group's
 // completer thread when someone wants a Work's get_future() from Python (comm hooks chain on it); a
 // collective's future asked for from C++ without the GIL (DDP's reducer) is completed by the asking
@@ -25,6 +26,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -200,10 +202,16 @@ class LockstepProcessGroup final : public compat::BackendBase {
                                        const std::function<void(LockstepWork&)>& start);
   void alltoall_uneven(LockstepWork& w, const at::Tensor& input, const at::Tensor& output,
                        const AllToAllSplits& splits, const c10d::AllToAllOptions& opts);
-  // The lockstep group for an operation on `t` (and `other`, on the same device): the native
-  // group for CPU tensors, the nccl group (made on first use) for CUDA tensors.
-  lockstep::comm::ProcessGroup& on(const at::Tensor& t, const char* op,
-                                   const at::Tensor& other = {});
+  // The lockstep group for an operation on `t` (and `other`, on the same device), for one
+  // issuing expression (`on(t, "allreduce")->allreduce(...)`): the native group for CPU
+  // tensors; for CUDA tensors the nccl group (made on first use), under a DeviceOrder on an
+  // event recorded on the tensors' current stream.
+  struct Target {
+    lockstep::comm::ProcessGroup& pg;
+    std::optional<lockstep::comm::DeviceOrder> order;
+    lockstep::comm::ProcessGroup* operator->() const { return &pg; }
+  };
+  Target on(const at::Tensor& t, const char* op, const at::Tensor& other = {});
   std::chrono::milliseconds pick(std::chrono::milliseconds op_timeout) const;
   void check_rank(int64_t r, const char* what, const char* op) const;
 

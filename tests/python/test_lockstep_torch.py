@@ -22,10 +22,12 @@ def test_collectives_match_gloo(world):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (GPU machine)")
-def test_cuda_tensors_match_the_cpu_group_on_lockstep_nccl():
-    # One rank: NCCL takes one process per GPU. The single-rank engine runs it through NCCL.
+@pytest.mark.parametrize("engine", ["1", "0"])
+def test_cuda_tensors_match_the_cpu_group_on_lockstep_nccl(engine):
+    # One rank: NCCL takes one process per GPU. The single-rank engine ("1") runs it through
+    # NCCL; without it ("0") the group answers locally (device copies after the writer's event).
     r = harness.run("cuda", 1, init="file", timeout=180,
-                    env={"LOCKSTEP_NCCL_SINGLE_RANK_ENGINE": "1"})
+                    env={"LOCKSTEP_NCCL_SINGLE_RANK_ENGINE": engine})
     r.assert_ok()
 
 

@@ -311,7 +311,10 @@ def scenario_cuda():
     same operation on CPU copies through the same group's native path: all_reduce (every op,
     NCCL's dtypes, sizes up to 4 MiB), a non-contiguous tensor, broadcast,
     all_gather_into_tensor, reduce_scatter_tensor; a tensor written on a side stream just before
-    its all_reduce (ordering after the current stream); CPU and CUDA tensors in one call refused."""
+    its all_reduce, and one a side stream is still writing behind a GPU sleep when the call
+    returns (ordering after the current stream by an event, without blocking the caller); results
+    copied into the caller's tensors on the issuing stream by the completer thread; CPU and
+    CUDA tensors in one call refused."""
     init()
     dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     torch.cuda.set_device(dev)
@@ -342,6 +345,44 @@ def scenario_cuda():
     torch.cuda.synchronize()
     total = float(WORLD * (WORLD + 1))  # sum over ranks of 2 * (rank + 1)
     expect_equal(big.cpu(), torch.full((1 << 22,), total), "cuda all_reduce after a side stream")
+    # Ordered on the device, not by blocking the caller: the input is written on a side stream
+    # behind ~0.3 s of GPU sleep; the out-of-place gather would read the old zeros if
+    # lockstep's stream did not wait for the writer's event, and the call must return while
+    # the writer still runs (a stream synchronisation at issue would wait for it). With more
+    # than one rank (or LOCKSTEP_NCCL_SINGLE_RANK_ENGINE=1) this runs through NCCL; a
+    # one-rank group's local copy waits for the event on the host instead.
+    through_nccl = WORLD > 1 or os.environ.get("LOCKSTEP_NCCL_SINGLE_RANK_ENGINE") == "1"
+    with torch.cuda.stream(side):
+        src = torch.zeros(1 << 20, device=dev)
+        gathered = torch.empty(WORLD << 20, device=dev)
+        torch.cuda._sleep(500_000_000)
+        src.fill_(RANK + 3.0)
+        written = torch.cuda.Event()
+        written.record()
+        work = dist.all_gather_into_tensor(gathered, src, async_op=True)
+        writer_busy_at_return = not written.query()
+        work.wait()
+    torch.cuda.synchronize()
+    expect_equal(gathered.cpu(), (torch.arange(WORLD) + 3.0).repeat_interleave(1 << 20),
+                 "cuda all_gather_into_tensor of a tensor a side stream is still writing")
+    if through_nccl:
+        assert writer_busy_at_return, (f"rank {RANK}: all_gather_into_tensor returned only "
+                                       "after the side stream's writer finished (a host sync)")
+    # Results are copied into the caller's tensors on the issuing stream, even by the completer
+    # thread (get_future() hands the Work to it; its current stream is the default one): with
+    # the default stream held up by a GPU sleep, the side stream must read the gathered values,
+    # not the zeros a copy queued behind the sleep would leave. (Through NCCL; a one-rank
+    # group's local copy waits for the default stream itself.)
+    outs = [torch.zeros(1 << 16, device=dev) for _ in range(WORLD)]
+    torch.cuda.synchronize()
+    torch.cuda._sleep(500_000_000)  # on the default stream
+    with torch.cuda.stream(side):
+        mine = torch.full((1 << 16,), RANK + 5.0, device=dev)
+        dist.all_gather(outs, mine, async_op=True).get_future().wait()
+        seen = torch.cat(outs).cpu()  # on the side stream
+    expect_equal(seen, (torch.arange(WORLD) + 5.0).repeat_interleave(1 << 16),
+                 "cuda all_gather (list), read on the issuing stream")
+    torch.cuda.synchronize()
     b = torch.arange(1000, device=dev, dtype=torch.float32) * (RANK + 1)
     dist.broadcast(b, src=0)
     expect_equal(b.cpu(), torch.arange(1000, dtype=torch.float32), "cuda broadcast")
