@@ -146,11 +146,13 @@ RunStart from_checkpoint(RunDir& d, const TrainConfig& c, const RunStartEnv& env
   for (const CheckpointEntry& m : members)
     if (m.step > e.step) later.push_back(m);
   s.note = str_cat(later.empty() ? "resuming " : "rolling back to ", x.string(), ": new lineage ",
-                   short_id(s.lineage.id), " grows from step ", e.step, " of lineage ", short_id(e.lineage.id));
+                   short_id(s.lineage.id), " grows from step ", e.step, " of lineage ",
+                   short_id(e.lineage.id));
   if (!later.empty())
-    s.note += str_cat("; the later checkpoints of lineage ", short_id(d.current.id), " (steps ", steps_of(later),
-                      ") are kept as an abandoned branch (`lockstep checkpoints list RUN_DIR` shows them, "
-                      "`lockstep checkpoints rollback --prune` deletes them)");
+    s.note += str_cat(
+        "; the later checkpoints of lineage ", short_id(d.current.id), " (steps ", steps_of(later),
+        ") are kept as an abandoned branch (`lockstep checkpoints list RUN_DIR` shows them, "
+        "`lockstep checkpoints rollback --prune` deletes them)");
   return begin(d, env, std::move(s), x.string());
 }
 
