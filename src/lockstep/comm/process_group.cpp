@@ -32,10 +32,8 @@ Registry& registry() {
   return *r;
 }
 
-}  // namespace
-
-namespace {
 thread_local std::shared_ptr<void> t_device_order;  // the innermost DeviceOrder's event
+
 }  // namespace
 
 DeviceOrder::DeviceOrder(std::shared_ptr<void> event)

@@ -184,15 +184,24 @@ void NcclProcessGroup::wait_accepted(const std::string& ctx, Deadline deadline) 
 
 void NcclProcessGroup::wait_stream(const std::string& ctx, Deadline deadline) {
   CHECK_CUDA(cudaEventRecord(done_->get(), stream_->get()), ctx);
+  wait_event(done_->get(), ctx, deadline,
+             "did not complete within the timeout; a peer may be slow, stopped or calling a "
+             "different collective (communicator aborted)");
+}
+
+void NcclProcessGroup::wait_event(cudaEvent_t ev, const std::string& ctx, Deadline deadline,
+                                  const char* late) {
   for (;;) {
-    const cudaError_t q = cudaEventQuery(done_->get());
+    const cudaError_t q = cudaEventQuery(ev);
     if (q == cudaSuccess) return;
     if (q != cudaErrorNotReady) throw_cuda_error(q, "cudaEventQuery", ctx);
-    ncclResult_t st = ncclSuccess;
-    CHECK_NCCL(ncclCommGetAsyncError(comm_->get(), &st), ctx);
-    if (st != ncclSuccess && st != ncclInProgress) {
-      comm_->abort();  // a peer failed: NCCL's kernels would otherwise spin forever
-      throw_nccl_error(st, "ncclCommGetAsyncError", ctx);
+    if (comm_->get()) {  // a one-rank group answered locally has none
+      ncclResult_t st = ncclSuccess;
+      CHECK_NCCL(ncclCommGetAsyncError(comm_->get(), &st), ctx);
+      if (st != ncclSuccess && st != ncclInProgress) {
+        comm_->abort();  // a peer failed: NCCL's kernels would otherwise spin forever
+        throw_nccl_error(st, "ncclCommGetAsyncError", ctx);
+      }
     }
     if (aborted()) {
       comm_->abort();
@@ -200,8 +209,7 @@ void NcclProcessGroup::wait_stream(const std::string& ctx, Deadline deadline) {
     }
     if (deadline.expired()) {
       comm_->abort();
-      LOCKSTEP_THROW(TimeoutError, ctx, ": did not complete within the timeout; a peer may be "
-                     "slow, stopped or calling a different collective (communicator aborted)");
+      LOCKSTEP_THROW(TimeoutError, ctx, ": ", late);
     }
     std::this_thread::sleep_for(config_.poll_interval);
   }

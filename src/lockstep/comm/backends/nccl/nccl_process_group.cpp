@@ -192,22 +192,15 @@ bool NcclProcessGroup::supports(Capability c) const {
 
 void NcclProcessGroup::copy_local(void* dst, const void* src, size_t bytes) {
   if (dst == src || bytes == 0) return;
-  const char* ctx = "nccl local copy (one-rank group)";
+  const std::string ctx = str_cat("nccl local copy (rank ", rank(), ", group '",
+                                  options().group_name, "', one rank)");
   CHECK_CUDA(cudaSetDevice(device_), ctx);
-  // Runs on the issuing thread, inside its DeviceOrder if any: wait for the writer first,
-  // polled and bounded by the group's timeout (a stuck stream must not hang the caller).
-  if (const auto& ev = DeviceOrder::current()) {
-    const Deadline deadline = Deadline::after(options().timeout);
-    for (;;) {
-      const cudaError_t q = cudaEventQuery(static_cast<cudaEvent_t>(ev.get()));
-      if (q == cudaSuccess) break;
-      if (q != cudaErrorNotReady) throw_cuda_error(q, "cudaEventQuery", ctx);
-      if (deadline.expired())
-        LOCKSTEP_THROW(TimeoutError, ctx, ": the caller's CUDA stream did not reach the "
-                       "operation's event within the group's timeout; is a kernel stuck?");
-      std::this_thread::sleep_for(config_.poll_interval);
-    }
-  }
+  // Runs on the issuing thread, inside its DeviceOrder if any: wait for the writer first
+  // (polled, bounded by the group's timeout: a stuck stream must not hang the caller).
+  if (const auto& ev = DeviceOrder::current())
+    wait_event(static_cast<cudaEvent_t>(ev.get()), ctx, Deadline::after(options().timeout),
+               "the caller's CUDA stream did not reach the operation's event within the "
+               "group's timeout; is one of its kernels stuck?");
   CHECK_CUDA(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault), ctx);
 }
 

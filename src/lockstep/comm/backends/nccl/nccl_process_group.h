@@ -108,6 +108,9 @@ class NcclProcessGroup final : public engine::EngineGroup {
   // Polls the stream's event and the communicator's async error until done; aborts on
   // timeout, error or abort().
   void wait_stream(const std::string& ctx, Deadline deadline);
+  // Polls `ev` (and the communicator's async error, where there is one) until it completes;
+  // aborts on error, abort() or timeout (a TimeoutError saying `late`).
+  void wait_event(cudaEvent_t ev, const std::string& ctx, Deadline deadline, const char* late);
   void init_communicator(const store::Bytes& id, Deadline deadline);
 
   store::Store& store_;
