@@ -4,7 +4,6 @@
 
 #include <ATen/core/ivalue.h>
 #include <c10/core/GradMode.h>
-#include <c10/core/StreamGuard.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 
 #include <algorithm>
@@ -157,23 +156,11 @@ std::shared_ptr<void> record_event(c10::Device device) {
   });
 }
 
-// A step that copies results into the caller's tensors, made to run on the stream current
-// now on `t`'s device (for CUDA tensors; it may run on another thread, whose current stream
-// is another): the caller's stream then orders the copy before what it queues after wait().
-std::function<void()> on_issuing_stream(const at::Tensor& t, std::function<void()> step) {
-  if (!t.is_cuda()) return step;
-  const c10::Stream s = c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA).getStream(t.device());
-  return [s, step = std::move(step)] {
-    const c10::StreamGuard on(s);
-    step();
-  };
-}
-
 // Holds the buffer lockstep works on until the Work completes; a staged one is copied back
 // into `user` once the operation succeeded.
 void keep(LockstepWork& w, const at::Tensor& user, const Staged& s) {
   w.hold(s.buf);
-  if (s.copy_back) w.then(on_issuing_stream(user, [user, buf = s.buf] { user.copy_(buf); }));
+  if (s.copy_back) w.then([user, buf = s.buf] { user.copy_(buf); });
 }
 
 }  // namespace
@@ -393,7 +380,7 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::allgather(
               ->allgather(s.buf.data_ptr(), flat.data_ptr(), nbytes(s.buf), DType::u8));
     w.hold(s.buf);
     w.hold(flat);
-    w.then(on_issuing_stream(flat, [flat, outs] { split_into(flat, outs); }));
+    w.then([flat, outs] { split_into(flat, outs); });
   });
 }
 
@@ -434,7 +421,7 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::gather(
     w.hold(s.buf);
     if (flat.defined()) {
       w.hold(flat);
-      w.then(on_issuing_stream(flat, [flat, outs] { split_into(flat, outs); }));
+      w.then([flat, outs] { split_into(flat, outs); });
     }
   });
 }
@@ -565,12 +552,12 @@ void LockstepProcessGroup::alltoall_uneven(LockstepWork& w, const at::Tensor& in
   w.add(pg_->alltoall(padded_in.data_ptr(), padded_out.data_ptr(), piece, DType::u8));
   w.hold(padded_in);
   w.hold(padded_out);
-  w.then(on_issuing_stream(out.buf, [padded_out, dst = out.buf, piece, row, in_rows = splits.out] {
+  w.then([padded_out, dst = out.buf, piece, row, in_rows = splits.out] {
     at::Tensor flat = dst.reshape({-1}).view(at::kByte);
     for (size_t j = 0, off = 0; j < in_rows.size(); off += size_t(in_rows[j]) * row, ++j)
       flat.narrow(0, int64_t(off), in_rows[j] * int64_t(row))
           .copy_(padded_out.narrow(0, int64_t(j * piece), in_rows[j] * int64_t(row)));
-  }));
+  });
   keep(w, output, out);
 }
 
@@ -599,7 +586,7 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::alltoall(std::vector<at::Te
     return issue(make_work(OpType::ALLTOALL, outputs, pick(opts.timeout)), [&](LockstepWork& w) {
       alltoall_uneven(w, in, flat, splits, opts);
       w.hold(in);
-      w.then(on_issuing_stream(flat, [flat, outs = outputs] { split_into(flat, outs); }));
+      w.then([flat, outs = outputs] { split_into(flat, outs); });
     });
   }
   return issue(make_work(OpType::ALLTOALL, outputs, pick(opts.timeout)), [&](LockstepWork& w) {
@@ -609,7 +596,7 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::alltoall(std::vector<at::Te
               ->alltoall(in.data_ptr(), flat.data_ptr(), nbytes(in) / size_t(size_), DType::u8));
     w.hold(in);
     w.hold(flat);
-    w.then(on_issuing_stream(flat, [flat, outs = outputs] { split_into(flat, outs); }));
+    w.then([flat, outs = outputs] { split_into(flat, outs); });
   });
 }
 

@@ -54,6 +54,7 @@ class LockstepWork final : public c10d::Work {
   // until it completes, and a step to run after its operations succeed (a copy back).
   void add(lockstep::comm::Work op) { ops_.push_back(std::move(op)); }
   void hold(at::Tensor buf) { keep_.push_back(std::move(buf)); }
+  // Steps run on the issuing stream when the outputs are CUDA tensors.
   void then(std::function<void()> step) { finishers_.push_back(std::move(step)); }
 
  private:
@@ -65,6 +66,8 @@ class LockstepWork final : public c10d::Work {
   std::vector<std::function<void()>> finishers_;  // after ops_ succeed: copy staged results back
   std::vector<at::Tensor> outputs_;
   std::vector<at::Tensor> keep_;  // staging buffers and inputs, alive until completion
+  // CUDA outputs: the stream current when the Work was made, which finishers_ run on.
+  c10::optional<c10::Stream> stream_;  // c10::optional: what c10 takes in 1.13 and 2.x
   std::chrono::milliseconds timeout_;
   c10::intrusive_ptr<c10::ivalue::Future> future_;
   std::weak_ptr<CompletionQueue> queue_;

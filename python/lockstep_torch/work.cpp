@@ -3,6 +3,8 @@
 
 #include <ATen/core/ivalue.h>
 #include <c10/core/GradMode.h>
+#include <c10/core/StreamGuard.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -53,7 +55,10 @@ LockstepWork::LockstepWork(int rank, OpType type, std::vector<at::Tensor> output
       outputs_(std::move(outputs)),
       timeout_(timeout),
       future_(c10::make_intrusive<c10::ivalue::Future>(tensor_list_type())),
-      queue_(std::move(queue)) {}
+      queue_(std::move(queue)) {
+  if (!outputs_.empty() && outputs_[0].is_cuda())  // made on the issuing thread (make_work)
+    stream_ = c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA).getStream(outputs_[0].device());
+}
 
 bool LockstepWork::wait(Ms timeout) {
   const Ms limit = timeout == kNoTimeout ? timeout_ : timeout;
@@ -130,6 +135,9 @@ std::vector<at::Tensor> LockstepWork::result() {
 void LockstepWork::complete(std::exception_ptr error) {
   if (!error) {
     try {
+      // On the issuing stream, whichever thread completes the Work: the caller's stream then
+      // orders the copies before what it queues after wait().
+      const c10::OptionalStreamGuard on(stream_);
       for (auto& f : finishers_) f();
     } catch (...) {
       error = std::current_exception();
