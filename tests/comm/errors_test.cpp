@@ -95,6 +95,45 @@ TEST_P(ErrorsTest, DebugModeNamesASharedInputOnOneRankOnly) {
   });
 }
 
+// The same mix without the debug mode: the ranks would run two rows against each other and
+// end with wrong sums, so the first barrier compares where every rank's buffer lies. Every
+// rank names the one that differs; the group is unusable after (the ranks' staging halves
+// no longer agree), and says so.
+TEST_P(ErrorsTest, SharedBufferOnOneRankOnlyIsNamedOnEveryRank) {
+  Options o = test_options(GetParam());
+  o.timeout = std::chrono::seconds(10);
+  constexpr size_t kCount = 100000;  // above every one-barrier size
+  for (const char* kind : {"allreduce", "allgather"})
+    run_ranks(2, [&](int rank, store::Store& store) {
+      auto pg = ProcessGroup::create("native", store, rank, 2, o);
+      auto mem = pg->alloc_shared(2 * kCount * sizeof(float));
+      std::vector<float> plain(2 * kCount, 1.0f), out(2 * kCount);
+      float* shared = reinterpret_cast<float*>(mem.get());
+      std::fill(shared, shared + 2 * kCount, 1.0f);
+      float* mine = rank == 0 ? shared : plain.data();
+      auto issue = [&] {
+        return std::string_view(kind) == "allreduce"
+                   ? pg->allreduce(mine, kCount, DType::f32, ReduceOp::sum)
+                   : pg->allgather(mine, out.data(), kCount, DType::f32);
+      };
+      Work w = issue();
+      if (GetParam() != "shm") {
+        w.wait();  // ordinary memory over tcp: nothing to mix up
+        return;
+      }
+      std::string msg = error_of<InvalidArgument>(w);
+      EXPECT_NE(
+          msg.find(rank == 0 ? "rank 1's buffer lies in ordinary memory, this rank's (0) in "
+                               "ProcessGroup::alloc_shared allocation #"
+                             : "rank 0's buffer lies in ProcessGroup::alloc_shared allocation #"),
+          std::string::npos)
+          << kind << ": " << msg;
+      msg = error_of<PeerError>(issue());
+      EXPECT_NE(msg.find("unusable after an earlier error"), std::string::npos)
+          << kind << ": " << msg;
+    });
+}
+
 // Ranks whose shared buffers lie in different alloc_shared allocations (the path would read
 // the wrong memory): every rank gets an error naming both allocations, and the group goes on.
 TEST_P(ErrorsTest, SharedBuffersFromDifferentAllocationsAreNamedOnEveryRank) {

@@ -10,7 +10,7 @@ namespace lockstep::comm::algo {
 void shm_allgather_shared(shm::ShmGroup& g, shm::ShmOp& o) {
   const size_t bpr = o.bytes;
   auto* out = static_cast<uint8_t*>(o.out);
-  g.sync_shared(o.at, o.info, o.dl);
+  g.sync_shared(o.info, o.dl);
   for (int r = 0; r < g.world(); ++r) {
     const void* src = r == g.rank() ? o.in : g.shared_buf(r);
     if (out + size_t(r) * bpr != src) std::memcpy(out + size_t(r) * bpr, src, bpr);

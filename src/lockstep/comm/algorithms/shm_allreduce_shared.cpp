@@ -17,7 +17,7 @@ void shm_allreduce_shared(shm::ShmGroup& g, shm::ShmOp& o) {
   auto cut = [&](size_t r) { return count * r / P * es; };
   const size_t a = cut(me), b = cut(me + 1);
   const shm::TimedTrial trial(g.shared_tuner(), o.bytes);
-  g.sync_shared(o.at, o.info, o.dl);
+  g.sync_shared(o.info, o.dl);
   const void** srcs = g.sources();
   for (size_t r = 0; r < P; ++r) srcs[r] = block(r) + a;
   bool mine_bad = false;

@@ -9,7 +9,7 @@ namespace lockstep::comm::algo {
 
 void shm_reduce_scatter_shared(shm::ShmGroup& g, shm::ShmOp& o) {
   const size_t piece = o.count * dtype_size(o.dt) * size_t(g.rank());
-  g.sync_shared(o.at, o.info, o.dl);
+  g.sync_shared(o.info, o.dl);
   const void** srcs = g.sources();
   for (int r = 0; r < g.world(); ++r) srcs[r] = reinterpret_cast<uint8_t*>(g.shared_buf(r)) + piece;
   reduce_many_finish(o.out, nullptr, srcs, g.world(), o.count, o.dt, o.op, g.world());

@@ -160,6 +160,10 @@ void ShmGroup::sleep_until(FutexWord& word, const std::function<bool()>& ready,
 // late is enough).
 void ShmGroup::sync(const OpInfo& info, Deadline dl) {
   const uint64_t e = ++epoch_;
+  if (place_published_) {  // next to the epoch: the peers fetch the line once for both
+    ctl_[rank_].shared_id[e & 1].store(place_id_, std::memory_order_relaxed);
+    ctl_[rank_].shared_offset[e & 1].store(place_.offset, std::memory_order_relaxed);
+  }
   ctl_[rank_].arrive.store(e, std::memory_order_release);
   auto arrived = [&](int r) { return ctl_[r].arrive.load(std::memory_order_acquire) >= e; };
   auto all = [&] {
@@ -167,38 +171,68 @@ void ShmGroup::sync(const OpInfo& info, Deadline dl) {
       if (!arrived(r)) return false;
     return true;
   };
-  wait_until(*bell_, all, [&](int r) { return !arrived(r); }, info, dl, "a staging barrier", bell_);
+  wait_until(
+      *bell_, all, [&](int r) { return !arrived(r); }, info, dl, "a staging barrier", bell_);
   bell_->notify_sleepers();
+  if (place_published_) check_places(info);
 }
 
-void ShmGroup::sync_shared(const SharedBlocks::Hit& at, const OpInfo& info, Deadline dl) {
-  ctl_[rank_].shared_id.store(at.id, std::memory_order_relaxed);
-  ctl_[rank_].shared_offset.store(at.offset, std::memory_order_relaxed);
-  sync(info, dl);  // its release and acquire carry both to the peers
+void ShmGroup::publish_place(const std::optional<SharedBlocks::Hit>& at) {
+  place_ = at.value_or(SharedBlocks::Hit{});
+  place_id_ = at ? at->id : kOrdinaryMemory;
+  place_published_ = true;
+}
+
+// After the first barrier of an operation that published its place (the barrier's release
+// and acquire carry the stores): every rank reads the same words, so every rank throws alike.
+void ShmGroup::check_places(const OpInfo& info) {
+  place_published_ = false;
+  const size_t i = size_t(epoch_ & 1);
+  auto id_of = [&](int r) { return ctl_[r].shared_id[i].load(std::memory_order_relaxed); };
+  const uint64_t mine = id_of(rank_);
   int other = -1;
-  for (int r = 0; r < world_; ++r) {
-    if (ctl_[r].shared_id.load(std::memory_order_relaxed) != at.id) other = r;
-    shared_bufs_[size_t(r)] = at.base + size_t(r) * at.stride + ctl_[r].shared_offset.load(std::memory_order_relaxed);
+  for (int r = 0; r < world_ && other < 0; ++r)
+    if (id_of(r) != mine) other = r;
+  if (other < 0) {
+    if (mine != kOrdinaryMemory)
+      for (int r = 0; r < world_; ++r)
+        shared_bufs_[size_t(r)] = place_.base + size_t(r) * place_.stride +
+                                  ctl_[r].shared_offset[i].load(std::memory_order_relaxed);
+    return;
   }
-  if (other < 0) return;
-  // Every rank sees some other allocation then, and throws; the barrier keeps each rank's
-  // published id in place until all have read it (the next operation would overwrite it).
-  const uint64_t id = ctl_[other].shared_id.load(std::memory_order_relaxed);
-  sync(info, dl);
-  LOCKSTEP_THROW(InvalidArgument, info.describe(), ": rank ", other, "'s buffer lies in ProcessGroup::alloc_shared "
-                 "allocation #", id, ", this rank's (", rank_, ") in #", at.id, "; every rank must pass its block "
-                 "of the same allocation (or ordinary memory on every rank)");
+  auto where = [](uint64_t id) {
+    return id == kOrdinaryMemory ? std::string("ordinary memory")
+                                 : str_cat("ProcessGroup::alloc_shared allocation #", id);
+  };
+  const std::string msg =
+      str_cat(info.describe(), ": rank ", other, "'s buffer lies in ", where(id_of(other)),
+              ", this rank's (", rank_, ") in ", where(mine),
+              "; every rank must pass its block of the same allocation (or "
+              "ordinary memory on every rank)");
+  // Where some rank passed ordinary memory, the ranks ran different rows up to here (their
+  // staging halves no longer agree): the group cannot go on. Blocks of different allocations
+  // ran the same row, which stops here on every rank.
+  bool mixed = false;
+  for (int r = 0; r < world_; ++r) mixed |= id_of(r) == kOrdinaryMemory;
+  if (mixed) broken_ = msg;
+  LOCKSTEP_THROW(InvalidArgument, msg);
 }
 
 // The collectives: argument packing, then the plan's first row that fits.
 void ShmGroup::run(algo::Collective c, ShmOp& o) {
+  // Sizes a shared-only row serves: where the buffer lies decides the row, so the ranks
+  // check that theirs agree at the first barrier (publish_place()).
+  std::optional<SharedBlocks::Hit> at;
+  place_published_ = false;
+  for (const algo::Plan::Choice& ch : plan_.choices(c))
+    if (ch.shared_only && ch.bytes.contains(o.bytes)) {
+      at = shared_->find(o.in, o.bytes, rank_);
+      publish_place(at);
+      break;
+    }
   for (const algo::Plan::Choice& ch : plan_.choices(c)) {
     if (!ch.bytes.contains(o.bytes)) continue;
-    if (ch.shared_only) {
-      const auto at = shared_->find(o.in, o.bytes, rank_);
-      if (!at) continue;
-      o.at = *at;
-    }
+    if (ch.shared_only && !at) continue;
     if (!last_row_) last_row_ = ch.row;
     return ch.row->shm(*this, o);
   }

@@ -31,12 +31,14 @@ namespace lockstep::comm::shm {
 struct alignas(64) RankCtl {
   std::atomic<uint64_t> arrive;  // last barrier epoch this rank reached
   std::atomic<int32_t> pid;
-  FutexWord doorbell;            // rung when a ring toward or from this rank moves
+  FutexWord doorbell;  // rung when a ring toward or from this rank moves
   // (barrier epoch << 1) | "my slice of this all-reduce holds a NaN or an Inf" (see allreduce)
   std::atomic<uint64_t> nonfinite;
-  // Where this rank's buffer of the current shared-block operation lies: the allocation's id
-  // and the offset inside its block, published with the operation's first barrier.
-  std::atomic<uint64_t> shared_id, shared_offset;
+  // Where this rank's buffer of an operation of a size that shared blocks serve lies: the
+  // allocation's id (kOrdinaryMemory for none) and the offset inside its block, published
+  // with the operation's first barrier, at index (that barrier's epoch & 1). A rank rewrites
+  // an index only before the barrier after next, which waits for every rank to have read it.
+  std::atomic<uint64_t> shared_id[2], shared_offset[2];
 };
 
 struct alignas(64) RingCtl {
@@ -88,10 +90,9 @@ struct ShmOp {
   DType dt;
   ReduceOp op;
   int root;
-  bool* nonfinite;      // all-reduce: set when the result holds a NaN or an Inf
+  bool* nonfinite;  // all-reduce: set when the result holds a NaN or an Inf
   const OpInfo& info;
   Deadline dl;
-  SharedBlocks::Hit at{};  // where `in` lies, when a shared-only row runs
 };
 
 class ShmGroup {
@@ -162,11 +163,10 @@ class ShmGroup {
   // Barrier over the control lines (release/acquire: what a rank wrote before it, every rank
   // sees after it).
   void sync(const OpInfo& info, Deadline dl);
-  // The first barrier of a shared-block operation: publishes where this rank's buffer lies
-  // and, after it, shared_buf(r) is rank r's buffer, which may lie at another offset of its
-  // block than this rank's (an in-place all-gather's input does). Every rank throws alike
-  // when the ranks' buffers lie in different allocations.
-  void sync_shared(const SharedBlocks::Hit& at, const OpInfo& info, Deadline dl);
+  // The first barrier of a shared-block operation (run() published where this rank's buffer
+  // lies): after it, shared_buf(r) is rank r's buffer, which may lie at another offset of its
+  // block than this rank's (an in-place all-gather's input does).
+  void sync_shared(const OpInfo& info, Deadline dl) { sync(info, dl); }
   std::byte* shared_buf(int r) const { return shared_bufs_[size_t(r)]; }
   // world() source pointers for reduce_many_finish, reused by every operation (no allocation).
   const void** sources() { return srcs_.data(); }
@@ -258,6 +258,14 @@ class ShmGroup {
   void sleep_until(FutexWord& word, const std::function<bool()>& ready,
                    const std::function<bool(int)>& waiting_on, const OpInfo& info, Deadline dl,
                    const char* what);
+  // Before an operation of a size that a shared-only row serves: where this rank's buffer lies
+  // (`at`, or ordinary memory), which its first barrier publishes and after which sync() checks
+  // that every rank's lies in the same place (check_places()). The ranks agree on the size,
+  // not on the memory: each picks its row by its own buffer, and a shared block on one rank
+  // with ordinary memory on another would run two rows against each other.
+  void publish_place(const std::optional<SharedBlocks::Hit>& at);
+  void check_places(const OpInfo& info);
+  static constexpr uint64_t kOrdinaryMemory = UINT64_MAX;
   void run_recorded(algo::Collective c, ShmOp& o) {
     last_row_ = nullptr;
     run(c, o);
@@ -284,8 +292,11 @@ class ShmGroup {
   const TaskState* work_ = nullptr;
   std::atomic<bool> aborted_{false};
   std::string broken_;
-  std::vector<const void*> srcs_;  // per-round source pointers (no allocation per call)
+  std::vector<const void*> srcs_;        // per-round source pointers (no allocation per call)
   std::vector<std::byte*> shared_bufs_;  // every rank's buffer of a shared-block operation
+  bool place_published_ = false;         // publish_place() was called for the next barrier
+  SharedBlocks::Hit place_{};            // this rank's, when its buffer lies in a shared block
+  uint64_t place_id_ = kOrdinaryMemory;
   std::vector<std::byte> ll_gather_;  // peers' low-latency lines made contiguous again
   StreamTuner tuner_;
   StreamTuner shared_tuner_;  // how allreduce_shared stores into the peers' blocks
