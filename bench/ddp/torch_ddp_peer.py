@@ -154,10 +154,19 @@ def main():
                       "ivcsw": (ru1.ru_nivcsw - ru0.ru_nivcsw) / a.steps,
                       "fwd_ms": 1e3 * phases[0] / a.steps, "bwd_ms": 1e3 * phases[1] / a.steps,
                       "opt_ms": 1e3 * phases[2] / a.steps,
+                      # storages lockstep_torch moved into shared memory (DDP's buckets)
+                      "moved_to_shared": shared_moved(a.backend),
                       **({  # CPU ms per step of the main thread and of all the others (backend)
                           "main_cpu_ms": 1e3 * (th1.get(main_tid, 0) - th0.get(main_tid, 0)) / a.steps,
                           "helper_cpu_ms": 1e3 * helpers / a.steps} if a.phases else {})}), flush=True)
     dist.destroy_process_group()
+
+
+def shared_moved(backend):
+    if backend != "lockstep":
+        return 0
+    import lockstep_torch
+    return lockstep_torch.stats().get("moved_to_shared", 0)
 
 
 if __name__ == "__main__":

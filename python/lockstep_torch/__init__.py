@@ -74,11 +74,14 @@ def transport(group=None):
 
 
 def stats(group=None):
-    """Thread hand-offs of `group` (default: the world) so far: {'ran_on_waiter': operations
-    lockstep ran on the thread that waited for them, 'completed_by_completer': Works that the
-    group's completer thread completed (futures asked for from Python), 'futures_on_caller':
-    whether DDP's bucket futures are completed by the training thread (where lockstep's thread
-    has no spare core, or LOCKSTEP_TORCH_FUTURES_ON_CALLER=1)}."""
+    """Thread hand-offs and shared buckets of `group` (default: the world) so far:
+    {'ran_on_waiter': operations lockstep ran on the thread that waited for them,
+    'completed_by_completer': Works that the group's completer thread completed (futures asked
+    for from Python), 'futures_on_caller': whether DDP's bucket futures are completed by the
+    training thread (where lockstep's thread has no spare core, or
+    LOCKSTEP_TORCH_FUTURES_ON_CALLER=1), 'share_votes': votes the ranks took on moving an
+    all-reduced tensor's storage into shared memory, 'moved_to_shared': storages moved (DDP's
+    gradient buckets with gradient_as_bucket_view=True, from their third step)}."""
     return _C.stats(_backend(group))
 
 

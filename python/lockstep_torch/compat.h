@@ -12,7 +12,10 @@
 //  - Backend's virtuals with ProcessGroup's signatures: broadcast, allreduce,
 //    allreduce_coalesced, reduce, allgather, _allgather_base, gather, scatter, reduce_scatter,
 //    _reduce_scatter_base, alltoall_base, alltoall, send, recv, barrier, monitoredBarrier,
-//    setSequenceNumberForGroup, getSequenceNumberForGroup, getBackendName; rank_, size_, init().
+//    setSequenceNumberForGroup, getSequenceNumberForGroup, getBackendName; rank_, size_, init();
+//  - (share_if_agreed, checked against 2.x's Storage.h 2026-12-07) Storage's nbytes(), data()
+//    (void* in 1.13, const void* in 2.x: both read), data_ptr() const, set_data_ptr_noswap(),
+//    unsafeGetStorageImpl(), getWeakStorageImpl(); Allocator::raw_deleter().
 // Not provided for 2.x: allgather_into_tensor_coalesced and reduce_scatter_tensor_coalesced
 // (FSDP; Backend's defaults raise "does not support"), getFutureResult (2.6+). In both,
 // torch.distributed.monitored_barrier() refuses every backend but gloo (2.x: ValueError);

@@ -37,6 +37,8 @@ pybind11::dict stats(const c10::intrusive_ptr<compat::BackendBase>& pg) {
   d["ran_on_waiter"] = s.ran_on_waiter;
   d["completed_by_completer"] = s.completed_by_completer;
   d["futures_on_caller"] = s.futures_on_caller;
+  d["share_votes"] = s.share_votes;
+  d["moved_to_shared"] = s.moved_to_shared;
   return d;
 }
 
@@ -62,7 +64,8 @@ PYBIND11_MODULE(_C, m) {
         "Thread hand-offs so far: {'ran_on_waiter': operations lockstep ran on the thread "
         "that waited for them, 'completed_by_completer': Works the completer thread completed, "
         "'futures_on_caller': whether DDP's bucket futures are completed by the training "
-        "thread}.");
+        "thread, 'share_votes': votes taken on moving an all-reduced tensor's storage into shared "
+        "memory, 'moved_to_shared': storages moved}.");
   m.def("transport", &lockstep_torch::transport, py::arg("group"),
         "Which lockstep transport carries the group: 'shm', 'tcp' or 'none' (one rank).");
 }

@@ -3,10 +3,12 @@
 #include <Python.h>
 
 #include <ATen/core/ivalue.h>
+#include <c10/core/CPUAllocator.h>
 #include <c10/core/GradMode.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 
 #include <algorithm>
+#include <cstring>
 #include <numeric>
 #include <optional>
 #include <string_view>
@@ -156,6 +158,19 @@ std::shared_ptr<void> record_event(c10::Device device) {
   });
 }
 
+// Whether `t` owns all of its storage, in memory the default CPU allocator gave it: the only
+// memory share_if_agreed() may move, as nothing but the storage itself points into it (not
+// numpy's, from_blob's or share_memory_()'s, which others reach by their own pointers).
+bool movable(const at::Tensor& t) {
+  if (!t.device().is_cpu() || !t.is_contiguous() || t.storage_offset() != 0) return false;
+  const c10::Storage& st = t.storage();
+  const c10::DataPtr& dp = st.data_ptr();
+  if (st.nbytes() != nbytes(t) || dp.get() == nullptr || dp.get_context() != dp.get()) return false;
+  const auto del = dp.get_deleter();
+  return del == c10::GetCPUAllocator()->raw_deleter() ||
+         del == c10::GetDefaultCPUAllocator()->raw_deleter();
+}
+
 // Holds the buffer lockstep works on until the Work completes; a staged one is copied back
 // into `user` once the operation succeeded.
 void keep(LockstepWork& w, const at::Tensor& user, const Staged& s) {
@@ -209,6 +224,8 @@ LockstepProcessGroup::LockstepProcessGroup(const c10::intrusive_ptr<c10d::Store>
   o.timeout = timeout;
   o.group_name = group_name;
   pg_ = comm::ProcessGroup::create("native", *store_, rank, size, o);
+  shares_ = size > 1 && pg_->supports(comm::Capability::shared_memory);
+  share_votes_left_ = shares_ ? kShareVotes : 0;
   queue_->set_futures_on_caller(futures_on_caller(pg_->spare_core()));
   completer_ = std::thread([q = queue_] { q->run(); });
   init();
@@ -241,6 +258,9 @@ LockstepProcessGroup::Stats LockstepProcessGroup::stats() const {
     s.ran_on_waiter = native->ran_on_waiter();
   s.completed_by_completer = queue_->completed_by_completer();
   s.futures_on_caller = queue_->futures_on_caller();
+  std::lock_guard<std::mutex> order(issue_mu_);
+  s.share_votes = share_votes_;
+  s.moved_to_shared = moved_to_shared_;
   return s;
 }
 
@@ -316,6 +336,42 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::issue(
   return work;
 }
 
+// DDP with gradient_as_bucket_view=True all-reduces the same flat bucket tensors every step.
+// In ordinary memory each goes through lockstep's staging slots (a copy in and a copy out per
+// rank); in memory from ProcessGroup::alloc_shared the all-reduce reads the peers' buckets in
+// place. Moving a bucket there keeps every gradient view valid: views hold the storage, whose
+// data pointer changes, never the pointer itself. But alloc_shared is collective, and which
+// tensors are buckets is known to each rank alone, so the ranks vote: on an all-reduce of at
+// least kShareMinBytes, while the group's kShareVotes last (facts every rank shares: the
+// size, the count of votes so far), each rank says whether its tensor is movable() and was
+// all-reduced before (DDP's buckets are, every step; fresh temporaries never), and a
+// 1-element MIN all-reduce decides for all. The vote waits for the operations in flight
+// before it, so it costs those steps their overlap: it is taken only while votes last.
+// DDP rebuilds its buckets after the first step, so the buckets of step 2 move at step 3.
+// After the move, every rank's later operations on the bucket use the shared path; a rank
+// passing ordinary memory where another passes its bucket is named on every rank by the
+// shared-memory group (ShmGroup::check_places), never summed wrong.
+void LockstepProcessGroup::share_if_agreed(const at::Tensor& buf) {
+  if (share_votes_left_ == 0 || nbytes(buf) < kShareMinBytes || buf.is_cuda()) return;
+  --share_votes_left_;
+  ++share_votes_;
+  const c10::Storage& st = buf.storage();
+  bool seen = false;
+  for (const auto& w : share_seen_)
+    seen |= w._unsafe_get_target() == st.unsafeGetStorageImpl() && !w.expired();
+  if (!seen) share_seen_.push_back(st.getWeakStorageImpl());
+  int32_t yes = seen && movable(buf) ? 1 : 0;
+  pg_->allreduce(&yes, 1, DType::i32, comm::ReduceOp::min).wait();
+  if (!yes) return;
+  const size_t bytes = st.nbytes();
+  auto* mem = new std::shared_ptr<std::byte[]>(pg_->alloc_shared(bytes));
+  std::memcpy(mem->get(), st.data(), bytes);
+  st.set_data_ptr_noswap(c10::DataPtr(
+      mem->get(), mem, [](void* m) { delete static_cast<std::shared_ptr<std::byte[]>*>(m); },
+      c10::Device(c10::DeviceType::CPU)));
+  ++moved_to_shared_;
+}
+
 // --- collectives ----------------------------------------------------------------------------
 
 c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::allreduce(std::vector<at::Tensor>& tensors,
@@ -324,6 +380,7 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::allreduce(std::vector<at::T
   const comm::ReduceOp op = lockstep_op(opts.reduceOp, "allreduce");
   return issue(make_work(OpType::ALLREDUCE, {t}, pick(opts.timeout)), [&](LockstepWork& w) {
     Staged s = reduce_buffer(t, "allreduce");
+    share_if_agreed(s.buf);
     w.add(on(s.buf, "allreduce")->allreduce(s.buf.data_ptr(), size_t(s.buf.numel()), s.dtype, op));
     keep(w, t, s);
   });

@@ -188,6 +188,8 @@ class LockstepProcessGroup final : public compat::BackendBase {
     uint64_t ran_on_waiter = 0;
     uint64_t completed_by_completer = 0;
     bool futures_on_caller = false;  // CompletionQueue::futures_on_caller
+    uint64_t share_votes = 0;        // share_if_agreed(): votes taken
+    uint64_t moved_to_shared = 0;    // ... and storages moved into shared memory
   };
   Stats stats() const;
   // Waits (up to `timeout`) until every issued Work is complete and the completer thread is
@@ -215,6 +217,12 @@ class LockstepProcessGroup final : public compat::BackendBase {
     lockstep::comm::ProcessGroup* operator->() const { return &pg; }
   };
   Target on(const at::Tensor& t, const char* op, const at::Tensor& other = {});
+  // DDP's flat gradient buckets (gradient_as_bucket_view=True) into the group's shared memory,
+  // where the all-reduce reads the peers' buckets in place instead of copying each through
+  // staging slots (process_group.cpp).
+  void share_if_agreed(const at::Tensor& buf);
+  static constexpr size_t kShareMinBytes = 256 << 10;
+  static constexpr int kShareVotes = 32;
   std::chrono::milliseconds pick(std::chrono::milliseconds op_timeout) const;
   void check_rank(int64_t r, const char* what, const char* op) const;
 
@@ -225,8 +233,15 @@ class LockstepProcessGroup final : public compat::BackendBase {
   std::chrono::milliseconds timeout_;
   std::string group_name_;
   uint64_t issued_ = 0;
+  // share_if_agreed(), under issue_mu_: whether the group has shared memory at all, the votes
+  // left, the storages voted on so far (a storage is moved only the second time it is seen),
+  // and the counts for stats().
+  bool shares_ = false;
+  int share_votes_left_ = 0;
+  std::vector<c10::weak_intrusive_ptr<c10::StorageImpl>> share_seen_;
+  uint64_t share_votes_ = 0, moved_to_shared_ = 0;
 
-  std::mutex issue_mu_;  // lockstep operations and the queue in the same order
+  mutable std::mutex issue_mu_;  // lockstep operations and the queue in the same order
   std::shared_ptr<CompletionQueue> queue_ = std::make_shared<CompletionQueue>();
   std::thread completer_;
 };

@@ -49,6 +49,11 @@ def test_ddp_gradients_within_reordering_bound_with_three_ranks():
     harness.run("ddp", 3, init="tcp", timeout=90, args=[1]).assert_ok()
 
 
+@pytest.mark.parametrize("world", [2, 3])
+def test_all_reduced_buffers_move_into_shared_memory(world):
+    harness.run("share", world, init="env", timeout=90).assert_ok()
+
+
 @pytest.mark.parametrize("transport", ["shm", "tcp"])
 def test_killed_rank_is_named_by_the_others(transport):
     timeout_s = 10

@@ -503,6 +503,80 @@ def scenario_kill(victim):
     print(f"rank {RANK}: no error although rank {victim} died")
 
 
+def scenario_share():
+    """All-reduced tensors that move into lockstep's shared memory (lockstep_torch's
+    share_if_agreed): a tensor all-reduced a second time moves, views and all, and its results
+    stay right; numpy's memory, fresh temporaries and a tensor movable on some ranks only never
+    move; DDP with gradient_as_bucket_view=True moves its bucket and ends bitwise equal to DDP
+    on gloo (2 ranks: every sum adds two numbers, the same in any order)."""
+    import numpy as np
+    init()
+    gloo = dist.new_group(backend="gloo")
+    big = 1 << 17  # 512 KiB of float32, above the 256 KiB the backend votes from
+
+    def moved():
+        return lockstep_torch.stats()["moved_to_shared"]
+
+    def expect(cond, what):
+        if not cond:
+            raise AssertionError(f"rank {RANK}: {what} (stats {lockstep_torch.stats()})")
+
+    total = sum(r + 1 for r in range(WORLD))
+    t = torch.full((big,), float(RANK + 1))
+    view = t[5:9]
+    before = moved()
+    dist.all_reduce(t)
+    expect(moved() == before, "a tensor moved at its first all-reduce")
+    dist.all_reduce(t)
+    expect(moved() == before + 1, "a tensor all-reduced twice did not move")
+    expect(torch.equal(t, torch.full((big,), float(total * WORLD))), "wrong sum after the move")
+    t.mul_(0.5)
+    dist.all_reduce(t)
+    want = float(total * WORLD * WORLD) * 0.5
+    expect(torch.equal(t, torch.full((big,), want)), "wrong sum in shared memory")
+    expect(torch.equal(view, torch.full((4,), want)), "a view made before the move lost it")
+
+    a = np.ones(big, np.float32)
+    ta = torch.from_numpy(a)
+    for _ in range(3):
+        dist.all_reduce(ta)
+    expect(a[0] == a[-1] == WORLD ** 3, f"numpy's array holds {a[0]}, not {WORLD ** 3}")
+    for _ in range(3):
+        dist.all_reduce(torch.ones(big))
+    # Movable on rank 0 only: no rank moves it (the others' is numpy's).
+    b = np.ones(big, np.float32)
+    tb = torch.ones(big) if RANK == 0 else torch.from_numpy(b)
+    for _ in range(3):
+        dist.all_reduce(tb)
+    expect(tb[0] == WORLD ** 3, "wrong sum with memory movable on one rank")
+    expect(moved() == before + 1, "numpy's memory, a temporary or a one-rank tensor moved")
+
+    def train(group):
+        torch.manual_seed(0)
+        model = torch.nn.parallel.DistributedDataParallel(
+            torch.nn.Sequential(torch.nn.Linear(512, 256), torch.nn.Tanh(),
+                                torch.nn.Linear(256, 4)),
+            process_group=group, gradient_as_bucket_view=True)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        for step in range(6):
+            g = torch.Generator().manual_seed(1000 * step + RANK)
+            x, y = torch.randn(8, 512, generator=g), torch.randn(8, 4, generator=g)
+            opt.zero_grad()
+            ((model(x) - y) ** 2).mean().backward()
+            opt.step()
+        return [p.detach().clone() for p in model.parameters()]
+
+    before = moved()
+    mine = train(None)
+    expect(moved() > before, "DDP's gradient bucket did not move")
+    if WORLD == 2:
+        for i, (x, y) in enumerate(zip(mine, train(gloo))):
+            expect(torch.equal(x, y), f"DDP parameter {i} differs from gloo's: max |diff| "
+                                      f"{(x - y).abs().max()}")
+    print(f"rank {RANK}: {moved()} storages moved in {lockstep_torch.stats()['share_votes']} votes")
+    dist.destroy_process_group()
+
+
 def scenario_mismatch():
     """Different collectives on different ranks: lockstep's debug mode reports it."""
     init(timeout_s=10)
