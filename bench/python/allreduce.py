@@ -5,7 +5,9 @@ Starts W processes per backend on this machine (tcp:// rendezvous on loopback), 
 float32 all_reduce (sum) of ordinary torch tensors from --min-bytes to --max-bytes (x4
 steps), checks every result (refilling the tensor before each call; --no-fill times all_reduce
 alone), and prints nccl-tests columns for both backends and their
-ratio. Run with the Python that has torch and lockstep_torch on its path:
+ratio. A tensor all-reduced again is moved by lockstep_torch into shared memory (from 256 KiB;
+README), as a training loop's would be; --numpy keeps every tensor in numpy's memory, which
+lockstep never moves: the path of ordinary memory, staged through lockstep's slots. Run with the Python that has torch and lockstep_torch on its path:
 
     PYTHONPATH=build/release/python /usr/bin/python3 bench/python/allreduce.py --world 2
 """
@@ -41,7 +43,11 @@ def worker(rank, world, backend, port, args, out):
     rows = []
     for nbytes in sizes(args.min_bytes, args.max_bytes):
         count = max(1, nbytes // 4)
-        x = torch.empty(count, dtype=torch.float32)
+        if args.numpy:
+            import numpy as np
+            x = torch.from_numpy(np.empty(count, np.float32))
+        else:
+            x = torch.empty(count, dtype=torch.float32)
         iters = max(args.min_iters, min(args.max_iters, int(args.budget_bytes // nbytes)))
         expect = world * (world + 1) / 2
         wrong = 0
@@ -98,9 +104,13 @@ def main():
                          "tensor before each call (a refill is a whole extra pass over memory, as costly as "
                          "the all-reduce itself once the tensor outgrows the caches); the warm-up still "
                          "checks filled values")
+    ap.add_argument("--numpy", action="store_true",
+                    help="tensors over numpy memory, which lockstep_torch never moves into shared "
+                         "memory (the staged path of ordinary memory)")
     args = ap.parse_args()
     print(f"# {' '.join([os.path.basename(sys.executable)] + sys.argv)}")
-    print(f"# torch {torch.__version__}, {os.cpu_count()} cores, world {args.world}, float32 sum, ordinary tensors"
+    print(f"# torch {torch.__version__}, {os.cpu_count()} cores, world {args.world}, float32 sum, "
+          f"{'tensors over numpy memory' if args.numpy else 'ordinary tensors (reused: lockstep may move them)'}"
           f"{', no refill in the timed loop' if args.no_fill else ', refilled before each call (timed)'}")
     res = {b: run(b, args.world, args) for b in ("lockstep", "gloo")}
     factor = 2 * (args.world - 1) / args.world

@@ -341,34 +341,45 @@ c10::intrusive_ptr<c10d::Work> LockstepProcessGroup::issue(
 // rank); in memory from ProcessGroup::alloc_shared the all-reduce reads the peers' buckets in
 // place. Moving a bucket there keeps every gradient view valid: views hold the storage, whose
 // data pointer changes, never the pointer itself. But alloc_shared is collective, and which
-// tensors are buckets is known to each rank alone, so the ranks vote: on an all-reduce of at
-// least kShareMinBytes, while the group's kShareVotes last (facts every rank shares: the
-// size, the count of votes so far), each rank says whether its tensor is movable() and was
-// all-reduced before (DDP's buckets are, every step; fresh temporaries never), and a
-// 1-element MIN all-reduce decides for all. The vote waits for the operations in flight
-// before it, so it costs those steps their overlap: it is taken only while votes last.
-// DDP rebuilds its buckets after the first step, so the buckets of step 2 move at step 3.
-// After the move, every rank's later operations on the bucket use the shared path; a rank
-// passing ordinary memory where another passes its bucket is named on every rank by the
-// shared-memory group (ShmGroup::check_places), never summed wrong.
+// tensors are buckets is known to each rank alone, so the ranks vote, deciding whether to
+// vote only from facts every rank shares: the size (at least kShareMinBytes, not settled
+// below) and the count of votes so far (at most kShareVotes per group). Each rank says
+// whether its tensor is movable() and was all-reduced before (DDP's buckets are, every step;
+// fresh temporaries never), and whether this group already moved it; a 2-element MIN
+// all-reduce decides for all: every rank's movable and seen moves it; every rank's already
+// moved settles the size, which no later all-reduce votes on (so a moved bucket does not
+// spend the votes: three per bucket size, then none). A vote waits for the operations in
+// flight before it, costing those steps their overlap. DDP rebuilds its buckets after the
+// first step, so the buckets of step 2 move at step 3 and settle at step 4. After the move,
+// every rank's later operations on the bucket use the shared path; a rank passing ordinary
+// memory where another passes its bucket is named on every rank by the shared-memory group
+// (ShmGroup::check_places), never summed wrong.
 void LockstepProcessGroup::share_if_agreed(const at::Tensor& buf) {
-  if (share_votes_left_ == 0 || nbytes(buf) < kShareMinBytes || buf.is_cuda()) return;
+  const size_t size = nbytes(buf);
+  if (share_votes_left_ == 0 || size < kShareMinBytes || buf.is_cuda() ||
+      share_settled_.count(size))
+    return;
   --share_votes_left_;
   ++share_votes_;
   const c10::Storage& st = buf.storage();
-  bool seen = false;
-  for (const auto& w : share_seen_)
-    seen |= w._unsafe_get_target() == st.unsafeGetStorageImpl() && !w.expired();
+  auto in = [&](const std::vector<c10::weak_intrusive_ptr<c10::StorageImpl>>& list) {
+    for (const auto& w : list)
+      if (w._unsafe_get_target() == st.unsafeGetStorageImpl() && !w.expired()) return true;
+    return false;
+  };
+  const bool seen = in(share_seen_);
   if (!seen) share_seen_.push_back(st.getWeakStorageImpl());
-  int32_t yes = seen && movable(buf) ? 1 : 0;
-  pg_->allreduce(&yes, 1, DType::i32, comm::ReduceOp::min).wait();
-  if (!yes) return;
+  int32_t vote[2] = {seen && movable(buf) ? 1 : 0, in(share_moved_) ? 1 : 0};
+  pg_->allreduce(vote, 2, DType::i32, comm::ReduceOp::min).wait();
+  if (vote[1]) share_settled_.insert(size);
+  if (!vote[0]) return;
   const size_t bytes = st.nbytes();
   auto* mem = new std::shared_ptr<std::byte[]>(pg_->alloc_shared(bytes));
   std::memcpy(mem->get(), st.data(), bytes);
   st.set_data_ptr_noswap(c10::DataPtr(
       mem->get(), mem, [](void* m) { delete static_cast<std::shared_ptr<std::byte[]>*>(m); },
       c10::Device(c10::DeviceType::CPU)));
+  share_moved_.push_back(st.getWeakStorageImpl());
   ++moved_to_shared_;
 }
 

@@ -29,6 +29,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include "compat.h"
@@ -222,7 +223,7 @@ class LockstepProcessGroup final : public compat::BackendBase {
   // staging slots (process_group.cpp).
   void share_if_agreed(const at::Tensor& buf);
   static constexpr size_t kShareMinBytes = 256 << 10;
-  static constexpr int kShareVotes = 32;
+  static constexpr int kShareVotes = 64;
   std::chrono::milliseconds pick(std::chrono::milliseconds op_timeout) const;
   void check_rank(int64_t r, const char* what, const char* op) const;
 
@@ -235,10 +236,11 @@ class LockstepProcessGroup final : public compat::BackendBase {
   uint64_t issued_ = 0;
   // share_if_agreed(), under issue_mu_: whether the group has shared memory at all, the votes
   // left, the storages voted on so far (a storage is moved only the second time it is seen),
-  // and the counts for stats().
+  // those it moved, the sizes no longer voted on, and the counts for stats().
   bool shares_ = false;
   int share_votes_left_ = 0;
-  std::vector<c10::weak_intrusive_ptr<c10::StorageImpl>> share_seen_;
+  std::vector<c10::weak_intrusive_ptr<c10::StorageImpl>> share_seen_, share_moved_;
+  std::unordered_set<size_t> share_settled_;
   uint64_t share_votes_ = 0, moved_to_shared_ = 0;
 
   mutable std::mutex issue_mu_;  // lockstep operations and the queue in the same order

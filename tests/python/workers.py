@@ -535,17 +535,22 @@ def scenario_share():
     want = float(total * WORLD * WORLD) * 0.5
     expect(torch.equal(t, torch.full((big,), want)), "wrong sum in shared memory")
     expect(torch.equal(view, torch.full((4,), want)), "a view made before the move lost it")
+    # Every rank's tensor already moved: its size is settled, no all-reduce of it votes again.
+    votes = lockstep_torch.stats()["share_votes"]
+    dist.all_reduce(t)
+    expect(lockstep_torch.stats()["share_votes"] == votes, "a settled size voted again")
 
-    a = np.ones(big, np.float32)
+    # Each case below in its own size (a settled size would not vote at all).
+    a = np.ones(big + 1, np.float32)
     ta = torch.from_numpy(a)
     for _ in range(3):
         dist.all_reduce(ta)
     expect(a[0] == a[-1] == WORLD ** 3, f"numpy's array holds {a[0]}, not {WORLD ** 3}")
     for _ in range(3):
-        dist.all_reduce(torch.ones(big))
+        dist.all_reduce(torch.ones(big + 2))
     # Movable on rank 0 only: no rank moves it (the others' is numpy's).
-    b = np.ones(big, np.float32)
-    tb = torch.ones(big) if RANK == 0 else torch.from_numpy(b)
+    b = np.ones(big + 3, np.float32)
+    tb = torch.ones(big + 3) if RANK == 0 else torch.from_numpy(b)
     for _ in range(3):
         dist.all_reduce(tb)
     expect(tb[0] == WORLD ** 3, "wrong sum with memory movable on one rank")
