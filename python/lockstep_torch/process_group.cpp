@@ -8,6 +8,7 @@
 #include <c10/core/impl/VirtualGuardImpl.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <optional>
@@ -171,6 +172,15 @@ bool movable(const at::Tensor& t) {
          del == c10::GetDefaultCPUAllocator()->raw_deleter();
 }
 
+// LOCKSTEP_TORCH_SHARE_BUFFERS=0 turns share_if_agreed() off (1, the default: on).
+bool share_buffers_enabled() {
+  const char* v = std::getenv("LOCKSTEP_TORCH_SHARE_BUFFERS");
+  const std::string_view s = v ? v : "1";
+  TORCH_CHECK(s == "1" || s == "0" || s.empty(), "LOCKSTEP_TORCH_SHARE_BUFFERS='", s,
+              "': expected 1 or 0");
+  return s != "0";
+}
+
 // Holds the buffer lockstep works on until the Work completes; a staged one is copied back
 // into `user` once the operation succeeded.
 void keep(LockstepWork& w, const at::Tensor& user, const Staged& s) {
@@ -225,6 +235,11 @@ LockstepProcessGroup::LockstepProcessGroup(const c10::intrusive_ptr<c10d::Store>
   o.group_name = group_name;
   pg_ = comm::ProcessGroup::create("native", *store_, rank, size, o);
   shares_ = size > 1 && pg_->supports(comm::Capability::shared_memory);
+  if (shares_) {  // on only where every rank's LOCKSTEP_TORCH_SHARE_BUFFERS says so
+    int32_t on = share_buffers_enabled() ? 1 : 0;
+    pg_->allreduce(&on, 1, DType::i32, comm::ReduceOp::min).wait();
+    shares_ = on == 1;
+  }
   share_votes_left_ = shares_ ? kShareVotes : 0;
   queue_->set_futures_on_caller(futures_on_caller(pg_->spare_core()));
   completer_ = std::thread([q = queue_] { q->run(); });

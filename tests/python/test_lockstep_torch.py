@@ -54,6 +54,10 @@ def test_all_reduced_buffers_move_into_shared_memory(world):
     harness.run("share", world, init="env", timeout=90).assert_ok()
 
 
+def test_share_buffers_off_on_one_rank_is_off_on_every_rank():
+    harness.run("share_off", 2, init="env", timeout=60, args=[1]).assert_ok()
+
+
 @pytest.mark.parametrize("transport", ["shm", "tcp"])
 def test_killed_rank_is_named_by_the_others(transport):
     timeout_s = 10

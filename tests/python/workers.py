@@ -582,6 +582,24 @@ def scenario_share():
     dist.destroy_process_group()
 
 
+def scenario_share_off(off_rank):
+    """LOCKSTEP_TORCH_SHARE_BUFFERS=0 on one rank turns the moves off on every rank (the group
+    agrees when it is made): a tensor all-reduced again stays where it is, with no vote."""
+    if RANK == off_rank:
+        os.environ["LOCKSTEP_TORCH_SHARE_BUFFERS"] = "0"
+    init()
+    t = torch.ones(1 << 17)
+    for _ in range(4):
+        dist.all_reduce(t)
+    s = lockstep_torch.stats()
+    if s["moved_to_shared"] or s["share_votes"]:
+        raise AssertionError(f"rank {RANK}: with rank {off_rank}'s LOCKSTEP_TORCH_SHARE_BUFFERS=0: {s}")
+    if not torch.equal(t, torch.full((1 << 17,), float(WORLD ** 4))):
+        raise AssertionError(f"rank {RANK}: wrong sum {t[0]}")
+    print(f"rank {RANK}: no moves, no votes")
+    dist.destroy_process_group()
+
+
 def scenario_mismatch():
     """Different collectives on different ranks: lockstep's debug mode reports it."""
     init(timeout_s=10)
