@@ -40,6 +40,8 @@ struct alignas(64) RankCtl {
   // an index only before the barrier after next, which waits for every rank to have read it.
   std::atomic<uint64_t> shared_id[2], shared_offset[2];
 };
+// One line: the place words travel with the epoch (ShmGroup::sync writes them together).
+static_assert(sizeof(RankCtl) == 64, "RankCtl outgrew its cache line");
 
 struct alignas(64) RingCtl {
   std::atomic<uint64_t> head;    // bytes ever written (producer)
