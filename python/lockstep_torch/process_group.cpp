@@ -234,13 +234,12 @@ LockstepProcessGroup::LockstepProcessGroup(const c10::intrusive_ptr<c10d::Store>
   o.timeout = timeout;
   o.group_name = group_name;
   pg_ = comm::ProcessGroup::create("native", *store_, rank, size, o);
-  shares_ = size > 1 && pg_->supports(comm::Capability::shared_memory);
-  if (shares_) {  // on only where every rank's LOCKSTEP_TORCH_SHARE_BUFFERS says so
+  if (size > 1 && pg_->supports(comm::Capability::shared_memory)) {
+    // On only where every rank's LOCKSTEP_TORCH_SHARE_BUFFERS says so.
     int32_t on = share_buffers_enabled() ? 1 : 0;
     pg_->allreduce(&on, 1, DType::i32, comm::ReduceOp::min).wait();
-    shares_ = on == 1;
+    share_votes_left_ = on == 1 ? kShareVotes : 0;
   }
-  share_votes_left_ = shares_ ? kShareVotes : 0;
   queue_->set_futures_on_caller(futures_on_caller(pg_->spare_core()));
   completer_ = std::thread([q = queue_] { q->run(); });
   init();

@@ -234,10 +234,10 @@ class LockstepProcessGroup final : public compat::BackendBase {
   std::chrono::milliseconds timeout_;
   std::string group_name_;
   uint64_t issued_ = 0;
-  // share_if_agreed(), under issue_mu_: whether the group has shared memory at all, the votes
-  // left, the storages voted on so far (a storage is moved only the second time it is seen),
-  // those it moved, the sizes no longer voted on, and the counts for stats().
-  bool shares_ = false;
+  // share_if_agreed(), under issue_mu_: the votes left (none where the group has no shared
+  // memory or LOCKSTEP_TORCH_SHARE_BUFFERS=0), the storages voted on so far (a storage is moved
+  // only the second time it is seen), those it moved, the sizes no longer voted on, and the
+  // counts for stats().
   int share_votes_left_ = 0;
   std::vector<c10::weak_intrusive_ptr<c10::StorageImpl>> share_seen_, share_moved_;
   std::unordered_set<size_t> share_settled_;

@@ -214,8 +214,9 @@ void ShmGroup::check_places(const OpInfo& info) {
   // ran the same row, which stops here on every rank.
   bool mixed = false;
   for (int r = 0; r < world_; ++r) mixed |= id_of(r) == kOrdinaryMemory;
-  if (mixed) broken_ = msg;
-  LOCKSTEP_THROW(InvalidArgument, msg);
+  if (!mixed) LOCKSTEP_THROW(InvalidArgument, msg);
+  broken_ = msg;
+  LOCKSTEP_THROW(InvalidArgument, msg, "; this group is unusable now: recreate it");
 }
 
 // The collectives: argument packing, then the plan's first row that fits.
