@@ -242,6 +242,7 @@ bool NativeProcessGroup::supports(Capability c) const {
     case Capability::abort:
     case Capability::debug_checks: return true;
     case Capability::shared_memory: return shm_ != nullptr;
+    case Capability::device_memory: return false;
   }
   return false;
 }

@@ -49,11 +49,12 @@ constexpr std::string_view op_kind_name(OpKind k) {
 
 // Extras a backend may or may not offer; ask with ProcessGroup::supports().
 enum class Capability : uint8_t {
-  send_recv,       // point-to-point send/recv
-  sub_groups,      // new_group(ranks)
-  abort,           // abort() unblocks in-flight operations
-  debug_checks,    // LOCKSTEP_DEBUG=detail collective verification
-  shared_memory,   // a same-host shared-memory data path is in use
+  send_recv,      // point-to-point send/recv
+  sub_groups,     // new_group(ranks)
+  abort,          // abort() unblocks in-flight operations
+  debug_checks,   // LOCKSTEP_DEBUG=detail collective verification
+  shared_memory,  // a same-host shared-memory data path is in use
+  device_memory,  // buffers may be GPU (CUDA) memory, read and written in place
 };
 
 // Identifies one operation of one group in error messages: "allreduce #17 (group 'default')".

@@ -85,7 +85,8 @@ bool GlooProcessGroup::supports(Capability c) const {
     // libgloo 0.5 cannot interrupt a running collective: abort() fails the queued operations
     // at once, but the running one ends only at its timeout.
     case Capability::abort:
-    case Capability::shared_memory: return false;
+    case Capability::shared_memory:
+    case Capability::device_memory: return false;
     case Capability::debug_checks: return true;  // EngineGroup's OpMonitor
   }
   return false;

@@ -69,7 +69,8 @@ bool MpiProcessGroup::supports(Capability c) const {
     case Capability::sub_groups:
     case Capability::abort: return true;
     case Capability::debug_checks: return attached_store() != nullptr;  // EngineGroup's OpMonitor
-    case Capability::shared_memory: return false;
+    case Capability::shared_memory:
+    case Capability::device_memory: return false;
   }
   return false;
 }

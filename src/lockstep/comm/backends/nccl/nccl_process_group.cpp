@@ -186,6 +186,7 @@ bool NcclProcessGroup::supports(Capability c) const {
     case Capability::send_recv: return true;  // untagged: matched in issue order
     case Capability::debug_checks: return true;  // EngineGroup's OpMonitor
     case Capability::shared_memory: return false;
+    case Capability::device_memory: return true;  // host buffers are staged
   }
   return false;
 }
