@@ -426,6 +426,92 @@ TEST(Guard, NonFiniteErrorPolicyStopsEveryRank) {
   for (const auto& e : errors) EXPECT_NE(e.find("NaN or Inf"), std::string::npos) << e;
 }
 
+// Gradients the host must not read (a GPU's: ParamSource::grads_on_host false) stand in
+// here as host memory the source says is off the host, and answers nonfinite() for: p1's
+// gradient "holds" a NaN the memory does not show. The reducer must ask the source rather
+// than scan, refuse a comm hook that computes on the host, and refuse to stage a bucket.
+class OffHostSource : public ParamSource {
+ public:
+  explicit OffHostSource(bool apart = false)
+      : grads_(apart ? 12 : 8, 1.0f), second_(apart ? 8 : 4) {
+    for (int i = 0; i < 2; ++i) info_.push_back({"p" + std::to_string(i), {4}, DType::f32});
+  }
+  size_t num_params() const override { return 2; }
+  const TensorInfo& param_info(size_t i) const override { return info_[i]; }
+  std::span<float> value(size_t i) override { return {values_.data() + 4 * i, 4}; }
+  std::span<float> grad(size_t i) override { return {grads_.data() + (i ? second_ : 0), 4}; }
+  bool grads_on_host() const override { return false; }
+  bool nonfinite(std::span<const std::byte> bytes, DType) const override {
+    ++asked;
+    const auto* p1 = reinterpret_cast<const std::byte*>(grads_.data() + second_);
+    return bytes.data() <= p1 && p1 < bytes.data() + bytes.size();
+  }
+  mutable int asked = 0;
+
+ private:
+  std::vector<float> grads_, values_ = std::vector<float>(8, 0.0f);
+  size_t second_;
+  std::vector<TensorInfo> info_;
+};
+
+// All-reduces without asking the collective to check for NaN/Inf (as nccl does not).
+class PlainAverage : public CommHook {
+ public:
+  std::string name() const override { return "plain"; }
+  bool host_memory_only() const override { return false; }
+  Pending launch(GradBucket& b, comm::ProcessGroup& pg) override {
+    return {pg.allreduce(b.bytes.data(), b.bytes.size() / dtype_size(b.dtype), b.dtype,
+                         comm::ReduceOp::avg),
+            {},
+            nullptr};
+  }
+};
+
+TEST(OffHost, NonFiniteIsAskedOfTheSourceNotScanned) {
+  std::vector<StepResult> got(2);
+  std::vector<int> asked(2);
+  run_ranks(2, [&](int r, comm::ProcessGroup& pg) {
+    OffHostSource src;
+    Reducer reducer(pg, src, {});
+    reducer.set_comm_hook(std::make_unique<PlainAverage>());
+    reducer.mark_ready(1);
+    reducer.mark_ready(0);
+    got[size_t(r)] = reducer.finalize();
+    asked[size_t(r)] = src.asked;
+  });
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_FALSE(got[size_t(r)].finite) << "rank " << r << ": the host scan saw only 1.0s";
+    EXPECT_EQ(got[size_t(r)].nonfinite_param, "p1") << "rank " << r;
+    EXPECT_GE(asked[size_t(r)], 2) << "rank " << r << ": the bucket, then each parameter";
+  }
+}
+
+TEST(OffHost, HooksThatComputeOnTheHostAreRefused) {
+  run_ranks(2, [&](int, comm::ProcessGroup& pg) {
+    OffHostSource src;
+    Reducer reducer(pg, src, {});
+    for (const char* hook : {"fp16", "bf16", "powersgd"}) {
+      try {
+        reducer.set_comm_hook(make_comm_hook(hook));
+        ADD_FAILURE() << hook << " was taken for gradients the host cannot read";
+      } catch (const InvalidArgument& e) {
+        EXPECT_NE(
+            std::string(e.what()).find(str_cat("comm hook '", hook, "' computes on the host")),
+            std::string::npos)
+            << e.what();
+      }
+    }
+    EXPECT_NO_THROW(reducer.set_comm_hook(make_comm_hook("allreduce")));
+  });
+}
+
+TEST(OffHost, ABucketThatWouldBeStagedIsRefused) {
+  run_ranks(2, [&](int, comm::ProcessGroup& pg) {
+    OffHostSource src(/*apart=*/true);  // p0 and p1 do not tile one range: a staged bucket
+    EXPECT_THROW(Reducer(pg, src, {}), InternalError);
+  });
+}
+
 TEST(Guard, ReplicaHashNamesTheFirstDifferingParameter) {
   std::vector<std::string> errors(2);
   run_ranks(2, [&](int r, comm::ProcessGroup& pg) {

@@ -61,6 +61,10 @@ class CommHook {
   virtual ~CommHook() = default;
   virtual std::string name() const = 0;
   virtual Pending launch(GradBucket& bucket, comm::ProcessGroup& pg) = 0;
+  // Whether the hook reads or writes the bucket on the host (compression, PowerSGD): it then
+  // cannot serve gradients the host may not touch (ParamSource::grads_on_host false). A hook
+  // that only hands the bucket to collectives says false.
+  virtual bool host_memory_only() const { return true; }
   // The step these gradients belonged to was skipped (non-finite values): forget any
   // state derived from them (error feedback).
   virtual void reset_state() {}
@@ -71,6 +75,7 @@ class AllreduceHook final : public CommHook {
  public:
   std::string name() const override { return "allreduce"; }
   Pending launch(GradBucket& bucket, comm::ProcessGroup& pg) override;
+  bool host_memory_only() const override { return false; }
 };
 
 // Casts a float32 bucket (pre-divided by the world size, so the sum cannot overflow where the

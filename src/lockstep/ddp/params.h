@@ -51,6 +51,15 @@ class ParamSource {
   // when empty. False when the framework cannot.
   virtual bool move_grads_to(std::span<float> storage) { return false; }
 
+  // Whether the host may read and write the gradient memory. false: it is a GPU's (LibTorch
+  // modules on the nccl backend): the reducer then keeps every bucket a view of it (no
+  // staging copies), asks nonfinite() rather than scanning, and takes only comm hooks that
+  // compute nothing on the host (CommHook::host_memory_only).
+  virtual bool grads_on_host() const { return true; }
+  // Whether `bytes`, a range of gradient memory holding elements of `t`, has a NaN or an
+  // Inf. The default scans on the host; a source with grads_on_host() false overrides it.
+  virtual bool nonfinite(std::span<const std::byte> bytes, DType t) const;
+
   // Non-learnable state replicas must agree on (BatchNorm running statistics).
   virtual size_t num_buffers() const { return 0; }
   virtual const TensorInfo& buffer_info(size_t i) const;

@@ -1,10 +1,8 @@
 #include "lockstep/ddp/reducer.h"
 
 #include <algorithm>
-#include <bit>
 #include <cstring>
 
-#include "lockstep/comm/reduce_kernels.h"
 #include "lockstep/core/error.h"
 #include "lockstep/core/log.h"
 
@@ -25,25 +23,6 @@ std::vector<DType> dtypes(const ParamSource& params) {
 
 BucketPlan plan_for(std::span<const size_t> order, const ParamSource& params, const BucketOptions& opt) {
   return plan_buckets(order, numels(params), opt, sizeof(float), dtypes(params));
-}
-
-// Index of the first NaN/Inf in `x`, or x.size(). The common all-finite case is one
-// branch-free pass the compiler vectorises.
-size_t first_nonfinite(std::span<const float> x) {
-  uint32_t any = 0;
-  for (float v : x) any |= uint32_t((std::bit_cast<uint32_t>(v) & 0x7f800000u) == 0x7f800000u);
-  if (!any) return x.size();
-  for (size_t i = 0; i < x.size(); ++i)
-    if ((std::bit_cast<uint32_t>(x[i]) & 0x7f800000u) == 0x7f800000u) return i;
-  return x.size();
-}
-
-// Whether `x`, elements of `t`, holds a NaN or an Inf.
-bool nonfinite(std::span<const std::byte> x, DType t) {
-  if (t != DType::f32) return comm::has_nonfinite(x.data(), x.size() / dtype_size(t), t);
-  const auto* f = reinterpret_cast<const float*>(x.data());
-  const size_t n = x.size() / sizeof(float);
-  return first_nonfinite({f, n}) != n;
 }
 
 std::string names_of(const ParamSource& params, const std::vector<size_t>& ids, size_t max = 10) {
@@ -82,6 +61,10 @@ void Reducer::drain() noexcept {
 void Reducer::install(BucketPlan plan) {
   plan_ = std::move(plan);
   storage_.bind(plan_, params_);
+  if (storage_.copied_buckets() > 0 && !params_.grads_on_host())
+    LOCKSTEP_THROW(InternalError, "rank ", pg_.rank(), ": ddp reducer: ", storage_.copied_buckets(),
+                   " bucket(s) would be staged through a host copy, but the gradients are device "
+                   "memory; the source must lay them out contiguously per bucket (set_grad_order)");
   tracker_.reset(plan_);
   pending_.assign(plan_.size(), {});
   launch_us_.assign(plan_.size(), 0);
@@ -91,6 +74,11 @@ void Reducer::install(BucketPlan plan) {
 void Reducer::set_comm_hook(std::unique_ptr<CommHook> hook) {
   if (in_backward_)
     LOCKSTEP_THROW(InvalidArgument, "Reducer::set_comm_hook: cannot change the hook in the middle of a backward pass");
+  if (hook && hook->host_memory_only() && !params_.grads_on_host())
+    LOCKSTEP_THROW(InvalidArgument, "rank ", pg_.rank(), ": comm hook '", hook->name(),
+                   "' computes on the host, but these gradients are device memory the host cannot "
+                   "read. Use the allreduce hook, or have the gradients staged through host memory "
+                   "(lockstep::torch: choose the hook in DdpOptions::comm_hook at construction).");
   hook_ = hook ? std::move(hook) : std::make_unique<AllreduceHook>();
 }
 
@@ -233,10 +221,10 @@ void Reducer::wait_bucket(size_t b, StepResult& r) {
 
 void Reducer::check_finite(size_t b, StepResult& r, std::optional<bool> known) {
   const BucketView& v = storage_.view(b);
-  if (known ? !*known : !nonfinite(v.bytes, v.dtype)) return;
+  if (known ? !*known : !params_.nonfinite(v.bytes, v.dtype)) return;
   r.finite = false;
   for (size_t k = 0; k < v.params.size(); ++k) {
-    if (nonfinite(params_.grad_bytes(v.params[k]), v.dtype)) {
+    if (params_.nonfinite(params_.grad_bytes(v.params[k]), v.dtype)) {
       r.nonfinite_param = params_.param_info(v.params[k]).name;
       return;
     }
