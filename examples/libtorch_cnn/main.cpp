@@ -108,7 +108,8 @@ int main(int argc, char** argv) try {
 
   torch::manual_seed(uint64_t(env.rank));  // different on each rank: DDP copies rank 0's
   FmnistCnn net;
-  // On a GPU the module's gradients are staged through lockstep's host buckets (ddp.h).
+  // On a GPU the gradient buckets stay on it with --backend nccl, else they are staged
+  // through lockstep's host buckets (ddp.h); the summary line says which (grads=).
   const torch::Device device(f.device);
   net->to(device);
   lt::DistributedDataParallel ddp(*net, *pg);
@@ -186,9 +187,10 @@ int main(int argc, char** argv) try {
   if (env.rank == 0)
     std::printf(
         "libtorch_cnn: %d workers, %lld steps, samples/s=%.0f, test_acc=%.4f (%lld samples), "
-        "replicas identical\n",
+        "grads=%s, replicas identical\n",
         env.world_size, (long long)step, double(tally[2]) / secs,
-        double(tally[0]) / double(tally[1]), (long long)tally[1]);
+        double(tally[0]) / double(tally[1]), (long long)tally[1],
+        ddp.params().staged() ? "staged" : ddp.params().grads_device().str().c_str());
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "libtorch_cnn: %s\n", e.what());

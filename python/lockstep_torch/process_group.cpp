@@ -5,7 +5,6 @@
 #include <ATen/core/ivalue.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/GradMode.h>
-#include <c10/core/impl/VirtualGuardImpl.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -20,6 +19,7 @@
 #include "lockstep/comm/backends/registry.h"
 #include "lockstep/comm/native_process_group.h"
 #include "lockstep/core/error.h"
+#include "lockstep/torch/cuda_event.h"
 #include "lockstep/torch/dtype.h"
 
 namespace lockstep_torch {
@@ -146,17 +146,6 @@ int64_t row_elems(const at::Tensor& t) {
   int64_t n = 1;
   for (int64_t d = 1; d < t.dim(); ++d) n *= t.size(d);
   return n;
-}
-
-// An event recorded on the current CUDA stream of `device`, destroyed with its last holder
-// (c10's device-guard interface: no link to libc10_cuda needed).
-std::shared_ptr<void> record_event(c10::Device device) {
-  const c10::impl::VirtualGuardImpl cuda(c10::DeviceType::CUDA);
-  void* ev = nullptr;
-  cuda.record(&ev, cuda.getStream(device), device.index(), c10::EventFlag::PYTORCH_DEFAULT);
-  return std::shared_ptr<void>(ev, [index = device.index()](void* e) {
-    c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA).destroyEvent(e, index);
-  });
 }
 
 // Whether `t` owns all of its storage, in memory the default CPU allocator gave it: the only
@@ -327,8 +316,8 @@ LockstepProcessGroup::Target LockstepProcessGroup::on(const at::Tensor& t, const
   TORCH_CHECK(t.device() == cuda_device_, "lockstep ", op, " on rank ", rank_, ": a tensor on ",
               t.device(), ", but this group's CUDA operations run on ", cuda_device_,
               " (the device of its first CUDA tensor); use one GPU per process");
-  return Target{*cuda_pg_,
-                std::optional<comm::DeviceOrder>(std::in_place, record_event(t.device()))};
+  return Target{*cuda_pg_, std::optional<comm::DeviceOrder>(
+                               std::in_place, lockstep::torch::record_stream_event(t.device()))};
 }
 
 LockstepProcessGroup::WorkPtr LockstepProcessGroup::make_work(OpType type,

@@ -14,6 +14,7 @@
 #include "lockstep/ddp/comm_hook.h"
 #include "lockstep/ddp/replica_check.h"
 #include "lockstep/torch/compat.h"
+#include "lockstep/torch/cuda_event.h"
 #include "lockstep/torch/dtype.h"
 
 namespace lockstep::torch {
@@ -81,47 +82,52 @@ std::string wrap_problem(::torch::nn::Module& module) {
 // --- ModuleParams -----------------------------------------------------------------------
 
 namespace {
-// The host copy a staged tensor's collectives work on (the tensor itself when not staged).
-at::Tensor host_copy(const at::Tensor& t, bool staged) {
-  return staged ? at::empty(t.sizes(), t.options().device(at::kCPU)).copy_(t.detach()) : t;
+// The host copy the collectives read of a module off the CPU's tensor (else the tensor).
+at::Tensor host_copy(const at::Tensor& t, bool off_cpu) {
+  return off_cpu ? at::empty(t.sizes(), t.options().device(at::kCPU)).copy_(t.detach()) : t;
 }
 }  // namespace
 
-ModuleParams::ModuleParams(::torch::nn::Module& module, bool bucket_view) {
+ModuleParams::ModuleParams(::torch::nn::Module& module, bool bucket_view, bool device_buckets) {
   if (auto m = wrap_problem(module); !m.empty())
     LOCKSTEP_THROW(InvalidArgument, "lockstep::torch::ModuleParams: ", m);
-  staged_ = !bucket_view;
   for (const auto& p : module.parameters(/*recurse=*/true))
-    if (!p.device().is_cpu()) staged_ = true;
+    if (!p.device().is_cpu()) device_ = p.device();
   for (const auto& b : module.buffers(/*recurse=*/true))
-    if (!b.device().is_cpu()) staged_ = true;  // collectives read buffers through host copies
+    if (!b.device().is_cpu()) host_state_ = true;  // collectives read buffers through host copies
+  host_state_ = host_state_ || !device_.is_cpu();
+  staged_ = !bucket_view || (!device_.is_cpu() && !device_buckets);
+  if (staged_) device_ = c10::Device(c10::kCPU);  // the buckets are host memory
   for (const auto& item : module.named_parameters(/*recurse=*/true)) {
     const at::Tensor& p = item.value();
     if (!p.requires_grad()) continue;  // frozen: not trained, not reduced (as Python DDP)
     ddp::TensorInfo info = info_of(item.key(), p);
     params_.push_back(p);
-    host_params_.push_back(host_copy(p, staged_));
+    host_params_.push_back(host_copy(p, host_state_));
     param_info_.push_back(std::move(info));
   }
   for (const auto& item : module.named_buffers(/*recurse=*/true)) {
     ddp::TensorInfo info = info_of(item.key(), item.value());
     if (info.dtype == DType::f32) {
       buffers_.push_back(item.value());
-      host_buffers_.push_back(host_copy(item.value(), staged_));
+      host_buffers_.push_back(host_copy(item.value(), host_state_));
       buffer_info_.push_back(std::move(info));
     } else {
-      other_buffers_.push_back({std::move(info), item.value(), host_copy(item.value(), staged_)});
+      other_buffers_.push_back(
+          {std::move(info), item.value(), host_copy(item.value(), host_state_)});
     }
   }
   // Laid out in reverse order, as the reducer's first buckets expect (zero copy from step 1).
   std::vector<size_t> reverse(params_.size());
   for (size_t k = 0; k < reverse.size(); ++k) reverse[k] = reverse.size() - 1 - k;
-  // Room for any layout: alignment pads each slice by less than 8 bytes. (The storage
-  // comes from operator new: aligned for every element type.)
-  own_.assign(lay_out(reverse) + 8 * params_.size(), std::byte{0});
-  storage_ = own_;
+  // Room for any layout: alignment pads each slice by less than 8 bytes. (Both allocators
+  // align for every element type.)
+  own_ = at::zeros({int64_t(lay_out(reverse) + 8 * params_.size())},
+                   at::TensorOptions().dtype(at::kByte).device(device_));
+  storage_ = {static_cast<std::byte*>(own_.data_ptr()), size_t(own_.nbytes())};
+  make_views(storage_.data());
   copy_grads_in();  // a gradient the module already holds keeps its values
-  point_grads_at(storage_.data());
+  install_views();
 }
 
 ModuleParams::~ModuleParams() {
@@ -200,26 +206,28 @@ void ModuleParams::copy_grads_in() {
   // Staged: the slices are what counts (a re-layout runs after the reduction, before
   // return_grads(): .grad() still holds the local gradient then).
   if (staged_) return;
+  ::torch::NoGradGuard no_grad;
   for (size_t i = 0; i < views_.size(); ++i) {
     const at::Tensor& g = params_[i].grad();
     if (g.defined() && g.data_ptr() != views_[i].data_ptr()) views_[i].copy_(g);
   }
-  if (views_.empty())  // construction: copy any gradient the module holds into own_
-    for (size_t i = 0; i < params_.size(); ++i) {
-      const at::Tensor& g = params_[i].grad();
-      if (!g.defined()) continue;
-      const at::Tensor c = g.to(at::kCPU, params_[i].scalar_type()).contiguous();
-      std::memcpy(own_.data() + offset_[i], c.data_ptr(), size_t(c.nbytes()));
-    }
 }
 
-void ModuleParams::point_grads_at(std::byte* base) {
+at::Tensor ModuleParams::bytes_at(std::byte* p, size_t n) const {
+  return ::torch::from_blob(p, {int64_t(n)}, at::TensorOptions().dtype(at::kByte).device(device_));
+}
+
+void ModuleParams::make_views(std::byte* base) {
   views_.resize(params_.size());
-  for (size_t i = 0; i < params_.size(); ++i) {
-    views_[i] = ::torch::from_blob(base + offset_[i], params_[i].sizes(),
-                                   ::torch::TensorOptions().dtype(params_[i].scalar_type()));
-    if (!staged_) params_[i].mutable_grad() = views_[i];
-  }
+  for (size_t i = 0; i < params_.size(); ++i)
+    views_[i] =
+        ::torch::from_blob(base + offset_[i], params_[i].sizes(),
+                           at::TensorOptions().dtype(params_[i].scalar_type()).device(device_));
+}
+
+void ModuleParams::install_views() {
+  if (staged_) return;
+  for (size_t i = 0; i < params_.size(); ++i) params_[i].mutable_grad() = views_[i];
 }
 
 void ModuleParams::return_grads() {
@@ -233,7 +241,7 @@ void ModuleParams::return_grads() {
 }
 
 void ModuleParams::copy_state(bool to_host, bool values, bool buffers) {
-  if (!staged_) return;
+  if (!host_state_) return;
   ::torch::NoGradGuard no_grad;
   auto copy = [to_host](const at::Tensor& t, const at::Tensor& host) {
     if (to_host)
@@ -249,31 +257,49 @@ void ModuleParams::copy_state(bool to_host, bool values, bool buffers) {
 
 bool ModuleParams::set_grad_order(std::span<const size_t> order) {
   copy_grads_in();
+  ::torch::NoGradGuard no_grad;
   const std::vector<size_t> old = offset_;
-  std::vector<std::byte> fresh(lay_out(order));
-  for (size_t i = 0; i < params_.size(); ++i)
-    std::memcpy(fresh.data() + offset_[i], storage_.data() + old[i], grad_bytes(i).size());
+  // Torch copies, so that gradients on a GPU move on it (on the current stream).
+  const at::Tensor before = bytes_at(storage_.data(), storage_.size()).clone();
   // The total can only change by alignment padding; storage_ keeps its size and place.
-  if (fresh.size() > storage_.size())
-    LOCKSTEP_THROW(InternalError, "ModuleParams::set_grad_order: the new layout needs ",
-                   fresh.size(), " bytes, more than the ", storage_.size(), " there are");
-  std::memcpy(storage_.data(), fresh.data(), fresh.size());
-  point_grads_at(storage_.data());
+  if (const size_t need = lay_out(order); need > storage_.size())
+    LOCKSTEP_THROW(InternalError, "ModuleParams::set_grad_order: the new layout needs ", need,
+                   " bytes, more than the ", storage_.size(), " there are");
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const size_t n = grad_bytes(i).size();
+    bytes_at(storage_.data() + offset_[i], n).copy_(before.narrow(0, int64_t(old[i]), int64_t(n)));
+  }
+  make_views(storage_.data());
+  install_views();
   return true;
 }
 
 bool ModuleParams::move_grads_to(std::span<float> storage) {
+  if (!grads_on_host()) return false;  // shared memory is host memory
+  const size_t own = size_t(own_.nbytes());
   const auto to_bytes = std::as_writable_bytes(storage);
-  if (!storage.empty() && to_bytes.size() < own_.size())
+  if (!storage.empty() && to_bytes.size() < own)
     LOCKSTEP_THROW(InvalidArgument, "ModuleParams::move_grads_to: ", to_bytes.size(), " bytes for ",
-                   own_.size(), " bytes of gradients");
+                   own, " bytes of gradients");
   copy_grads_in();
   std::span<std::byte> to =
-      storage.empty() ? std::span<std::byte>(own_) : to_bytes.first(own_.size());
-  if (to.data() != storage_.data()) std::memcpy(to.data(), storage_.data(), own_.size());
+      storage.empty() ? std::span<std::byte>(static_cast<std::byte*>(own_.data_ptr()), own)
+                      : to_bytes.first(own);
+  if (to.data() != storage_.data()) std::memcpy(to.data(), storage_.data(), own);
   storage_ = to;
-  point_grads_at(storage_.data());
+  make_views(storage_.data());
+  install_views();
   return true;
+}
+
+bool ModuleParams::nonfinite(std::span<const std::byte> bytes, DType t) const {
+  if (grads_on_host()) return ParamSource::nonfinite(bytes, t);
+  ::torch::NoGradGuard no_grad;
+  const auto n = int64_t(bytes.size() / dtype_size(t));
+  const at::Tensor x =
+      ::torch::from_blob(const_cast<std::byte*>(bytes.data()), {n},
+                         at::TensorOptions().dtype(*torch_dtype(t)).device(device_));
+  return !at::isfinite(x).all().item<bool>();  // waits for the current stream only
 }
 
 // --- DistributedDataParallel ------------------------------------------------------------
@@ -321,6 +347,13 @@ void agree_wrappable(comm::ProcessGroup& pg, const std::string& mine, Millis tim
                  " [seen from rank ", pg.rank(), "; every rank stops here]");
 }
 
+// Whether gradients of a module on a GPU stay there, the buckets read in place: the group
+// takes device memory (nccl) and the hook computes nothing on the host.
+bool device_buckets(const comm::ProcessGroup& pg, const ddp::DdpOptions& opt) {
+  return pg.supports(comm::Capability::device_memory) &&
+         !ddp::make_comm_hook(opt.comm_hook)->host_memory_only();
+}
+
 ddp::ReducerOptions reducer_options(const ddp::DdpOptions& opt) {
   ddp::ReducerOptions r = opt.reducer;
   r.timeout = opt.timeout;
@@ -335,7 +368,8 @@ DistributedDataParallel::DistributedDataParallel(::torch::nn::Module& module,
     : module_(module),
       pg_(pg),
       opt_(std::move(opt)),
-      params_(checked(module, pg, opt_.timeout), torch_opt.gradient_as_bucket_view),
+      params_(checked(module, pg, opt_.timeout), torch_opt.gradient_as_bucket_view,
+              device_buckets(pg, opt_)),
       timeline_(ddp::Timeline::from_env(pg.rank(), pg.size())),
       reducer_(pg, params_, reducer_options(opt_)) {
   Architecture architecture(params_);
@@ -351,7 +385,7 @@ DistributedDataParallel::DistributedDataParallel(::torch::nn::Module& module,
     ::torch::NoGradGuard no_grad;  // writes into leaf tensors that require grad
     ddp::broadcast_state(pg_, params_, true, true, 0, opt_.timeout);
     broadcast_other_buffers();
-    if (pg_.rank() != 0) params_.state_from_host(true, true);  // staged: rank 0's, received
+    if (pg_.rank() != 0) params_.state_from_host(true, true);  // off the CPU: rank 0's, received
   }
   reducer_.set_comm_hook(ddp::make_comm_hook(opt_.comm_hook));
   reducer_.set_timeline(timeline_.get());
@@ -434,12 +468,22 @@ void DistributedDataParallel::on_grad_ready(size_t i) {
     compat::queue_end_of_backward([this] { end_of_backward(); });
   }
   if (!params_.staged() || reducer_.sync()) params_.attach_grad(i);
+  std::optional<comm::DeviceOrder> after;  // device buckets: after the gradient's stream
+  order_after_current_stream(after);
   reducer_.mark_ready(i);
+}
+
+void DistributedDataParallel::order_after_current_stream(
+    std::optional<comm::DeviceOrder>& after) const {
+  if (!params_.grads_on_host() && pg_.size() > 1 && reducer_.sync())
+    after.emplace(record_stream_event(params_.grads_device()));
 }
 
 void DistributedDataParallel::end_of_backward() {
   end_queued_ = false;
   const bool synchronising = reducer_.sync();
+  std::optional<comm::DeviceOrder> after;  // the last buckets launch here
+  order_after_current_stream(after);
   ddp::StepResult r =
       reducer_.finalize();  // throws (unused parameter, peer error) out of backward()
   if (synchronising) {
@@ -451,7 +495,7 @@ void DistributedDataParallel::end_of_backward() {
 void DistributedDataParallel::sync_buffers() {
   if (!opt_.broadcast_buffers || pg_.size() == 1) return;
   ::torch::NoGradGuard no_grad;
-  // Staged: only the root's host copies are read, only the others' are overwritten.
+  // Off the CPU: only the root's host copies are read, only the others' are overwritten.
   if (pg_.rank() == 0) params_.state_to_host(false, true);
   if (params_.num_buffers() > 0) ddp::broadcast_state(pg_, params_, false, true, 0, opt_.timeout);
   broadcast_other_buffers();

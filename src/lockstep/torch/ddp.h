@@ -22,9 +22,14 @@
 // averaged gradients, and an error (a peer gone, an unused parameter) comes out of it.
 // Gradients are views into the buckets' storage (gradient_as_bucket_view); while DDP
 // lives, every parameter's .grad() is such a view, defined (zeros before the first backward).
-// A module on a GPU (CUDA tensors, any process group) is staged instead: each gradient is
-// copied into the host buckets when ready and back when averaged; values and buffers go
-// through host copies for broadcasts and replica hashes (TorchOptions, module_params.h).
+// A module on a GPU keeps its buckets on the GPU where the process group reads device
+// memory in place (nccl, Capability::device_memory) and the comm hook computes nothing on the
+// host (allreduce): .grad() views device memory, and each collective is ordered after the
+// gradients' CUDA stream by an event (comm::DeviceOrder), never by a synchronisation. Else
+// (the native backend sharing one GPU among ranks, or the fp16/bf16/PowerSGD hooks) it is
+// staged: each gradient is copied into host buckets when ready and back when averaged.
+// Either way, values and buffers go through host copies for broadcasts and replica hashes
+// (TorchOptions, module_params.h).
 //
 // Differences from Python DDP: buffers are broadcast from rank 0 by forward()/sync_buffers()
 // (a torch::nn::Module has no generic forward to intercept); backward must run on the
@@ -35,6 +40,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -52,8 +58,8 @@ namespace lockstep::torch {
 struct TorchOptions {
   // Each parameter's .grad() is a view of its slice of the bucket storage (PyTorch's
   // gradient_as_bucket_view): no copies. false: .grad() stays the module's own tensor, copied
-  // into the buckets as it becomes ready and back once averaged. A module on a GPU is always
-  // staged so: its buckets are host memory (module_params.h).
+  // into the buckets as it becomes ready and back once averaged. A module on a GPU is staged
+  // so unless its process group reads device memory in place (module_params.h).
   bool gradient_as_bucket_view = true;
 };
 
@@ -83,7 +89,7 @@ class DistributedDataParallel {
   // skips alike); returns whether it stepped. Runs the periodic replica check.
   bool step(::torch::optim::Optimizer& optimizer);
   // Collective: throws on every rank unless all ranks hold bit-identical parameters
-  // (ddp::verify_replicas_identical, reading a staged module's current values).
+  // (ddp::verify_replicas_identical, reading the current values of a module off the CPU).
   void verify_replicas(int64_t step);
 
   // While alive, backward accumulates gradients locally; the first backward after it
@@ -104,6 +110,9 @@ class DistributedDataParallel {
   };
   [[nodiscard]] NoSync no_sync() { return NoSync(*this); }
 
+  // A hook that computes on the host (CommHook::host_memory_only: fp16, bf16, PowerSGD) is
+  // refused while the gradients are on a GPU (device buckets); name it in
+  // DdpOptions::comm_hook instead, which stages them through host buckets.
   void set_comm_hook(std::unique_ptr<ddp::CommHook> hook) {
     reducer_.set_comm_hook(std::move(hook));
   }
@@ -129,6 +138,9 @@ class DistributedDataParallel {
   std::string change_at(size_t k);
   void on_grad_ready(size_t i);
   void end_of_backward();
+  // Device buckets: makes the collectives issued while `after` lives wait (on the GPU) for
+  // the work queued so far on the gradients' current CUDA stream. Nothing on the CPU.
+  void order_after_current_stream(std::optional<comm::DeviceOrder>& after) const;
   void broadcast_other_buffers();
 
   ::torch::nn::Module& module_;

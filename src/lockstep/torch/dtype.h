@@ -34,4 +34,12 @@ inline std::optional<DType> lockstep_dtype(c10::ScalarType t) {
   }
 }
 
+// The LibTorch scalar type lockstep_dtype maps to `t`, or none.
+inline std::optional<c10::ScalarType> torch_dtype(DType t) {
+  for (c10::ScalarType s :
+       {c10::kFloat, c10::kDouble, c10::kHalf, c10::kBFloat16, c10::kInt, c10::kLong, c10::kByte})
+    if (lockstep_dtype(s) == t) return s;
+  return std::nullopt;
+}
+
 }  // namespace lockstep::torch
