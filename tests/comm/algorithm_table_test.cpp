@@ -2,9 +2,8 @@
 // on 2, 3 and 4 ranks, over counts from 0 elements to several MiB and every dtype its path
 // takes, checked element by element against a serial reference; each operation also asserts
 // that the forced row is the one that ran. A new row is walked without a new test. Ranks are
-// threads: shm rows run on ShmGroups sharing one HashStore (an ordinary heap block stands in
-// for alloc_shared memory, which threads share anyway); pair rows on TcpTransports over
-// loopback.
+// threads: shm rows run on ShmGroups sharing one HashStore (alloc_shared memory is a segment
+// each rank maps); pair rows on TcpTransports over loopback.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -14,6 +13,7 @@
 #include "comm_test_util.h"
 #include "lockstep/comm/algorithms.h"
 #include "lockstep/comm/algorithms/table.h"
+#include "lockstep/comm/shm/segment.h"
 #include "lockstep/comm/shm/shm_group.h"
 #include "lockstep/comm/tcp/tcp_transport.h"
 #include "lockstep/core/buffer.h"
@@ -143,13 +143,15 @@ TEST_P(TableWalk, ForcedRowMatchesTheReference) {
   const Row& row = *GetParam().row;
   const int P = GetParam().world;
   if (row.path == algo::Path::shm) {
-    // The stand-in for one alloc_shared allocation: rank r's block at base + r * stride.
+    // One alloc_shared allocation as the process group makes it: a segment each rank maps at
+    // its own address (as it maps the group's barrier words; one heap block seen by every
+    // thread at one address hid the barriers' ordering from ThreadSanitizer), rank r's block
+    // at base + r * stride.
     const size_t stride = kBigBytes * 2 + 4096;
-    AlignedBuffer mem;
-    mem.reserve(stride * size_t(P));
     run_ranks(P, [&](int rank, store::Store& store) {
       shm::ShmGroup g(store, "walk/", rank, P, kSlotBytes, -1, /*spare_core=*/false, kTimeout,
                       shm::StreamTuner::Mode::kAuto, row.name);
+      shm::ShmSegment mem(store, "walk-blocks/", rank, P, stride * size_t(P), kTimeout);
       g.shared_blocks()->add(mem.data(), stride, stride, 7);
       std::byte* block = mem.data() + size_t(rank) * stride;
       for (DType dt : kAllDTypes) {
