@@ -8,7 +8,8 @@ with each step's parts per rank (issue 19's finding of docs/benchmarks.md):
 
 A configuration is NAME='torch_bench flags' (--overlap 0|1, --shared-grads 0|1 and
 --first-bucket-kb N change DdpOptions; env:VAR=VALUE sets a variable, e.g.
-env:LOCKSTEP_SHM_SPIN_US=0). Columns, medians over repetitions: samples/s (wall, slowest rank),
+env:LOCKSTEP_SHM_SPIN_US=0; build:DIR runs another build tree's torch_bench and launcher, e.g.
+a worktree of the commit before a change: before='--mode ddp build:/work/wt/build/release'). Columns, medians over repetitions: samples/s (wall, slowest rank),
 samples per cpu-second (summed over ranks), ms per step of forward and of backward (ddp: with
 its final wait), ms the rank that waited least spent blocked on communication per step
 (ddp: finalize; baseline: its all-reduces), voluntary / involuntary context switches per step
@@ -28,14 +29,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def run(a, flags):
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     rest = []
+    build = a.build
     for f in flags.split():
         if f.startswith("env:"):
             k, v = f[4:].split("=", 1)
             env[k] = v
+        elif f.startswith("build:"):
+            build = f[6:]
         else:
             rest.append(f)
-    cmd = [os.path.join(a.build, "apps", "lockstep"), "run", "--nproc-per-node", "2", "--",
-           os.path.join(a.build, "bench", "torch", "torch_bench"), "--model", a.model,
+    cmd = [os.path.join(build, "apps", "lockstep"), "run", "--nproc-per-node", "2", "--",
+           os.path.join(build, "bench", "torch", "torch_bench"), "--model", a.model,
            "--warmup", str(a.warmup), "--steps", str(a.steps)] + rest
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=a.timeout)
     rows = [json.loads(l[l.index("{"):]) for l in (p.stdout + p.stderr).splitlines() if "{\"impl\"" in l]
