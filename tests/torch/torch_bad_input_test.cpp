@@ -179,4 +179,18 @@ TEST(TorchDdp, BackwardTouchingOnlySomeRanksParametersIsNamed) {
   EXPECT_TRUE(torch::equal(got[1], got[0]));
 }
 
+// On a group that reads one GPU's memory in place (nccl), a module on another GPU is named
+// (on every rank: the constructor agrees on it as on wrap_problem's findings) rather than
+// handed to NCCL; a module on the group's GPU, or on the CPU, is fine.
+TEST(TorchDdp, AModuleOnAnotherGpuThanTheGroupsIsNamed) {
+  using lockstep::torch::device_problem;
+  EXPECT_EQ(device_problem(c10::Device(c10::kCPU), "nccl", 0), "");
+  EXPECT_EQ(device_problem(c10::Device(c10::kCUDA, 1), "nccl", 1), "");
+  const std::string m = device_problem(c10::Device(c10::kCUDA, 0), "nccl", 1);
+  EXPECT_NE(m.find("the module is on cuda:0 but this rank's nccl group reads the memory of cuda:1"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("LOCKSTEP_NCCL_DEVICE=0"), std::string::npos) << m;
+}
+
 }  // namespace

@@ -179,6 +179,10 @@ class ProcessGroup {
   // thread. NativeOptions::spare_core and LOCKSTEP_SPARE_CORE force it.
   virtual bool spare_core() const { return true; }
 
+  // The CUDA device whose memory the group reads in place (supports(Capability::
+  // device_memory)), or -1. A device buffer on another GPU is the caller's error.
+  virtual int cuda_device() const { return -1; }
+
   // Memory every rank of the group can reach: on one host, `bytes` of shared memory per rank.
   // An all-reduce of a buffer inside it, or a reduce-scatter or all-gather of an input inside
   // it, reads straight from the peers' memory, without copies through staging buffers (what

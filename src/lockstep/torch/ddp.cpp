@@ -304,6 +304,17 @@ bool ModuleParams::nonfinite(std::span<const std::byte> bytes, DType t) const {
 
 // --- DistributedDataParallel ------------------------------------------------------------
 
+std::string device_problem(c10::Device module_device, const std::string& backend,
+                           int group_device) {
+  if (!module_device.is_cuda() || module_device.index() == group_device) return "";
+  return str_cat("the module is on ", module_device.str(), " but this rank's ", backend,
+                 " group reads the memory of cuda:", group_device,
+                 " in place (LOCKSTEP_NCCL_DEVICE, else LOCAL_RANK modulo the device count). "
+                 "Move the module to cuda:",
+                 group_device, ", or set LOCKSTEP_NCCL_DEVICE=", int(module_device.index()),
+                 " before the group is created.");
+}
+
 namespace {
 // What every rank must agree on: the parameters and every buffer, float32 or not (the
 // reducer's source lists only the float32 ones). Only its descriptions are read.
@@ -368,7 +379,7 @@ DistributedDataParallel::DistributedDataParallel(::torch::nn::Module& module,
     : module_(module),
       pg_(pg),
       opt_(std::move(opt)),
-      params_(checked(module, pg, opt_.timeout), torch_opt.gradient_as_bucket_view,
+      params_(checked(module, pg, opt_), torch_opt.gradient_as_bucket_view,
               device_buckets(pg, opt_)),
       timeline_(ddp::Timeline::from_env(pg.rank(), pg.size())),
       reducer_(pg, params_, reducer_options(opt_)) {
@@ -407,8 +418,16 @@ DistributedDataParallel::~DistributedDataParallel() {
 }
 
 ::torch::nn::Module& DistributedDataParallel::checked(::torch::nn::Module& module,
-                                                      comm::ProcessGroup& pg, Millis timeout) {
-  agree_wrappable(pg, wrap_problem(module), timeout);
+                                                      comm::ProcessGroup& pg,
+                                                      const ddp::DdpOptions& opt) {
+  std::string problem = wrap_problem(module);
+  if (problem.empty() && device_buckets(pg, opt))
+    for (const auto& p : module.parameters(/*recurse=*/true))
+      if (p.requires_grad()) {  // all on one device (wrap_problem)
+        problem = device_problem(p.device(), pg.backend_name(), pg.cuda_device());
+        break;
+      }
+  agree_wrappable(pg, problem, opt.timeout);
   return module;
 }
 

@@ -29,7 +29,10 @@
 // (the native backend sharing one GPU among ranks, or the fp16/bf16/PowerSGD hooks) it is
 // staged: each gradient is copied into host buckets when ready and back when averaged.
 // Either way, values and buffers go through host copies for broadcasts and replica hashes
-// (TorchOptions, module_params.h).
+// (TorchOptions, module_params.h). The module must be on the GPU the nccl group uses
+// (LOCKSTEP_NCCL_DEVICE, else LOCAL_RANK): another is named on every rank at construction.
+// Construct DDP on the stream the forward will run on: the gradient accumulators it holds
+// (one per parameter, for its hooks) keep the stream that was current when they were made.
 //
 // Differences from Python DDP: buffers are broadcast from rank 0 by forward()/sync_buffers()
 // (a torch::nn::Module has no generic forward to intercept); backward must run on the
@@ -62,6 +65,12 @@ struct TorchOptions {
   // so unless its process group reads device memory in place (module_params.h).
   bool gradient_as_bucket_view = true;
 };
+
+// Why a module on `module_device` cannot keep its gradient buckets on its GPU in a group of
+// `backend` that reads the memory of CUDA device `group_device` in place, or "" when it can
+// (the module is on that GPU, or not on a GPU). The constructor asks it on every rank when
+// the buckets would stay on the GPU.
+std::string device_problem(c10::Device module_device, const std::string& backend, int group_device);
 
 class DistributedDataParallel {
  public:
@@ -128,10 +137,10 @@ class DistributedDataParallel {
   int64_t skipped_steps() const { return skipped_; }
 
  private:
-  // Runs the collective checks of a module before ModuleParams reads it (wrap_problem on
-  // every rank, all ranks throw when one fails).
+  // Runs the collective checks of a module before ModuleParams reads it (wrap_problem and
+  // device_problem on every rank, all ranks throw when one fails).
   static ::torch::nn::Module& checked(::torch::nn::Module& module, comm::ProcessGroup& pg,
-                                      Millis timeout);
+                                      const ddp::DdpOptions& opt);
   // Throws (naming the parameter) when the module's trainable parameters are no longer the
   // tensors and storage that were wrapped: added, re-registered, frozen, moved or cast.
   void check_unchanged(const char* when);

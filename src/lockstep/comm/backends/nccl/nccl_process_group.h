@@ -91,7 +91,7 @@ class NcclProcessGroup final : public engine::EngineGroup {
   ~NcclProcessGroup() override;
 
   bool supports(Capability c) const override;
-  int device() const { return device_; }
+  int cuda_device() const override { return device_; }
 
  protected:
   void execute(const engine::Op& op, const OpInfo& info, Deadline deadline) override;
