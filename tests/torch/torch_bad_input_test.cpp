@@ -179,6 +179,40 @@ TEST(TorchDdp, BackwardTouchingOnlySomeRanksParametersIsNamed) {
   EXPECT_TRUE(torch::equal(got[1], got[0]));
 }
 
+// A parameter that gets no gradient in a backward is reduced with what its .grad() holds, or
+// zeros when it has none (as PyTorch's DDP), never with what its bucket slice kept from the
+// step before: the slice holds the last average when .grad() was set to none, and staged (a
+// module on a GPU; here bucket_view false) it was never copied in. Step 0: both ranks use
+// `spare` (bias gradient 1 on each); step 1, after zero_grad, only rank 0 does: (1 + 0) / 2.
+class TorchDdpUnused : public ::testing::TestWithParam<std::tuple<bool, bool>> {};
+
+TEST_P(TorchDdpUnused, ContributesZerosNotTheLastStepsAverage) {
+  const auto [bucket_view, set_to_none] = GetParam();
+  Data data = make_data(8);
+  auto nets = make_nets(2, 10, /*unused=*/true);
+  std::vector<torch::Tensor> got(2);
+  run_ranks(2, [&](int r, ProcessGroup& pg) {
+    Net& net = nets[size_t(r)];
+    DdpOptions o;
+    o.reducer.find_unused_parameters = true;
+    TorchDdp ddp(*net, pg, o, {.gradient_as_bucket_view = bucket_view});
+    for (int step = 0; step < 2; ++step) {
+      net->zero_grad(set_to_none);
+      auto loss = torch::nn::functional::cross_entropy(ddp.forward(net, data.x), data.y);
+      if (step == 0 || r == 0) loss = loss + net->spare->forward(torch::ones({1, 4})).sum();
+      loss.backward();
+    }
+    const torch::Tensor& g = net->spare->bias.grad();
+    got[size_t(r)] = g.defined() ? g.clone() : torch::full({4}, -1.0f);  // -1: none
+  });
+  for (int r = 0; r < 2; ++r)
+    EXPECT_TRUE(torch::equal(got[size_t(r)], torch::full({4}, 0.5f)))
+        << "rank " << r << ": spare.bias.grad() = " << got[size_t(r)];
+}
+
+INSTANTIATE_TEST_SUITE_P(BucketViewSetToNone, TorchDdpUnused,
+                         ::testing::Combine(::testing::Bool(), ::testing::Bool()));
+
 // On a group that reads one GPU's memory in place (nccl), a module on another GPU is named
 // (on every rank: the constructor agrees on it as on wrap_problem's findings) rather than
 // handed to NCCL; a module on the group's GPU, or on the CPU, is fine.

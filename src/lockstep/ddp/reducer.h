@@ -92,6 +92,11 @@ class Reducer {
   const ReducerStats& stats() const { return stats_; }
   int64_t iteration() const { return iteration_; }
   const ReducerOptions& options() const { return opt_; }
+  // Whether parameter i was marked ready in the backward in progress.
+  bool marked(size_t i) const { return tracker_.is_marked(i); }
+  // static_graph: the parameters the first step found unused, marked ready at the start of
+  // each later backward (their gradient memory must be final by then).
+  const std::vector<size_t>& static_unused() const { return static_unused_; }
   // Binds the buckets again after the gradients moved (ParamSource::move_grads_to).
   void rebind() { storage_.bind(plan_, params_); }
 

@@ -485,6 +485,9 @@ void DistributedDataParallel::on_grad_ready(size_t i) {
     check_unchanged("backward");  // the first hook of this backward
     end_queued_ = true;
     compat::queue_end_of_backward([this] { end_of_backward(); });
+    // static_graph: the parameters found unused are marked ready with this first hook.
+    if (pg_.size() > 1 && reducer_.sync())
+      for (size_t j : reducer_.static_unused()) params_.attach_grad(j);
   }
   if (!params_.staged() || reducer_.sync()) params_.attach_grad(i);
   std::optional<comm::DeviceOrder> after;  // device buckets: after the gradient's stream
@@ -501,6 +504,12 @@ void DistributedDataParallel::order_after_current_stream(
 void DistributedDataParallel::end_of_backward() {
   end_queued_ = false;
   const bool synchronising = reducer_.sync();
+  // A parameter without a gradient in this backward is reduced with what its .grad() holds,
+  // zeros when it has none (as PyTorch's DDP): its slice still holds the last step's average
+  // when .grad() was set to none or (staged) was never copied in.
+  if (synchronising && pg_.size() > 1)
+    for (size_t i = 0; i < params_.num_params(); ++i)
+      if (!reducer_.marked(i)) params_.attach_grad(i);
   std::optional<comm::DeviceOrder> after;  // the last buckets launch here
   order_after_current_stream(after);
   ddp::StepResult r =
