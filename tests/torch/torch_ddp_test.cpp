@@ -6,7 +6,9 @@
 #include <torch/torch.h>
 
 #include <cstring>
+#include <limits>
 #include <mutex>
+#include <numeric>
 
 #include "torch_test_util.h"
 
@@ -363,5 +365,67 @@ TEST(TorchDdp, EachDtypeIsReducedInItsOwnType) {
   });
   EXPECT_EQ(copied[0], 0) << "every bucket a view of the gradients, after the re-layout";
 }
+
+// ModuleParams with device buckets, on its own (lockstep's in-place NCCL reduction needs
+// one GPU per rank; on a one-GPU machine DDP runs at world size 1, where nothing is
+// reduced): every .grad() is a view of its slice of one array on the module's device,
+// autograd accumulates into it, a re-layout keeps the values, nonfinite() finds a NaN (on
+// the GPU, through torch), and a .grad() set to none and made anew by autograd is put back.
+// On the CPU here; on a GPU where there is one (Debian's LibTorch has no CUDA:
+// `scripts/gpu-check libtorch` runs it there).
+class TorchDeviceBuckets : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(TorchDeviceBuckets, AreViewsOfOneArrayOnTheModulesDevice) {
+  const torch::Device device(GetParam());
+  if (device.is_cuda() && !torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  Data data = make_data(8);
+  const torch::Tensor x = data.x.to(device), y = data.y.to(device);
+  Net net = make_nets(1)[0], ref = make_nets(1)[0];
+  net->to(device);
+  ref->to(device);
+  lockstep::torch::ModuleParams p(*net, /*bucket_view=*/true, /*device_buckets=*/true);
+  ASSERT_FALSE(p.staged());
+  ASSERT_EQ(p.grads_on_host(), device.is_cpu());
+  ASSERT_EQ(p.grads_device(), device);
+  auto is_view = [&](size_t i) {
+    const torch::Tensor& g = p.param(i).grad();
+    return g.defined() && g.device() == device &&
+           g.data_ptr() == static_cast<void*>(p.grad_bytes(i).data());
+  };
+  for (size_t i = 0; i < p.num_params(); ++i) ASSERT_TRUE(is_view(i)) << "parameter " << i;
+  // Autograd accumulates into the views: the gradient of an unwrapped copy.
+  torch::nn::functional::cross_entropy(net->forward(x), y).backward();
+  const auto want = gradient(ref, x, y);
+  const auto got = grads_of(net);
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_TRUE(is_view(i)) << "parameter " << i << " after backward";
+    EXPECT_TRUE(torch::allclose(got[i], want[i], 1e-5, 1e-6)) << "parameter " << i;
+  }
+  // Another layout (as the buckets' rebuild after the first step asks): values kept.
+  std::vector<size_t> order(p.num_params());
+  std::iota(order.begin(), order.end(), size_t(0));  // registration order; the first is reversed
+  ASSERT_TRUE(p.set_grad_order(order));
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_TRUE(is_view(i)) << "parameter " << i << " after the re-layout";
+    EXPECT_TRUE(torch::equal(p.param(i).grad(), got[i])) << "parameter " << i << " moved wrong";
+  }
+  // NaN/Inf is found, in the parameter that holds it.
+  EXPECT_FALSE(p.nonfinite(p.grad_bytes(1), lockstep::DType::f32));
+  p.param(1).grad().view(-1)[0].fill_(std::numeric_limits<float>::quiet_NaN());
+  EXPECT_TRUE(p.nonfinite(p.grad_bytes(1), lockstep::DType::f32));
+  EXPECT_FALSE(p.nonfinite(p.grad_bytes(0), lockstep::DType::f32));
+  // .grad() set to none: autograd makes a tensor of its own; attach_grad copies it into the view.
+  net->zero_grad(/*set_to_none=*/true);
+  torch::nn::functional::cross_entropy(net->forward(x), y).backward();
+  for (size_t i = 0; i < p.num_params(); ++i) {
+    const torch::Tensor fresh = p.param(i).grad().clone();
+    p.attach_grad(i);
+    EXPECT_TRUE(is_view(i)) << "parameter " << i << " after attach_grad";
+    EXPECT_TRUE(torch::equal(p.param(i).grad(), fresh)) << "parameter " << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Devices, TorchDeviceBuckets, ::testing::Values("cpu", "cuda:0"),
+                         [](const auto& info) { return std::string(info.param).substr(0, 4); });
 
 }  // namespace
