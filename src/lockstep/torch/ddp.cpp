@@ -91,8 +91,8 @@ at::Tensor host_copy(const at::Tensor& t, bool off_cpu) {
 ModuleParams::ModuleParams(::torch::nn::Module& module, bool bucket_view, bool device_buckets) {
   if (auto m = wrap_problem(module); !m.empty())
     LOCKSTEP_THROW(InvalidArgument, "lockstep::torch::ModuleParams: ", m);
-  for (const auto& p : module.parameters(/*recurse=*/true))
-    if (!p.device().is_cpu()) device_ = p.device();
+  for (const auto& p : module.parameters(/*recurse=*/true))  // trainable: all on one device
+    if (p.requires_grad() && !p.device().is_cpu()) device_ = p.device();
   for (const auto& b : module.buffers(/*recurse=*/true))
     if (!b.device().is_cpu()) host_state_ = true;  // collectives read buffers through host copies
   host_state_ = host_state_ || !device_.is_cpu();
