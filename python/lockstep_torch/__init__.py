@@ -57,7 +57,7 @@ def _quiesce():
         pgs = []
     for pg in pgs:
         try:
-            backends.append(pg._get_backend(torch.device("cpu")) if _TORCH_MAJOR >= 2 else pg)
+            backends.append(_backend(pg))
         except Exception:  # noqa: BLE001  (no CPU backend in this group)
             pass
     for b in backends:
@@ -85,11 +85,20 @@ def stats(group=None):
     return _C.stats(_backend(group))
 
 
+def _unwrap(pg):
+    """What a debug wrapper holds: under TORCH_DISTRIBUTED_DEBUG=DETAIL, PyTorch 2.x wraps a
+    plugin's backend in a _ProcessGroupWrapper (which checks each collective's shape with gloo
+    first), and 1.13 and 2.x both wrap gloo's."""
+    while hasattr(pg, "wrapped_pg"):
+        pg = pg.wrapped_pg
+    return pg
+
+
 def _backend(group):
     """The lockstep process group behind `group` (default: the world)."""
-    pg = group if group is not None else dist.distributed_c10d._get_default_group()
-    if _TORCH_MAJOR >= 2:
-        pg = pg._get_backend(torch.device("cpu"))
+    pg = _unwrap(group if group is not None else dist.distributed_c10d._get_default_group())
+    if _TORCH_MAJOR >= 2 and hasattr(pg, "_get_backend"):  # a ProcessGroup, not a Backend
+        pg = _unwrap(pg._get_backend(torch.device("cpu")))
     return pg
 
 

@@ -290,9 +290,25 @@ def check_refusals():
         raise AssertionError(f"rank {RANK}: all_reduce of a sparse tensor did not raise")
 
 
+def check_debug_wrapper(gloo):
+    """lockstep_torch.transport() and stats() see through the _ProcessGroupWrapper that
+    TORCH_DISTRIBUTED_DEBUG=DETAIL puts around a plugin's backend in PyTorch 2.x."""
+    wrapper = getattr(torch._C._distributed_c10d, "_ProcessGroupWrapper", None)
+    if wrapper is None:  # a torch built without gloo
+        return
+    lock, gl = dist.group.WORLD, gloo
+    if int(torch.__version__.split(".")[0]) >= 2:
+        lock, gl = lock._get_backend(torch.device("cpu")), gl._get_backend(torch.device("cpu"))
+    wrapped = wrapper(lock, gl)
+    got, want = lockstep_torch.transport(wrapped), lockstep_torch.transport()
+    assert got == want, f"rank {RANK}: transport through the debug wrapper {got!r}, not {want!r}"
+    assert lockstep_torch.stats(wrapped) == lockstep_torch.stats()
+
+
 def scenario_collectives():
     init()
     gloo = dist.new_group(backend="gloo")
+    check_debug_wrapper(gloo)
     check_refusals()
     check_all_reduce(gloo)
     check_data_movement(gloo)
