@@ -18,6 +18,8 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <c10/core/Stream.h>
+#include <c10/util/Optional.h>
 
 #include <atomic>
 #include <chrono>

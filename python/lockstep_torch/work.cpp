@@ -78,7 +78,7 @@ bool LockstepWork::wait(Ms timeout) {
     }
   }
   if (auto q = queue_.lock()) q->complete_through(this, deadline + kCompletionSlack);
-  std::unique_lock<std::mutex> lk(mutex_);
+  std::unique_lock lk(mutex_);  // c10d::Work's mutex_ (std::mutex, or timed_mutex in some 2.x)
   if (!cv_.wait_until(lk, deadline + kCompletionSlack, [&] { return completed_; })) {
     TORCH_CHECK(false, "lockstep ", c10d::opTypeToString(opType_), " on rank ", rank_,
                 " did not complete within ", limit.count(),
