@@ -67,7 +67,7 @@ def main():
     def step():
         s = (cursor[0] % batches) * a.batch
         cursor[0] += 1
-        opt.zero_grad()
+        opt.zero_grad(set_to_none=False)  # as torch_bench (2.x's default is True)
         loss = loss_of(x[s:s + a.batch], y[s:s + a.batch])
         loss.backward()
         opt.step()

@@ -173,7 +173,7 @@ int main(int argc, char** argv) try {
   double fwd_s = 0, bwd_s = 0;  // forward + loss; backward (ddp: with its final wait)
   auto step = [&] {
     const int64_t s = (cursor++ % batches) * f.batch;
-    opt->zero_grad();
+    net->zero_grad(/*set_to_none=*/false);  // as 1.13's opt.zero_grad(); 2.x's sets none
     const auto f0 = std::chrono::steady_clock::now();
     loss = loss_of(x.slice(0, s, s + f.batch), y.slice(0, s, s + f.batch));
     const auto f1 = std::chrono::steady_clock::now();

@@ -148,7 +148,7 @@ int main(int argc, char** argv) try {
   for (int64_t epoch = sampler.epoch(); epoch < f.epochs && step != f.max_steps; ++epoch) {
     sampler.set_epoch(epoch);  // keeps a resumed position within this epoch
     for (auto& b : *loader) {
-      opt.zero_grad();
+      net->zero_grad(/*set_to_none=*/false);  // keeps .grad() the bucket views (ddp.h)
       torch::nn::functional::cross_entropy(ddp.forward(net, b.data.to(device)),
                                            b.target.to(device))
           .backward();  // averaged on return

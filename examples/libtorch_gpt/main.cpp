@@ -98,7 +98,7 @@ int main(int argc, char** argv) try {
       k = sampler.next(idx);
     }
     const auto ids = torch::from_blob(idx.data(), {k}, torch::kLong);
-    opt.zero_grad();
+    net->zero_grad(/*set_to_none=*/false);  // keeps .grad() the bucket views (ddp.h)
     ex::gpt_loss(ddp.forward(net, text.train_x.index_select(0, ids)),
                  text.train_y.index_select(0, ids))
         .backward();  // averaged on return

@@ -8,7 +8,7 @@
 //   lockstep::torch::DistributedDataParallel ddp(*net, *pg);   // rank 0's weights everywhere
 //   torch::optim::SGD opt(net->parameters(), 0.05);
 //   for (...) {
-//     opt.zero_grad();
+//     net->zero_grad(/*set_to_none=*/false);         // or opt.zero_grad(): see below
 //     auto loss = torch::nll_loss(ddp.forward(net, x), y);    // or net->forward(x)
 //     loss.backward();       // returns with gradients averaged over ranks
 //     opt.step();            // or ddp.step(opt): skips steps with NaN/Inf gradients
@@ -21,7 +21,12 @@
 // for every bucket (bounded by DdpOptions::timeout), so `loss.backward()` returns only with
 // averaged gradients, and an error (a peer gone, an unused parameter) comes out of it.
 // Gradients are views into the buckets' storage (gradient_as_bucket_view); while DDP
-// lives, every parameter's .grad() is such a view, defined (zeros before the first backward).
+// lives, every parameter's .grad() is such a view, defined (zeros before the first backward),
+// unless something sets it to none: LibTorch 2.x's Optimizer::zero_grad() does by default
+// (1.13's zeroes in place). That stays correct — autograd then makes a new gradient, which
+// the hook copies into its view and puts the view back — at the cost of that allocation and
+// copy per parameter and step. Module::zero_grad(false) (the same in both versions) zeroes
+// the views in place and keeps them.
 // A module on a GPU keeps its buckets on the GPU where the process group reads device
 // memory in place (nccl, Capability::device_memory) and the comm hook computes nothing on the
 // host (allreduce): .grad() views device memory, and each collective is ordered after the
