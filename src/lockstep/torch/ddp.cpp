@@ -379,8 +379,9 @@ DistributedDataParallel::DistributedDataParallel(::torch::nn::Module& module,
     : module_(module),
       pg_(pg),
       opt_(std::move(opt)),
-      params_(checked(module, pg, opt_), torch_opt.gradient_as_bucket_view,
-              device_buckets(pg, opt_)),
+      device_buckets_(device_buckets(pg, opt_)),
+      params_(checked(module, pg, opt_.timeout, device_buckets_), torch_opt.gradient_as_bucket_view,
+              device_buckets_),
       timeline_(ddp::Timeline::from_env(pg.rank(), pg.size())),
       reducer_(pg, params_, reducer_options(opt_)) {
   Architecture architecture(params_);
@@ -418,16 +419,16 @@ DistributedDataParallel::~DistributedDataParallel() {
 }
 
 ::torch::nn::Module& DistributedDataParallel::checked(::torch::nn::Module& module,
-                                                      comm::ProcessGroup& pg,
-                                                      const ddp::DdpOptions& opt) {
+                                                      comm::ProcessGroup& pg, Millis timeout,
+                                                      bool device_buckets) {
   std::string problem = wrap_problem(module);
-  if (problem.empty() && device_buckets(pg, opt))
+  if (problem.empty() && device_buckets)
     for (const auto& p : module.parameters(/*recurse=*/true))
       if (p.requires_grad()) {  // all on one device (wrap_problem)
         problem = device_problem(p.device(), pg.backend_name(), pg.cuda_device());
         break;
       }
-  agree_wrappable(pg, problem, opt.timeout);
+  agree_wrappable(pg, problem, timeout);
   return module;
 }
 

@@ -145,7 +145,7 @@ class DistributedDataParallel {
   // Runs the collective checks of a module before ModuleParams reads it (wrap_problem and
   // device_problem on every rank, all ranks throw when one fails).
   static ::torch::nn::Module& checked(::torch::nn::Module& module, comm::ProcessGroup& pg,
-                                      const ddp::DdpOptions& opt);
+                                      Millis timeout, bool device_buckets);
   // Throws (naming the parameter) when the module's trainable parameters are no longer the
   // tensors and storage that were wrapped: added, re-registered, frozen, moved or cast.
   void check_unchanged(const char* when);
@@ -160,6 +160,7 @@ class DistributedDataParallel {
   ::torch::nn::Module& module_;
   comm::ProcessGroup& pg_;
   ddp::DdpOptions opt_;
+  const bool device_buckets_;  // a GPU module's gradient buckets stay on it (ModuleParams)
   ModuleParams params_;
   std::unique_ptr<ddp::Timeline> timeline_;
   // As in ddp::DistributedDataParallel: destroyed after the reducer (which waits for buckets
