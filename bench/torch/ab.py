@@ -9,12 +9,13 @@ with each step's parts per rank (issue 19's finding of docs/benchmarks.md):
 A configuration is NAME='torch_bench flags' (--overlap 0|1, --shared-grads 0|1 and
 --first-bucket-kb N change DdpOptions; env:VAR=VALUE sets a variable, e.g.
 env:LOCKSTEP_SHM_SPIN_US=0; build:DIR runs another build tree's torch_bench and launcher, e.g.
-a worktree of the commit before a change: before='--mode ddp build:/work/wt/build/release'). Columns, medians over repetitions: samples/s (wall, slowest rank),
-samples per cpu-second (summed over ranks), ms per step of forward and of backward (ddp: with
-its final wait), ms the rank that waited least spent blocked on communication per step
-(ddp: finalize; baseline: its all-reduces), voluntary / involuntary context switches per step
-and rank, CPU ms per step of the compute thread and of all other threads (the group's), and
-the wall and cpu-rate ratios to the first configuration, per repetition then median.
+a worktree of the commit before a change: before='--mode ddp build:/work/wt/build/release').
+Columns, medians over repetitions: samples/s (wall, slowest rank), samples per cpu-second
+(summed over ranks), ms per step of forward and of backward (ddp: with its final wait), ms the
+rank that waited least spent blocked on communication per step (ddp: finalize; baseline: its
+all-reduces), voluntary / involuntary context switches per step and rank, CPU ms per step of
+the compute thread and of all other threads (the group's), and the wall and cpu-rate ratios to
+the first configuration, per repetition then median.
 """
 import argparse
 import json
